@@ -1,0 +1,1 @@
+"""avaf.extract: decode videos, run frozen encoders on Ray, write feature-store shards."""
