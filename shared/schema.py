@@ -6,6 +6,7 @@ spells an HDF5 path: the writer, the reader, `avaf-inspect` and the tests all go
 Layout of one file (a shard and the merged `feats.h5` share it; the root attribute `kind` tells them apart):
 
     /                       attrs: format, schema_version, kind, avaf_version, created, config (JSON),
+                                   signature (JSON: what determines the numbers; shards must agree),
                                    random_weights (JSON list of encoders on random weights; [] when none)
     /videos/<column>        one row per video        (ids, offset, length, source path, ...)
     /seconds/<column>       one row per second       (all seconds of all videos stacked; rows
@@ -30,7 +31,7 @@ SCHEMA_VERSION = 1
 KIND_SHARD = "shard"
 KIND_STORE = "store"
 
-ROOT_ATTRS = ("format", "schema_version", "kind", "avaf_version", "created", "config", "random_weights")
+ROOT_ATTRS = ("format", "schema_version", "kind", "avaf_version", "created", "config", "signature", "random_weights")
 
 # Widths fixed by the schema; the visual token count and width come from the encoder (config).
 AUDIO_DIM = 128

@@ -94,14 +94,13 @@ def _empty_columns(table: Table) -> dict[str, list]:
     return {c.name: [] for c in table.columns}
 
 
-def _stack(column: schema.Column, values: list, dims: dict[str, int]) -> np.ndarray:
-    """Rows of one column as one array of the schema dtype (an empty column gets its full shape)."""
+def _stack(column: schema.Column, values: list, dims: dict[str, int], blocks: bool) -> np.ndarray:
+    """Rows of one column as one array of the schema dtype; `blocks`: each value holds several rows."""
     if column.dtype == STR:
         return np.array(values, dtype=object).reshape(len(values))
-    if values and column.tail:
-        return np.concatenate([np.asarray(v, dtype=column.dtype) for v in values], axis=0)
     if values:
-        return np.asarray(values, dtype=column.dtype)
+        arrays = [np.asarray(v, dtype=column.dtype) for v in values]
+        return np.concatenate(arrays, axis=0) if blocks else np.stack(arrays)
     tail = tuple(dims.get(d, 0) if isinstance(d, str) else d for d in column.tail)
     return np.zeros((0, *tail), dtype=column.dtype)
 
@@ -189,7 +188,7 @@ class ShardWriter:
 
     def add_video(self, v: VideoFeatures) -> None:
         t = v.length
-        self._check_dims(f"video {v.video_id!r} visual_tokens", "TND", v.visual_tokens.shape)
+        self._check_dims(f"video {v.video_id!r} visual_tokens", "ND", v.visual_tokens.shape[1:])
         expected = {
             "visual_pooled": (t, self.dims["D"]),
             "audio": (t, schema.AUDIO_DIM),
@@ -230,8 +229,7 @@ class ShardWriter:
 
     def add_question(self, q: QuestionFeatures) -> None:
         words = np.asarray(q.words)
-        self._check_dims(f"question {q.question_id} words", "LD", words.shape)
-        self.dims.pop("L")
+        self._check_dims(f"question {q.question_id} words", "D", words.shape[1:])
         if np.shape(q.sentence) != (self.dims["D"],):
             raise StoreError(f"{self.path}: question {q.question_id} sentence has shape {np.shape(q.sentence)}")
         row = {
@@ -243,7 +241,7 @@ class ShardWriter:
             "answer": q.answer,
             "word_offset": self._n["words"],
             "word_length": words.shape[0],
-            "sentence": np.asarray(q.sentence)[None],
+            "sentence": np.asarray(q.sentence),
         }
         for k, val in row.items():
             self._rows["questions"][k].append(val)
@@ -264,7 +262,8 @@ class ShardWriter:
                 f.attrs.update(attrs)
                 for table in schema.TABLES:
                     for column in table.columns:
-                        data = _stack(column, self._rows[table.group][column.name], self.dims)
+                        rows = self._rows[table.group][column.name]
+                        data = _stack(column, rows, self.dims, blocks=table.group in schema.RAGGED)
                         _create(f, table.path(column.name), column, data)
             _commit(tmp, self.path)
         finally:
@@ -289,3 +288,148 @@ def complete_shards(folder: str | os.PathLike) -> list[Path]:
 def new_shard_path(folder: str | os.PathLike, prefix: str = "shard") -> Path:
     """A fresh shard name that sorts after every earlier one."""
     return Path(folder) / f"{time.time_ns():020d}-{prefix}-{os.getpid()}{SHARD_SUFFIX}"
+
+
+# ---------------------------------------------------------------------------------------------- merging
+
+
+def build_store(shards: list[Path], out: str | os.PathLike) -> dict[str, int]:
+    """Merge complete shards into one self-contained store at `out`, replacing it atomically.
+
+    Later shards win: a video's features come from its latest successful shard, its run record from
+    its latest attempt (a success is never hidden by an older failure), a question from its latest shard.
+    Shards whose feature signature differs from the first one's are refused, naming both files.
+    Returns counts of what the store holds.
+    """
+    from .reader import open_h5
+
+    out = Path(out)
+    if not shards:
+        raise StoreError(f"{out}: no complete shards to build from")
+    handles = [open_h5(p, kind=KIND_SHARD) for p in shards]
+    try:
+        plan = _merge_plan(shards, handles)
+        tmp = _tmp_name(out)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs.update(plan["attrs"])
+                for table in schema.TABLES:
+                    _copy_table(f, table, handles, plan)
+            _commit(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        for h in handles:
+            h.close()
+    return plan["counts"]
+
+
+def _strings(f: h5py.File, table: Table, column: str) -> np.ndarray:
+    return f[table.path(column)].asstr()[...]
+
+
+def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
+    """Which rows of which shard end up in the store, in what order."""
+    signature = handles[0].attrs["signature"]
+    for p, h in zip(paths[1:], handles[1:]):
+        if h.attrs["signature"] != signature:
+            raise StoreError(
+                f"{p}: extracted with different encoders or settings than {paths[0]}; "
+                f"refusing to mix them in one store ({h.attrs['signature']} vs {signature})"
+            )
+    latest_video: dict[str, tuple[int, int]] = {}
+    latest_question: dict[int, tuple[int, int]] = {}
+    run_rows: dict[str, tuple[int, int]] = {}
+    for s, h in enumerate(handles):
+        for i, vid in enumerate(_strings(h, schema.VIDEOS, "video_id")):
+            latest_video[vid] = (s, i)
+        for i, qid in enumerate(h[schema.QUESTIONS.path("question_id")][...]):
+            latest_question[int(qid)] = (s, i)
+        for i, (vid, status) in enumerate(
+            zip(_strings(h, schema.RUNS, "video_id"), _strings(h, schema.RUNS, "status"))
+        ):
+            if status == schema.STATUS_OK or vid not in latest_video:
+                run_rows[vid] = (s, i)
+    random_weights = sorted({w for h in handles for w in json.loads(h.attrs["random_weights"])})
+    last = handles[-1].attrs
+    attrs = _root_attrs(KIND_STORE, json.loads(last["config"]), random_weights, json.loads(last["signature"]))
+    rows = {
+        "videos": sorted(latest_video.values()),
+        "questions": sorted(latest_question.values()),
+        "runs": sorted(run_rows.values()),
+    }
+    counts = {k: len(v) for k, v in rows.items()}
+    counts["failed"] = sum(
+        _strings(handles[s], schema.RUNS, "status")[i] == schema.STATUS_FAILED for s, i in rows["runs"]
+    )
+    return {"attrs": attrs, "rows": rows, "counts": counts}
+
+
+def _read_column(h: h5py.File, table: Table, column: schema.Column) -> np.ndarray:
+    ds = h[table.path(column.name)]
+    return ds.asstr()[...] if column.dtype == STR else ds[...]
+
+
+def _runs_of(rows: list[tuple[int, int]], shard: int) -> np.ndarray:
+    return np.array([i for s, i in rows if s == shard], dtype=np.int64)
+
+
+def _copy_table(f: h5py.File, table: Table, handles: list[h5py.File], plan: dict) -> None:
+    """Copy the selected rows of one table from every shard, shard by shard, in bounded pieces."""
+    if table.group in schema.RAGGED:
+        return  # copied with its parent
+    rows = plan["rows"][table.group]
+    children = [(g, r) for g, r in schema.RAGGED.items() if r[0] is table]
+    selected = [_runs_of(rows, s) for s in range(len(handles))]
+    for column in table.columns:
+        if any(column.name in (off, length) for _, (_, off, length) in children):
+            continue
+        parts = [_read_column(h, table, column)[sel] for h, sel in zip(handles, selected) if len(sel)]
+        first = handles[0][table.path(column.name)]
+        merged = np.concatenate(parts) if parts else np.zeros((0, *first.shape[1:]), schema.numpy_dtype(column))
+        _create(f, table.path(column.name), column, merged.astype(object) if column.dtype == STR else merged)
+    for child_group, (_, off_name, len_name) in children:
+        _copy_ragged(f, schema.TABLE_BY_GROUP[child_group], table, off_name, len_name, handles, selected)
+
+
+def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, selected) -> None:
+    """Copy the child rows (seconds, words) of the selected parent rows and write fresh offsets."""
+    spans = []  # (shard, start, length) per selected parent row, in store order
+    for s, (h, sel) in enumerate(zip(handles, selected)):
+        if len(sel):
+            starts = h[parent.path(off_name)][...][sel]
+            lengths = h[parent.path(len_name)][...][sel]
+            spans += [(s, int(a), int(n)) for a, n in zip(starts, lengths)]
+    lengths = np.array([n for _, _, n in spans], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]]) if len(spans) else np.zeros(0, np.int64)
+    _create(f, parent.path(off_name), parent.column(off_name), offsets.astype(np.int64))
+    _create(f, parent.path(len_name), parent.column(len_name), lengths)
+    total = int(lengths.sum())
+    for column in child.columns:
+        src0 = handles[0][child.path(column.name)]
+        tail = next((h[child.path(column.name)].shape[1:] for h in handles if h[child.path(column.name)].shape[0]), src0.shape[1:])
+        per_row = max(1, int(np.prod(tail, dtype=np.int64)) * np.dtype(column.dtype).itemsize)
+        ds = f.create_dataset(
+            child.path(column.name),
+            shape=(total, *tail),
+            dtype=column.dtype,
+            chunks=(min(total, schema.chunk_rows(per_row)), *tail) if total else None,
+        )
+        _copy_spans(ds, handles, child.path(column.name), spans, max(1, COPY_BYTES // per_row))
+
+
+def _copy_spans(ds: h5py.Dataset, handles, path: str, spans, max_rows: int) -> None:
+    """Copy spans, coalescing neighbours of one shard into one read of at most max_rows rows."""
+    dest = 0
+    i = 0
+    while i < len(spans):
+        s, start, n = spans[i]
+        j = i + 1
+        while j < len(spans) and spans[j][0] == s and spans[j][1] == start + n and n + spans[j][2] <= max_rows:
+            n += spans[j][2]
+            j += 1
+        for a in range(0, n, max_rows):  # one video longer than max_rows: copy it in pieces
+            b = min(n, a + max_rows)
+            ds[dest + a : dest + b] = handles[s][path][start + a : start + b]
+        dest += n
+        i = j

@@ -1,0 +1,230 @@
+"""Read an avaf feature store with h5py and numpy only (no torch, no Ray): DESIGN.md §2.
+
+    from avaf.shared.reader import FeatureStore
+    with FeatureStore("feats.h5") as fs:
+        fs.video_ids                        # every video with features
+        v = fs.video("00000001")            # {"visual_tokens": (T, N, D), "audio": (T, 128), ...}
+        q = fs.questions(split="test")      # column dict, one row per question
+        bulk = fs.load_videos(q["video_id"])  # the videos a split needs, stacked in one array each
+
+A file of another schema version, a truncated file or a file that is not ours is refused with a
+`StoreError` naming the file (and both versions, for a version mismatch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import schema
+from .schema import STR, Table
+from .store import StoreError
+
+PER_SECOND = schema.SECONDS.names
+
+
+def open_h5(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
+    """Open and validate a store or shard; every problem is a StoreError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: no such feature file")
+    if path.stat().st_size == 0 or not h5py.is_hdf5(path):
+        raise StoreError(f"{path}: not an HDF5 file (empty, or not written by avaf)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise StoreError(f"{path}: cannot be opened as HDF5: the file is truncated or corrupt ({e})") from e
+    try:
+        _validate(path, f, kind)
+    except Exception:
+        f.close()
+        raise
+    return f
+
+
+def _validate(path: Path, f: h5py.File, kind: str | None) -> None:
+    fmt = f.attrs.get("format")
+    if fmt != schema.FORMAT_NAME:
+        raise StoreError(f"{path}: not an avaf feature file (root attribute 'format' is {fmt!r}, expected {schema.FORMAT_NAME!r})")
+    version = int(f.attrs.get("schema_version", -1))
+    if version != schema.SCHEMA_VERSION:
+        writer = f.attrs.get("avaf_version", "unknown")
+        raise StoreError(
+            f"{path}: feature schema version {version} (written by avaf {writer}); this avaf reads schema "
+            f"version {schema.SCHEMA_VERSION}. Re-extract, or read it with the avaf version that wrote it."
+        )
+    if kind is not None and f.attrs.get("kind") != kind:
+        raise StoreError(f"{path}: is a {f.attrs.get('kind')!r} file, expected a {kind!r} file")
+    missing = [a for a in schema.ROOT_ATTRS if a not in f.attrs]
+    for table in schema.TABLES:
+        missing += [table.path(c) for c in table.names if table.path(c) not in f]
+    if missing:
+        raise StoreError(f"{path}: incomplete avaf feature file, missing {', '.join(missing)}")
+    for table in schema.TABLES:
+        rows = {f[table.path(c)].shape[0] for c in table.names}
+        if len(rows) != 1:
+            raise StoreError(f"{path}: the columns of /{table.group} have different lengths {sorted(rows)}")
+    for child, (parent, off, length) in schema.RAGGED.items():
+        n = f[schema.TABLE_BY_GROUP[child].path(schema.TABLE_BY_GROUP[child].names[0])].shape[0]
+        ends = f[parent.path(off)][...].astype(np.int64) + f[parent.path(length)][...]
+        if len(ends) and (ends.max() > n or f[parent.path(off)][...].min() < 0):
+            raise StoreError(f"{path}: /{parent.group}/{off} points past the {n} rows of /{child}: corrupt file")
+
+
+def _read_table(f: h5py.File, table: Table, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    out = {}
+    for c in table.columns:
+        if c.name in skip:
+            continue
+        ds = f[table.path(c.name)]
+        out[c.name] = ds.asstr()[...] if c.dtype == STR else ds[...]
+    return out
+
+
+@dataclass
+class VideoBatch:
+    """Several videos' per-second arrays stacked: video i is rows offset[i] : offset[i] + length[i]."""
+
+    video_ids: list[str]
+    offset: np.ndarray  # (V,) int64
+    length: np.ndarray  # (V,) int32
+    arrays: dict[str, np.ndarray]  # name -> (S, ...) with S = length.sum()
+
+    def __post_init__(self) -> None:
+        self.index = {v: i for i, v in enumerate(self.video_ids)}
+
+    def get(self, video_id: str, name: str) -> np.ndarray:
+        i = self.index[video_id]
+        return self.arrays[name][self.offset[i] : self.offset[i] + self.length[i]]
+
+
+class FeatureStore:
+    """A read-only view of `feats.h5` (or of one shard)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._f = open_h5(self.path)
+        a = self._f.attrs
+        self.schema_version = int(a["schema_version"])
+        self.kind = str(a["kind"])
+        self.avaf_version = str(a["avaf_version"])
+        self.created = str(a["created"])
+        self.config: dict = json.loads(a["config"])
+        self.signature: dict = json.loads(a["signature"])
+        self.random_weights: list[str] = json.loads(a["random_weights"])
+        self.videos = _read_table(self._f, schema.VIDEOS)
+        self.video_ids: list[str] = list(self.videos["video_id"])
+        self._video_row = {v: i for i, v in enumerate(self.video_ids)}
+        self._questions: dict[str, np.ndarray] | None = None
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __contains__(self, video_id: str) -> bool:
+        return video_id in self._video_row
+
+    def dataset(self, table: Table, column: str) -> h5py.Dataset:
+        """The raw h5py dataset of one column, for callers that slice it themselves."""
+        return self._f[table.path(column)]
+
+    def shape(self, table: Table, column: str) -> tuple[int, ...]:
+        return tuple(self.dataset(table, column).shape)
+
+    def _row(self, video_id: str) -> int:
+        try:
+            return self._video_row[video_id]
+        except KeyError:
+            raise KeyError(f"{self.path}: no video {video_id!r} in this store") from None
+
+    def video(self, video_id: str, fields: tuple[str, ...] = PER_SECOND) -> dict:
+        """One video's metadata and per-second arrays (one contiguous read per array)."""
+        i = self._row(video_id)
+        out = {c: self.videos[c][i] for c in schema.VIDEOS.names}
+        out["streams"] = json.loads(out["streams"])
+        a, n = int(out["offset"]), int(out["length"])
+        for name in fields:
+            out[name] = self.dataset(schema.SECONDS, name)[a : a + n]
+        return out
+
+    def load_videos(self, video_ids=None, fields: tuple[str, ...] = PER_SECOND) -> VideoBatch:
+        """Every listed video (default: all) stacked into one array per field, in file order.
+
+        Neighbouring videos are read as one slice, so loading a whole split is a few large reads.
+        """
+        wanted = self.video_ids if video_ids is None else sorted(set(video_ids), key=self._row)
+        rows = np.array([self._row(v) for v in wanted], dtype=np.int64)
+        starts = self.videos["offset"][rows] if len(rows) else np.zeros(0, np.int64)
+        lengths = self.videos["length"][rows] if len(rows) else np.zeros(0, np.int32)
+        offset = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]]).astype(np.int64)[: len(rows)]
+        arrays = {}
+        for name in fields:
+            ds = self.dataset(schema.SECONDS, name)
+            out = np.empty((int(lengths.sum()), *ds.shape[1:]), dtype=ds.dtype)
+            for src, dst, n in _coalesce(starts, offset, lengths):
+                ds.read_direct(out, np.s_[src : src + n], np.s_[dst : dst + n])
+            arrays[name] = out
+        return VideoBatch(list(wanted), offset, lengths.astype(np.int32), arrays)
+
+    def questions(self, split: str | None = None, subset: str | None = None) -> dict[str, np.ndarray]:
+        """Question columns (sentence features included), optionally one split and/or the Real subset."""
+        if self._questions is None:
+            self._questions = _read_table(self._f, schema.QUESTIONS)
+        q = self._questions
+        keep = np.ones(len(q["question_id"]), dtype=bool)
+        if split is not None:
+            keep &= q["split"] == split
+        if subset not in (None, "all"):
+            if subset != "real":
+                raise ValueError(f"unknown subset {subset!r}: use 'all' or 'real'")
+            keep &= np.array([v.isdigit() for v in q["video_id"]], dtype=bool)
+        return {k: v[keep] for k, v in q.items()}
+
+    def load_words(self, word_offset: np.ndarray, word_length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Word features of the given questions stacked; returns (words (W, D), new offsets)."""
+        ds = self.dataset(schema.WORDS, "features")
+        offset = np.concatenate([[0], np.cumsum(word_length, dtype=np.int64)[:-1]]).astype(np.int64)
+        out = np.empty((int(np.sum(word_length)), *ds.shape[1:]), dtype=ds.dtype)
+        order = np.argsort(word_offset, kind="stable")
+        for src, dst, n in _coalesce(word_offset[order], offset[order], word_length[order]):
+            ds.read_direct(out, np.s_[src : src + n], np.s_[dst : dst + n])
+        return out, offset[: len(word_length)]
+
+    def question_words(self, question_id: int) -> np.ndarray:
+        q = self.questions()
+        hit = np.flatnonzero(q["question_id"] == question_id)
+        if not len(hit):
+            raise KeyError(f"{self.path}: no question {question_id} in this store")
+        a, n = int(q["word_offset"][hit[0]]), int(q["word_length"][hit[0]])
+        return self.dataset(schema.WORDS, "features")[a : a + n]
+
+    def runs(self) -> dict[str, np.ndarray]:
+        """The run record: one row per attempted video with status ok / failed and the error."""
+        return _read_table(self._f, schema.RUNS)
+
+    def failed(self) -> list[tuple[str, str, str]]:
+        """(video_id, source_path, error) of every video whose latest attempt failed."""
+        r = self.runs()
+        bad = r["status"] == schema.STATUS_FAILED
+        return list(zip(r["video_id"][bad], r["source_path"][bad], r["error"][bad]))
+
+
+def _coalesce(src: np.ndarray, dst: np.ndarray, n: np.ndarray):
+    """Merge (src, dst, n) spans that continue each other in both source and destination."""
+    runs: list[list[int]] = []
+    for s, d, k in zip(src.tolist(), dst.tolist(), n.tolist()):
+        if runs and runs[-1][0] + runs[-1][2] == s and runs[-1][1] + runs[-1][2] == d:
+            runs[-1][2] += k
+        elif k:
+            runs.append([s, d, k])
+    return runs
