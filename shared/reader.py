@@ -50,7 +50,9 @@ def open_h5(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
 def _validate(path: Path, f: h5py.File, kind: str | None) -> None:
     fmt = f.attrs.get("format")
     if fmt != schema.FORMAT_NAME:
-        raise StoreError(f"{path}: not an avaf feature file (root attribute 'format' is {fmt!r}, expected {schema.FORMAT_NAME!r})")
+        raise StoreError(
+            f"{path}: not an avaf feature file (root attribute 'format' is {fmt!r}, expected {schema.FORMAT_NAME!r})"
+        )
     version = int(f.attrs.get("schema_version", -1))
     if version != schema.SCHEMA_VERSION:
         writer = f.attrs.get("avaf_version", "unknown")
@@ -73,7 +75,9 @@ def _validate(path: Path, f: h5py.File, kind: str | None) -> None:
         n = f[schema.TABLE_BY_GROUP[child].path(schema.TABLE_BY_GROUP[child].names[0])].shape[0]
         ends = f[parent.path(off)][...].astype(np.int64) + f[parent.path(length)][...]
         if len(ends) and (ends.max() > n or f[parent.path(off)][...].min() < 0):
-            raise StoreError(f"{path}: /{parent.group}/{off} points past the {n} rows of /{child}: corrupt file")
+            raise StoreError(
+                f"{path}: /{parent.group}/{off} points past the {n} rows of /{child}: corrupt file"
+            )
 
 
 def _read_table(f: h5py.File, table: Table, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:

@@ -31,7 +31,16 @@ SCHEMA_VERSION = 1
 KIND_SHARD = "shard"
 KIND_STORE = "store"
 
-ROOT_ATTRS = ("format", "schema_version", "kind", "avaf_version", "created", "config", "signature", "random_weights")
+ROOT_ATTRS = (
+    "format",
+    "schema_version",
+    "kind",
+    "avaf_version",
+    "created",
+    "config",
+    "signature",
+    "random_weights",
+)
 
 # Widths fixed by the schema; the visual token count and width come from the encoder (config).
 AUDIO_DIM = 128

@@ -198,7 +198,9 @@ class ShardWriter:
         for name, shape in expected.items():
             got = np.shape(getattr(v, name))
             if got != shape:
-                raise StoreError(f"{self.path}: video {v.video_id!r} {name} has shape {got}, expected {shape}")
+                raise StoreError(
+                    f"{self.path}: video {v.video_id!r} {name} has shape {got}, expected {shape}"
+                )
         vid, sec = self._rows["videos"], self._rows["seconds"]
         meta = {
             "video_id": v.video_id,
@@ -231,7 +233,9 @@ class ShardWriter:
         words = np.asarray(q.words)
         self._check_dims(f"question {q.question_id} words", "D", words.shape[1:])
         if np.shape(q.sentence) != (self.dims["D"],):
-            raise StoreError(f"{self.path}: question {q.question_id} sentence has shape {np.shape(q.sentence)}")
+            raise StoreError(
+                f"{self.path}: question {q.question_id} sentence has shape {np.shape(q.sentence)}"
+            )
         row = {
             "question_id": int(q.question_id),
             "video_id": q.video_id,
@@ -386,7 +390,9 @@ def _copy_table(f: h5py.File, table: Table, handles: list[h5py.File], plan: dict
             continue
         parts = [_read_column(h, table, column)[sel] for h, sel in zip(handles, selected) if len(sel)]
         first = handles[0][table.path(column.name)]
-        merged = np.concatenate(parts) if parts else np.zeros((0, *first.shape[1:]), schema.numpy_dtype(column))
+        merged = (
+            np.concatenate(parts) if parts else np.zeros((0, *first.shape[1:]), schema.numpy_dtype(column))
+        )
         _create(f, table.path(column.name), column, merged.astype(object) if column.dtype == STR else merged)
     for child_group, (_, off_name, len_name) in children:
         _copy_ragged(f, schema.TABLE_BY_GROUP[child_group], table, off_name, len_name, handles, selected)
@@ -401,13 +407,20 @@ def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, se
             lengths = h[parent.path(len_name)][...][sel]
             spans += [(s, int(a), int(n)) for a, n in zip(starts, lengths)]
     lengths = np.array([n for _, _, n in spans], dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]]) if len(spans) else np.zeros(0, np.int64)
+    offsets = (
+        np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]])
+        if len(spans)
+        else np.zeros(0, np.int64)
+    )
     _create(f, parent.path(off_name), parent.column(off_name), offsets.astype(np.int64))
     _create(f, parent.path(len_name), parent.column(len_name), lengths)
     total = int(lengths.sum())
     for column in child.columns:
         src0 = handles[0][child.path(column.name)]
-        tail = next((h[child.path(column.name)].shape[1:] for h in handles if h[child.path(column.name)].shape[0]), src0.shape[1:])
+        tail = next(
+            (h[child.path(column.name)].shape[1:] for h in handles if h[child.path(column.name)].shape[0]),
+            src0.shape[1:],
+        )
         per_row = max(1, int(np.prod(tail, dtype=np.int64)) * np.dtype(column.dtype).itemsize)
         ds = f.create_dataset(
             child.path(column.name),
@@ -425,7 +438,9 @@ def _copy_spans(ds: h5py.Dataset, handles, path: str, spans, max_rows: int) -> N
     while i < len(spans):
         s, start, n = spans[i]
         j = i + 1
-        while j < len(spans) and spans[j][0] == s and spans[j][1] == start + n and n + spans[j][2] <= max_rows:
+        while (
+            j < len(spans) and spans[j][0] == s and spans[j][1] == start + n and n + spans[j][2] <= max_rows
+        ):
             n += spans[j][2]
             j += 1
         for a in range(0, n, max_rows):  # one video longer than max_rows: copy it in pieces
