@@ -1,0 +1,94 @@
+"""Typed configs for both stages: nested frozen dataclasses, layered defaults -> file -> flags.
+
+`ExtractConfig` and `TrainConfig` are plain frozen dataclasses nested by concern; this module turns dicts
+(from a YAML/TOML file or from command-line flags) into them, and back, so the resolved config can be
+saved with every output. An unknown key is an error that names it and the file it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or flag that does not fit the config's fields."""
+
+
+def to_dict(cfg: Any) -> dict:
+    """A nested plain dict (JSON-ready) of a config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def from_dict(cls: type[T], d: dict, where: str = "config") -> T:
+    """Build `cls` from a nested dict; unknown keys are an error naming them and `where`."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a table of settings, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in d.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(hint, value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """Accept lists for tuple fields and ints for float fields; leave everything else as given."""
+    origin = typing.get_origin(hint)
+    if origin in (tuple, typing.Tuple) and isinstance(value, list):  # noqa: UP006
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin in (typing.Union, types.UnionType) and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Nested dict update: tables merge, everything else replaces."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_file(path: str | Path) -> dict:
+    """Settings from a .yaml/.yml/.toml/.json file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from e
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        if path.suffix == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    except Exception as e:  # every parser's own error type: report it with the file name
+        raise ConfigError(f"{path}: not a valid {path.suffix.lstrip('.') or 'YAML'} config file: {e}") from e
+
+
+def resolve(cls: type[T], file: str | Path | None = None, flags: dict | None = None) -> T:
+    """Defaults, then the file, then flags (a nested dict of only the flags the user gave)."""
+    d = to_dict(cls())
+    if file is not None:
+        d = merge(d, read_file(file))
+        from_dict(cls, d, str(file))  # report unknown keys against the file, before flags hide them
+    return from_dict(cls, merge(d, flags or {}), "config")
