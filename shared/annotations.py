@@ -1,0 +1,319 @@
+"""MUSIC-AVQA annotation files, as released, parsed into `Question`s (DESIGN.md §4).
+
+Reads every released flavour: the original `json/` (with its duplicate question_id rows), the corrected
+`json_update/` (test 9,129, val 4,568, train 31,927: what recent papers use), the real/fake splits, and the
+MUSIC-AVQA-v2.0 files (extra keys, rows without `question_id`, float ids, `templ_values` as a real list).
+
+A file is a JSON list of rows: `video_id`, `question_id`, `type` (a string holding a JSON list such as
+'["Audio-Visual", "Counting"]'), `question_content` (a template ending in "?" or the full-width "？", sometimes
+with a trailing space), `templ_values` (a string holding the JSON list of fillers) and the answer, spelled `anser`.
+Other keys (`question_deleted`, v2.0's `unmatch_audio`, `person`, ...) are ignored.
+
+Question text. The placeholders <Object> <LR> <LRer> <FL> <LL> <TH> <BA> are filled, in order, from
+`templ_values`. Like the public AVQA code (GeWu-Lab's MUSIC-AVQA dataloader, and the CLIP question features of
+TSPM, PSTP-Net, QA-TIGER and AVAF-Net), the text drops the final question mark ("?" or "？") and keeps single
+spaces between words: "How many sounding <Object> in the video？" with ["erhu"] gives "How many sounding erhu in
+the video". So avaf's text is the string those repos feed CLIP, and avaf's question features match theirs. We
+strip surrounding whitespace and collapse inner runs of whitespace (the released files have none), and a
+template without a final question mark keeps its last character (the public code blindly cuts it).
+
+Question ids. Float ids (47859.0) become ints. A row without `question_id` (or with null) gets a synthetic,
+negative id: -(1 + the first 48 bits of sha256(video_id, unmatch_audio, filled text)). Real ids are >= 0, so a
+synthetic id never collides with one; it depends only on the question, not on its row, so the same new QA has
+the same id in every file; it fits in int64 and is exact as a float64. Two id-less rows asking the same
+question about the same video (and audio) share an id and go through the duplicate rule below.
+
+Duplicates. Rows sharing a question_id that parse to the same `Question` collapse into one (logged). Rows that
+share an id but differ (the original release's 27 val and 55 test pairs all differ in the answer; json_update
+fixed them) are an AnnotationError naming both rows, unless `duplicates="drop"`, which drops every row of such
+an id (logged) so the original release can still be read.
+
+    >>> from avaf.shared.annotations import load_annotations, select_subset
+    >>> test = load_annotations("json_update/avqa-test.json")  # split "test" from the file name
+    >>> real = select_subset(test, "real")                       # MUSIC-AVQA-Real: 7,365 questions
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from avaf.shared.answers import answer_index
+from avaf.shared.question_types import TYPES, type_index, type_name
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SUBSETS = ("all", "real")
+PLACEHOLDERS = ("Object", "LR", "LRer", "FL", "LL", "TH", "BA")
+REQUIRED_KEYS = ("video_id", "type", "question_content", "templ_values", "anser")
+DUPLICATE_RULES = ("error", "drop")
+
+_PLACEHOLDER = re.compile(r"<([^<>\s]*)>")
+_QUESTION_MARKS = ("?", "？")
+_SPLIT_WORDS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_REAL_VIDEO = re.compile(r"[0-9]+")
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation file or row; the message names the file, the row and the bad value."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question of MUSIC-AVQA.
+
+    type: "Modality/Kind", one of `question_types.TYPES`; text: the filled-in question (see the module doc);
+    template: `question_content` as released; question_id < 0 marks a synthetic id (row without one).
+    """
+
+    question_id: int
+    video_id: str
+    split: str
+    text: str
+    type: str
+    answer: str
+    template: str
+    templ_values: tuple[str, ...]
+
+
+def is_real_video(video_id: str) -> bool:
+    """MUSIC-AVQA-Real membership: the video id is all digits (synthetic ones start with va, vv, sa, eva, ...)."""
+    return _REAL_VIDEO.fullmatch(video_id) is not None
+
+
+def select_subset(questions: Iterable[Question], subset: str | None) -> list[Question]:
+    """The questions of a subset: None or "all" keeps everything, "real" keeps MUSIC-AVQA-Real."""
+    if subset is None or subset == "all":
+        return list(questions)
+    if subset == "real":
+        return [q for q in questions if is_real_video(q.video_id)]
+    raise ValueError(f"unknown subset {subset!r}: expected None or one of {list(SUBSETS)}")
+
+
+def split_from_name(path: str | Path) -> str:
+    """The split a file name names: avqa-test.json, test_balance.json -> "test"; balance_valid.json -> "val"."""
+    words = re.split(r"[^a-z0-9]+", Path(path).stem.lower())
+    found = sorted({_SPLIT_WORDS[w] for w in words if w in _SPLIT_WORDS})
+    if len(found) != 1:
+        named = f"names {found}" if found else "names no split"
+        raise AnnotationError(
+            f"{path}: the file name {named}; pass the split explicitly (split= one of {list(SPLITS)})"
+        )
+    return found[0]
+
+
+def fill_template(template: str, values: Iterable[str], where: str = "") -> str:
+    """The question text: placeholders filled in order, final "?"/"？" dropped, single spaces."""
+    prefix = f"{where}: " if where else ""
+    values = list(values)
+    text = template.strip()
+    if text.endswith(_QUESTION_MARKS):
+        text = text[:-1]
+    names = _PLACEHOLDER.findall(text)
+    for name in names:
+        if name not in PLACEHOLDERS:
+            raise AnnotationError(f"{prefix}unknown placeholder <{name}> in {template!r}")
+    if len(names) > len(values):
+        raise AnnotationError(
+            f"{prefix}placeholder <{names[len(values)]}> (number {len(values) + 1}) has no value: "
+            f"{template!r} with templ_values {values}"
+        )
+    if len(names) < len(values):
+        raise AnnotationError(
+            f"{prefix}{len(values)} templ_values {values} for {len(names)} placeholders in {template!r}"
+        )
+    fillers = iter(values)
+    text = _PLACEHOLDER.sub(lambda _: next(fillers), text)
+    return " ".join(text.split())
+
+
+def synthetic_question_id(video_id: str, text: str, unmatch_audio: str | None = None) -> int:
+    """The negative id given to a row without question_id (see the module doc)."""
+    key = "\x1f".join((video_id, unmatch_audio or "", text)).encode("utf-8")
+    return -1 - int.from_bytes(hashlib.sha256(key).digest()[:6], "big")
+
+
+def _parse_question_id(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise AnnotationError(f"{where}: question_id must be an integer, got {value!r}")
+
+
+def _parse_str_list(value: object, key: str, where: str) -> list[str]:
+    """`type` and `templ_values`: a string holding a JSON list of strings (v2.0 sometimes stores the list)."""
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+    if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
+        raise AnnotationError(f"{where}: {key} must hold a JSON list of strings, got {value!r}")
+    return parsed
+
+
+def _parse_type(value: object, where: str) -> str:
+    parts = _parse_str_list(value, "type", where)
+    if len(parts) != 2:
+        raise AnnotationError(f"{where}: type must be [modality, kind], got {value!r}")
+    name = type_name(*parts)
+    return TYPES[type_index(name, where)]
+
+
+def _parse_row(row: object, index: int, path: Path, split: str) -> Question:
+    where = f"{path}: row {index}"
+    if not isinstance(row, dict):
+        raise AnnotationError(f"{where}: expected an object, got {row!r}")
+    question_id = _parse_question_id(row.get("question_id"), where)
+    if question_id is not None:
+        where += f" (question_id {question_id})"
+    for key in REQUIRED_KEYS:
+        if key not in row:
+            raise AnnotationError(f"{where}: missing key {key!r} (the row has {sorted(row)})")
+    for key in ("video_id", "question_content", "anser"):
+        if not isinstance(row[key], str) or not row[key].strip():
+            raise AnnotationError(f"{where}: {key} must be a non-empty string, got {row[key]!r}")
+    type_ = _parse_type(row["type"], where)
+    answer = row["anser"]
+    answer_index(answer, where)
+    values = tuple(_parse_str_list(row["templ_values"], "templ_values", where))
+    text = fill_template(row["question_content"], values, where)
+    if question_id is None:
+        question_id = synthetic_question_id(row["video_id"], text, row.get("unmatch_audio"))
+    return Question(
+        question_id=question_id,
+        video_id=row["video_id"],
+        split=split,
+        text=text,
+        type=type_,
+        answer=answer,
+        template=row["question_content"],
+        templ_values=values,
+    )
+
+
+def _difference(a: Question, b: Question) -> str:
+    return ", ".join(
+        f"{f.name} {getattr(a, f.name)!r} vs {getattr(b, f.name)!r}"
+        for f in fields(Question)
+        if getattr(a, f.name) != getattr(b, f.name)
+    )
+
+
+def _resolve_duplicates(questions: list[Question], path: Path, duplicates: str) -> list[Question]:
+    """Collapse identical rows sharing a question_id; error on (or drop) rows that share one but differ."""
+    first_row: dict[int, int] = {}  # question_id -> row index of its first occurrence
+    kept: list[Question] = []
+    collapsed: list[int] = []
+    conflicting: set[int] = set()
+    for row, question in enumerate(questions):
+        qid = question.question_id
+        if qid not in first_row:
+            first_row[qid] = row
+            kept.append(question)
+        elif questions[first_row[qid]] == question:
+            collapsed.append(row)
+        elif duplicates == "drop":
+            conflicting.add(qid)
+        else:
+            raise AnnotationError(
+                f"{path}: rows {first_row[qid]} and {row} share question_id {qid} but differ "
+                f"({_difference(questions[first_row[qid]], question)}); use the corrected json_update "
+                f"release, or duplicates='drop' to drop both"
+            )
+    if collapsed:
+        logger.info(
+            "%s: %d rows repeat an earlier row exactly and were collapsed (rows %s)",
+            path,
+            len(collapsed),
+            collapsed[:10],
+        )
+    if conflicting:
+        dropped = sum(1 for q in questions if q.question_id in conflicting)
+        logger.warning(
+            "%s: dropped %d rows of %d question_ids whose rows disagree (e.g. %s)",
+            path,
+            dropped,
+            len(conflicting),
+            sorted(conflicting)[:10],
+        )
+        kept = [q for q in kept if q.question_id not in conflicting]
+    return kept
+
+
+def _read_rows(path: Path) -> list:
+    if path.is_dir():
+        raise AnnotationError(f"{path}: is a folder; use load_annotation_dir")
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text ({e})") from None
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(rows, list):
+        raise AnnotationError(f"{path}: expected a JSON list of questions, got a JSON {type(rows).__name__}")
+    return rows
+
+
+def load_annotations(path: str | Path, split: str | None = None, duplicates: str = "error") -> list[Question]:
+    """All questions of one annotation file, in file order.
+
+    split: "train", "val" or "test"; taken from the file name when None (an unclear name is an error).
+    duplicates: what to do with rows that share a question_id but differ: "error" (default) or "drop".
+    """
+    path = Path(path)
+    if split is None:
+        split = split_from_name(path)
+    elif split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} for {path}: expected one of {list(SPLITS)}")
+    if duplicates not in DUPLICATE_RULES:
+        raise ValueError(f"unknown duplicates rule {duplicates!r}: expected one of {list(DUPLICATE_RULES)}")
+    rows = _read_rows(path)
+    questions = [_parse_row(row, i, path, split) for i, row in enumerate(rows)]
+    synthetic = sum(1 for row in rows if row.get("question_id") is None)
+    if synthetic:
+        logger.info("%s: %d rows without question_id got synthetic (negative) ids", path, synthetic)
+    unmatched = sum(1 for row in rows if row.get("unmatch_audio") is not None)
+    if unmatched:
+        logger.warning(
+            "%s: %d rows pair the video with another video's audio ('unmatch_audio', MUSIC-AVQA-v2.0); "
+            "avaf keeps only video_id, so these questions are read with the video's own audio",
+            path,
+            unmatched,
+        )
+    return _resolve_duplicates(questions, path, duplicates)
+
+
+def load_annotation_dir(folder: str | Path, duplicates: str = "error") -> dict[str, list[Question]]:
+    """Every annotation file directly in `folder`, by file name (split from each name).
+
+    Files are kept apart, not merged: a folder may hold overlapping views of one split (the original
+    release has avqa-test.json next to avqa-test_real.json). JSON files whose name names no split
+    (answer2idx.json, music_avqa.json) are skipped and logged.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"annotation folder not found: {folder}")
+    loaded = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            split = split_from_name(path)
+        except AnnotationError:
+            logger.info("%s: skipped, the file name names no split", path)
+            continue
+        loaded[path.name] = load_annotations(path, split, duplicates)
+    if not loaded:
+        raise AnnotationError(f"{folder}: no annotation file (*.json naming train, val or test)")
+    return loaded
