@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from . import schema
+from .annotations import is_real_video
 from .schema import STR, Table
 from .store import StoreError
 
@@ -191,7 +192,7 @@ class FeatureStore:
         if subset not in (None, "all"):
             if subset != "real":
                 raise ValueError(f"unknown subset {subset!r}: use 'all' or 'real'")
-            keep &= np.array([v.isdigit() for v in q["video_id"]], dtype=bool)
+            keep &= np.array([is_real_video(v) for v in q["video_id"]], dtype=bool)
         return {k: v[keep] for k, v in q.items()}
 
     def load_words(self, word_offset: np.ndarray, word_length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -55,3 +55,74 @@ def fake_question(rng, question_id: int, video_id: str, split: str, width: int =
         words=rng.standard_normal((length, width)).astype(np.float16),
         sentence=rng.standard_normal(width).astype(np.float16),
     )
+
+
+def known_answer_store(
+    path, n_videos=120, seconds=4, n_tokens=5, width=32, seed=0, splits=(0.6, 0.2, 0.2), audio=True
+):
+    """A feature store whose answers are known: audio questions read the audio, visual ones the patches.
+
+    Each video has an audio class and an independent visual class (0-3). The audio class is a fixed
+    pattern in the VGGish features of every second; the visual class a fixed pattern in one random
+    patch token per second. "Audio/Counting" questions answer with the audio class, "Visual/Counting"
+    questions with the visual class, both in the words one..four: only the question tells which
+    modality to read, so the majority baseline is about 25% and a model must use both inputs.
+    audio=False: the same videos with silent (all-zero) audio features.
+    """
+    import numpy as np
+
+    from avaf.shared.store import (
+        QuestionFeatures,
+        ShardWriter,
+        VideoFeatures,
+        build_store,
+        complete_shards,
+        new_shard_path,
+        shard_dir,
+    )
+
+    rng = np.random.default_rng(seed)
+    answers = ("one", "two", "three", "four")
+    audio_patterns = rng.standard_normal((4, 128)) * 2
+    visual_patterns = rng.standard_normal((4, width)) * 2
+    question_words = {k: rng.standard_normal((6, width)) for k in ("Audio/Counting", "Visual/Counting")}
+    folder = shard_dir(path)
+    cut = np.cumsum(np.array(splits) * n_videos).astype(int)
+    with ShardWriter(
+        new_shard_path(folder), {"generated": "known_answer_store"}, random_weights=["generated"]
+    ) as w:
+        for i in range(n_videos):
+            a_cls, v_cls = rng.integers(0, 4, size=2)
+            t = int(rng.integers(seconds - 1, seconds + 1))  # some videos shorter: padding is exercised
+            tokens = rng.standard_normal((t, n_tokens, width)) * 0.5
+            tokens[np.arange(t), rng.integers(1, n_tokens, size=t)] += visual_patterns[v_cls]
+            sound = np.abs(audio_patterns[a_cls] + rng.standard_normal((t, 128)) * 0.5) * audio
+            vid = f"{i:08d}"
+            w.add_video(
+                VideoFeatures(
+                    vid,
+                    f"/generated/{vid}.mp4",
+                    tokens.astype(np.float16),
+                    tokens[:, 0].astype(np.float16),
+                    sound.astype(np.float16),
+                    np.ones(t, bool),
+                    np.arange(t) + 0.5,
+                )
+            )
+            split = "train" if i < cut[0] else "val" if i < cut[1] else "test"
+            for k, (qtype, cls) in enumerate((("Audio/Counting", a_cls), ("Visual/Counting", v_cls))):
+                words = question_words[qtype] + rng.standard_normal((6, width)) * 0.1
+                w.add_question(
+                    QuestionFeatures(
+                        2 * i + k,
+                        vid,
+                        split,
+                        f"{qtype}?",
+                        qtype,
+                        answers[cls],
+                        words.astype(np.float16),
+                        words.mean(0).astype(np.float16),
+                    )
+                )
+    build_store(complete_shards(folder), path)
+    return path

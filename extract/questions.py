@@ -1,0 +1,81 @@
+"""Questions into the store (DESIGN.md §2, §4): parse annotation files, encode with CLIP's text tower.
+
+Each question keeps its word-level features (one row per real BPE token) and the sentence feature (the
+end-of-text token's projected output). Questions already in a complete shard with the same text, split,
+type and answer are not encoded again, so adding a new annotation file to an existing store costs only
+the new questions, and never touches its videos.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from avaf.shared.annotations import AnnotationError, Question, load_annotation_dir, load_annotations
+from avaf.shared.reader import FeatureStore
+from avaf.shared.store import QuestionFeatures, ShardWriter, complete_shards, new_shard_path
+
+log = logging.getLogger(__name__)
+
+
+def load(paths: tuple[str, ...], split: str | None) -> list[Question]:
+    """Every question of the given files or folders; one id in two files must be the same question."""
+    by_id: dict[int, tuple[Question, str]] = {}
+    for given in paths:
+        if Path(given).is_dir():
+            if split is not None:
+                raise AnnotationError(
+                    f"{given}: --split applies to files; a folder's files take it from their names"
+                )
+            per_file = load_annotation_dir(given)
+        else:
+            per_file = {str(given): load_annotations(given, split)}
+        for f, questions in per_file.items():
+            for q in questions:
+                seen = by_id.get(q.question_id)
+                if seen is not None and seen[0] != q:
+                    raise AnnotationError(
+                        f"{f}: question_id {q.question_id} is also in {seen[1]} with different content"
+                    )
+                by_id[q.question_id] = (q, str(f))
+    return [q for q, _ in by_id.values()]
+
+
+def _already_encoded(folder: Path) -> set[tuple]:
+    done = set()
+    for p in complete_shards(folder):
+        with FeatureStore(p) as s:
+            q = s.questions()
+            done.update(zip(q["question_id"].tolist(), q["text"], q["split"], q["type"], q["answer"]))
+    return done
+
+
+def write(questions: list[Question], encoders, folder: Path, meta: dict, batch_size: int) -> int:
+    """Encode the questions not yet in a shard into one new shard; returns how many were encoded."""
+    done = _already_encoded(folder)
+    todo = [q for q in questions if (q.question_id, q.text, q.split, q.type, q.answer) not in done]
+    log.info("%d questions, %d already encoded", len(questions), len(questions) - len(todo))
+    if not todo:
+        return 0
+    with ShardWriter(
+        new_shard_path(folder, "questions"), meta["config"], meta["signature"], meta["random_weights"]
+    ) as w:
+        for a in range(0, len(todo), batch_size):
+            batch = todo[a : a + batch_size]
+            words, sentences = encoders.clip.encode_text([q.text for q in batch])
+            for q, wd, st in zip(batch, words, sentences, strict=True):
+                w.add_question(
+                    QuestionFeatures(
+                        question_id=q.question_id,
+                        video_id=q.video_id,
+                        split=q.split,
+                        text=q.text,
+                        type=q.type,
+                        answer=q.answer,
+                        words=np.asarray(wd, dtype=np.float16),
+                        sentence=np.asarray(st, dtype=np.float16),
+                    )
+                )
+    return len(todo)

@@ -1,0 +1,122 @@
+"""Features in memory, batches by index (DESIGN.md §5 "Speed").
+
+A split is loaded once from the store in a few large reads (`FeatureStore.load_videos`), moved to the
+training device (GPU memory where it fits), and every batch is gathered there by index: no per-question
+file read, no DataLoader workers, no Python loop over the batch. Videos shorter than the model's T and
+questions shorter than M are padded with zeros and masked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from avaf.shared.answers import ANSWERS
+from avaf.shared.question_types import type_index
+from avaf.shared.reader import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitData:
+    """One split in memory: per-second and per-word arrays stacked, plus per-question indices."""
+
+    name: str
+    visual: Tensor  # (S, N, D) float16, all seconds of the split's videos
+    audio: Tensor  # (S, 128) float16
+    video_offset: Tensor  # (Q,) int64: first second of the question's video
+    video_length: Tensor  # (Q,) int64
+    words: Tensor  # (W, D) float16
+    word_offset: Tensor  # (Q,) int64
+    word_length: Tensor  # (Q,) int64
+    sentence: Tensor  # (Q, D) float16
+    answer: Tensor  # (Q,) int64 index into ANSWERS
+    qtype: Tensor  # (Q,) int64 index into TYPES
+    question_id: np.ndarray  # (Q,)
+
+    def __len__(self) -> int:
+        return len(self.answer)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in vars(self).values() if isinstance(t, Tensor))
+
+
+def load_split(fs: FeatureStore, split: str, subset: str | None, device: torch.device | str) -> SplitData:
+    """The questions of one split whose video is in the store, with everything they need, on `device`."""
+    q = fs.questions(split=split, subset=subset)
+    known = np.array([v in fs for v in q["video_id"]], dtype=bool)
+    if not known.all():
+        missing = sorted(set(q["video_id"][~known]))
+        log.warning(
+            "%s: %d %s questions ask about %d videos not in the store (e.g. %s); they are left out",
+            fs.path,
+            int((~known).sum()),
+            split,
+            len(missing),
+            ", ".join(missing[:3]),
+        )
+        q = {k: v[known] for k, v in q.items()}
+    if not len(q["question_id"]):
+        raise ValueError(f"{fs.path}: no {split} questions with features (subset={subset or 'all'})")
+    bulk = fs.load_videos(q["video_id"], fields=("visual_tokens", "audio"))
+    rows = np.array([bulk.index[v] for v in q["video_id"]], dtype=np.int64)
+    words, word_offset = fs.load_words(q["word_offset"], q["word_length"])
+    answer_index = {a: i for i, a in enumerate(ANSWERS)}
+    bad = sorted({a for a in q["answer"] if a not in answer_index})
+    if bad:
+        raise ValueError(f"{fs.path}: answers outside manifests/answers.json: {bad[:5]}")
+
+    def t(x, dtype=None) -> Tensor:
+        return torch.as_tensor(np.asarray(x), dtype=dtype).to(device)
+
+    return SplitData(
+        name=split,
+        visual=t(bulk.arrays["visual_tokens"]),
+        audio=t(bulk.arrays["audio"]),
+        video_offset=t(bulk.offset[rows], torch.int64),
+        video_length=t(bulk.length[rows], torch.int64),
+        words=t(words),
+        word_offset=t(word_offset, torch.int64),
+        word_length=t(q["word_length"], torch.int64),
+        sentence=t(q["sentence"]),
+        answer=t([answer_index[a] for a in q["answer"]], torch.int64),
+        qtype=t([type_index(x, where=str(fs.path)) for x in q["type"]], torch.int64),
+        question_id=np.asarray(q["question_id"]),
+    )
+
+
+def _ragged(flat: Tensor, offset: Tensor, length: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Rows offset[b] .. offset[b] + min(length[b], size) of `flat`, padded with zeros to `size`."""
+    steps = torch.arange(size, device=flat.device)  # (T,)
+    mask = steps[None, :] < length[:, None]  # (B, T)
+    index = (offset[:, None] + steps[None, :]).clamp(max=flat.shape[0] - 1)  # (B, T)
+    out = flat[index]  # (B, T, ...)
+    out = out * mask.view(*mask.shape, *([1] * (out.dim() - 2))).to(out.dtype)
+    return out, mask
+
+
+def gather(
+    data: SplitData, idx: Tensor, seconds: int, max_words: int, dtype: torch.dtype
+) -> dict[str, Tensor]:
+    """The batch of questions `idx`, padded and masked, as the model's inputs (float in `dtype`)."""
+    vo, vl = data.video_offset[idx], data.video_length[idx]  # (B,)
+    visual, seconds_mask = _ragged(data.visual, vo, vl, seconds)  # (B, T, N, D), (B, T)
+    audio, _ = _ragged(data.audio, vo, vl, seconds)  # (B, T, 128)
+    words, words_mask = _ragged(
+        data.words, data.word_offset[idx], data.word_length[idx], max_words
+    )  # (B, M, D)
+    return {
+        "visual": visual.to(dtype),
+        "audio": audio.to(dtype),
+        "seconds_mask": seconds_mask,
+        "words": words.to(dtype),
+        "words_mask": words_mask,
+        "sentence": data.sentence[idx].to(dtype),  # (B, D)
+        "answer": data.answer[idx],  # (B,)
+    }

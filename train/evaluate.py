@@ -1,0 +1,90 @@
+"""Evaluation as in the paper's tables (eq. 15): accuracy per question type, per modality, overall.
+
+Also keeps QOAF's modality weights δ1 (visual), δ2 (audio) per question, and their mean per type, so a
+user can see which modality each question type leaned on.
+
+    avaf-eval --feats feats.h5 --checkpoint runs/avaf/best --split test [--subset real]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from avaf.shared.question_types import TYPES, markdown_table, type_table
+
+from .data import SplitData, gather
+
+
+@dataclass
+class Evaluation:
+    split: str
+    table: dict[str, float]  # the paper's row: 9 types, 3 modality averages, overall ("All")
+    delta_per_type: dict[str, list[float]]  # mean (δ_visual, δ_audio) per type; empty without QOAF
+    question_id: np.ndarray  # (Q,)
+    predicted: np.ndarray  # (Q,) answer index
+    correct: np.ndarray  # (Q,) bool
+    delta: np.ndarray | None  # (Q, 2)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.table["All"])
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    data: SplitData,
+    batch_size: int,
+    seconds: int,
+    max_words: int,
+    amp_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Predicted answer per question (Q,), and δ (Q, 2) or None."""
+    model.eval()
+    device = data.answer.device
+    preds, deltas = [], []
+    for a in range(0, len(data), batch_size):
+        idx = torch.arange(a, min(a + batch_size, len(data)), device=device)
+        batch = gather(data, idx, seconds, max_words, torch.float32)
+        batch.pop("answer")
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = model(**batch)
+        preds.append(out["logits"].argmax(dim=-1))
+        if out["delta"] is not None:
+            deltas.append(out["delta"].float())
+    return torch.cat(preds), (torch.cat(deltas) if deltas else None)
+
+
+def evaluate(
+    model: nn.Module, data: SplitData, batch_size: int, seconds: int, max_words: int, amp_dtype=None
+) -> Evaluation:
+    """The paper's table row for one split, with δ per question and per type."""
+    pred, delta = predict(model, data, batch_size, seconds, max_words, amp_dtype)
+    correct = (pred == data.answer).cpu().numpy()
+    qtype = data.qtype.cpu().numpy()
+    types = [TYPES[i] for i in qtype]
+    delta_np = delta.cpu().numpy() if delta is not None else None
+    per_type = {}
+    if delta_np is not None:
+        for i, name in enumerate(TYPES):
+            sel = qtype == i
+            if sel.any():
+                per_type[name] = [round(float(x), 4) for x in delta_np[sel].mean(axis=0)]
+    return Evaluation(
+        split=data.name,
+        table=type_table(types, correct.tolist()),
+        delta_per_type=per_type,
+        question_id=data.question_id,
+        predicted=pred.cpu().numpy(),
+        correct=correct,
+        delta=delta_np,
+    )
+
+
+def results_markdown(rows: dict[str, Evaluation]) -> str:
+    """The paper's table, one row per evaluation (e.g. val and test)."""
+    return markdown_table({name: ev.table for name, ev in rows.items()})

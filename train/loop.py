@@ -1,0 +1,207 @@
+"""The training loop of `avaf-train` (DESIGN.md §5 "Recipe" and "Speed").
+
+Adam, lr ×0.1 every 8 epochs, batch 32, 30 epochs, a fixed seed (each epoch reseeded from seed + epoch,
+so a resumed run reproduces the uninterrupted one). The checkpoint is selected on val and test is
+reported at that checkpoint. Features are loaded once into memory on the training device; batches are
+gathered there by index; mixed precision on GPU.
+
+Run folder: config.json (resolved config), metrics.jsonl (one line per epoch: every loss term by name,
+accuracies, samples/s, lr), best/ and last/ checkpoints, results.json and results.md (the paper's table
+at the best checkpoint), predictions.jsonl (per question: prediction, correctness, δ).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from avaf.shared.answers import ANSWERS
+from avaf.shared.reader import FeatureStore
+from avaf.shared.schema import SECONDS, WORDS
+
+from . import checkpoint
+from .config import TrainConfig
+from .data import SplitData, gather, load_split
+from .evaluate import Evaluation, evaluate, results_markdown
+from .losses import compute_losses
+from .model import build_model
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 where the GPU has it, else fp16; None (full precision) on CPU."""
+    if device.type != "cuda" or not amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_data(cfg: TrainConfig, device: torch.device) -> tuple[dict[str, SplitData], int, int]:
+    """train / val / test in memory on `device`, and the padded T and M."""
+    with FeatureStore(cfg.data.feats) as fs:
+        d_visual, d_words = fs.shape(SECONDS, "visual_tokens")[-1], fs.shape(WORDS, "features")[-1]
+        if cfg.model.dim not in (d_visual, d_words) or d_visual != d_words:
+            raise ValueError(
+                f"{fs.path}: features are {d_visual}-D (visual) / {d_words}-D (words) but model.dim is "
+                f"{cfg.model.dim}; set --dim to the features' width"
+            )
+        if fs.random_weights:
+            log.warning(
+                "%s was extracted with RANDOM WEIGHTS (%s): results are meaningless",
+                fs.path,
+                fs.random_weights,
+            )
+        splits = {
+            s: load_split(fs, s, cfg.data.subset, device) for s in ("train", "val", "test") if _has(fs, s)
+        }
+    for needed in ("train", "val"):
+        if needed not in splits:
+            raise ValueError(f"{cfg.data.feats}: no {needed} questions (the checkpoint is selected on val)")
+    seconds = min(cfg.model.max_seconds, max(int(s.video_length.max()) for s in splits.values()))
+    max_words = max(int(s.word_length.max()) for s in splits.values())
+    return splits, seconds, max_words
+
+
+def _has(fs: FeatureStore, split: str) -> bool:
+    return len(fs.questions(split=split)["question_id"]) > 0
+
+
+def train_epoch(
+    model, opt, data: SplitData, cfg: TrainConfig, epoch: int, shape: tuple[int, int], amp, progress: bool
+) -> dict:
+    """One pass over the training split; returns the mean of every loss term and the speed."""
+    from tqdm import tqdm
+
+    device = data.answer.device
+    gen = torch.Generator(device="cpu").manual_seed(cfg.optim.seed + epoch)
+    torch.manual_seed(cfg.optim.seed + epoch)  # dropout: reproducible per epoch, so --resume is exact
+    order = torch.randperm(len(data), generator=gen).to(device)
+    scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
+    lc = cfg.loss
+    sums: dict[str, torch.Tensor] = {}
+    model.train()
+    start = time.perf_counter()
+    bs = cfg.optim.batch_size
+    for a in tqdm(
+        range(0, len(data), bs), desc=f"epoch {epoch + 1}", unit="batch", disable=not progress, leave=False
+    ):
+        batch = gather(data, order[a : a + bs], *shape, torch.float32)
+        answers = batch.pop("answer")
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = model(**batch)
+            losses = compute_losses(out, answers, lc.alpha, lc.beta, lc.sacl_phi, lc.sacl_tau)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(losses["total"]).backward()
+        scaler.step(opt)
+        scaler.update()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v.detach() * len(answers)
+    seconds = time.perf_counter() - start
+    stats = {f"loss_{k}": float(v) / len(data) for k, v in sums.items()}
+    return stats | {"epoch_s": round(seconds, 3), "samples_per_s": round(len(data) / seconds, 2)}
+
+
+def _start(cfg: TrainConfig, out: Path, resume: bool, model, opt, sched) -> tuple[int, float, int]:
+    """(first epoch to run, best val accuracy so far, its epoch); restores the state on --resume."""
+    if not resume:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        (out / "metrics.jsonl").write_text("")
+        return 0, -1.0, -1
+    meta = checkpoint.read_meta(out / "last")
+    if meta["config"].model != cfg.model or meta["config"].loss != cfg.loss:
+        raise checkpoint.CheckpointError(
+            f"{meta['path']}: was trained with another model or loss config; resume with the run's own config.json"
+        )
+    checkpoint.load_weights(model, meta["path"])
+    state = checkpoint.load_state(out / "last")
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    kept = [ln for ln in lines if json.loads(ln)["epoch"] <= meta["epoch"]]
+    (out / "metrics.jsonl").write_text("".join(ln + "\n" for ln in kept))
+    log.info("resuming %s after epoch %d", out, meta["epoch"] + 1)
+    return meta["epoch"] + 1, float(state["best_acc"]), int(state["best_epoch"])
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train on `train`, select on `val`, report `test` at the selected checkpoint; returns the results."""
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.run.device)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    amp = amp_dtype(device, cfg.run.amp)
+    splits, seconds, max_words = load_data(cfg, device)
+    log.info("features in memory: %.1f MB on %s", sum(s.nbytes for s in splits.values()) / 1e6, device)
+    torch.manual_seed(cfg.optim.seed)
+    model = build_model(cfg.model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.optim.lr_step_epochs, gamma=cfg.optim.lr_gamma)
+    first, best_acc, best_epoch = _start(cfg, out, resume, model, opt, sched)
+    for epoch in range(first, cfg.optim.epochs):
+        lr = opt.param_groups[0]["lr"]
+        stats = train_epoch(model, opt, splits["train"], cfg, epoch, (seconds, max_words), amp, progress)
+        sched.step()
+        val = evaluate(model, splits["val"], 4 * cfg.optim.batch_size, seconds, max_words, amp)
+        record = {"epoch": epoch, "lr": lr, **stats, "val_accuracy": val.accuracy, "val": val.table}
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if val.accuracy > best_acc:
+            best_acc, best_epoch = val.accuracy, epoch
+            checkpoint.save(out / "best", model, cfg, epoch, {"val_accuracy": val.accuracy})
+        state = {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "best_acc": best_acc,
+            "best_epoch": best_epoch,
+        }
+        checkpoint.save(out / "last", model, cfg, epoch, {"val_accuracy": val.accuracy}, state)
+        log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "val"})
+    return final_report(cfg, out, model, splits, seconds, max_words, amp, best_epoch)
+
+
+def final_report(cfg, out: Path, model, splits, seconds: int, max_words: int, amp, best_epoch: int) -> dict:
+    """Evaluate the val-selected checkpoint on val and test; write results.json / .md / predictions."""
+    checkpoint.load_weights(model, out / "best")
+    evals: dict[str, Evaluation] = {
+        s: evaluate(model, splits[s], 4 * cfg.optim.batch_size, seconds, max_words, amp)
+        for s in ("val", "test")
+        if s in splits
+    }
+    results = {
+        "best_epoch": best_epoch,
+        "selected_on": "val",
+        "subset": cfg.data.subset,
+        "tables": {s: e.table for s, e in evals.items()},
+        "questions": {s: len(splits[s]) for s in splits},
+        "delta_per_type": {s: e.delta_per_type for s, e in evals.items()},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(results_markdown(evals))
+    write_predictions(out / "predictions.jsonl", evals)
+    return results
+
+
+def write_predictions(path: Path, evals: dict[str, Evaluation]) -> None:
+    with open(path, "w") as f:
+        for split, e in evals.items():
+            for i, qid in enumerate(e.question_id.tolist()):
+                row = {
+                    "split": split,
+                    "question_id": qid,
+                    "predicted": ANSWERS[e.predicted[i]],
+                    "correct": bool(e.correct[i]),
+                }
+                if e.delta is not None:
+                    row["delta_visual"], row["delta_audio"] = (round(float(x), 4) for x in e.delta[i])
+                f.write(json.dumps(row) + "\n")
