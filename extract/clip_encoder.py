@@ -1,0 +1,409 @@
+"""Frozen CLIP encoders: all image tokens of an open_clip ViT, and word + sentence features of its text tower.
+
+DESIGN.md §2 (visual tokens `[T, N, D]`, pooled `[T, D]`, words `[L, D]`, sentence `[D]`) and §3 "Encoders".
+
+Image tokens. open_clip's `output_tokens=True` returns only the P unprojected patch tokens. We take the
+trunk's output after `ln_post` for every token (a forward hook on `visual.ln_post`) and apply `proj` to all
+1 + P of them: CLS first, then the patch grid in row-major order. For ViT-B/32 at 224²: (B, 50, 512), and
+token 0 equals the pooled embedding that `model.encode_image` returns. That identity only holds for
+CLS-pooled ViTs (`pool_type='tok'`, no attentional pooler, `ln_post` before pooling); other towers (CLIPA's
+average pooling, CoCa's attentional pooler, timm and ResNet towers) are refused with a clear error.
+
+Text. Word features are the text transformer's output after `ln_final` and `text_projection` for every real
+BPE token, start and end tokens included (L = number of BPE tokens + 2, at most the context length, 77;
+longer questions are truncated by open_clip's tokenizer, which keeps the end token last). The sentence
+feature is the end token's projected output, i.e. exactly `model.encode_text`; it equals `words[-1]`.
+
+QuickGELU. OpenAI's weights were trained with QuickGELU; built with nn.GELU they give silently wrong
+features. For a pretrained tag we follow open_clip's tag table (`quick_gelu=True` for "openai" and the
+other QuickGELU tags); for a local file we read the `weights.json` written by `fetch_default_weights`, else
+use QuickGELU when the model name ends in `-quickgelu` or the file name contains "openai" or "quickgelu",
+else nn.GELU with a warning. `quick_gelu=True/False` overrides all of this.
+
+Usage:
+    enc = load_clip("ViT-B-32", "openai", device="cuda", precision="fp16")
+    tokens, pooled = enc.encode_images(frames)          # frames: uint8 (B, 224, 224, 3)
+    [(words, sentence)] = enc.encode_text(["What is the first instrument that sounds?"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.transformer import TextTransformer
+from torch import Tensor, nn
+
+from .weights import (
+    OFFLINE_FIX,
+    CheckpointError,
+    WeightsUnavailable,
+    clip_weights_filename,
+    is_torchscript,
+    no_network_error,
+    read_manifest,
+    state_dict_sha256,
+)
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class _Source:
+    """Where the weights come from: kind "random", "tag" (open_clip pretrained tag) or "file"."""
+
+    kind: str
+    path: Path | None = None
+    tag_cfg: dict = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+
+
+def load_clip(
+    model_name: str = "ViT-B-32",
+    pretrained: str = "openai",
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    *,
+    weights_dir: str | os.PathLike | None = None,
+    quick_gelu: bool | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> ClipEncoder:
+    """An open_clip model in eval mode, ready to encode frames and questions.
+
+    pretrained: an open_clip tag ("openai", "laion2b_s34b_b79k", ...), a local .safetensors/.bin/.pt state
+    dict, or "random" (random initialisation from `seed`, for tests and offline smoke runs). With
+    `weights_dir`, a tag is read from the folder filled by `fetch_default_weights` and never downloaded.
+    precision: "fp32", or "fp16"/"bf16" autocast (the weights stay fp32; outputs are always fp32).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    _check_architecture(model_name)
+    source = _resolve_source(model_name, pretrained, weights_dir)
+    qg = _resolve_quick_gelu(model_name, pretrained, source, quick_gelu)
+    model = _build(model_name, source, qg, seed)
+    sha = state_dict_sha256(model.state_dict())  # fp32, as loaded, before moving to the device
+    mean = source.tag_cfg.get("mean") or source.manifest.get("mean") or model.visual.image_mean
+    std = source.tag_cfg.get("std") or source.manifest.get("std") or model.visual.image_std
+    model = model.to(device).eval().requires_grad_(False)
+    label = pretrained if source.kind != "file" else source.path.name
+    log.info("CLIP %s (%s): quick_gelu=%s sha256=%s", model_name, label, qg, sha[:12])
+    return ClipEncoder(
+        model,
+        model_name=model_name,
+        pretrained=label,
+        weights_file=source.path,
+        weights_sha256=sha,
+        quick_gelu=qg,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        precision=precision,
+        batch_size=batch_size,
+    )
+
+
+def _check_architecture(model_name: str) -> None:
+    """Refuse, before building anything, towers whose token 0 is not the pooled embedding."""
+    if ":" in model_name:
+        raise ValueError(
+            f"{model_name!r}: use an open_clip model name with a pretrained tag or file, not a schema"
+        )
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        raise ValueError(
+            f"unknown open_clip model {model_name!r}; known: {', '.join(open_clip.list_models())}"
+        )
+    v = cfg["vision_cfg"]
+    if v.get("timm_model_name") or isinstance(v.get("layers"), (list, tuple)):
+        raise ValueError(
+            f"{model_name}: a timm or ResNet image tower has no CLS + patch token grid; "
+            "use one of open_clip's own ViTs (e.g. ViT-B-32, ViT-B-16, ViT-L-14)"
+        )
+    pool, ln_after, attn = (
+        v.get("pool_type", "tok"),
+        v.get("final_ln_after_pool", False),
+        v.get("attentional_pool"),
+    )
+    if pool != "tok" or ln_after or attn:
+        raise ValueError(
+            f"{model_name}: image tower pools with pool_type={pool!r}, final_ln_after_pool={ln_after}, "
+            f"attentional_pool={attn!r}; only CLS-pooled ViTs (pool_type='tok') give tokens whose token 0 "
+            "is the pooled embedding"
+        )
+
+
+def _resolve_source(model_name: str, pretrained: str, weights_dir: str | os.PathLike | None) -> _Source:
+    if pretrained == "random":
+        return _Source("random")
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if tag_cfg:
+        if weights_dir is not None:
+            path = Path(weights_dir) / clip_weights_filename(model_name, pretrained)
+            if not path.is_file():
+                have = (
+                    sorted(p.name for p in Path(weights_dir).glob("*")) if Path(weights_dir).is_dir() else []
+                )
+                raise WeightsUnavailable(
+                    f"{path} not found: the weights folder {weights_dir} has no {model_name} {pretrained!r} "
+                    f"checkpoint (it holds: {', '.join(have) or 'nothing'}). {OFFLINE_FIX}"
+                )
+            return _Source("tag", path, tag_cfg, read_manifest(weights_dir).get(path.name, {}))
+        try:
+            path = Path(open_clip.download_pretrained(tag_cfg))
+        except Exception as e:  # open_clip raises RuntimeError / FileNotFoundError / hub errors offline
+            raise no_network_error(f"open_clip {model_name} {pretrained!r}", ["open_clip's cache"], e) from e
+        return _Source("tag", path, tag_cfg)
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return _Source("file", path, {}, read_manifest(path.parent).get(path.name, {}))
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    raise ValueError(
+        f"pretrained={pretrained!r} is neither an open_clip tag of {model_name} ({', '.join(tags) or 'none'}), "
+        "nor an existing file, nor 'random'"
+    )
+
+
+def _resolve_quick_gelu(model_name: str, pretrained: str, source: _Source, flag: bool | None) -> bool:
+    """QuickGELU as the weights were trained (see the module docstring); `flag` overrides, with a warning."""
+    by_name = bool(open_clip.get_model_config(model_name).get("quick_gelu", False))
+    if source.tag_cfg:
+        expected, why = (
+            by_name or bool(source.tag_cfg.get("quick_gelu", False)),
+            f"open_clip tag {pretrained!r}",
+        )
+    elif "quick_gelu" in source.manifest:
+        expected, why = bool(source.manifest["quick_gelu"]), "weights.json"
+    elif source.kind == "file":
+        name = source.path.name.lower()
+        expected, why = by_name or "openai" in name or "quickgelu" in name, "model and file name"
+        if not expected and flag is None:
+            log.warning(
+                "%s: assuming nn.GELU; pass quick_gelu=True for OpenAI-trained weights, or features are wrong",
+                source.path,
+            )
+    else:
+        expected, why = by_name, "model name"
+    if flag is None:
+        return expected
+    if flag != expected and source.kind != "random":
+        log.warning("quick_gelu=%s overrides %s (which implies %s)", flag, why, expected)
+    return flag
+
+
+def _build(model_name: str, source: _Source, quick_gelu: bool, seed: int) -> nn.Module:
+    """Build the model in fp32 on the CPU and load the weights (random init is seeded, hence reproducible)."""
+    path = source.path
+    if path is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu)
+    if is_torchscript(path):
+        raise CheckpointError(
+            f"{path} is a TorchScript archive (OpenAI's original .pt format), which avaf does not unpickle. "
+            "Convert it once with avaf.extract.weights.convert_torchscript_checkpoint(src, dst.safetensors), "
+            "or use the safetensors file written by `fetch_default_weights`."
+        )
+    try:
+        with _skip_init():  # open_clip loads strictly: every persistent tensor is overwritten
+            return open_clip.create_model(model_name, pretrained=str(path), force_quick_gelu=quick_gelu)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path} cannot be loaded into open_clip {model_name!r} (wrong architecture or not a "
+            f"state dict?): {type(e).__name__}: {' '.join(str(e).split())[:600]}"
+        ) from e
+
+
+_INITS = ("normal_", "uniform_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_")
+_INITS += ("xavier_normal_", "constant_", "zeros_", "ones_", "orthogonal_")
+
+
+@contextlib.contextmanager
+def _skip_init():
+    """Make torch.nn.init a no-op while a model whose weights are loaded next is built (ViT-B/32: 1.5 s
+    of random init saved). Not thread-safe: nothing else may build a model meanwhile in this process."""
+    saved = {name: getattr(nn.init, name) for name in _INITS}
+    try:
+        for name in _INITS:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def _project(x: Tensor, proj: Tensor | nn.Module | None) -> Tensor:
+    """open_clip's text projection: a matrix, a Linear (with bias), or none."""
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, nn.Module) else x @ proj
+
+
+class ClipEncoder:
+    """A loaded open_clip model and the conventions of its outputs (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        model_name: str,
+        pretrained: str,
+        weights_file: Path | None,
+        weights_sha256: str,
+        quick_gelu: bool,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        precision: str,
+        batch_size: int,
+    ) -> None:
+        self.model = model
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.weights_file = weights_file
+        self.weights_sha256 = weights_sha256
+        self.quick_gelu = quick_gelu
+        self.mean, self.std = mean, std
+        self.precision = precision
+        self.batch_size = batch_size
+        visual = model.visual
+        self.device = next(model.parameters()).device
+        self.image_size = int(visual.image_size[0])
+        self.patch_size = int(visual.patch_size[0])
+        self.grid = tuple(int(g) for g in visual.grid_size)
+        self.num_tokens = 1 + self.grid[0] * self.grid[1]
+        self.width = (
+            int(visual.proj.shape[1]) if visual.proj is not None else int(visual.ln_post.weight.shape[0])
+        )
+        self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self._tokenizer = None
+
+    @property
+    def random(self) -> bool:
+        return self.pretrained == "random"
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    @torch.inference_mode()
+    def encode_images(
+        self, frames: np.ndarray | Tensor, batch_size: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """tokens (B, 1 + P, D) and pooled (B, D), float32 on the CPU, from uint8 frames (B, S, S, 3).
+
+        Frames must already be resized (shorter side to S, PIL bicubic) and centre-cropped, as CLIP's
+        preprocess does; this only scales to [0, 1] and normalises with the model's mean and std.
+        """
+        frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, Tensor) else frames
+        s = self.image_size
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or tuple(frames.shape[1:]) != (s, s, 3):
+            raise ValueError(
+                f"expected uint8 frames (B, {s}, {s}, 3), got {frames.dtype} {tuple(frames.shape)}"
+            )
+        if len(frames) == 0:
+            return torch.zeros(0, self.num_tokens, self.width), torch.zeros(0, self.width)
+        tokens, pooled = [], []
+        for chunk in frames.split(batch_size or self.batch_size):
+            x = chunk.to(self.device).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
+            tk, pl = self._encode_pixels((x - self._mean) / self._std)
+            tokens.append(tk.float().cpu())
+            pooled.append(pl.float().cpu())
+        return torch.cat(tokens), torch.cat(pooled)
+
+    def _encode_pixels(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """One forward pass of the image tower; the hook keeps `ln_post`'s output for all tokens."""
+        visual = self.model.visual
+        kept = []
+        handle = visual.ln_post.register_forward_hook(lambda mod, inp, out: kept.append(out))
+        try:
+            with self._autocast():
+                out = visual(pixels)
+                pooled = out[0] if isinstance(out, tuple) else out  # (B, D)
+                x = kept[0]  # (B, 1 + P, W)
+                tokens = x @ visual.proj if visual.proj is not None else x  # (B, 1 + P, D)
+        finally:
+            handle.remove()
+        if x.ndim != 3 or x.shape[1] != self.num_tokens:
+            raise RuntimeError(f"ln_post saw {tuple(x.shape)}, expected (B, {self.num_tokens}, W)")
+        return tokens, pooled
+
+    def tokenize(self, texts: list[str]) -> Tensor:
+        """BPE ids (B, context_length) with open_clip's tokenizer for this model, zero-padded."""
+        if self._tokenizer is None:
+            self._tokenizer = open_clip.get_tokenizer(self.model_name)
+        return self._tokenizer(list(texts), context_length=self._text_parts()[4])
+
+    def _text_parts(self) -> tuple[nn.Module, Tensor | nn.Module | None, str, int | None, int]:
+        """ln_final, text_projection, pool type, eos id and context length of the text tower."""
+        m = self.model
+        text = getattr(m, "text", None)
+        if text is None:  # open_clip.CLIP keeps the text tower's modules on the model itself
+            parts = (m.ln_final, m.text_projection, getattr(m, "text_pool_type", "argmax"))
+            parts += (getattr(m, "text_eos_id", None), m.context_length)
+        elif isinstance(text, TextTransformer) and text.cls_emb is None:
+            parts = (text.ln_final, text.text_projection, text.pool_type, text.eos_id, text.context_length)
+        else:
+            raise ValueError(f"{self.model_name}: word features need open_clip's own causal text transformer")
+        if parts[2] not in ("argmax", "eos"):
+            raise ValueError(f"{self.model_name}: text pool_type {parts[2]!r} is not an end-of-text token")
+        return parts
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str], batch_size: int | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Per text: word features (L, D) for SOT, the BPE tokens and EOT, and the sentence feature (D,)."""
+        ln_final, proj, pool, eos_id, _ = self._text_parts()
+        texts, step, out = list(texts), batch_size or self.batch_size, []
+        for a in range(0, len(texts), step):
+            ids = self.tokenize(texts[a : a + step]).to(self.device)  # (B, C)
+            words, sentence = self._encode_ids(ids, ln_final, proj)  # (B, C, D), (B, D)
+            # the end token, found exactly as open_clip pools: the largest id, or the first eos id
+            end = ids.argmax(dim=-1) if pool == "argmax" else (ids == eos_id).int().argmax(dim=-1)  # (B,)
+            words, sentence = words.float().cpu(), sentence.float().cpu()
+            out += [(words[i, : e + 1].clone(), sentence[i].clone()) for i, e in enumerate(end.tolist())]
+        return out
+
+    def _encode_ids(
+        self, ids: Tensor, ln_final: nn.Module, proj: Tensor | nn.Module | None
+    ) -> tuple[Tensor, Tensor]:
+        """`model.encode_text`, keeping `ln_final`'s output for every position and projecting it too."""
+        kept = []
+        handle = ln_final.register_forward_hook(lambda mod, inp, out: kept.append(out))
+        try:
+            with self._autocast():
+                sentence = self.model.encode_text(ids)  # (B, D)
+                words = _project(kept[0], proj)  # (B, C, W) -> (B, C, D)
+        finally:
+            handle.remove()
+        return words, sentence
+
+    def config_dict(self) -> dict:
+        """What determines the numbers (no machine-specific paths: shards from different nodes must agree)."""
+        return {
+            "name": "open_clip",
+            "open_clip_version": open_clip.__version__,
+            "model_name": self.model_name,
+            "pretrained": self.pretrained,
+            "weights_sha256": self.weights_sha256,
+            "random": self.random,
+            "quick_gelu": self.quick_gelu,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "num_tokens": self.num_tokens,
+            "width": self.width,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "precision": self.precision,
+            "context_length": int(getattr(getattr(self.model, "text", self.model), "context_length", 0)),
+            "tokens": "CLS then patches (row-major), ln_post and proj on every token; token 0 == pooled",
+            "words": "SOT, BPE tokens, EOT (L <= context_length); sentence = EOT output == encode_text",
+        }

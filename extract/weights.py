@@ -1,0 +1,194 @@
+"""Encoder weights for offline machines: one folder, checksums, and the errors that say how to get them.
+
+DESIGN.md §3 "Offline clusters": `fetch_default_weights(DIR)` (the `avaf-fetch-weights DIR` command) downloads
+the default CLIP and VGGish weights once on a machine with network; copy DIR to the cluster and pass
+`--weights-dir DIR` (Python: `weights_dir=DIR`) so the loaders read from it and never touch the network.
+
+The folder holds, under fixed names (`clip_weights_filename`, `VGGISH_FILENAME`):
+
+    open_clip-ViT-B-32-openai.safetensors   open_clip's CLIP state dict (fp32, safetensors, not TorchScript)
+    vggish-10086976.pth                     torchvggish's released state dict, byte for byte
+    weights.json                            one entry per file: model name, tag, quick_gelu, mean/std, sha256
+
+Checksums (`state_dict_sha256`) are taken over the tensors actually loaded into a model, not over a file:
+the same weights saved as .safetensors or .bin give the same checksum, and so does re-fetching them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
+VGGISH_FILENAME = "vggish-10086976.pth"
+VGGISH_HASH_PREFIX = "10086976"  # torch.hub's convention: the sha256 of the file starts with this
+MANIFEST = "weights.json"
+FETCH_COMMAND = "avaf-fetch-weights DIR"
+
+OFFLINE_FIX = (
+    f"Fix: on a machine with network run `{FETCH_COMMAND}` "
+    "(Python: avaf.extract.weights.fetch_default_weights(DIR)), copy DIR to this machine and pass "
+    "--weights-dir DIR (Python: weights_dir=DIR); or pass a local checkpoint file, or 'random' for a smoke run."
+)
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested weights are neither on disk nor downloadable from here (usually: no network)."""
+
+
+class CheckpointError(ValueError):
+    """A local checkpoint file that cannot be loaded into the requested model; the message names the file."""
+
+
+def no_network_error(what: str, tried: list[str], cause: BaseException | None) -> WeightsUnavailable:
+    """The error for weights that are not on disk and could not be downloaded."""
+    where = "; ".join(tried) if tried else "nowhere"
+    reason = f"{type(cause).__name__}: {cause}" if cause is not None else "no download attempted"
+    return WeightsUnavailable(
+        f"{what}: not found on disk (looked in: {where}) and the download failed ({reason}). "
+        f"This machine appears to have no network access. {OFFLINE_FIX}"
+    )
+
+
+def clip_weights_filename(model_name: str, pretrained: str) -> str:
+    """File name of a fetched open_clip checkpoint; `-quickgelu` variants share their base model's file."""
+    base = model_name.removesuffix("-quickgelu").replace("/", "-")
+    return f"open_clip-{base}-{pretrained}.safetensors"
+
+
+def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over sorted keys: name, dtype, shape and raw bytes of every tensor (any device or dtype)."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """True for a TorchScript archive (e.g. OpenAI's `ViT-B-32.pt`): a zip holding `code/` and `constants.pkl`."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def convert_torchscript_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Save the state dict of a TorchScript CLIP archive (OpenAI's .pt) as safetensors loadable by `load_clip`.
+
+    Loads `src` with `torch.jit.load`: only do this with a file you trust.
+    """
+    from safetensors.torch import save_file
+
+    sd = torch.jit.load(str(src), map_location="cpu").state_dict()
+    # ints that OpenAI stores as tensors, and the causal mask (a non-persistent buffer in open_clip)
+    for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
+        sd.pop(key, None)
+    dst = Path(dst)
+    _atomic_save(lambda p: save_file({k: v.float().contiguous() for k, v in sd.items()}, str(p)), dst)
+    return dst
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The `weights.json` of a fetched folder ({} when there is none)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _write_manifest_entry(folder: Path, filename: str, entry: dict) -> None:
+    manifest = read_manifest(folder)
+    manifest[filename] = entry
+    _atomic_save(lambda p: p.write_text(json.dumps(manifest, indent=2, sort_keys=True)), folder / MANIFEST)
+
+
+def _atomic_save(write, dst: Path) -> None:
+    """Write through `write(tmp_path)` then rename, so a killed fetch never leaves a truncated file."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".partial")
+    write(tmp)
+    os.replace(tmp, dst)
+
+
+def torch_hub_vggish_path() -> Path:
+    """Where `torch.hub.load_state_dict_from_url` caches the VGGish release (torchvggish's own cache)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGGISH_FILENAME
+
+
+def download_vggish(dst: Path) -> None:
+    """Download the VGGish release to `dst`, checking torch.hub's sha256 prefix."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(VGGISH_URL, str(dst), hash_prefix=VGGISH_HASH_PREFIX, progress=True)
+
+
+def download_clip_state_dict(model_name: str, pretrained: str, quick_gelu: bool) -> dict[str, torch.Tensor]:
+    """Download an open_clip tag (open_clip's own cache) and return its state dict as loaded into the model."""
+    import open_clip
+
+    model = open_clip.create_model(model_name, pretrained=pretrained, force_quick_gelu=quick_gelu)
+    return model.state_dict()
+
+
+def fetch_default_weights(
+    folder: str | os.PathLike, clip_model: str = "ViT-B-32", clip_pretrained: str = "openai"
+) -> dict[str, Path]:
+    """Download the default CLIP and VGGish weights into `folder` (needs network); skip files already there.
+
+    Returns {"clip": path, "vggish": path}. The loaders accept the folder as `weights_dir`.
+    """
+    import open_clip
+
+    folder = Path(folder)
+    tag_cfg = open_clip.get_pretrained_cfg(clip_model, clip_pretrained)
+    if not tag_cfg:
+        raise ValueError(f"{clip_pretrained!r} is not an open_clip pretrained tag of {clip_model!r}")
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False)) or clip_model.endswith("-quickgelu")
+    clip_path = folder / clip_weights_filename(clip_model, clip_pretrained)
+    if not clip_path.is_file():
+        try:
+            sd = download_clip_state_dict(clip_model, clip_pretrained, quick_gelu)
+        except Exception as e:  # any download failure becomes the one offline message
+            raise no_network_error(f"open_clip {clip_model} {clip_pretrained!r}", [], e) from e
+        from safetensors.torch import save_file
+
+        _atomic_save(lambda p: save_file({k: v.contiguous() for k, v in sd.items()}, str(p)), clip_path)
+        entry = {
+            "kind": "open_clip",
+            "model_name": clip_model,
+            "pretrained": clip_pretrained,
+            "quick_gelu": quick_gelu,
+            "mean": list(tag_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            "std": list(tag_cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+            "sha256": state_dict_sha256(sd),
+        }
+        _write_manifest_entry(folder, clip_path.name, entry)
+        log.info("saved %s", clip_path)
+    vggish_path = folder / VGGISH_FILENAME
+    if not vggish_path.is_file():
+        try:
+            download_vggish(vggish_path)
+        except Exception as e:  # likewise
+            raise no_network_error("VGGish weights", [], e) from e
+        entry = {"kind": "vggish", "source": VGGISH_URL, "file_sha256": file_sha256(vggish_path)}
+        _write_manifest_entry(folder, VGGISH_FILENAME, entry)
+        log.info("saved %s", vggish_path)
+    return {"clip": clip_path, "vggish": vggish_path}
