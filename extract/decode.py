@@ -1,0 +1,205 @@
+"""Decode videos into what the encoders need: one CLIP-ready frame and one second of 16 kHz audio per second.
+
+DESIGN.md §3 "Sampling" and "Decoding". ``decode_video(path)`` returns a ``DecodedVideo``:
+
+* T = whole seconds of the video stream (floor of its duration, forgiving a shortfall under 0.05 s, so a
+  29.97 fps clip of 59.993 s has 60). A clip under one second raises DecodeError: there is nothing to sample,
+  and a sub-second AVQA clip is almost always a broken download. A file whose frames stop more than 1 s
+  before the duration its header declares is truncated (DecodeError).
+* Second t: the frame nearest t + 0.5 s (the earlier on a tie), resized like CLIP's preprocess (shorter side
+  to 224, PIL bicubic, centre crop) and kept uint8; audio samples [t * 16000, (t + 1) * 16000) of the mono
+  16 kHz waveform. Only T * 16000 samples are kept: VGGish example t is ``audio[t, :15360]``.
+* Audio always comes from PyAV (or librosa for audio-only files): FFmpeg's best audio stream, resampled to
+  16 kHz per channel then averaged to mono. Missing audio is zeros with ``audio_valid`` False for every second
+  less than half covered; no audio stream gives ``has_audio`` False.
+* Audio-only files (wav, flac, mp3, m4a, ...) load through librosa (PyAV when librosa cannot read the
+  format): ``has_video`` False, ``frames`` of shape (0, S, S, 3), T from the audio's duration.
+* Backends: "pyav" (one sequential pass, frames picked by timestamp, stops after the last needed frame) and
+  "decord" (``get_batch`` at the nearest indices; refuses MPEG-TS/PS, whose frames it gets wrong). "auto"
+  tries them in AUTO_ORDER and falls back on a backend failure; ``decoder`` records which one served.
+
+Speed, from ``tests/benchmarks/bench_decode.py`` (5 generated 60 s 640x360 H.264 High + AAC stereo clips,
+25/30 fps, keyframe every 250 frames; 2-core Intel Xeon @ 2.20 GHz, no GPU; decode alone, sequential):
+
+    BENCHMARK_TABLE
+
+so "auto" starts with PyAV. ``decode_isolated`` (decode_worker.py) runs the same decode in a child process
+with a timeout, so a hung or crashing decoder costs one video.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .decode_common import (
+    SAMPLE_RATE,
+    DecodedVideo,
+    DecodeError,
+    MediaError,
+    assemble_audio,
+    check_seconds,
+    sample_times,
+    whole_seconds,
+)
+from .decode_pyav import (
+    choose_streams,
+    decode_pyav,
+    describe_streams,
+    header_duration,
+    open_container,
+    read_audio,
+    stream_start,
+)
+from .decode_worker import IsolatedDecoder, decode_isolated
+
+__all__ = [
+    "AUTO_ORDER",
+    "AUDIO_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "DecodeError",
+    "DecodedVideo",
+    "IsolatedDecoder",
+    "MediaError",
+    "decode_audio_file",
+    "decode_isolated",
+    "decode_video",
+    "decode_with_fallback",
+    "find_media",
+    "scan_media",
+    "video_id",
+    "whole_seconds",
+]
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mkv .webm .avi .mov .qt .flv .f4v .mpg .mpeg .m2v .ts .mts .m2ts .wmv .asf .3gp .3g2 .ogv "
+    ".vob .mxf .divx".split()
+)
+AUDIO_EXTENSIONS = frozenset(".wav .flac .mp3 .m4a .aac .ogg .oga .opus .wma .aif .aiff .aifc".split())
+AUTO_ORDER = ("pyav", "decord")  # fastest first: see the benchmark above
+
+
+def _decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
+    from .decode_decord import decode_decord  # decord is imported only when asked for
+
+    return decode_decord(path, image_size)
+
+
+BACKENDS: dict[str, Callable[..., DecodedVideo]] = {"pyav": decode_pyav, "decord": _decode_decord}
+
+
+def is_audio_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def decode_with_fallback(
+    path: str | Path,
+    order: tuple[str, ...] = AUTO_ORDER,
+    image_size: int = 224,
+    on_attempt: Callable[[str], None] | None = None,
+) -> DecodedVideo:
+    """Try the backends in ``order``; a backend failure moves on, a MediaError (the file itself) does not."""
+    problems = []
+    for backend in order:
+        if on_attempt is not None:
+            on_attempt(backend)
+        try:
+            return BACKENDS[backend](path, image_size)
+        except MediaError:
+            raise
+        except DecodeError as err:
+            logger.info("%s: %s failed (%s), trying the next backend", path, backend, err.problem)
+            problems.append(f"{backend}: {err.problem}")
+    raise DecodeError(path, "every backend failed: " + "; ".join(problems))
+
+
+def decode_video(path: str | Path, backend: str = "auto", image_size: int = 224) -> DecodedVideo:
+    """Decode one video (or audio-only file, by extension) into T frames and T seconds of audio."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'pyav' or 'decord'")
+    if is_audio_file(path):
+        return decode_audio_file(path)
+    if backend == "auto":
+        return decode_with_fallback(path, AUTO_ORDER, image_size)
+    return BACKENDS[backend](path, image_size)
+
+
+def _librosa_load(path: str | Path) -> np.ndarray | None:
+    """Mono 16 kHz samples through librosa's soundfile path, or None when it cannot read the file."""
+    import librosa
+
+    try:
+        with warnings.catch_warnings():  # its audioread fallback warns, then fails without ffmpeg
+            warnings.simplefilter("ignore")
+            samples, _ = librosa.load(str(path), sr=SAMPLE_RATE, mono=True)
+    except Exception as err:  # soundfile and audioread raise many types
+        logger.debug("%s: librosa cannot read it (%s), using PyAV", path, err)
+        return None
+    return samples.astype(np.float32, copy=False)
+
+
+def decode_audio_file(path: str | Path, image_size: int = 224) -> DecodedVideo:
+    """An audio-only file: T seconds of 16 kHz mono audio and no frames (``has_video`` False)."""
+    with open_container(path) as container:
+        _, audio = choose_streams(container, path, need_video=False)
+        if audio is None:
+            raise MediaError(path, "no audio stream")
+        streams = describe_streams(container, None, audio)
+        samples = _librosa_load(path)
+        if samples is not None:
+            duration, decoder = len(samples) / SAMPLE_RATE, "librosa"
+            seconds = check_seconds(path, duration)
+            wave, valid = assemble_audio([(0, samples)], seconds)
+        else:
+            duration, decoder = header_duration(container, audio) or 0.0, "pyav"
+            seconds = check_seconds(path, duration)
+            wave, valid = read_audio(container, audio, stream_start(audio), seconds, path)
+    frames = np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
+    times = sample_times(seconds)
+    return DecodedVideo(frames, wave, valid, times, duration, True, decoder, streams, has_video=False)
+
+
+def video_id(path: str | Path) -> str:
+    """The id a video is stored under: its file name without the extension."""
+    return Path(path).stem
+
+
+def scan_media(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """(media files, other files) under ``folder``, recursively, each sorted.
+
+    Raises ValueError naming both files when two media files share a video id.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder")
+    media, skipped, seen = [], [], {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix.lower() not in VIDEO_EXTENSIONS | AUDIO_EXTENSIONS:
+            skipped.append(path)
+            continue
+        other = seen.setdefault(video_id(path), path)
+        if other != path:
+            raise ValueError(f"two files have the video id {video_id(path)!r}: {other} and {path}")
+        media.append(path)
+    return media, skipped
+
+
+def find_media(folder: str | Path) -> list[Path]:
+    """Video and audio files under ``folder`` (recursive, sorted); logs the other files it skips."""
+    media, skipped = scan_media(folder)
+    if skipped:
+        shown = ", ".join(str(p) for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        logger.warning(
+            "%s: skipped %d files that are not media by extension (%s); extensions read: %s",
+            folder,
+            len(skipped),
+            shown,
+            " ".join(sorted(VIDEO_EXTENSIONS | AUDIO_EXTENSIONS)),
+        )
+    return media

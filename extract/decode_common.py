@@ -1,0 +1,194 @@
+"""What every decode backend shares: the result type, the error type and the sampling rules (DESIGN.md §3).
+
+Sampling: T = the number of whole seconds of the video; second t is represented by the frame nearest to
+t + 0.5 s and by the audio samples [t * 16000, (t + 1) * 16000). Frames are resized exactly like CLIP's
+preprocess (shorter side to ``image_size`` with PIL bicubic, then a centre crop) and kept as uint8, so an
+encoder only has to normalise. The public entry points are in ``avaf.extract.decode``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SAMPLE_RATE = 16_000  # Hz, what VGGish expects
+VGGISH_EXAMPLE = 15_360  # samples in one 0.96 s VGGish example; example t starts at sample t * SAMPLE_RATE
+# A duration this close under a whole second counts as that second: a 29.97 fps clip of 1798 frames lasts
+# 59.993 s and has 60 seconds, not 59. Just over one frame at 25 fps.
+DURATION_TOLERANCE_S = 0.05
+# A second of audio is valid when decoded samples cover at least this fraction of it.
+MIN_VALID_FRACTION = 0.5
+# A video whose frames stop more than this before the duration its header declares is truncated.
+TRUNCATION_TOLERANCE_S = 1.0
+# Two frames whose distances to a target differ by less than this are a tie; the earlier one wins.
+TIE_EPS_S = 1e-6
+
+
+class DecodeError(Exception):
+    """A video that cannot be decoded; the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(str(path), problem)  # both in args, so the error pickles across processes
+        self.path = str(path)
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+class MediaError(DecodeError):
+    """The file itself is unusable (empty, not media, no stream, too short): no other backend can help."""
+
+
+@dataclass
+class DecodedVideo:
+    """One video, sampled at one frame and one second of audio per second.
+
+    frames: (T, S, S, 3) uint8 RGB, resized and centre-cropped like CLIP's preprocess; (0, S, S, 3) for an
+        audio-only file (``has_video`` False).
+    audio: (T, 16000) float32 mono at 16 kHz; row t is second t, zero where the audio is missing. The VGGish
+        example for second t is ``audio[t, :15360]`` (0.96 s from t), so no sample past T seconds is kept.
+    audio_valid: (T,) bool, True where decoded audio covers at least half of the second.
+    timestamps: (T,) float64, presentation time in seconds (from the video stream's start) of the frame used
+        for second t; t + 0.5 for an audio-only file.
+    duration: seconds of video (of audio for an audio-only file) that T was computed from.
+    decoder: "pyav", "decord" or "librosa" — which one produced the frames (audio is always PyAV or librosa).
+    streams: the streams chosen and found: see ``describe_streams`` in decode_pyav.
+    """
+
+    frames: np.ndarray
+    audio: np.ndarray
+    audio_valid: np.ndarray
+    timestamps: np.ndarray
+    duration: float
+    has_audio: bool
+    decoder: str
+    streams: dict = field(default_factory=dict)
+    has_video: bool = True
+
+    @property
+    def num_seconds(self) -> int:
+        """T: rows of ``audio`` (and of ``frames`` when there is video)."""
+        return int(self.audio.shape[0])
+
+
+def whole_seconds(duration: float) -> int:
+    """T for a clip of ``duration`` seconds: floor, forgiving a shortfall of under one frame."""
+    return max(0, math.floor(duration + DURATION_TOLERANCE_S))
+
+
+def check_seconds(path: str | Path, duration: float) -> int:
+    """T for ``duration``, or DecodeError when the clip is shorter than one second."""
+    seconds = whole_seconds(duration)
+    if seconds < 1:
+        raise MediaError(path, f"shorter than one second ({duration:.3f} s); nothing to sample")
+    return seconds
+
+
+def seconds_decoded(path: str | Path, header_duration: float | None, frames_end: float) -> tuple[int, float]:
+    """(T, duration) once the frames are known to end at ``frames_end`` seconds.
+
+    A header that promises more than the frames deliver by over TRUNCATION_TOLERANCE_S means a truncated
+    file (DecodeError); a smaller shortfall trusts the frames.
+    """
+    if header_duration is None or frames_end + DURATION_TOLERANCE_S >= header_duration:
+        duration = header_duration if header_duration is not None else frames_end
+        return check_seconds(path, duration), duration
+    if header_duration - frames_end > TRUNCATION_TOLERANCE_S:
+        raise DecodeError(
+            path,
+            f"truncated: the header declares {header_duration:.3f} s but the video frames end at "
+            f"{frames_end:.3f} s",
+        )
+    return check_seconds(path, frames_end), frames_end
+
+
+def sample_times(seconds: int) -> np.ndarray:
+    """The instants (s) the frames represent: t + 0.5 for t in 0..T-1."""
+    return np.arange(seconds, dtype=np.float64) + 0.5
+
+
+def nearest_indices(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For each target, the index of the nearest time; the earliest on a tie (within TIE_EPS_S)."""
+    times = np.asarray(times, dtype=np.float64)
+    dist = np.abs(times[None, :] - np.asarray(targets, dtype=np.float64)[:, None])  # (T, N)
+    best = dist.min(axis=1, keepdims=True)
+    return np.argmax(dist <= best + TIE_EPS_S, axis=1)
+
+
+class NearestFramePicker:
+    """Streaming version of ``nearest_indices`` for frames that arrive in presentation order.
+
+    ``feed`` each (time, frame); it keeps, for every target t + 0.5, the nearest frame (the earlier on a
+    tie), converted with ``convert`` as soon as it is chosen so decoded frames are not held.
+    """
+
+    def __init__(self, max_seconds: int | None, convert) -> None:
+        self.max_seconds = max_seconds
+        self.convert = convert
+        self.chosen: list[np.ndarray] = []
+        self.times: list[float] = []
+        self._prev: tuple[float, object] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.max_seconds is not None and len(self.chosen) >= self.max_seconds
+
+    def _target(self) -> float:
+        return len(self.chosen) + 0.5
+
+    def _take(self, time: float, frame) -> None:
+        self.chosen.append(self.convert(frame))
+        self.times.append(time)
+
+    def feed(self, time: float, frame) -> None:
+        while not self.done and time >= self._target():
+            target = self._target()
+            if self._prev is not None and target - self._prev[0] <= time - target + TIE_EPS_S:
+                self._take(*self._prev)
+            else:
+                self._take(time, frame)
+        self._prev = (time, frame)
+
+    def finish(self, seconds: int) -> tuple[np.ndarray, np.ndarray]:
+        """(frames, times) for T = ``seconds``; targets past the last frame get the last frame."""
+        while len(self.chosen) < seconds and self._prev is not None:
+            self._take(*self._prev)
+        self._prev = None
+        return np.stack(self.chosen[:seconds]), np.asarray(self.times[:seconds], dtype=np.float64)
+
+
+def clip_resize(rgb: np.ndarray, image_size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (S, S, 3) uint8 exactly as CLIP / open_clip preprocess before normalising.
+
+    torchvision's Resize(S, bicubic) on a PIL image (shorter side to S, longer side int(S * long / short))
+    then CenterCrop(S) (offsets int(round((size - S) / 2))).
+    """
+    img = Image.fromarray(rgb)
+    width, height = img.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(image_size * long / short)
+    new_w, new_h = (image_size, new_long) if width <= height else (new_long, image_size)
+    if (new_w, new_h) != (width, height):
+        img = img.resize((new_w, new_h), Image.BICUBIC)
+    top = int(round((new_h - image_size) / 2.0))
+    left = int(round((new_w - image_size) / 2.0))
+    return np.asarray(img.crop((left, top, left + image_size, top + image_size)))
+
+
+def assemble_audio(chunks: list[tuple[int, np.ndarray]], seconds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Place mono chunks (start sample, samples) on a (T, 16000) grid; return (audio, audio_valid)."""
+    total = seconds * SAMPLE_RATE
+    audio = np.zeros(total, dtype=np.float32)
+    covered = np.zeros(total, dtype=bool)
+    for start, samples in chunks:
+        lo, hi = max(start, 0), min(start + len(samples), total)
+        if hi > lo:
+            audio[lo:hi] = samples[lo - start : hi - start]
+            covered[lo:hi] = True
+    valid = covered.reshape(seconds, SAMPLE_RATE).mean(axis=1) >= MIN_VALID_FRACTION
+    return audio.reshape(seconds, SAMPLE_RATE), valid

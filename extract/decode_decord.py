@@ -1,0 +1,105 @@
+"""decord decode backend (DESIGN.md §3 "Decoding"): frames through ``decord.VideoReader``, audio through PyAV.
+
+decord (unmaintained since 2021) has no AV1 and broken stereo audio, so PyAV first probes the file (streams,
+declared duration: the same checks and errors as the PyAV backend), decord then reads the frames nearest
+t + 0.5 s with ``get_batch`` (its timestamps, like ours, count from the video stream's start), and PyAV
+decodes the audio. decord must choose the same video stream as PyAV; if it does not, this backend fails and
+"auto" falls back to PyAV. decord also returns wrong frames, with only a log line, from MPEG transport and
+program streams (.ts, .mpg: duplicated or black frames on sparse reads, measured with decord 0.6.0), so this
+backend refuses those containers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .decode_common import (
+    SAMPLE_RATE,
+    DecodedVideo,
+    DecodeError,
+    check_seconds,
+    clip_resize,
+    nearest_indices,
+    sample_times,
+    seconds_decoded,
+)
+from .decode_pyav import (
+    choose_streams,
+    describe_streams,
+    header_duration,
+    open_container,
+    read_audio,
+    stream_start,
+)
+
+logger = logging.getLogger(__name__)
+
+# FFmpeg demuxer names (PyAV's container.format.name) whose frames decord returns wrongly
+UNRELIABLE_CONTAINERS = frozenset({"mpegts", "mpeg", "mpegvideo"})
+BATCH = 16  # frames per get_batch call: bounds the full-resolution frames held at once (16 x 720p = 44 MB)
+
+
+def _reason(err: Exception) -> str:
+    """decord's message without its '[hh:mm:ss] /path/file.cc:123: ' prefix."""
+    last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", last)[:200]
+
+
+def _open_reader(path: str | Path, width: int, height: int):
+    import decord  # imported here: a broken decord install must not break the PyAV path
+
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
+    except Exception as err:  # decord raises its own DECORDError, or RuntimeError
+        raise DecodeError(path, f"decord cannot open it ({_reason(err)})") from None
+    if len(reader) == 0:
+        raise DecodeError(path, "decord found no video frames")
+    shape = reader[0].shape  # (H, W, 3)
+    if (shape[1], shape[0]) != (width, height):
+        raise DecodeError(
+            path, f"decord chose a {shape[1]}x{shape[0]} video stream, PyAV's best is {width}x{height}"
+        )
+    return reader
+
+
+def _read_frames(reader, indices: np.ndarray, image_size: int, path: str | Path) -> np.ndarray:
+    """(T, S, S, 3) uint8: the frames at ``indices``, CLIP-resized, fetched BATCH at a time."""
+    out = np.empty((len(indices), image_size, image_size, 3), dtype=np.uint8)
+    for lo in range(0, len(indices), BATCH):
+        try:
+            batch = reader.get_batch(indices[lo : lo + BATCH].tolist()).asnumpy()  # (B, H, W, 3)
+        except Exception as err:
+            raise DecodeError(path, f"decord failed reading frames ({_reason(err)})") from None
+        for k, rgb in enumerate(batch):
+            out[lo + k] = clip_resize(rgb, image_size)
+    return out
+
+
+def decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
+    """Decode ``path`` with decord (frames) and PyAV (probe and audio)."""
+    with open_container(path) as container:
+        video, audio = choose_streams(container, path)
+        streams = describe_streams(container, video, audio)
+        if container.format.name in UNRELIABLE_CONTAINERS:
+            raise DecodeError(path, f"decord returns wrong frames from {container.format.name} containers")
+        declared = header_duration(container, video)
+        if declared is not None:
+            check_seconds(path, declared)
+        reader = _open_reader(path, streams["width"], streams["height"])
+        stamps = reader.get_frame_timestamp(np.arange(len(reader))).astype(np.float64)  # (N, 2) start, end
+        # decord keeps float32 seconds: round to the microsecond so ties break as in the PyAV backend
+        starts = np.round(stamps[:, 0], 6)
+        seconds, duration = seconds_decoded(path, declared, float(stamps[-1, 1]))
+        indices = nearest_indices(starts, sample_times(seconds))
+        frames = _read_frames(reader, indices, image_size, path)
+        del reader
+        if audio is not None:
+            wave, valid = read_audio(container, audio, stream_start(video), seconds, path)
+        else:
+            wave, valid = np.zeros((seconds, SAMPLE_RATE), np.float32), np.zeros(seconds, bool)
+    streams["corrupt_packets"] = None  # decord does not report them
+    return DecodedVideo(frames, wave, valid, starts[indices], duration, audio is not None, "decord", streams)

@@ -1,0 +1,228 @@
+"""Decoding isolated in a child process, with a timeout (DESIGN.md §3 "Decoding").
+
+A hung or crashing decoder (decord deadlocks holding the GIL; FFmpeg can segfault on a broken file) must
+cost one video, never the caller. ``IsolatedDecoder`` keeps one "spawn" child (never fork: the caller may
+hold threads) that decodes one video at a time and is reused, so the per-call cost is only pickling the
+result (~13 MB for 60 s, a few ms) instead of starting Python and importing PyAV for every video. On a
+timeout the child is killed and DecodeError says "timed out after N s"; when it dies the error names the
+signal; either way the next call starts a fresh child. With backend "auto" the child reports which backend
+it is running, and a crash or timeout is retried with the backends not yet tried, in a fresh child. The
+child is also replaced every ``max_tasks`` videos, which bounds decord's known memory growth.
+
+    with IsolatedDecoder() as decoder:
+        video = decoder.decode("clip.mp4", timeout_s=120)
+
+``decode_isolated(path, timeout_s)`` does the same with one shared decoder per process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .decode_common import DecodedVideo, DecodeError
+
+logger = logging.getLogger(__name__)
+
+
+def _serve(conn, initializer: Callable | None, initargs: tuple) -> None:
+    """Child: decode the jobs received on ``conn`` until told to stop."""
+    if initializer is not None:
+        initializer(*initargs)
+    from .decode import decode_video, decode_with_fallback
+
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if job is None:
+            return
+        path, backend, order, image_size = job
+        try:
+            if order:
+                result = decode_with_fallback(path, order, image_size, lambda b: conn.send(("attempt", b)))
+            else:
+                result = decode_video(path, backend, image_size)
+            conn.send(("ok", result))
+        except DecodeError as err:
+            conn.send(("error", err))
+        except Exception as err:  # any other failure is this video's, never the worker's
+            conn.send(("error", DecodeError(path, f"decoder raised {type(err).__name__}: {err}")))
+
+
+class _ChildLost(Exception):
+    """The child timed out or died while running ``backend`` (None: before naming one)."""
+
+    def __init__(self, problem: str, backend: str | None) -> None:
+        super().__init__(problem)
+        self.problem, self.backend = problem, backend
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
+
+
+class IsolatedDecoder:
+    """A reusable decode child process, replaced after a crash, a timeout or ``max_tasks`` videos."""
+
+    def __init__(
+        self,
+        max_tasks: int = 200,
+        start_timeout_s: float = 120.0,
+        initializer: Callable | None = None,
+        initargs: tuple = (),
+    ) -> None:
+        self.max_tasks = max_tasks
+        self.start_timeout_s = start_timeout_s
+        self.initializer, self.initargs = initializer, initargs  # run in each child (logging setup, tests)
+        self._lock = threading.Lock()
+        self._proc = self._conn = None
+        self._owner = os.getpid()
+        self._tasks = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The current child's process id (None when no child is running)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def _start(self) -> None:
+        if self._proc is not None and self._owner != os.getpid():  # we were forked: that child is not ours
+            self._proc = self._conn = None
+        if self._proc is not None and not self._proc.is_alive():  # died between two videos
+            logger.warning(
+                "the decode worker died while idle (%s); starting another", describe_exit(self._reap())
+            )
+        if self._proc is not None:
+            return
+        ctx = mp.get_context("spawn")
+        conn, child_conn = ctx.Pipe()
+        proc = ctx.Process(
+            target=_serve, args=(child_conn, self.initializer, self.initargs), daemon=True, name="avaf-decode"
+        )
+        proc.start()
+        child_conn.close()
+        self._proc, self._conn, self._owner, self._tasks = proc, conn, os.getpid(), 0
+        try:
+            if not conn.poll(self.start_timeout_s):
+                raise RuntimeError(f"the decode worker did not start within {self.start_timeout_s:g} s")
+            conn.recv()
+        except (EOFError, OSError):
+            raise RuntimeError(
+                f"the decode worker died while starting ({describe_exit(self._reap())})"
+            ) from None
+        except RuntimeError:
+            self._kill()
+            raise
+
+    def _reap(self) -> int | None:
+        proc, self._proc = self._proc, None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if proc is None:
+            return None
+        proc.join(5)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+        return proc.exitcode
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.exitcode is None:
+            self._proc.kill()
+        self._reap()
+
+    def close(self) -> None:
+        """Stop the child (politely, then by force)."""
+        with self._lock:
+            if self._proc is not None and self._owner == os.getpid():
+                try:
+                    self._conn.send(None)
+                except OSError:
+                    pass
+                self._reap()
+            self._proc = self._conn = None
+
+    def __enter__(self) -> IsolatedDecoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run(self, path: str, timeout_s: float, backend: str, order: tuple, image_size: int) -> DecodedVideo:
+        """One job in the child; raises _ChildLost on a timeout or a death."""
+        self._start()
+        self._conn.send((path, backend, order, image_size))
+        deadline, running = time.monotonic() + timeout_s, None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._conn.poll(left):
+                self._kill()
+                raise _ChildLost(f"timed out after {timeout_s:g} s", running)
+            try:
+                kind, value = self._conn.recv()
+            except (EOFError, OSError):
+                raise _ChildLost(f"decoder crashed ({describe_exit(self._reap())})", running) from None
+            if kind == "attempt":
+                running = value
+                continue
+            self._tasks += 1
+            if self._tasks >= self.max_tasks:
+                self._conn.send(None)
+                self._reap()
+            if kind == "error":
+                raise value
+            return value
+
+    def decode(
+        self, path: str | Path, timeout_s: float, backend: str = "auto", image_size: int = 224
+    ) -> DecodedVideo:
+        """``decode_video(path, backend, image_size)`` in the child, within ``timeout_s`` per attempt."""
+        from .decode import AUTO_ORDER, is_audio_file
+
+        path = str(path)
+        order = tuple(AUTO_ORDER) if backend == "auto" and not is_audio_file(path) else ()
+        lost: list[str] = []
+        with self._lock:
+            while True:
+                try:
+                    result = self._run(path, timeout_s, backend, order, image_size)
+                except _ChildLost as err:
+                    lost.append(f"{err.backend or backend}: {err.problem}")
+                    tried = order.index(err.backend) + 1 if err.backend in order else len(order)
+                    order = order[tried:]
+                    if not order:
+                        raise DecodeError(path, "; ".join(lost)) from None
+                    logger.warning("%s: %s; retrying with %s in a fresh process", path, lost[-1], order[0])
+                    continue
+                if lost:
+                    result.streams["failed_attempts"] = lost
+                return result
+
+
+_shared: IsolatedDecoder | None = None
+_shared_lock = threading.Lock()
+
+
+def decode_isolated(path: str | Path, timeout_s: float, **kwargs) -> DecodedVideo:
+    """``decode_video`` in this process's shared child process, with a timeout (see the module docstring)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = IsolatedDecoder()
+            atexit.register(_shared.close)
+    return _shared.decode(path, timeout_s, **kwargs)
