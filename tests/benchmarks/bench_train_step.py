@@ -1,0 +1,136 @@
+"""Training-step speed of AVAF-Net at the paper's shapes: samples/s, peak memory, 30-epoch extrapolation.
+
+A script, not a test: it prints figures and never asserts a time. One step = forward, eq. 14's losses,
+backward and an Adam step, on random features in the feature store's layout (float16 visual tokens with
+CLS, T = 60 seconds, 49 patches, D = 512, up to 24 words). DESIGN.md §5's bar on a 2-core CPU: the
+authors' code does 0.33 samples/s at batch 8 (4.8 GB peak) and runs out of memory at batch 32.
+
+    python tests/benchmarks/bench_train_step.py                      # CPU, batch 32, 3 timed steps
+    python tests/benchmarks/bench_train_step.py --device cuda        # GPU with bf16 autocast
+    python tests/benchmarks/bench_train_step.py --order standard     # attention without the folding
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+import torch
+
+from avaf.train.avcm import CrossAttention
+from avaf.train.config import LossConfig, ModelConfig
+from avaf.train.losses import compute_losses
+from avaf.train.model import build_model
+
+TRAIN_QUESTIONS = 31_927  # MUSIC-AVQA json_update train split
+EPOCHS = 30
+
+
+def make_batch(b: int, t: int, n: int, m: int, cfg: ModelConfig, device: torch.device) -> dict:
+    """Random inputs shaped like a batch read from the store; word counts vary as real questions do."""
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(m // 2, m + 1, (b,), generator=g)
+    words_mask = torch.arange(m)[None, :] < lengths[:, None]
+    batch = {
+        "visual": torch.randn(b, t, n + 1, cfg.dim, generator=g).half(),
+        "audio": torch.randn(b, t, cfg.audio_dim, generator=g).half(),
+        "seconds_mask": torch.ones(b, t, dtype=torch.bool),
+        "words": torch.randn(b, m, cfg.dim, generator=g).half(),
+        "words_mask": words_mask,
+        "sentence": torch.randn(b, cfg.dim, generator=g).half(),
+    }
+    answers = torch.randint(0, cfg.n_answers, (b,), generator=g)
+    return {k: v.to(device) for k, v in batch.items()}, answers.to(device)
+
+
+def flops_per_sample(
+    model: torch.nn.Module, cfg: ModelConfig, loss: LossConfig, t: int, n: int, m: int
+) -> float:
+    """Forward + backward FLOPs of one question as executed, counted by torch on a batch of 2."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inputs, answers = make_batch(2, t, n, m, cfg, torch.device("cpu"))
+    model = model.cpu()
+    with FlopCounterMode(display=False) as counter:
+        out = model(**inputs)
+        losses = compute_losses(out, answers, loss.alpha, loss.beta, loss.sacl_phi, loss.sacl_tau)
+        losses["total"].backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
+def peak_memory_gb(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB GPU (max_memory_allocated)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB RSS (whole process)"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seconds", type=int, default=60, help="T")
+    p.add_argument("--patches", type=int, default=49, help="N patches (a CLS token is added on top)")
+    p.add_argument("--words", type=int, default=24, help="M, the padded word count")
+    p.add_argument("--steps", type=int, default=3, help="timed steps, after one warm-up step")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads on CPU")
+    p.add_argument("--order", default="auto", choices=["auto", "standard", "fold_keys", "fold_queries"])
+    p.add_argument("--no-flops", action="store_true", help="skip counting the FLOPs per sample")
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cfg, loss = ModelConfig(max_seconds=args.seconds), LossConfig()
+    model = build_model(cfg)
+    for module in model.modules():
+        if isinstance(module, CrossAttention):
+            module.order = args.order
+    n_params = sum(p.numel() for p in model.parameters())
+    gflops = (
+        None
+        if args.no_flops
+        else flops_per_sample(model, cfg, loss, args.seconds, args.patches, args.words) / 1e9
+    )
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    inputs, answers = make_batch(args.batch, args.seconds, args.patches, args.words, cfg, device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> float:
+        with amp:
+            out = model(**inputs)
+            losses = compute_losses(out, answers, loss.alpha, loss.beta, loss.sacl_phi, loss.sacl_tau)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+        return losses["total"].item()  # .item() synchronises the GPU
+
+    step()  # warm-up: allocator, kernels
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    per_step = sorted(times)[len(times) // 2]
+    rate = args.batch / per_step
+    hours = EPOCHS * TRAIN_QUESTIONS / rate / 3600
+    print(f"device        {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    print(
+        f"shapes        batch {args.batch}, T {args.seconds}, N {args.patches}+CLS, D {cfg.dim}, M {args.words}"
+    )
+    print(f"model         {n_params / 1e6:.2f} M parameters, attention order {args.order}")
+    print(f"step times    {', '.join(f'{x:.2f}' for x in times)} s (median {per_step:.2f} s)")
+    print(f"throughput    {rate:.2f} samples/s  ({rate / 0.33:.1f}x the authors' code at 0.33 samples/s)")
+    if gflops is not None:
+        print(
+            f"cost          {gflops:.1f} GFLOP per sample forward+backward, {gflops * rate:.0f} GFLOP/s achieved"
+        )
+    print(f"peak memory   {peak_memory_gb(device)}")
+    print(f"30 epochs     {EPOCHS} x {TRAIN_QUESTIONS} questions -> {hours:.1f} h at this rate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""AVAF-Net wiring: attention parity, masking, gradients, ablation switches, learning, and the config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from avaf.train.avcm import CrossAttention
+from avaf.train.config import ConfigError, ModelConfig, TrainConfig, load_config
+from avaf.train.losses import compute_losses
+from avaf.train.model import build_model
+
+D, F_, C, N = 16, 32, 5, 9  # width, FFN width, answers, patches (the inputs carry one more: CLS)
+PHI = 1 / N - 0.002  # the paper's phi sits just under 1/N; here N = 9
+TINY = ModelConfig(dim=D, heads=2, ffn_dim=F_, n_answers=C, max_seconds=6)
+ABLATIONS = ["none", "no_tacl", "no_avcm", "no_sacl", "no_qoaf", "no_all"]
+
+
+def tiny(switch: str = "none", **kw) -> ModelConfig:
+    return dataclasses.replace(TINY, **({} if switch == "none" else {switch: True}), **kw)
+
+
+def make_inputs(seconds: list[int], words: list[int], t: int = 5, m: int = 7, seed: int = 0) -> dict:
+    """A batch in the store's layout (CLS + N patches, float16 visual) with the given valid lengths."""
+    g = torch.Generator().manual_seed(seed)
+    b = len(seconds)
+    return {
+        "visual": torch.randn(b, t, N + 1, D, generator=g).half(),
+        "audio": torch.randn(b, t, 128, generator=g),
+        "seconds_mask": torch.arange(t)[None, :] < torch.tensor(seconds)[:, None],
+        "words": torch.randn(b, m, D, generator=g),
+        "words_mask": torch.arange(m)[None, :] < torch.tensor(words)[:, None],
+        "sentence": torch.randn(b, D, generator=g),
+    }
+
+
+def losses_of(out: dict, answers: torch.Tensor) -> dict:
+    return compute_losses(out, answers, alpha=1.0, beta=0.2, phi=PHI, tau=0.4)
+
+
+# ---------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize("order", ["standard", "fold_keys", "fold_queries"])
+@pytest.mark.parametrize("n_q,n_k", [(30, 4), (3, 40)])
+def test_cross_attention_equals_torch_multihead_attention(order: str, n_q: int, n_k: int) -> None:
+    torch.manual_seed(0)
+    attn = CrossAttention(D, heads=4)
+    attn.order = order
+    ref = torch.nn.MultiheadAttention(D, 4, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]))
+        ref.in_proj_bias.copy_(torch.cat([attn.q.bias, torch.zeros(D), attn.v.bias]))
+        ref.out_proj.weight.copy_(attn.o.weight)
+        ref.out_proj.bias.copy_(attn.o.bias)
+    x, ctx = torch.randn(3, n_q, D), torch.randn(3, n_k, D)
+    mask = torch.arange(n_k)[None, :] < torch.tensor([n_k, 1, n_k // 2])[:, None]
+    expected, _ = ref(x, ctx, ctx, key_padding_mask=~mask)
+    torch.testing.assert_close(attn(x, ctx, mask), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cheapest_order_at_the_paper_shapes() -> None:
+    attn = CrossAttention(512, heads=4)
+    assert attn.cheapest(60 * 49, 24) == "fold_keys"  # AVCM: patch tokens over the words
+    assert attn.cheapest(24, 60 * 49) == "fold_queries"  # QOAF: words over the patch tokens
+    assert attn.cheapest(600, 600) == "standard"
+
+
+# ---------------------------------------------------------------- outputs and masking
+
+
+def test_output_shapes_and_delta() -> None:
+    model = build_model(TINY)
+    out = model(**make_inputs([5, 3], [7, 2]))
+    assert out["logits"].shape == (2, C)
+    assert out["delta"].shape == (2, 2)
+    torch.testing.assert_close(out["delta"].sum(dim=1), torch.ones(2))
+    assert out["sacl_patches"].shape == (2, 5, N, D)  # CLS dropped
+    assert out["tacl_sounding"].shape == out["sacl_audio"].shape == (2, 5, D)
+
+
+def test_padding_content_changes_nothing() -> None:
+    model = build_model(TINY).eval()
+    inputs = make_inputs([5, 2, 4], [7, 3, 1])
+    garbage = {k: v.clone() for k, v in inputs.items()}
+    garbage["visual"][~inputs["seconds_mask"]] = float("nan")
+    garbage["audio"][~inputs["seconds_mask"]] = 1e4
+    garbage["words"][~inputs["words_mask"]] = float("nan")
+    answers = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        clean, dirty = model(**inputs), model(**garbage)
+        clean_losses, dirty_losses = losses_of(clean, answers), losses_of(dirty, answers)
+    assert torch.equal(clean["logits"], dirty["logits"])
+    assert torch.equal(clean["delta"], dirty["delta"])
+    for name in ("ce", "temporal", "spatial", "total"):
+        assert torch.isfinite(clean_losses[name]) and torch.equal(clean_losses[name], dirty_losses[name])
+
+
+def test_padded_sample_equals_unpadded_sample() -> None:
+    """Masks everywhere: a sample padded to T=6, M=7 gives what it gives alone at T=3, M=4."""
+    model = build_model(TINY).eval()
+    padded = make_inputs([3], [4], t=6, m=7)
+    alone = {k: v[:, :3] if k in ("visual", "audio", "seconds_mask") else v for k, v in padded.items()}
+    alone = {k: v[:, :4] if k in ("words", "words_mask") else v for k, v in alone.items()}
+    answers = torch.tensor([4])
+    with torch.no_grad():
+        a, b = model(**padded), model(**alone)
+        la, lb = losses_of(a, answers), losses_of(b, answers)
+    torch.testing.assert_close(a["logits"], b["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a["delta"], b["delta"], atol=1e-6, rtol=1e-6)
+    for name in ("temporal", "spatial", "total"):
+        assert la[name].item() == pytest.approx(lb[name].item(), abs=1e-5)
+    assert la["spatial"].item() > 0  # phi < 1/N leaves negatives: the check compares real numbers
+
+
+def test_cls_token_is_not_used() -> None:
+    model = build_model(TINY).eval()
+    inputs = make_inputs([5, 4], [7, 5])
+    other = {**inputs, "visual": inputs["visual"].clone()}
+    other["visual"][:, :, 0] = 123.0
+    with torch.no_grad():
+        assert torch.equal(model(**inputs)["logits"], model(**other)["logits"])
+
+
+def test_bad_shapes_are_refused_by_name() -> None:
+    model = build_model(TINY)
+    with pytest.raises(ValueError, match="audio"):
+        model(**{**make_inputs([5], [7]), "audio": torch.randn(1, 5, 64)})
+    with pytest.raises(ValueError, match="max_seconds"):
+        model(**make_inputs([7], [7], t=7))
+
+
+# ---------------------------------------------------------------- gradients, ablations, learning
+
+
+@pytest.mark.parametrize("switch", ABLATIONS)
+def test_gradients_reach_every_parameter(switch: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny(switch))
+    inputs = make_inputs([5, 3, 4, 1], [7, 2, 5, 3])
+    losses = losses_of(model(**inputs), torch.tensor([0, 1, 2, 3]))
+    losses["total"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} gets no gradient"
+
+
+def block_params(d: int, f: int) -> int:
+    """One cross-attention block: q, v, o with bias, k without (4d^2 + 3d), 2 LayerNorms (4d), FFN."""
+    return 4 * d * d + 3 * d + 4 * d + (d * f + f + f * d + d)
+
+
+def test_parameter_counts_of_each_ablation() -> None:
+    tacl = (D * D + D) + (128 * D + D)
+    weight = (D * D + D) + (D * 2 + 2)
+    head = (2 * D * D + D) + D + (D * C + C)  # fuse FC, attention pooling (no bias), classifier
+    full = tacl + 4 * block_params(D, F_) + weight + head
+    count = {s: sum(p.numel() for p in build_model(tiny(s)).parameters()) for s in ABLATIONS}
+    assert count["none"] == full
+    assert count["no_tacl"] == count["no_sacl"] == full  # loss terms only: no parameters
+    assert count["no_avcm"] == full - 2 * block_params(D, F_)
+    assert count["no_qoaf"] == full - weight
+    assert count["no_all"] == (D + 128 + D) * C + C
+
+
+@pytest.mark.parametrize(
+    "switch,terms,has_delta",
+    [
+        ("none", {"ce", "temporal", "spatial", "total"}, True),
+        ("no_tacl", {"ce", "spatial", "total"}, True),
+        ("no_avcm", {"ce", "temporal", "spatial", "total"}, True),
+        ("no_sacl", {"ce", "temporal", "total"}, True),
+        ("no_qoaf", {"ce", "temporal", "spatial", "total"}, False),
+        ("no_all", {"ce", "total"}, False),
+    ],
+)
+def test_ablation_removes_what_it_names(switch: str, terms: set, has_delta: bool) -> None:
+    out = build_model(tiny(switch))(**make_inputs([5, 2], [7, 3]))
+    losses = losses_of(out, torch.tensor([0, 1]))
+    assert set(losses) == terms
+    assert (out["delta"] is not None) == has_delta
+    value = {k: v.item() for k, v in losses.items()}
+    expected = value["ce"] + value.get("temporal", 0.0) + 0.2 * value.get("spatial", 0.0)
+    assert value["total"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_without_avcm_the_projections_flow_on_unchanged() -> None:
+    out = build_model(tiny("no_avcm"))(**make_inputs([5], [7]))
+    assert out["sacl_audio"] is out["tacl_audio"]  # F'_a = projected F_a
+
+
+def test_tiny_model_overfits_a_tiny_batch() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny(dropout=0.0))
+    inputs, answers = make_inputs([5, 3, 4, 2, 5, 1, 5, 4], [7, 3, 5, 2, 6, 4, 1, 7]), torch.arange(8) % C
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(50):
+        losses = losses_of(model(**inputs), answers)
+        opt.zero_grad()
+        losses["total"].backward()
+        opt.step()
+        history.append(losses["ce"].item())
+    assert history[0] > 1.2  # about ln 5 = 1.61 at the start
+    assert history[-1] < 0.05 * history[0]
+    assert (model(**inputs)["logits"].argmax(dim=1) == answers).all()
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_round_trip_and_unknown_key() -> None:
+    cfg = TrainConfig()
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert (cfg.model.dim, cfg.model.heads, cfg.model.ffn_dim, cfg.model.n_answers) == (512, 4, 2048, 42)
+    assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.sacl_phi, cfg.loss.sacl_tau) == (1.0, 0.2, 0.019, 0.4)
+    assert (cfg.optim.lr, cfg.optim.lr_step_epochs, cfg.optim.batch_size, cfg.optim.epochs) == (
+        1e-4,
+        8,
+        32,
+        30,
+    )
+    with pytest.raises(ConfigError, match="model.dimension"):
+        TrainConfig.from_dict({"model": {"dimension": 8}})
+    with pytest.raises(ConfigError, match="optim.lr"):
+        TrainConfig.from_dict({"optim": {"lr": "fast"}})
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".toml"])
+def test_config_override_order(tmp_path, suffix: str) -> None:
+    path = tmp_path / f"run{suffix}"
+    if suffix == ".yaml":
+        path.write_text("model:\n  dim: 64\n  heads: 8\noptim:\n  lr: 0.001\n")
+    else:
+        path.write_text("[model]\ndim = 64\nheads = 8\n[optim]\nlr = 0.001\n")
+    cfg = load_config(path, {"model.heads": 2, "optim": {"epochs": 3}, "loss.beta": None})
+    assert (cfg.model.dim, cfg.model.heads) == (64, 2)  # file over defaults, overrides over file
+    assert (cfg.optim.lr, cfg.optim.epochs, cfg.loss.beta) == (0.001, 3, 0.2)  # None: flag not given
+    path.write_text(path.read_text().replace("heads", "hedas"))
+    with pytest.raises(ConfigError, match=f"run{suffix}.*model.hedas"):
+        load_config(path, {})

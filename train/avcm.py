@@ -1,0 +1,151 @@
+"""Audio-Visual Clue Mining (AVCM): paper §"Audio-Visual Clue Mining", eq. 4-5, and its attention block.
+
+    F'_p = FFN(MultiHead(F_p, F_w, F_w))     (eq. 4)  queries: all T*N patch tokens
+    F'_a = FFN(MultiHead(F_a, F_w, F_w))     (eq. 5)  queries: the T seconds of audio
+
+Each is a post-norm transformer cross-attention block (4 heads, FFN 2048 with ReLU, dropout 0.1 on each
+residual branch, residual + LayerNorm); padded words are masked out as keys. QOAF (eq. 10-11) uses the
+same block with the roles swapped, so the block lives here.
+
+Cost. The visual block has T*N = 2,940 queries per question against M <= 24 words; most of the model's
+FLOPs are its FFN (the paper's design, kept). Its attention, though, need not project every visual
+token through W_q and W_o: `CrossAttention` folds W_q into the keys (and W_o into the values) when the
+keys are few, and W_k, W_v into the queries when the queries are few (QOAF). That is the same function
+with the matrix products associated differently (tests check it against torch's MultiheadAttention),
+about 5x fewer FLOPs in those attentions. The key projection has no bias: a key bias adds the same
+constant to every score of a query, which softmax ignores (so it would never receive a gradient).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _masked_softmax(scores: Tensor, key_mask: Tensor) -> Tensor:
+    """Softmax over the last axis (keys) with the keys where key_mask is False removed."""
+    return scores.masked_fill(~key_mask, float("-inf")).softmax(dim=-1)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries x over a context, computed in the cheapest association order.
+
+    `order` is "auto" (by a FLOP estimate), "standard", "fold_keys" or "fold_queries"; all four give the
+    same result up to rounding. Every sample must have at least one valid context position.
+    """
+
+    order: str = "auto"
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, ctx: Tensor, ctx_mask: Tensor) -> Tensor:
+        """x: (B, Lq, D) queries; ctx: (B, Lk, D); ctx_mask: (B, Lk) True where valid -> (B, Lq, D)."""
+        order = self.cheapest(x.shape[1], ctx.shape[1]) if self.order == "auto" else self.order
+        return getattr(self, f"_{order}")(x, ctx, ctx_mask)
+
+    def cheapest(self, n_q: int, n_k: int) -> str:
+        """The association order with the fewest multiply-adds for n_q queries and n_k keys."""
+        d, h = self.q.in_features, self.heads
+        cost = {
+            "standard": 2 * n_q * d * d + 2 * n_k * d * d + 2 * n_q * n_k * d,
+            "fold_keys": 4 * n_k * d * d + 2 * h * n_q * n_k * d,
+            "fold_queries": 4 * n_q * d * d + 2 * h * n_q * n_k * d,
+        }
+        return min(cost, key=cost.__getitem__)
+
+    def _standard(self, x: Tensor, ctx: Tensor, ctx_mask: Tensor) -> Tensor:
+        """Textbook order: project queries, keys and values, attend, project out."""
+        (b, n_q, d), n_k, h = x.shape, ctx.shape[1], self.heads
+        q = self.q(x).view(b, n_q, h, d // h).transpose(1, 2)  # (B, H, Lq, E)
+        k = self.k(ctx).view(b, n_k, h, d // h).transpose(1, 2)  # (B, H, Lk, E)
+        v = self.v(ctx).view(b, n_k, h, d // h).transpose(1, 2)  # (B, H, Lk, E)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)  # (B, H, Lq, Lk)
+        attn = _masked_softmax(scores, ctx_mask[:, None, None, :])
+        return self.o((attn @ v).transpose(1, 2).reshape(b, n_q, d))  # (B, Lq, D)
+
+    def _fold_keys(self, x: Tensor, ctx: Tensor, ctx_mask: Tensor) -> Tensor:
+        """Few keys: scores = x (K_h W_q,h)^T and out = attn (V_h W_o,h^T), never projecting x itself."""
+        (b, n_q, d), n_k, h = x.shape, ctx.shape[1], self.heads
+        scale = 1.0 / math.sqrt(d // h)
+        k = self.k(ctx).view(b, n_k, h, d // h)  # (B, Lk, H, E)
+        kq = torch.einsum("bkhe,hed->bhkd", k, self.q.weight.view(h, d // h, d)) * scale  # (B, H, Lk, D)
+        kb = torch.einsum("bkhe,he->bhk", k, self.q.bias.view(h, d // h)) * scale  # (B, H, Lk)
+        scores = torch.baddbmm(kb.reshape(b, 1, h * n_k), x, kq.reshape(b, h * n_k, d).transpose(1, 2))
+        attn = _masked_softmax(scores.view(b, n_q, h, n_k), ctx_mask[:, None, None, :])  # (B, Lq, H, Lk)
+        v = self.v(ctx).view(b, n_k, h, d // h)  # (B, Lk, H, E)
+        vo = torch.einsum("bkhe,dhe->bhkd", v, self.o.weight.view(d, h, d // h))  # (B, H, Lk, D)
+        return torch.baddbmm(self.o.bias, attn.reshape(b, n_q, h * n_k), vo.reshape(b, h * n_k, d))
+
+    def _fold_queries(self, x: Tensor, ctx: Tensor, ctx_mask: Tensor) -> Tensor:
+        """Few queries: scores = (Q_h W_k,h) ctx^T and out_h = (attn_h ctx) W_v,h^T, never projecting ctx."""
+        (b, n_q, d), n_k, h = x.shape, ctx.shape[1], self.heads
+        q = self.q(x).view(b, n_q, h, d // h) / math.sqrt(d // h)  # (B, Lq, H, E)
+        qk = torch.einsum("bqhe,hed->bhqd", q, self.k.weight.view(h, d // h, d))  # (B, H, Lq, D)
+        scores = qk.reshape(b, h * n_q, d) @ ctx.transpose(1, 2)  # (B, H*Lq, Lk)
+        attn = _masked_softmax(scores.view(b, h, n_q, n_k), ctx_mask[:, None, None, :])  # (B, H, Lq, Lk)
+        z = (attn.reshape(b, h * n_q, n_k) @ ctx).view(b, h, n_q, d)  # (B, H, Lq, D)
+        heads = torch.einsum("bhqd,hed->bqhe", z, self.v.weight.view(h, d // h, d))  # (B, Lq, H, E)
+        heads = heads + self.v.bias.view(h, d // h)  # attention rows sum to 1, so the bias passes through
+        return self.o(heads.reshape(b, n_q, d))  # (B, Lq, D)
+
+
+class FeedForward(nn.Module):
+    """Linear - ReLU - Linear on the token axis, written for the 2,940-token visual queries.
+
+    The ReLU runs in place on a plain 2-D matrix: the 2048-wide hidden state is the largest activation,
+    so one copy is kept, not two; and since the matrix is no view of a 3-D tensor, autograd does not
+    copy its gradient back through the view (nn.Linear on a 3-D input would cost a full extra copy).
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., D) -> (..., D)"""
+        hidden = self.fc1(x.reshape(-1, x.shape[-1])).relu_()  # (B*L, F)
+        return self.fc2(hidden).view(x.shape)  # (B, L, D)
+
+
+class CrossAttentionBlock(nn.Module):
+    """x = LN(x + drop(attn(x, ctx))); x = LN(x + drop(FFN(x))): post-norm, as in the original Transformer."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.attn = CrossAttention(dim, heads)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, ctx: Tensor, ctx_mask: Tensor) -> Tensor:
+        """x: (B, Lq, D) attends over ctx: (B, Lk, D) where ctx_mask: (B, Lk) is True -> (B, Lq, D)."""
+        x = self.norm1(x + self.drop(self.attn(x, ctx, ctx_mask)))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+
+class AudioVisualClueMining(nn.Module):
+    """Eq. 4-5: the patch tokens and the audio each attend over the question's words."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.visual = CrossAttentionBlock(dim, heads, ffn_dim, dropout)
+        self.audio = CrossAttentionBlock(dim, heads, ffn_dim, dropout)
+
+    def forward(
+        self, patches: Tensor, audio: Tensor, words: Tensor, words_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """patches: (B, T, N, D), audio: (B, T, D), words: (B, M, D), words_mask: (B, M) -> F'_p, F'_a."""
+        b, t, n, d = patches.shape
+        mined_patches = self.visual(patches.reshape(b, t * n, d), words, words_mask)  # (B, T*N, D)
+        mined_audio = self.audio(audio, words, words_mask)  # (B, T, D)
+        return mined_patches.view(b, t, n, d), mined_audio  # (B, T, N, D), (B, T, D)
