@@ -12,26 +12,70 @@ from avaf.shared.config import ConfigError, resolve
 from .config import ExtractConfig
 
 OPTIONS = {  # flag name -> (config path, help)
-    "videos": ("input.videos", "Folder searched recursively for videos (mp4, mkv, webm, avi, mov, ...) and audio-only files."),
-    "annotations": ("input.annotations", "MUSIC-AVQA annotation file or folder (repeatable): encode its questions into the store."),
-    "split": ("input.split", "Split of the --annotations files (default: from each file name, e.g. avqa-test.json -> test)."),
+    "videos": (
+        "input.videos",
+        "Folder searched recursively for videos (mp4, mkv, webm, avi, mov, ...) and audio-only files.",
+    ),
+    "annotations": (
+        "input.annotations",
+        "MUSIC-AVQA annotation file or folder (repeatable): encode its questions into the store.",
+    ),
+    "split": (
+        "input.split",
+        "Split of the --annotations files (default: from each file name, e.g. avqa-test.json -> test).",
+    ),
     "limit": ("input.limit", "Only the first N videos (sorted by path): a smoke run."),
     "clip_model": ("clip.model", "open_clip model name.  [default: ViT-B-32]"),
-    "clip_pretrained": ("clip.pretrained", "open_clip pretrained tag, a local checkpoint (.safetensors/.bin), or 'random'.  [default: openai]"),
-    "vggish_weights": ("vggish.weights", "'default' (torchvggish's release), a local .pth/.safetensors, or 'random'.  [default: default]"),
-    "decoder": ("decode.backend", "Video decoder: auto (fastest, falls back to PyAV), decord or pyav.  [default: auto]"),
-    "decode_timeout": ("decode.timeout_s", "Seconds before a hung decode is killed (that video fails, the job goes on).  [default: 300]"),
-    "address": ("runtime.address", "Ray cluster address (else RAY_ADDRESS, else a local Ray instance on this machine)."),
+    "clip_pretrained": (
+        "clip.pretrained",
+        "open_clip pretrained tag, a local checkpoint (.safetensors/.bin), or 'random'.  [default: openai]",
+    ),
+    "vggish_weights": (
+        "vggish.weights",
+        "'default' (torchvggish's release), a local .pth/.safetensors, or 'random'.  [default: default]",
+    ),
+    "decoder": (
+        "decode.backend",
+        "Video decoder: auto (fastest, falls back to PyAV), decord or pyav.  [default: auto]",
+    ),
+    "decode_timeout": (
+        "decode.timeout_s",
+        "Seconds before a hung decode is killed (that video fails, the job goes on).  [default: 300]",
+    ),
+    "address": (
+        "runtime.address",
+        "Ray cluster address (else RAY_ADDRESS, else a local Ray instance on this machine).",
+    ),
     "in_process": ("runtime.in_process", "Run without Ray, in this process (debugging; identical output)."),
-    "num_gpus": ("runtime.num_gpus", "GPUs per encoder actor (-1: one if this machine has a GPU).  [default: -1]"),
+    "num_gpus": (
+        "runtime.num_gpus",
+        "GPUs per encoder actor (-1: one if this machine has a GPU).  [default: -1]",
+    ),
     "num_cpus": ("runtime.num_cpus", "CPUs per encoder actor.  [default: 1]"),
     "encoders": ("runtime.encoders", "Number of encoder actors (one per GPU on a cluster).  [default: 1]"),
     "batch_size": ("runtime.batch_size", "Frames per CLIP forward pass.  [default: 64]"),
-    "shard_videos": ("runtime.shard_videos", "Videos per shard: the most a killed job can lose.  [default: 32]"),
-    "weights_dir": ("runtime.weights_dir", "Folder filled by avaf-fetch-weights: load all weights from there (offline nodes)."),
-    "precision": ("runtime.precision", "auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16.  [default: auto]"),
+    "shard_videos": (
+        "runtime.shard_videos",
+        "Videos per shard: the most a killed job can lose.  [default: 32]",
+    ),
+    "weights_dir": (
+        "runtime.weights_dir",
+        "Folder filled by avaf-fetch-weights: load all weights from there (offline nodes).",
+    ),
+    "precision": (
+        "runtime.precision",
+        "auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16.  [default: auto]",
+    ),
 }
-TYPES = {"limit": int, "decode_timeout": float, "num_gpus": float, "num_cpus": float, "encoders": int, "batch_size": int, "shard_videos": int}
+TYPES = {
+    "limit": int,
+    "decode_timeout": float,
+    "num_gpus": float,
+    "num_cpus": float,
+    "encoders": int,
+    "batch_size": int,
+    "shard_videos": int,
+}
 
 
 def _flags_to_dict(flags: dict) -> dict:
@@ -54,13 +98,22 @@ def _options(f):
         if name == "in_process":
             f = click.option(flag, is_flag=True, default=False, help=text)(f)
         else:
-            f = click.option(flag, name, multiple=name == "annotations", type=TYPES.get(name, str), help=text)(f)
+            f = click.option(
+                flag, name, multiple=name == "annotations", type=TYPES.get(name, str), help=text
+            )(f)
     return f
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--out", default=None, help="Output feature file; shards go to OUT.shards/.  [default: feats.h5]")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML/TOML config file; flags override it.")
+@click.option(
+    "--out", default=None, help="Output feature file; shards go to OUT.shards/.  [default: feats.h5]"
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML/TOML config file; flags override it.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every step.")
 @_options
 def main(out, config_file, verbose, **flags) -> None:
@@ -71,7 +124,9 @@ def main(out, config_file, verbose, **flags) -> None:
     from .pipeline import run_extract
     from .weights import WeightsUnavailable
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     d = _flags_to_dict(flags) | ({"out": out} if out else {})
     try:
         cfg = resolve(ExtractConfig, config_file, d)
@@ -82,10 +137,16 @@ def main(out, config_file, verbose, **flags) -> None:
         click.echo(f"avaf-extract: {e}", err=True)
         sys.exit(2)
     if s.random_weights:
-        click.echo(f"!!! RANDOM WEIGHTS ({', '.join(s.random_weights)}): features for tests only, recorded in {s.out} !!!")
-    click.echo(f"{s.out}: written {s.written}, skipped as done {s.skipped}, failed {len(s.failed)}, questions {s.questions} ({s.seconds:.1f} s)")
+        click.echo(
+            f"!!! RANDOM WEIGHTS ({', '.join(s.random_weights)}): features for tests only, recorded in {s.out} !!!"
+        )
+    click.echo(
+        f"{s.out}: written {s.written}, skipped as done {s.skipped}, failed {len(s.failed)}, questions {s.questions} ({s.seconds:.1f} s)"
+    )
     for vid, err in sorted(s.failed.items()):
         click.echo(f"  failed {vid}: {err}")
     if s.questions_without_video:
-        click.echo(f"  {s.questions_without_video} questions ask about videos not in the store (kept out of training)")
+        click.echo(
+            f"  {s.questions_without_video} questions ask about videos not in the store (kept out of training)"
+        )
     sys.exit(1 if s.failed else 0)

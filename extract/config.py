@@ -46,6 +46,7 @@ class RuntimeConfig:
     num_cpus: float = 1.0  # per encoder actor
     encoders: int = 1  # encoder actors (one per GPU on a cluster)
     batch_size: int = 64  # frames per CLIP forward pass (VGGish: examples per pass)
+    videos_per_call: int = 4  # videos an encoder takes at once: their frames share batches
     shard_videos: int = 32  # videos per shard: what a kill can lose at most
     weights_dir: str | None = None  # folder from `avaf-extract fetch-weights`: load weights from there
     precision: str = "auto"  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16

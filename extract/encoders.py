@@ -8,6 +8,7 @@ store's `VideoFeatures`. The same functions serve the Ray actors and the in-proc
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,11 +61,23 @@ def _device_and_precision(precision: str) -> tuple[str, str]:
 def load_encoders(cfg: ExtractConfig) -> Encoders:
     """Both frozen encoders on this process's best device, in eval mode."""
     device, precision = _device_and_precision(cfg.runtime.precision)
+    rt = cfg.runtime
     clip = load_clip(
-        cfg.clip.model, cfg.clip.pretrained, device=device, precision=precision, weights_dir=cfg.runtime.weights_dir
+        cfg.clip.model,
+        cfg.clip.pretrained,
+        device=device,
+        precision=precision,
+        weights_dir=rt.weights_dir,
+        batch_size=rt.batch_size,
     )
-    vggish = load_vggish(cfg.vggish.weights, device=device, weights_dir=cfg.runtime.weights_dir)
-    enc = Encoders(clip, vggish, cfg.decode.image_size, cfg.runtime.batch_size)
+    vggish = load_vggish(
+        cfg.vggish.weights,
+        device=device,
+        precision=precision,
+        weights_dir=rt.weights_dir,
+        batch_size=4 * rt.batch_size,
+    )
+    enc = Encoders(clip, vggish, cfg.decode.image_size, rt.batch_size)
     if enc.random_weights:
         log.warning(
             "RANDOM WEIGHTS for %s: features are meaningless, for tests and smoke runs only "
@@ -74,33 +87,42 @@ def load_encoders(cfg: ExtractConfig) -> Encoders:
     return enc
 
 
-def encode_video(enc: Encoders, video_id: str, path: str, d: DecodedVideo) -> VideoFeatures:
-    """CLIP tokens and pooled embedding per second, VGGish per second, as float16 arrays."""
-    t = len(d.timestamps)
-    tokens, pooled = [], []
-    for a in range(0, t, enc.batch_size):
-        tk, pl = enc.clip.encode_images(d.frames[a : a + enc.batch_size])
-        tokens.append(np.asarray(tk, dtype=np.float16))
-        pooled.append(np.asarray(pl, dtype=np.float16))
-    audio = np.asarray(enc.vggish.encode(d.audio), dtype=np.float16)
-    audio[~d.audio_valid] = 0  # seconds without real audio stay zero, flagged by audio_valid
-    return VideoFeatures(
-        video_id=video_id,
-        source_path=path,
-        visual_tokens=np.concatenate(tokens),
-        visual_pooled=np.concatenate(pooled),
-        audio=audio,
-        audio_valid=d.audio_valid,
-        timestamp=d.timestamps,
-        source_size=_size(path),
-        duration=d.duration,
-        has_audio=d.has_audio,
-        decoder=d.decoder,
-        streams=d.streams,
+def encode_videos(enc: Encoders, items: list[tuple[str, str, DecodedVideo]]) -> list[VideoFeatures]:
+    """Encode several decoded videos together: all their frames (and seconds of audio) share batches."""
+    lengths = [d.num_seconds for _, _, d in items]
+    seen = [d.num_seconds if d.has_video else 0 for _, _, d in items]  # audio-only files: no frames
+    frames = np.concatenate([d.frames for _, _, d in items])  # (sum T of videos, S, S, 3)
+    tokens, pooled = enc.clip.encode_images(frames)  # (sum T, N, D), (sum T, D)
+    tokens, pooled = (
+        _fill_audio_only(tokens.split(seen), lengths),
+        _fill_audio_only(pooled.split(seen), lengths),
     )
+    audio = enc.vggish.encode_batch([d.audio for _, _, d in items], lengths)  # [(T, 128)]
+    out = []
+    for (vid, path, d), tk, pl, au in zip(items, tokens, pooled, audio, strict=True):
+        au = au.numpy().astype(np.float16)
+        au[~d.audio_valid] = 0  # seconds without real audio stay zero, flagged by audio_valid
+        out.append(
+            VideoFeatures(
+                video_id=vid,
+                source_path=path,
+                visual_tokens=tk.numpy().astype(np.float16),
+                visual_pooled=pl.numpy().astype(np.float16),
+                audio=au,
+                audio_valid=d.audio_valid,
+                timestamp=d.timestamps,
+                source_size=os.path.getsize(path),
+                duration=d.duration,
+                has_audio=d.has_audio,
+                decoder=d.decoder,
+                streams=d.streams,
+            )
+        )
+    return out
 
 
-def _size(path: str) -> int:
-    import os
+def _fill_audio_only(parts, lengths: list[int]) -> list:
+    """Zero visual features for audio-only inputs (T seconds, no frames), so every video has T rows."""
+    import torch
 
-    return os.path.getsize(path)
+    return [p if len(p) == t else torch.zeros(t, *p.shape[1:]) for p, t in zip(parts, lengths, strict=True)]

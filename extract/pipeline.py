@@ -31,7 +31,7 @@ from avaf.shared.store import ShardWriter, build_store, complete_shards, new_sha
 from . import questions as question_stage
 from .config import ExtractConfig
 from .decode import DecodeError, decode_isolated, find_media, video_id
-from .encoders import Encoders, encode_video, load_encoders
+from .encoders import Encoders, encode_videos, load_encoders
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,11 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     _remove_stale_tmp(folder)
     encoders = load_encoders(cfg)
     summary = ExtractSummary(out=str(out), random_weights=encoders.random_weights)
-    meta = {"config": to_dict(cfg), "signature": encoders.signature(), "random_weights": encoders.random_weights}
+    meta = {
+        "config": to_dict(cfg),
+        "signature": encoders.signature(),
+        "random_weights": encoders.random_weights,
+    }
     if cfg.input.videos:
         todo, summary.skipped = _plan_videos(cfg, folder)
         rows = _run_in_process(cfg, encoders, todo) if cfg.runtime.in_process else _run_on_ray(cfg, todo)
@@ -105,7 +109,9 @@ def _plan_videos(cfg: ExtractConfig, folder: Path) -> tuple[list[tuple[str, str]
 def _decode_row(vid: str, path: str, cfg_decode: dict) -> dict:
     """Decode one video; a failure becomes an error string on the row, never an exception."""
     try:
-        decoded = decode_isolated(path, cfg_decode["timeout_s"], backend=cfg_decode["backend"], image_size=cfg_decode["image_size"])
+        decoded = decode_isolated(
+            path, cfg_decode["timeout_s"], backend=cfg_decode["backend"], image_size=cfg_decode["image_size"]
+        )
         return {"video_id": vid, "path": path, "decoded": decoded, "error": ""}
     except DecodeError as e:
         return {"video_id": vid, "path": path, "decoded": None, "error": str(e)}
@@ -114,22 +120,41 @@ def _decode_row(vid: str, path: str, cfg_decode: dict) -> dict:
         return {"video_id": vid, "path": path, "decoded": None, "error": f"{type(e).__name__}: {e}"}
 
 
-def _encode_row(encoders: Encoders, row: dict) -> dict:
-    """Encode one decoded video into the store's VideoFeatures (or pass its error on)."""
-    if row["decoded"] is None:
-        return {"video_id": row["video_id"], "path": row["path"], "features": None, "error": row["error"]}
-    try:
-        feats = encode_video(encoders, row["video_id"], row["path"], row["decoded"])
-        return {"video_id": row["video_id"], "path": row["path"], "features": feats, "error": ""}
-    except Exception as e:  # one bad video (e.g. out of memory on a huge one) is recorded, never fatal
-        log.exception("encoding failed for %s", row["path"])
-        return {"video_id": row["video_id"], "path": row["path"], "features": None, "error": f"{type(e).__name__}: {e}"}
+def _encode_rows(encoders: Encoders, rows: list[dict]) -> list[dict]:
+    """Encode decoded videos together; rows that failed to decode pass their error on.
+
+    If the shared batch fails (e.g. out of memory), each video is retried alone so one bad video is
+    recorded with its error and the others still get features.
+    """
+    ok = [r for r in rows if r["decoded"] is not None]
+    feats, errors = {}, {}
+    groups = [ok] if ok else []
+    for group in groups:  # grows while iterating: a failed shared batch is queued again video by video
+        try:
+            done = encode_videos(encoders, [(r["video_id"], r["path"], r["decoded"]) for r in group])
+            feats.update({r["video_id"]: f for r, f in zip(group, done, strict=True)})
+        except Exception as e:  # recorded per video, never fatal
+            if len(group) > 1:
+                groups += [[r] for r in group]
+                continue
+            log.exception("encoding failed for %s", group[0]["path"])
+            errors[group[0]["video_id"]] = f"encoding failed: {type(e).__name__}: {e}"
+    return [
+        {
+            "video_id": r["video_id"],
+            "path": r["path"],
+            "features": feats.get(r["video_id"]),
+            "error": r["error"] or errors.get(r["video_id"], ""),
+        }
+        for r in rows
+    ]
 
 
 def _run_in_process(cfg: ExtractConfig, encoders: Encoders, todo: list[tuple[str, str]]) -> Iterator[dict]:
     dec = to_dict(cfg.decode)
-    for vid, path in todo:
-        yield _encode_row(encoders, _decode_row(vid, path, dec))
+    step = cfg.runtime.videos_per_call
+    for a in range(0, len(todo), step):
+        yield from _encode_rows(encoders, [_decode_row(v, p, dec) for v, p in todo[a : a + step]])
 
 
 class _EncoderActor:
@@ -138,10 +163,17 @@ class _EncoderActor:
     def __init__(self, cfg: ExtractConfig):
         self.encoders = load_encoders(cfg)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        out = [_encode_row(self.encoders, r) for r in rows]
-        return {k: np.array([o[k] for o in out], dtype=object) for k in ("video_id", "path", "features", "error")}
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+        out = _encode_rows(self.encoders, rows)
+        return {k: _objects([o[k] for o in out]) for k in ("video_id", "path", "features", "error")}
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-D object array (np.array would try to stack arrays inside the objects)."""
+    a = np.empty(len(values), dtype=object)
+    a[:] = values
+    return a
 
 
 def _actor_pool(size: int) -> dict:
@@ -167,7 +199,7 @@ def _run_on_ray(cfg: ExtractConfig, todo: list[tuple[str, str]]) -> Iterator[dic
     ds = ds.map_batches(
         _EncoderActor,
         fn_constructor_kwargs={"cfg": cfg},
-        batch_size=max(1, rt.batch_size // 60),  # ~batch_size frames of 60-second videos per call
+        batch_size=rt.videos_per_call,
         batch_format="numpy",
         num_gpus=gpus,
         num_cpus=rt.num_cpus,
@@ -189,7 +221,9 @@ def _init_ray(address: str | None) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def _write_shards(rows, folder: Path, meta: dict, per_shard: int, summary: ExtractSummary, total: int, progress: bool) -> None:
+def _write_shards(
+    rows, folder: Path, meta: dict, per_shard: int, summary: ExtractSummary, total: int, progress: bool
+) -> None:
     """The single writer: rows -> shards of `per_shard` videos, each committed atomically."""
     from tqdm import tqdm
 
@@ -197,7 +231,9 @@ def _write_shards(rows, folder: Path, meta: dict, per_shard: int, summary: Extra
     writer, n = None, 0
     for row in rows:
         if writer is None:
-            writer = ShardWriter(new_shard_path(folder), meta["config"], meta["signature"], meta["random_weights"])
+            writer = ShardWriter(
+                new_shard_path(folder), meta["config"], meta["signature"], meta["random_weights"]
+            )
         if row["features"] is None:
             writer.add_failure(row["video_id"], row["path"], row["error"])
             summary.failed[row["video_id"]] = row["error"]

@@ -64,8 +64,8 @@ def write(questions: list[Question], encoders, folder: Path, meta: dict, batch_s
     ) as w:
         for a in range(0, len(todo), batch_size):
             batch = todo[a : a + batch_size]
-            words, sentences = encoders.clip.encode_text([q.text for q in batch])
-            for q, wd, st in zip(batch, words, sentences, strict=True):
+            encoded = encoders.clip.encode_text([q.text for q in batch])  # [(words (L, D), sentence (D,))]
+            for q, (wd, st) in zip(batch, encoded, strict=True):
                 w.add_question(
                     QuestionFeatures(
                         question_id=q.question_id,
@@ -74,8 +74,8 @@ def write(questions: list[Question], encoders, folder: Path, meta: dict, batch_s
                         text=q.text,
                         type=q.type,
                         answer=q.answer,
-                        words=np.asarray(wd, dtype=np.float16),
-                        sentence=np.asarray(st, dtype=np.float16),
+                        words=np.asarray(wd.float().cpu(), dtype=np.float16),
+                        sentence=np.asarray(st.float().cpu(), dtype=np.float16),
                     )
                 )
     return len(todo)
