@@ -150,3 +150,22 @@ def main(out, config_file, verbose, **flags) -> None:
             f"  {s.questions_without_video} questions ask about videos not in the store (kept out of training)"
         )
     sys.exit(1 if s.failed else 0)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name.")
+@click.option("--clip-pretrained", default="openai", show_default=True, help="open_clip pretrained tag.")
+def fetch_weights(folder: str, clip_model: str, clip_pretrained: str) -> None:
+    """Download the default CLIP and VGGish weights once into FOLDER (needs network). Copy FOLDER to
+    offline cluster nodes and run avaf-extract with --weights-dir FOLDER."""
+    from .weights import WeightsUnavailable, fetch_default_weights
+
+    try:
+        paths = fetch_default_weights(folder, clip_model, clip_pretrained)
+    except (WeightsUnavailable, ValueError) as e:
+        click.echo(f"avaf-fetch-weights: {e}", err=True)
+        sys.exit(2)
+    for name, path in paths.items():
+        click.echo(f"{name}: {path}")
+    click.echo(f"now: avaf-extract ... --weights-dir {folder}")

@@ -23,7 +23,9 @@ class InputConfig:
 @dataclass(frozen=True)
 class DecodeConfig:
     backend: str = "auto"  # auto | decord | pyav
-    image_size: int = 224  # frames resized (shorter side) and centre-cropped to this, as CLIP does
+    image_size: int | None = (
+        None  # frames resized (shorter side) + centre-cropped to this; None: CLIP's input size
+    )
     timeout_s: float = 300.0  # a decode running longer is killed: one video lost, never the job
 
 

@@ -63,7 +63,7 @@ def load_encoders(cfg: ExtractConfig) -> Encoders:
     device, precision = _device_and_precision(cfg.runtime.precision)
     rt = cfg.runtime
     clip = load_clip(
-        cfg.clip.model,
+        clip_model_name(cfg.clip.model),
         cfg.clip.pretrained,
         device=device,
         precision=precision,
@@ -77,7 +77,11 @@ def load_encoders(cfg: ExtractConfig) -> Encoders:
         weights_dir=rt.weights_dir,
         batch_size=4 * rt.batch_size,
     )
-    enc = Encoders(clip, vggish, cfg.decode.image_size, rt.batch_size)
+    if cfg.decode.image_size not in (None, clip.image_size):
+        raise ValueError(
+            f"decode.image_size {cfg.decode.image_size} differs from {cfg.clip.model}'s input size {clip.image_size}"
+        )
+    enc = Encoders(clip, vggish, clip.image_size, rt.batch_size)
     if enc.random_weights:
         log.warning(
             "RANDOM WEIGHTS for %s: features are meaningless, for tests and smoke runs only "
@@ -85,6 +89,16 @@ def load_encoders(cfg: ExtractConfig) -> Encoders:
             ", ".join(enc.random_weights),
         )
     return enc
+
+
+def clip_model_name(model: str) -> str:
+    """An open_clip model name; a path to a model-config JSON is registered first (custom or tiny models)."""
+    if model.endswith(".json") and os.path.isfile(model):
+        import open_clip
+
+        open_clip.add_model_config(model)
+        return os.path.splitext(os.path.basename(model))[0]
+    return model
 
 
 def encode_videos(enc: Encoders, items: list[tuple[str, str, DecodedVideo]]) -> list[VideoFeatures]:

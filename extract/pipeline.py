@@ -30,7 +30,8 @@ from avaf.shared.store import ShardWriter, build_store, complete_shards, new_sha
 
 from . import questions as question_stage
 from .config import ExtractConfig
-from .decode import DecodeError, decode_isolated, find_media, video_id
+from .decode import DecodeError, find_media, video_id
+from .decode_worker import decode_isolated
 from .encoders import Encoders, encode_videos, load_encoders
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,12 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     }
     if cfg.input.videos:
         todo, summary.skipped = _plan_videos(cfg, folder)
-        rows = _run_in_process(cfg, encoders, todo) if cfg.runtime.in_process else _run_on_ray(cfg, todo)
+        dec = to_dict(cfg.decode) | {"image_size": encoders.image_size}
+        rows = (
+            _run_in_process(cfg, dec, encoders, todo)
+            if cfg.runtime.in_process
+            else _run_on_ray(cfg, dec, todo)
+        )
         _write_shards(rows, folder, meta, cfg.runtime.shard_videos, summary, len(todo), progress)
     if cfg.input.annotations:
         qs = question_stage.load(cfg.input.annotations, cfg.input.split)
@@ -150,8 +156,9 @@ def _encode_rows(encoders: Encoders, rows: list[dict]) -> list[dict]:
     ]
 
 
-def _run_in_process(cfg: ExtractConfig, encoders: Encoders, todo: list[tuple[str, str]]) -> Iterator[dict]:
-    dec = to_dict(cfg.decode)
+def _run_in_process(
+    cfg: ExtractConfig, dec: dict, encoders: Encoders, todo: list[tuple[str, str]]
+) -> Iterator[dict]:
     step = cfg.runtime.videos_per_call
     for a in range(0, len(todo), step):
         yield from _encode_rows(encoders, [_decode_row(v, p, dec) for v, p in todo[a : a + step]])
@@ -185,7 +192,7 @@ def _actor_pool(size: int) -> dict:
     return {"concurrency": size} if (major, minor) < (2, 51) else {"compute": ActorPoolStrategy(size=size)}
 
 
-def _run_on_ray(cfg: ExtractConfig, todo: list[tuple[str, str]]) -> Iterator[dict]:
+def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> Iterator[dict]:
     import ray
 
     if not todo:
@@ -193,9 +200,8 @@ def _run_on_ray(cfg: ExtractConfig, todo: list[tuple[str, str]]) -> Iterator[dic
     _init_ray(cfg.runtime.address)
     rt = cfg.runtime
     gpus = rt.num_gpus if rt.num_gpus >= 0 else (1.0 if ray.cluster_resources().get("GPU", 0) else 0.0)
-    dec = to_dict(cfg.decode)
     ds = ray.data.from_items([{"video_id": v, "path": p} for v, p in todo], override_num_blocks=len(todo))
-    ds = ds.map(lambda r: _decode_row(r["video_id"], r["path"], dec), num_cpus=1, max_retries=2)
+    ds = ds.map(lambda r: _decode_row(r["video_id"], r["path"], dec), num_cpus=1)  # a dead worker: Ray retries the task
     ds = ds.map_batches(
         _EncoderActor,
         fn_constructor_kwargs={"cfg": cfg},

@@ -1,0 +1,185 @@
+"""avaf-extract end to end: real decoders, tiny random encoders, real shards, a real local Ray instance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import DATA, write_clip
+
+from avaf.extract.cli import main as extract_main
+from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, RuntimeConfig, VGGishConfig
+from avaf.extract.pipeline import run_extract
+from avaf.shared import schema
+from avaf.shared.reader import FeatureStore
+from avaf.shared.store import complete_shards, shard_dir
+
+TINY_CLIP = str(DATA / "ViT-avaf-tiny.json")
+TINY_FLAGS = ["--clip-model", TINY_CLIP, "--clip-pretrained", "random", "--vggish-weights", "random"]
+GOOD = {"nasa_13013": 13, "av1_video": 5, "h265_video": 1, "tones": 3}
+BAD = ("empty", "truncated", "notes")
+
+
+def tiny_cfg(videos, out, **runtime) -> ExtractConfig:
+    return ExtractConfig(
+        out=str(out),
+        input=InputConfig(videos=str(videos)),
+        clip=ClipConfig(model=TINY_CLIP, pretrained="random"),
+        vggish=VGGishConfig(weights="random"),
+        runtime=RuntimeConfig(**{"in_process": True, **runtime}),
+    )
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """Real clips (two audio tracks, AV1, HEVC without audio), a generated one, and three broken files."""
+    d = tmp_path_factory.mktemp("videos")
+    for name in ("nasa_13013.mp4", "av1_video.mkv", "h265_video.mp4"):
+        shutil.copy(DATA / "videos" / name, d / name)
+    write_clip(d / "nested" / "tones.mp4", seconds=3)
+    (d / "empty.mp4").write_bytes(b"")
+    real = (DATA / "videos" / "nasa_13013.mp4").read_bytes()
+    (d / "truncated.mp4").write_bytes(real[: len(real) // 3])
+    (d / "notes.mp4").write_text("not a video\n")
+    (d / "README.txt").write_text("skipped: not media\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def extracted(videos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("inproc") / "feats.h5"
+    return run_extract(tiny_cfg(videos, out), progress=False), out
+
+
+def test_every_video_is_recorded_and_broken_ones_never_stop_the_run(extracted):
+    summary, out = extracted
+    assert summary.written == len(GOOD) and sorted(summary.failed) == sorted(BAD)
+    for vid in BAD:
+        assert f"{vid}.mp4" in summary.failed[vid]  # the error names the file
+    with FeatureStore(out) as fs:
+        assert sorted(fs.video_ids) == sorted(GOOD)
+        for vid, t in GOOD.items():
+            v = fs.video(vid)
+            assert v["visual_tokens"].shape == (t, 5, 32) and v["audio"].shape == (t, 128)
+            np.testing.assert_array_equal(v["visual_tokens"][:, 0], v["visual_pooled"])  # token 0 = CLS = pooled
+            np.testing.assert_allclose(v["timestamp"], np.arange(t) + 0.5, atol=0.051)
+        nasa = fs.video("nasa_13013")
+        assert nasa["has_audio"] and nasa["audio_valid"].all() and np.abs(nasa["audio"]).sum() > 0
+        for silent in ("av1_video", "h265_video"):
+            v = fs.video(silent)
+            assert not v["has_audio"] and not v["audio_valid"].any() and not v["audio"].any()
+        assert fs.random_weights == ["clip", "vggish"]
+        assert sorted(v for v, _, _ in fs.failed()) == sorted(BAD)
+        assert fs.signature["clip"]["model_name"] == "ViT-avaf-tiny"
+
+
+def test_local_ray_gives_the_same_arrays_as_in_process(videos, extracted, tmp_path):
+    summary, out = extracted
+    ray_summary = run_extract(tiny_cfg(videos, tmp_path / "ray.h5", in_process=False), progress=False)
+    assert ray_summary.written == summary.written and sorted(ray_summary.failed) == sorted(summary.failed)
+    with FeatureStore(out) as a, FeatureStore(tmp_path / "ray.h5") as b:
+        assert a.video_ids == b.video_ids
+        for vid in a.video_ids:
+            x, y = a.video(vid), b.video(vid)
+            for name in schema.SECONDS.names:
+                np.testing.assert_array_equal(x[name], y[name])
+
+
+def test_cli_equals_library_and_exits_1_on_failures(videos, extracted, tmp_path):
+    _, out = extracted
+    res = CliRunner().invoke(
+        extract_main, ["--videos", str(videos), "--out", str(tmp_path / "cli.h5"), "--in-process", *TINY_FLAGS]
+    )
+    assert res.exit_code == 1, res.output
+    assert "written 4, skipped as done 0, failed 3" in res.output and "RANDOM WEIGHTS" in res.output
+    with FeatureStore(out) as a, FeatureStore(tmp_path / "cli.h5") as b:
+        for vid in a.video_ids:
+            np.testing.assert_array_equal(a.video(vid)["visual_tokens"], b.video(vid)["visual_tokens"])
+            np.testing.assert_array_equal(a.video(vid)["audio"], b.video(vid)["audio"])
+    again = CliRunner().invoke(
+        extract_main, ["--videos", str(videos), "--out", str(tmp_path / "cli.h5"), "--in-process", *TINY_FLAGS]
+    )
+    assert "written 0, skipped as done 4, failed 3" in again.output  # only the failed ones are retried
+
+
+RUN = "import sys; from avaf.extract.cli import main; sys.exit(main())"
+
+
+def test_resume_after_a_real_kill_equals_an_uninterrupted_run(tmp_path):
+    src = tmp_path / "clips"
+    for i in range(6):
+        write_clip(src / f"clip{i}.mp4", seconds=2 + i % 3, tones=(300 + 50 * i, 500, 700, 900))
+    args = [*TINY_FLAGS, "--videos", str(src), "--in-process", "--shard-videos", "1"]
+    whole = subprocess.run([sys.executable, "-c", RUN, *args, "--out", str(tmp_path / "whole.h5")], capture_output=True)
+    assert whole.returncode == 0, whole.stderr.decode()[-2000:]
+    out = tmp_path / "killed.h5"
+    victim = subprocess.Popen([sys.executable, "-c", RUN, *args, "--out", str(out)], stderr=subprocess.DEVNULL)
+    while len(complete_shards(shard_dir(out))) < 2:
+        assert victim.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    victim.kill()
+    victim.wait()
+    assert len(complete_shards(shard_dir(out))) < 6
+    again = subprocess.run([sys.executable, "-c", RUN, *args, "--out", str(out)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "skipped as done" in again.stdout and "skipped as done 0" not in again.stdout
+    shard_ids = []
+    for p in complete_shards(shard_dir(out)):
+        with FeatureStore(p) as s:
+            shard_ids += s.video_ids
+    assert sorted(shard_ids) == [f"clip{i}" for i in range(6)]  # every video encoded exactly once
+    with FeatureStore(tmp_path / "whole.h5") as a, FeatureStore(out) as b:
+        assert a.video_ids == b.video_ids
+        for vid in a.video_ids:
+            for name in schema.SECONDS.names:
+                np.testing.assert_array_equal(a.video(vid)[name], b.video(vid)[name])
+
+
+def test_questions_are_added_without_touching_the_videos(extracted, tmp_path):
+    _, first = extracted
+    out = tmp_path / "feats.h5"
+    shutil.copytree(shard_dir(first), shard_dir(out))
+    shutil.copy(first, out)
+    rows = [
+        {"video_id": "nasa_13013", "question_id": 1, "type": '["Audio", "Counting"]', "anser": "two",
+         "question_content": "How many sounding <Object> are in the video?", "templ_values": '["violin"]'},
+        {"video_id": "nasa_13013", "question_id": 2, "type": '["Visual", "Location"]', "anser": "left",
+         "question_content": "Where is the <Object>?", "templ_values": '["cello"]'},
+        {"video_id": "00000042", "question_id": 3, "type": '["Audio-Visual", "Existential"]', "anser": "yes",
+         "question_content": "Is there a <Object> sound?", "templ_values": '["piano"]'},
+    ]  # fmt: skip
+    ann = tmp_path / "avqa-val.json"
+    ann.write_text(json.dumps(rows))
+    cfg = ExtractConfig(
+        out=str(out), input=InputConfig(annotations=(str(ann),)),
+        clip=ClipConfig(model=TINY_CLIP, pretrained="random"), vggish=VGGishConfig(weights="random"),
+    )  # fmt: skip
+    summary = run_extract(cfg, progress=False)
+    assert summary.questions == 3 and summary.questions_without_video == 1
+    from avaf.extract.encoders import load_encoders
+
+    clip = load_encoders(cfg).clip
+    with FeatureStore(first) as a, FeatureStore(out) as b:
+        for vid in a.video_ids:
+            np.testing.assert_array_equal(a.video(vid)["visual_tokens"], b.video(vid)["visual_tokens"])
+        q = b.questions(split="val")
+        assert q["text"].tolist() == [
+            "How many sounding violin are in the video",
+            "Where is the cello",
+            "Is there a piano sound",
+        ]
+        expected = clip.encode_text(q["text"].tolist())
+        for i, qid in enumerate(q["question_id"]):
+            words = b.question_words(qid)
+            assert words.shape == (len(clip.tokenize([q["text"][i]])[0].nonzero()), 32)
+            np.testing.assert_array_equal(words, expected[i][0].numpy().astype(np.float16))
+            np.testing.assert_array_equal(q["sentence"][i], expected[i][1].numpy().astype(np.float16))
+        assert not np.array_equal(q["sentence"][0], q["sentence"][1])
+    assert run_extract(cfg, progress=False).questions == 0  # already encoded: nothing to do
