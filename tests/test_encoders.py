@@ -115,6 +115,24 @@ def test_bf16_autocast_is_close_and_keeps_token0(tiny):
     torch.testing.assert_close(tokens[:, 0], pooled, atol=1e-2, rtol=0)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_gpu_autocast_matches_cpu_fp32(vit_b32, precision):
+    gpu = load_clip("ViT-B-32", "random", device="cuda", precision=precision)
+    assert gpu.weights_sha256 == vit_b32.weights_sha256
+    f = frames(4, 224, seed=3)
+    tokens, pooled = gpu.encode_images(f)
+    ref, _ = vit_b32.encode_images(f)
+    assert tokens.device.type == "cpu" and tokens.dtype == torch.float32
+    torch.testing.assert_close(tokens, ref, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(tokens[:, 0], pooled, atol=1e-2, rtol=0)
+    feats = load_vggish("random", device="cuda", precision=precision).encode(np.zeros((2, 16000), np.float32))
+    torch.testing.assert_close(
+        feats, load_vggish("random").encode(np.zeros((2, 16000), np.float32)), atol=0.05, rtol=0.05
+    )
+
+
 def test_bad_frames_and_empty_batch(tiny):
     with pytest.raises(ValueError, match=r"uint8 frames \(B, 32, 32, 3\)"):
         tiny.encode_images(frames(1, 48))
@@ -158,6 +176,16 @@ def test_long_question_is_truncated_to_the_context_length(tiny):
     [(words, sentence)] = tiny.encode_text(["violin " * 200])
     assert words.shape == (77, 32)
     torch.testing.assert_close(words[-1], sentence, atol=1e-5, rtol=0)
+
+
+def test_trimmed_text_pass_equals_the_full_hooked_pass(tiny, monkeypatch):
+    qs = ["Where is the loudest instrument?", "Is there a guitar?", "violin " * 100]
+    trimmed = tiny.encode_text(qs)
+    monkeypatch.setattr(tiny, "_can_trim", lambda: False)  # the path for CustomTextCLIP towers
+    full = tiny.encode_text(qs)
+    for (wa, sa), (wb, sb) in zip(trimmed, full, strict=True):
+        torch.testing.assert_close(wa, wb, atol=1e-5, rtol=0)
+        torch.testing.assert_close(sa, sb, atol=1e-5, rtol=0)
 
 
 def test_text_in_batches_equals_one_batch(tiny):
