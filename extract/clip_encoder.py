@@ -356,7 +356,11 @@ class ClipEncoder:
 
     def _can_trim(self) -> bool:
         m = self.model
-        return getattr(m, "text", None) is None and m.attn_mask is not None and m.transformer.batch_first
+        return (
+            getattr(m, "text", None) is None
+            and m.attn_mask is not None
+            and getattr(m.transformer, "batch_first", False)
+        )
 
     def _encode_trimmed(
         self, ids: Tensor, end: Tensor, proj: Tensor | nn.Module | None
