@@ -1,0 +1,177 @@
+"""A PyTorch `Dataset` over `feats.h5` for any AVQA model: one item per question (issue 7, DESIGN.md §2).
+
+The only module of `avaf.shared` that imports torch: the store's reader and writer stay h5py + numpy.
+
+    from torch.utils.data import DataLoader
+    from avaf.shared.dataset import AVQADataset, collate
+
+    train = AVQADataset("feats.h5", split="train", subset="all", in_memory=True)
+    loader = DataLoader(train, batch_size=32, shuffle=True, collate_fn=collate)
+    for batch in loader:
+        visual, audio = batch["visual"], batch["audio"]  # (B, T, N, D), (B, T, 128) float32
+        words, sentence = batch["words"], batch["sentence"]  # (B, L, D), (B, D)
+        masks = batch["seconds_mask"], batch["words_mask"]  # (B, T), (B, L): True where real
+        loss = F.cross_entropy(model(visual, audio, words, sentence, *masks), batch["answer"])
+
+`in_memory=True` (default, the fast path) reads every video the split needs and every question's words once,
+in a few large reads (`FeatureStore.load_videos`); items are then slices of those arrays. `in_memory=False`
+reads one video and one question per item (one contiguous read each), for files larger than memory; with
+DataLoader workers each worker opens its own HDF5 handle on first use (a handle is never shared across a fork).
+Questions whose video is not in the store are left out, with a logged count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import schema
+from .answers import ANSWERS
+from .question_types import type_index
+from .reader import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+class AVQADataset(Dataset):
+    """The questions of one split (all splits when `split` is None) of a feature store, with their features.
+
+    Items are dicts: visual (T, N, D), audio (T, 128), words (L, D), sentence (D,) as stored (float16
+    tensors), answer (index into `avaf.shared.answers.ANSWERS`), type ("Audio/Counting", ...), type_index
+    (into `avaf.shared.question_types.TYPES`), question_id, video_id.
+    """
+
+    def __init__(
+        self, feats: str | os.PathLike, split: str | None = None, subset: str = "all", in_memory: bool = True
+    ):
+        self.path, self.split, self.subset, self.in_memory = Path(feats), split, subset, in_memory
+        self._fs: FeatureStore | None = None  # lazy mode: opened per process on first item
+        self._pid: int | None = None
+        with FeatureStore(self.path) as fs:
+            q = _known_questions(fs, split, subset)
+            self.question_id = q["question_id"]
+            self.video_id, self.type = q["video_id"], q["type"]
+            self.answer = np.array([_answer_index(fs, a) for a in q["answer"]], dtype=np.int64)
+            self.type_index = np.array([type_index(t, str(fs.path)) for t in q["type"]], dtype=np.int64)
+            self.sentence = q["sentence"]  # (Q, D)
+            self.word_length = q["word_length"]
+            if in_memory:
+                bulk = fs.load_videos(q["video_id"], fields=("visual_tokens", "audio"))
+                rows = np.array([bulk.index[v] for v in self.video_id], dtype=np.int64)
+                self.second_offset, self.second_length = bulk.offset[rows], bulk.length[rows]
+                self._visual, self._audio = bulk.arrays["visual_tokens"], bulk.arrays["audio"]
+                self._words, self.word_offset = fs.load_words(q["word_offset"], q["word_length"])
+            else:
+                row = {v: i for i, v in enumerate(fs.video_ids)}
+                rows = np.array([row[v] for v in self.video_id], dtype=np.int64)
+                self.second_offset = fs.videos["offset"][rows]
+                self.second_length = fs.videos["length"][rows]
+                self.word_offset = q["word_offset"]
+
+    def __len__(self) -> int:
+        return len(self.question_id)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fs"], state["_pid"] = None, None  # an h5py handle cannot cross a process boundary
+        return state
+
+    def _store(self) -> FeatureStore:
+        if self._fs is None or self._pid != os.getpid():  # first item in this process (or a forked worker)
+            self._fs, self._pid = FeatureStore(self.path), os.getpid()
+        return self._fs
+
+    def _arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, n = int(self.second_offset[i]), int(self.second_length[i])
+        w, m = int(self.word_offset[i]), int(self.word_length[i])
+        if self.in_memory:
+            return self._visual[a : a + n], self._audio[a : a + n], self._words[w : w + m]
+        fs = self._store()
+        return (
+            fs.dataset(schema.SECONDS, "visual_tokens")[a : a + n],
+            fs.dataset(schema.SECONDS, "audio")[a : a + n],
+            fs.dataset(schema.WORDS, "features")[w : w + m],
+        )
+
+    def __getitem__(self, i: int) -> dict:
+        visual, audio, words = self._arrays(i)
+        return {
+            "visual": torch.from_numpy(visual),  # (T, N, D)
+            "audio": torch.from_numpy(audio),  # (T, 128)
+            "words": torch.from_numpy(words),  # (L, D)
+            "sentence": torch.from_numpy(self.sentence[i]),  # (D,)
+            "answer": int(self.answer[i]),
+            "type": str(self.type[i]),
+            "type_index": int(self.type_index[i]),
+            "question_id": int(self.question_id[i]),
+            "video_id": str(self.video_id[i]),
+        }
+
+
+def _known_questions(fs: FeatureStore, split: str | None, subset: str) -> dict[str, np.ndarray]:
+    q = fs.questions(split=split, subset=subset)
+    known = np.array([v in fs for v in q["video_id"]], dtype=bool)
+    if not known.all():
+        missing = sorted(set(q["video_id"][~known]))
+        log.warning(
+            "%s: %d questions (split %s, subset %s) ask about %d videos not in the store (e.g. %s); left out",
+            fs.path,
+            int((~known).sum()),
+            split or "all",
+            subset,
+            len(missing),
+            ", ".join(missing[:3]),
+        )
+    return {k: v[known] for k, v in q.items()}
+
+
+_ANSWER_INDEX = {a: i for i, a in enumerate(ANSWERS)}
+
+
+def _answer_index(fs: FeatureStore, answer: str) -> int:
+    if answer not in _ANSWER_INDEX:
+        raise ValueError(
+            f"{fs.path}: answer {answer!r} is not one of the {len(ANSWERS)} of manifests/answers.json"
+        )
+    return _ANSWER_INDEX[answer]
+
+
+def collate(items: list[dict], dtype: torch.dtype | None = torch.float32) -> dict:
+    """Stack items into a batch, zero-padding T and L to the batch's longest; masks are True where real.
+
+    dtype: of the feature tensors (float32 by default; None keeps the stored float16). For a DataLoader
+    that keeps fp16: `collate_fn=functools.partial(collate, dtype=None)`.
+    """
+    first = items[0]
+    dtype = dtype or first["visual"].dtype
+    b = len(items)
+    t = max(it["visual"].shape[0] for it in items)
+    m = max(it["words"].shape[0] for it in items)
+    n, d = first["visual"].shape[1:]
+    visual = torch.zeros(b, t, n, d, dtype=dtype)  # (B, T, N, D)
+    audio = torch.zeros(b, t, schema.AUDIO_DIM, dtype=dtype)  # (B, T, 128)
+    words = torch.zeros(b, m, first["words"].shape[1], dtype=dtype)  # (B, L, D)
+    seconds_mask = torch.zeros(b, t, dtype=torch.bool)
+    words_mask = torch.zeros(b, m, dtype=torch.bool)
+    for i, it in enumerate(items):
+        ti, mi = it["visual"].shape[0], it["words"].shape[0]
+        visual[i, :ti], audio[i, :ti], words[i, :mi] = it["visual"], it["audio"], it["words"]
+        seconds_mask[i, :ti], words_mask[i, :mi] = True, True
+    return {
+        "visual": visual,
+        "audio": audio,
+        "seconds_mask": seconds_mask,
+        "words": words,
+        "words_mask": words_mask,
+        "sentence": torch.stack([it["sentence"] for it in items]).to(dtype),  # (B, D)
+        "answer": torch.tensor([it["answer"] for it in items], dtype=torch.long),
+        "type_index": torch.tensor([it["type_index"] for it in items], dtype=torch.long),
+        "question_id": torch.tensor([it["question_id"] for it in items], dtype=torch.long),
+        "type": [it["type"] for it in items],
+        "video_id": [it["video_id"] for it in items],
+    }
