@@ -43,18 +43,31 @@ def from_dict(cls: type[T], d: dict, where: str = "config") -> T:
             kwargs[name] = from_dict(hint, value, f"{where}.{name}")
         else:
             kwargs[name] = _coerce(hint, value, f"{where}.{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # range checks in __post_init__
+        raise ConfigError(f"{where}: {e}") from e
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
-    """Accept lists for tuple fields and ints for float fields; leave everything else as given."""
-    origin = typing.get_origin(hint)
-    if origin in (tuple, typing.Tuple) and isinstance(value, list):  # noqa: UP006
-        return tuple(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if origin in (typing.Union, types.UnionType) and isinstance(value, list):
-        return tuple(value)
+    """Check a value against its field's type: ints pass as floats, lists as tuples, None where optional."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(inner[0], value, where)
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint in (int, float, bool, str):
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, bool) and hint is not bool or not isinstance(value, hint):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
 
 
