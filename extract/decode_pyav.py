@@ -2,7 +2,8 @@
 
 One sequential pass over the chosen video and audio streams (``thread_type="AUTO"``): frames are picked by
 timestamp (never by seeking, a trap when keyframes are far apart), converted and resized only when chosen,
-and decoding stops once the last needed frame and second of audio are in. Streams are FFmpeg's "best"
+non-reference frames far from every t + 0.5 s are not decoded at all (FFmpeg's skip_frame), and decoding
+stops once the last needed frame and second of audio are in. Streams are FFmpeg's "best"
 (``av_find_best_stream``: for video the largest picture among default streams, audio in the same program).
 Audio is resampled to 16 kHz keeping its channels, then averaged to mono — FFmpeg's own downmix would scale a
 stereo tone by sqrt(2); the mean keeps amplitudes, like librosa.
@@ -126,7 +127,8 @@ class AudioCollector:
     def __init__(self, stream, origin: float) -> None:
         self.stream = stream
         self.origin = origin
-        self.resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)  # keeps the input layout
+        # keeps the input layout; one-second output frames halve the per-frame overhead of ~23 ms AAC frames
+        self.resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE, frame_size=SAMPLE_RATE)
         self.chunks: list[tuple[int, np.ndarray]] = []
         self.next_start: int | None = None
         self.input_end = -math.inf  # seconds from origin reached by the decoded input
@@ -180,27 +182,63 @@ def read_audio(container, stream, origin: float, seconds: int, path: str | Path)
     return collector.finish(seconds)
 
 
+class _SkipPlan:
+    """Which video packets may skip decoding: FFmpeg's skip_frame=NONREF on packets far from every target.
+
+    A non-reference frame (most B-frames) that no other frame needs is dropped unless its timestamp lies
+    within ``window`` of some t + 0.5, so the nearest frame is always decoded. Saves about a third of the
+    decode time of typical H.264; reference frames are always decoded, so the picture stays exact.
+    """
+
+    def __init__(self, video, origin: float, max_seconds: int | None, frame_step: float) -> None:
+        self.ctx, self.origin, self.max_seconds = video.codec_context, origin, max_seconds
+        self.time_base = float(video.time_base) if video.time_base else None
+        self.window = max(2 * frame_step, 0.1)
+        self.enabled = frame_step > 0 and self.time_base is not None
+
+    def before(self, packet) -> None:
+        needed = True
+        if self.enabled and packet.pts is not None:
+            time = packet.pts * self.time_base - self.origin
+            second = round(time - 0.5)
+            in_range = self.max_seconds is None or second < self.max_seconds
+            needed = abs(time - (second + 0.5)) <= self.window and in_range
+        self.ctx.skip_frame = "DEFAULT" if needed else "NONREF"
+
+
+def _packet_end(packet, origin: float) -> float | None:
+    if packet.pts is None or packet.time_base is None:
+        return None
+    return float((packet.pts + (packet.duration or 0)) * packet.time_base) - origin
+
+
 def _decode_pass(container, video, picker, collector, max_seconds, path) -> tuple[float | None, int]:
-    """One demux pass feeding ``picker`` and ``collector``; returns (end of the last frame, bad packets)."""
+    """One demux pass feeding ``picker`` and ``collector``; returns (end of the video, bad packets)."""
     origin = stream_start(video)
     rate = video.average_rate or video.guessed_rate
     frame_step = 1.0 / float(rate) if rate else 0.0
-    frames_end, index, errors = None, 0, []
+    skip = _SkipPlan(video, origin, max_seconds, frame_step)
+    frames_end, packets_end, index, errors = None, None, 0, []
     streams = [video] + ([collector.stream] if collector is not None else [])
     for packet in container.demux(streams):
         if packet.stream.index == video.index:
             if picker.done:
                 continue
+            skip.before(packet)
             for frame in decode_packet(packet, path, errors):
                 time = frame.time - origin if frame.time is not None else index * frame_step
                 picker.feed(time, frame)
                 index += 1
                 frames_end = max(frames_end or 0.0, time + frame_step)
+            if packet.size and (end := _packet_end(packet, origin)) is not None:
+                packets_end = max(packets_end or 0.0, end)  # skipped frames still count for the duration
         elif not collector.done(max_seconds):
             for frame in decode_packet(packet, path, errors):
                 collector.feed(frame)
         if picker.done and (collector is None or collector.done(max_seconds)):
             break
+    if frames_end is not None and packets_end is not None:
+        frames_end = max(frames_end, packets_end)
     return frames_end, len(errors)
 
 

@@ -166,14 +166,23 @@ class IsolatedDecoder:
     def _run(self, path: str, timeout_s: float, backend: str, order: tuple, image_size: int) -> DecodedVideo:
         """One job in the child; raises _ChildLost on a timeout or a death."""
         self._start()
-        self._conn.send((path, backend, order, image_size))
+        try:
+            self._conn.send((path, backend, order, image_size))
+            return self._wait(timeout_s)
+        except (_ChildLost, DecodeError):
+            raise
+        except BaseException:  # e.g. KeyboardInterrupt: the child may still answer, so it cannot be reused
+            self._kill()
+            raise
+
+    def _wait(self, timeout_s: float) -> DecodedVideo:
         deadline, running = time.monotonic() + timeout_s, None
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not self._conn.poll(left):
-                self._kill()
-                raise _ChildLost(f"timed out after {timeout_s:g} s", running)
             try:
+                if left <= 0 or not self._conn.poll(left):
+                    self._kill()
+                    raise _ChildLost(f"timed out after {timeout_s:g} s", running)
                 kind, value = self._conn.recv()
             except (EOFError, OSError):
                 raise _ChildLost(f"decoder crashed ({describe_exit(self._reap())})", running) from None
@@ -181,7 +190,7 @@ class IsolatedDecoder:
                 running = value
                 continue
             self._tasks += 1
-            if self._tasks >= self.max_tasks:
+            if self._tasks >= self.max_tasks:  # a fresh child now and then bounds decoder memory growth
                 self._conn.send(None)
                 self._reap()
             if kind == "error":
@@ -192,8 +201,10 @@ class IsolatedDecoder:
         self, path: str | Path, timeout_s: float, backend: str = "auto", image_size: int = 224
     ) -> DecodedVideo:
         """``decode_video(path, backend, image_size)`` in the child, within ``timeout_s`` per attempt."""
-        from .decode import AUTO_ORDER, is_audio_file
+        from .decode import AUTO_ORDER, BACKENDS, is_audio_file
 
+        if backend != "auto" and backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'pyav' or 'decord'")
         path = str(path)
         order = tuple(AUTO_ORDER) if backend == "auto" and not is_audio_file(path) else ()
         lost: list[str] = []

@@ -10,8 +10,9 @@ every 10 s, 25 and 30 fps), then times, per video, in this process:
   then they are read back (PIL + the same CLIP resize, soundfile). Needs an ffmpeg binary: ``--ffmpeg``,
   else ``ffmpeg`` on PATH, else the one shipped in the imageio-ffmpeg wheel; skipped when there is none.
 
-Prints the machine, then videos/s (wall clock, one video at a time) and CPU-seconds per video. Not a test:
-it never asserts a time.
+Prints the machine, then videos/s (wall clock, one video at a time), CPU-seconds per video and the 1-minute
+load average after each method (other work on the machine inflates wall times). Not a test: it never
+asserts a time.
 
     python tests/benchmarks/bench_decode.py --videos 5
 """
@@ -127,24 +128,28 @@ def _proc_cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(name: str, videos: list[Path], run) -> None:
-    run(videos[0])  # warm-up: imports, first-call costs
-    wall = cpu = 0.0
-    for path in videos:
-        w0, c0 = time.perf_counter(), time.process_time() + _child_cpu_s() + run.extra_cpu()
-        run(path)
-        wall += time.perf_counter() - w0
-        cpu += time.process_time() + _child_cpu_s() + run.extra_cpu() - c0
-    n = len(videos)
-    print(f"{name:<16} {n / wall:8.3f} {wall / n:10.2f} {cpu / n:12.2f}", flush=True)
+def _cpu_now(extra) -> float:
+    return time.process_time() + _child_cpu_s() + extra()
 
 
-class Runner:
-    def __init__(self, fn, extra_cpu=lambda: 0.0) -> None:
-        self.fn, self.extra_cpu = fn, extra_cpu
-
-    def __call__(self, path: Path) -> None:
-        self.fn(path)
+def timed(methods: dict[str, tuple], videos: list[Path], repeat: int) -> None:
+    """Times every method on every video, interleaved (video by video) so load changes hit all alike."""
+    wall = dict.fromkeys(methods, 0.0)
+    cpu = dict.fromkeys(methods, 0.0)
+    for run, _ in methods.values():
+        run(videos[0])  # warm-up: imports, first-call costs
+    for _ in range(repeat):
+        for path in videos:
+            for name, (run, extra) in methods.items():
+                w0, c0 = time.perf_counter(), _cpu_now(extra)
+                run(path)
+                wall[name] += time.perf_counter() - w0
+                cpu[name] += _cpu_now(extra) - c0
+    n = len(videos) * repeat
+    print(f"{'method':<16} {'videos/s':>8} {'s/video':>10} {'CPU-s/video':>12}")
+    for name in methods:
+        print(f"{name:<16} {n / wall[name]:8.3f} {wall[name] / n:10.2f} {cpu[name] / n:12.2f}")
+    print(f"(1-minute load average at the end: {os.getloadavg()[0]:.2f})")
 
 
 def main() -> None:
@@ -153,6 +158,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60, help="length of each clip")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--repeat", type=int, default=2, help="passes over the clips")
     parser.add_argument("--ffmpeg", help="ffmpeg binary for the naive baseline")
     parser.add_argument("--workdir", type=Path, help="keep the clips here (default: a temporary folder)")
     args = parser.parse_args()
@@ -169,28 +175,29 @@ def main() -> None:
     print(f"ffmpeg CLI for the naive baseline: {ffmpeg} ({origin})")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="avaf-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    videos = []
-    t0 = time.perf_counter()
+    t0, videos = time.perf_counter(), []
     for i in range(args.videos):
-        path = work / f"clip{i}.mp4"
+        path = work / f"clip{i}_{args.width}x{args.height}_{args.seconds}s.mp4"
         if not path.exists():
             make_video(path, args.seconds, args.width, args.height, fps=(25, 30)[i % 2], seed=i)
         videos.append(path)
     mbps = np.mean([p.stat().st_size * 8 / args.seconds / 1e6 for p in videos])
     print(
-        f"{len(videos)} clips of {args.seconds} s {args.width}x{args.height}, {mbps:.2f} Mbit/s on average "
-        f"(made in {time.perf_counter() - t0:.0f} s) in {work}\n"
+        f"{len(videos)} clips of {args.seconds} s {args.width}x{args.height}, {mbps:.2f} Mbit/s on average",
+        end="",
     )
-    print(f"{'method':<16} {'videos/s':>8} {'s/video':>10} {'CPU-s/video':>12}")
-    timed("pyav", videos, Runner(lambda p: decode_video(p, backend="pyav")))
-    timed("decord", videos, Runner(lambda p: decode_video(p, backend="decord")))
+    print(f" (made in {time.perf_counter() - t0:.0f} s) in {work}; {args.repeat} passes\n")
+    methods = {
+        "pyav": (lambda p: decode_video(p, backend="pyav"), lambda: 0.0),
+        "decord": (lambda p: decode_video(p, backend="decord"), lambda: 0.0),
+    }
     with IsolatedDecoder() as isolated:
-        runner = Runner(lambda p: isolated.decode(p, 600, backend="pyav"), lambda: _proc_cpu_s(isolated.pid))
-        timed("pyav isolated", videos, runner)
-    if ffmpeg:
-        frames_root = work / "naive"
-        frames_root.mkdir(exist_ok=True)
-        timed("naive ffmpeg", videos, Runner(lambda p: naive(p, ffmpeg, frames_root)))
+        child_cpu = lambda: _proc_cpu_s(isolated.pid)  # noqa: E731
+        methods["pyav isolated"] = (lambda p: isolated.decode(p, 600, backend="pyav"), child_cpu)
+        if ffmpeg:
+            (work / "naive").mkdir(exist_ok=True)
+            methods["naive ffmpeg"] = (lambda p: naive(p, ffmpeg, work / "naive"), lambda: 0.0)
+        timed(methods, videos, args.repeat)
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 
