@@ -30,6 +30,9 @@ source path = the visual npy, size = its bytes, duration = T, decoder "imported"
     report = import_npy("npy/", "copy.h5")      # = avaf-import --npy npy/ --out copy.h5
 """
 
+# Over STYLE.md's ~400 lines on purpose: export and import are two halves of one file format (folder names,
+# shapes, manifest), kept in one module so they cannot drift apart.
+
 from __future__ import annotations
 
 import json
@@ -121,6 +124,11 @@ def export_npy(
     for name in (AUDIO, VISUAL, POOLED, WORDS, SENTENCE):
         (out / name).mkdir(parents=True, exist_ok=True)
     with FeatureStore(feats) as fs:
+        shape = fs.shape(schema.SECONDS, "visual_tokens")[1:]
+        if shape != (50, 512):
+            log.warning(
+                "%s: visual tokens are %s per second; the repositories expect (50, 512)", feats, shape
+            )
         videos = [_export_video(fs, vid, out, dtype) for vid in fs.video_ids]
         questions = _export_questions(fs, out, dtype, layout, context_length)
         width = fs.shape(schema.WORDS, "features")[1]
@@ -389,16 +397,23 @@ def _read_video(
     return v
 
 
-def _video_ids(npy_dir: Path, manifest: dict | None) -> list[str]:
-    """Manifest order first (the source store's order), then every other stem, sorted."""
-    ids = [v["video_id"] for v in (manifest or {}).get("videos", [])]
+def _video_ids(npy_dir: Path, manifest: dict | None) -> tuple[list[str], list[str]]:
+    """(videos to import, unlisted stems): with a manifest, its videos in its order (the source store's) and
+    the stems it does not list (stale files of an earlier export); without one, every stem, sorted."""
     found = {p.stem for f in (AUDIO, VISUAL) if (npy_dir / f).is_dir() for p in (npy_dir / f).glob("*.npy")}
-    return ids + sorted(found - set(ids))
+    if manifest is None:
+        return sorted(found), []
+    ids = [v["video_id"] for v in manifest.get("videos", [])]
+    return ids, sorted(found - set(ids))
 
 
 def _import_videos(npy_dir, manifest, folder, meta, dims, report, pad_short_audio, per_shard) -> set[str]:
     entries = {v["video_id"]: v for v in (manifest or {}).get("videos", [])}
-    ids, imported = _video_ids(npy_dir, manifest), set()
+    (ids, unlisted), imported = _video_ids(npy_dir, manifest), set()
+    for vid in unlisted:
+        report.skipped.append(
+            Skipped("video", vid, f"not listed in {MANIFEST} (a file of an earlier export?)")
+        )
     for a in range(0, len(ids), per_shard):
         with ShardWriter(new_shard_path(folder, "videos"), **meta) as w:
             for vid in ids[a : a + per_shard]:
@@ -443,6 +458,9 @@ def _read_question(npy_dir: Path, q: dict, dims: dict, mode: str) -> QuestionFea
 
 def _import_questions(npy_dir, table, imported, folder, meta, dims, report, mode) -> None:
     rows = list(table.values())
+    if not rows and (npy_dir / WORDS).is_dir() and any((npy_dir / WORDS).glob("*.npy")):
+        reason = f"no --annotations and no {MANIFEST}: nothing gives their text, type, answer and split"
+        report.skipped.append(Skipped("question", f"{WORDS}/*.npy", reason))
     for a in range(0, len(rows), QUESTIONS_PER_SHARD):
         with ShardWriter(new_shard_path(folder, "questions"), **meta) as w:
             for q in rows[a : a + QUESTIONS_PER_SHARD]:

@@ -100,7 +100,6 @@ def export_main(feats: str, format: str, out: str, dtype: str, layout: str, cont
     OUT/clip_qst/{question_id}.npy (1, 512), and OUT/manifest.json (source config, signature, random weights,
     per-video metadata, per-question text, type, answer, split and true word count L).
 
-    \b
     Who reads what: vggish/ - GeWu-Lab/MUSIC-AVQA (net_grd_avst/dataloader_avst.py), GeWu-Lab/PSTP-Net and
     GeWu-Lab/TSPM (dataloader.py), Yuzuriha-Inori-x/AVAF-Net (avqa_scripts/dataloader_music.py), AIM-SKKU/QA-TIGER
     (data/feats/vggish); clip_vit_b32/ - PSTP-Net (CLS [:, 0] as frame feature, patches [:, 1:]) and AVAF-Net
@@ -108,6 +107,7 @@ def export_main(feats: str, format: str, out: str, dtype: str, layout: str, cont
     rows 1: as words); clip_qst/ - PSTP-Net (squeeze(-2) to (512,)). TSPM and QA-TIGER read ViT-L/14@336px
     frame and ToMe features that avaf does not make. The repositories slice [:60]: MUSIC-AVQA videos have T = 60.
     """
+    logging.basicConfig(level=logging.WARNING, format="avaf-export: %(message)s")
     try:
         report = export_npy(feats, out, dtype=dtype, layout=layout, context_length=context_length)
     except ERRORS as e:

@@ -107,6 +107,32 @@ def test_export_then_import_is_exact(source, tmp_path, dtype, layout):
         assert b.failed() == []
 
 
+def test_files_an_export_manifest_does_not_list_are_not_imported(source, tmp_path):
+    out = tmp_path / "npy"
+    export_npy(source, out)
+    for d, shape in (("vggish", (2, 128)), ("clip_vit_b32", (2, 50, 512))):
+        np.save(out / d / "stale.npy", np.ones(shape, np.float32))  # left over from an earlier export
+    report = import_npy(out, tmp_path / "copy.h5")
+    assert [(s.kind, s.id, s.reason) for s in report.skipped] == [
+        ("video", "stale", "not listed in manifest.json (a file of an earlier export?)")
+    ]
+    assert report.videos == 3 and report.questions == 6
+
+
+def test_export_warns_when_tokens_are_not_the_repositories_shape(tmp_path, caplog):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "small.h5"
+    with ShardWriter(new_shard_path(shard_dir(path)), CONFIG) as w:
+        w.add_video(fake_video(rng, "1", 2))  # 5 tokens of width 8
+    build_store(complete_shards(shard_dir(path)), path)
+    with caplog.at_level("WARNING", logger="avaf.shared.exchange"):
+        report = export_npy(path, tmp_path / "npy")
+    assert "visual tokens are (5, 8) per second; the repositories expect (50, 512)" in caplog.text
+    assert (report.videos, report.questions) == (1, 0) and np.load(
+        tmp_path / "npy/clip_vit_b32/1.npy"
+    ).shape == (2, 5, 8)
+
+
 def test_export_refuses_questions_longer_than_the_context(source, tmp_path):
     with pytest.raises(ExchangeError, match="more than --context-length 2"):
         export_npy(source, tmp_path / "npy", context_length=2)
@@ -232,6 +258,18 @@ def test_import_reports_each_bad_item_and_imports_the_rest(foreign, tmp_path):
         assert [(vid, err) for vid, _, err in fs.failed()] == [
             (s[1], f"avaf-import: {s[2]}") for s in EXPECTED_SKIPS if s[0] == "video"
         ]
+
+
+def test_question_files_without_annotations_are_reported_not_guessed(foreign, tmp_path):
+    root, _, _ = foreign
+    report = import_npy(root, tmp_path / "out.h5")
+    assert (report.videos, report.questions) == (2, 0)
+    assert [(s.id, s.reason) for s in report.skipped if s.kind == "question"] == [
+        (
+            "clip_word/*.npy",
+            "no --annotations and no manifest.json: nothing gives their text, type, answer and split",
+        )
+    ]
 
 
 def test_short_audio_can_be_zero_filled_and_flagged(foreign, tmp_path):
