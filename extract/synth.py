@@ -1,0 +1,171 @@
+"""A synthetic music-scene AVQA set with known answers (issue 6): real mp4 files, MUSIC-AVQA-format annotations.
+
+MUSIC-AVQA's videos are not on every machine; this writes small ones whose every answer is known, so the whole
+toolkit (avaf-extract, avaf-train, avaf-eval) can be run and judged end to end:
+
+    avaf-synth --out synth --videos 200 --seed 0            # 200 ten-second videos
+    avaf-extract ... synth/videos ... ; avaf-train ... synth/annotations ...
+
+`generate` writes
+
+* `videos/<id>.mp4`: H.264 + AAC (see `synth_render`); ids are 8 digits ("00000001"), like the real
+  MUSIC-AVQA videos, so the questions count as MUSIC-AVQA-Real;
+* `annotations/avqa-{train,val,test}.json`: the released format (video_id, question_id, type and templ_values as
+  strings holding JSON lists, question_content, question_deleted, the answer spelled "anser"), readable by
+  `avaf.shared.annotations.load_annotations`; videos are split in order: the first ones train, then val, then test;
+* `scenes.json`: every scene's ground truth (`Scene.to_dict()` plus its split and the audio's mix_gain).
+
+Video i is drawn from `numpy.random.default_rng([seed, i])` alone: the same seed gives the same scenes,
+questions and annotation bytes, and the same mp4 bytes (libx264 runs single-threaded; no timestamps are
+written), however many worker processes render the videos.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from avaf.shared.annotations import SPLITS
+
+from .synth_questions import questions_for
+from .synth_render import write_video
+from .synth_scene import Scene, make_scene
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SPLITS = (0.7, 0.1, 0.2)  # MUSIC-AVQA's train / val / test shares
+
+
+def split_sizes(n_videos: int, fractions: tuple[float, float, float] = DEFAULT_SPLITS) -> dict[str, int]:
+    """Videos per split: val and test rounded (half up) from their fractions, train the rest.
+
+    From 3 videos on, a split with a positive fraction gets at least one video, so no file is empty by chance.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1):
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    val, test = (int(np.floor(n_videos * f + 0.5)) for f in fractions[1:])
+    if n_videos >= 3:
+        val, test = (max(n, 1) if f > 0 else n for n, f in zip((val, test), fractions[1:]))
+        if fractions[0] > 0 and val + test >= n_videos:
+            val -= 1  # leave train at least one video
+    test = min(test, n_videos - val)
+    return {"train": n_videos - val - test, "val": val, "test": test}
+
+
+def video_scene(seed: int, index: int, seconds: tuple[int, int], size: tuple[int, int], fps: int) -> Scene:
+    """Scene number `index` (0-based) of the set drawn with `seed`: its own generator, so order does not matter."""
+    rng = np.random.default_rng([seed, index])
+    duration = int(rng.integers(seconds[0], seconds[1] + 1))
+    return make_scene(rng, video_id=f"{index + 1:08d}", duration=duration, size=size, fps=fps)
+
+
+def annotation_row(video_id: str, question_id: int, question: dict) -> dict:
+    """A question as a row of a released MUSIC-AVQA file (the same keys in the same order)."""
+    return {
+        "video_id": video_id,
+        "question_id": question_id,
+        "type": json.dumps(question["type"]),
+        "question_content": question["template"],
+        "templ_values": json.dumps(question["values"]),
+        "question_deleted": 0,
+        "anser": question["answer"],
+    }
+
+
+def _render_one(job: tuple) -> float:
+    seed, index, seconds, size, fps, path = job
+    return write_video(video_scene(seed, index, seconds, size, fps), path)
+
+
+def _render_all(jobs: list[tuple], workers: int, progress: bool) -> list[float]:
+    bar = tqdm(total=len(jobs), unit="video", disable=not progress)
+    try:
+        if workers <= 1:
+            gains = []
+            for job in jobs:
+                gains.append(_render_one(job))
+                bar.update()
+            return gains
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            gains = []
+            for gain in pool.map(_render_one, jobs, chunksize=4):
+                gains.append(gain)
+                bar.update()
+            return gains
+    finally:
+        bar.close()
+
+
+def _write_json(path: Path, value: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _check_args(n_videos: int, seconds: tuple[int, int], size: tuple[int, int], fps: int) -> None:
+    if n_videos < 1:
+        raise ValueError(f"n_videos must be at least 1, got {n_videos}")
+    if not 3 <= seconds[0] <= seconds[1]:
+        raise ValueError(f"seconds must be (min, max) with 3 <= min <= max, got {seconds}")
+    if size[0] % 2 or size[1] % 2 or min(size) < 48:
+        raise ValueError(f"frame size must be even and at least 48x48 (H.264 4:2:0), got {size[0]}x{size[1]}")
+    if fps < 1:
+        raise ValueError(f"fps must be at least 1, got {fps}")
+
+
+def generate(
+    out_dir: str | Path,
+    n_videos: int,
+    seed: int = 0,
+    seconds: tuple[int, int] = (10, 10),
+    size: tuple[int, int] = (224, 224),
+    fps: int = 8,
+    splits: tuple[float, float, float] = DEFAULT_SPLITS,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Write the set under `out_dir`; returns its paths and counts.
+
+    seconds: each video's length is drawn uniformly from [min, max] whole seconds. workers: processes
+    rendering videos (default: the CPUs this process may use); the output does not depend on it.
+    """
+    _check_args(n_videos, seconds, size, fps)
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / "annotations").mkdir(exist_ok=True)
+    sizes = split_sizes(n_videos, splits)
+    split_of = [s for s in SPLITS for _ in range(sizes[s])]
+    scenes = [video_scene(seed, i, seconds, size, fps) for i in range(n_videos)]
+    paths = [out / "videos" / f"{scene.video_id}.mp4" for scene in scenes]
+    jobs = [(seed, i, seconds, size, fps, str(p)) for i, p in enumerate(paths)]
+    workers = workers or len(os.sched_getaffinity(0))
+    logger.info("rendering %d videos into %s with %d workers", n_videos, out / "videos", workers)
+    gains = _render_all(jobs, min(workers, n_videos), progress)
+    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for scene, split in zip(scenes, split_of):
+        for question in questions_for(scene):
+            rows[split].append(annotation_row(scene.video_id, sum(map(len, rows.values())), question))
+    annotations = {s: out / "annotations" / f"avqa-{s}.json" for s in SPLITS}
+    for s in SPLITS:
+        _write_json(annotations[s], rows[s])
+    described = [
+        scene.to_dict() | {"split": sp, "mix_gain": g} for scene, sp, g in zip(scenes, split_of, gains)
+    ]
+    _write_json(
+        out / "scenes.json", {"format": "avaf-synth-scenes", "version": 1, "seed": seed, "scenes": described}
+    )
+    summary = {
+        "videos": [str(p) for p in paths],
+        "annotations": {s: str(p) for s, p in annotations.items()},
+        "scenes": str(out / "scenes.json"),
+        "videos_per_split": sizes,
+        "questions_per_split": {s: len(rows[s]) for s in SPLITS},
+    }
+    logger.info("wrote %d videos and %s questions", n_videos, summary["questions_per_split"])
+    return summary

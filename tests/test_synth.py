@@ -1,0 +1,392 @@
+"""Tests of the synthetic AVQA set (extract/synth*.py): answers against an independent reading of each scene,
+real decodable files whose pixels and sound are where the scene says, loadable annotations, determinism."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from avaf.extract.synth import generate, split_sizes, video_scene
+from avaf.extract.synth_cli import main
+from avaf.extract.synth_questions import questions_for
+from avaf.extract.synth_scene import INSTRUMENTS, Scene, Source, make_scene
+from avaf.shared.annotations import is_real_video, load_annotations
+from avaf.shared.answers import ANSWERS
+
+REAL_TEST = Path(__file__).parent / "data" / "music-avqa" / "json_update" / "avqa-test.json"
+NUMBER = ["zero", "one", "two", "three", "four", "five"]
+SIDES = ["left", "middle", "right"]
+SMALL = dict(n_videos=5, seed=0, seconds=(4, 6), size=(160, 120), fps=8, workers=1)
+
+
+# ---- an independent reading of a scene (its scenes.json dict), one function per template --------------------
+
+
+def _only(items):
+    assert len(set(items)) == 1, f"the question is ambiguous: {items}"
+    return items[0]
+
+
+def _single(sources, what):
+    assert len(sources) == 1, f"not exactly one {what}: {sources}"
+    return sources[0]
+
+
+def _by_onset_rank(sounding, rank):
+    """The source whose entry is the rank-th distinct entry time ("last": the last), when it enters alone
+    and (for a rank) so did every source before it."""
+    times = sorted({s["intervals"][0][0] for s in sounding})
+    entering = [[s for s in sounding if s["intervals"][0][0] == t] for t in times]
+    if rank == "last":
+        return _single(entering[-1], "last entry")
+    assert all(len(e) == 1 for e in entering[: rank + 1]), f"ambiguous rank {rank}: {entering}"
+    return entering[rank][0]
+
+
+def _side_kind(visible, source, side):
+    here = SIDES.index(source["position"])
+    there = [
+        s for s in visible if s is not source and (SIDES.index(s["position"]) < here) == (side == "left")
+    ]
+    return _only([s["instrument"] for s in there])
+
+
+def _longer(a, b, secs):
+    assert abs(len(secs(a)) - len(secs(b))) >= 2, "too close to call"
+    return "yes" if len(secs(a)) > len(secs(b)) else "no"
+
+
+def expected_answer(d: dict, q: dict) -> str:
+    src = d["sources"]
+    vis = sorted((s for s in src if s["visible"]), key=lambda s: SIDES.index(s["position"]))
+    snd = [s for s in src if s["intervals"]]
+    secs = lambda s: {t for a, b in s["intervals"] for t in range(a, b)}
+    yes = lambda flag: "yes" if flag else "no"
+    at = lambda pos: _single([s for s in vis if s["position"] == pos], pos)
+    heard, seen = {s["instrument"] for s in snd}, {s["instrument"] for s in vis}
+    v, t = q["values"], q["template"]
+    fl = lambda x: 0 if x == "first" else "last"
+    one = lambda kind: _single([s for s in src if s["instrument"] == kind], kind)
+    bigger = lambda key, a, b: yes(key(a) > key(b)) if key(a) != key(b) else pytest.fail(f"a tie: {t} {v}")
+    rules = {
+        "How many musical instruments were heard throughout the video?": lambda: NUMBER[len(snd)],
+        "Is there a <Object> sound?": lambda: yes(v[0] in heard),
+        "Are there <Object> and <Object> sound? ": lambda: yes(v[0] in heard and v[1] in heard),
+        "Is the <Object> louder than the <Object>?": lambda: bigger(
+            lambda s: s["gain"], one(v[0]), one(v[1])
+        ),
+        "Is the <Object> more rhythmic than the <Object>?": lambda: bigger(
+            lambda s: s["notes_per_second"], one(v[0]), one(v[1])
+        ),
+        "Is the <Object> playing longer than the <Object>?": lambda: _longer(one(v[0]), one(v[1]), secs),
+        "How many <Object> are in the entire video?": lambda: NUMBER[
+            sum(s["instrument"] == v[0] for s in vis)
+        ],
+        "How many types of musical instruments appeared in the entire video?": lambda: NUMBER[len(seen)],
+        "Are there <Object> and <Object> instruments in the video?": lambda: yes(
+            v[0] in seen and v[1] in seen
+        ),
+        "Is there a <Object> in the entire video?": lambda: yes(v[0] in seen),
+        "Where is the performance?": lambda: d["setting"],
+        "What is the instrument on the <LR> of <Object>?": lambda: _side_kind(vis, one(v[1]), v[0]),
+        "What kind of instrument is the <LRer> instrument? ": lambda: vis[0 if v[0] == "leftest" else -1][
+            "instrument"
+        ],
+        "What kind of musical instrument is it?": lambda: _only([s["instrument"] for s in vis]),
+        "Is there a voiceover?": lambda: yes(any(not s["visible"] for s in snd)),
+        "Is the <Object> in the video always playing?": lambda: yes(
+            secs(one(v[0])) == set(range(d["duration"]))
+        ),
+        "Is this sound from the instrument in the video?": lambda: yes(all(s["visible"] for s in snd)),
+        "How many sounding <Object> in the video？": lambda: NUMBER[
+            sum(s["instrument"] == v[0] and bool(s["intervals"]) for s in vis)
+        ],
+        "How many types of musical instruments sound in the video?": lambda: NUMBER[
+            len({s["instrument"] for s in vis if s["intervals"]})
+        ],
+        "How many instruments in the video did not sound from beginning to end?": lambda: NUMBER[
+            sum(not s["intervals"] for s in vis)
+        ],
+        "How many instruments are sounding in the video?": lambda: NUMBER[
+            sum(bool(s["intervals"]) for s in vis)
+        ],
+        "Which is the musical instrument that sounds at the same time as the <Object>?": lambda: _only(
+            [s["instrument"] for s in snd if s is not one(v[0]) and secs(s) & secs(one(v[0]))]
+        ),
+        "Is the <FL> sound coming from the <LR> instrument?": lambda: yes(
+            _by_onset_rank(snd, fl(v[0]))["position"] == v[1]
+        ),
+        "Where is the <LL> instrument?": lambda: _where_extreme(snd, v[0]),
+        "What is the <LR> instrument of the <FL> sounding instrument?": lambda: _side_kind(
+            vis, _by_onset_rank(snd, fl(v[1])), v[0]
+        ),
+        "What is the <TH> instrument that comes in?": lambda: _by_onset_rank(
+            snd, ["first", "second", "third", "fourth"].index(v[0])
+        )["instrument"],
+        "Where is the <FL> sounding instrument?": lambda: _by_onset_rank(snd, fl(v[0]))["position"],
+        "Which <Object> makes the sound <FL>?": lambda: _which_twin(vis, v[0], v[1]),
+        "Which instrument makes sounds <BA> the <Object>?": lambda: _only(
+            [
+                s["instrument"]
+                for s in snd
+                if (s["intervals"][0][0] - one(v[1])["intervals"][0][0]) * (1 if v[0] == "after" else -1) > 0
+            ]
+        ),
+    }
+    for what, key in (("louder", "gain"), ("more rhythmic", "notes_per_second")):
+        rules[f"Is the instrument on the <LR> {what} than the instrument on the <LR>?"] = lambda key=key: (
+            bigger(lambda s: s[key], at(v[0]), at(v[1]))
+        )
+        rules[f"Is the <Object> on the <LR> {what} than the <Object> on the <LR>?"] = lambda key=key: (
+            bigger(lambda s: s[key], at(v[1]), at(v[3]))
+            if [at(v[1])["instrument"], at(v[3])["instrument"]] == [v[0], v[2]]
+            else pytest.fail("misnamed")
+        )
+    return rules[t]()
+
+
+def _where_extreme(snd, which):
+    key = (lambda s: -s["gain"]) if which == "loudest" else (lambda s: s["f0_hz"])
+    best = min(key(s) for s in snd)
+    winner = _single([s for s in snd if key(s) == best], which)
+    assert winner["visible"]
+    return winner["position"]
+
+
+def _which_twin(vis, kind, fl):
+    a, b = [s for s in vis if s["instrument"] == kind]
+    if a["intervals"][0][0] == b["intervals"][0][0]:
+        return "simultaneously"
+    pick = min if fl == "first" else max
+    return pick((a, b), key=lambda s: s["intervals"][0][0])["position"]
+
+
+# ---- answers ----------------------------------------------------------------------------------------------
+
+
+def test_a_hand_built_scene_gets_the_hand_computed_answers():
+    scene = Scene(
+        "00000042", 5, 10, (224, 224), 8, "indoor",
+        (
+            Source("violin", "left", 0.16, 1, ((0, 10),)),
+            Source("piano", "right", 0.04, 4, ((3, 6),)),
+            Source("flute", None, 0.08, 2, ((5, 8),)),
+        ),
+    )  # fmt: skip
+    got = {(q["template"], tuple(q["values"])): q["answer"] for q in questions_for(scene)}
+    fixed = {
+        "How many musical instruments were heard throughout the video?": "three",
+        "How many types of musical instruments appeared in the entire video?": "two",
+        "Where is the performance?": "indoor",
+        "Is there a voiceover?": "yes",
+        "Is this sound from the instrument in the video?": "no",
+        "How many instruments are sounding in the video?": "two",
+        "How many instruments in the video did not sound from beginning to end?": "zero",
+    }
+    for template, answer in fixed.items():
+        assert got[(template, ())] == answer
+    entries = {"first": "violin", "second": "piano", "third": "flute"}
+    th = [(v, a) for (t, v), a in got.items() if t == "What is the <TH> instrument that comes in?"]
+    assert len(th) == 1 and th[0][1] == entries[th[0][0][0]]
+    louder = {("violin", "piano"): "yes", ("piano", "violin"): "no", ("violin", "flute"): "yes"}
+    louder |= {("flute", "violin"): "no", ("piano", "flute"): "no", ("flute", "piano"): "yes"}
+    loud = [(v, a) for (t, v), a in got.items() if t == "Is the <Object> louder than the <Object>?"]
+    assert len(loud) == 1 and loud[0][1] == louder[loud[0][0]]
+    assert got[("Where is the performance?", ())] == "indoor"
+    assert sum(t == "Which <Object> makes the sound <FL>?" for t, _ in got) == 0  # no two of a kind
+
+
+def test_answers_agree_with_an_independent_reading_of_300_scenes():
+    checked, templates = 0, set()
+    for i in range(300):
+        scene = make_scene(np.random.default_rng([99, i]), duration=int(3 + i % 8))
+        described = json.loads(json.dumps(scene.to_dict()))
+        for q in questions_for(scene):
+            assert q["answer"] == expected_answer(described, q), (described, q)
+            templates.add(q["template"])
+            checked += 1
+    real = {row["question_content"] for row in json.loads(REAL_TEST.read_text(encoding="utf-8"))}
+    assert len(templates) == 33 and templates <= real  # every released template, spelled as released
+    assert checked > 300 * 15
+
+
+def test_answers_are_in_the_vocabulary_and_yes_no_is_balanced():
+    answers = defaultdict(Counter)
+    for i in range(400):
+        for q in questions_for(video_scene(0, i, (10, 10), (224, 224), 8)):
+            answers[q["template"]][q["answer"]] += 1
+    assert {a for c in answers.values() for a in c} <= set(ANSWERS)
+    yes_no = {t: c for t, c in answers.items() if set(c) <= {"yes", "no"}}
+    assert len(yes_no) == 15
+    for template, count in yes_no.items():
+        share = count["yes"] / sum(count.values())
+        assert 0.3 < share < 0.7, (template, count)
+    assert answers["Which <Object> makes the sound <FL>?"]["simultaneously"] > 0
+    assert set(answers["How many musical instruments were heard throughout the video?"]) == set(NUMBER[1:5])
+
+
+# ---- the files ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    return out, generate(out, **SMALL)
+
+
+def _frames(path):
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        duration = float(c.duration / av.time_base)
+        frames = [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(stream)]
+    return duration, frames
+
+
+def _audio(path):
+    with av.open(str(path)) as c:
+        chunks = [(f.pts, f.to_ndarray()[0]) for f in c.decode(audio=0)]
+        rate = c.streams.audio[0].sample_rate
+    wave = np.zeros(chunks[-1][0] + len(chunks[-1][1]))
+    for pts, samples in chunks:
+        wave[pts : pts + len(samples)] = samples
+    return wave, rate
+
+
+def _centre(frame, box):
+    """The central 30% of a sprite's box (inside every shape)."""
+    x0, y0, x1, y1 = box
+    dx, dy = int(0.35 * (x1 - x0)), int(0.35 * (y1 - y0))
+    return frame[y0 + dy : y1 - dy, x0 + dx : x1 - dx].reshape(-1, 3).astype(float)
+
+
+def _closest_colour(mean):
+    """The instrument whose colour, scaled to best fit, is nearest the measured mean colour."""
+    fit = lambda c: np.abs(mean - (mean @ c / (c @ c)) * c).max()
+    return min(INSTRUMENTS, key=lambda name: fit(np.array(INSTRUMENTS[name][0], float)))
+
+
+def test_frames_show_each_instrument_at_its_position(synth_set):
+    out, summary = synth_set
+    scenes = json.loads((out / "scenes.json").read_text())["scenes"]
+    counts = Counter()
+    for scene, path in zip(scenes, summary["videos"]):
+        duration, frames = _frames(path)
+        assert duration == pytest.approx(scene["duration"], abs=0.05)
+        assert len(frames) == scene["duration"] * 8 and frames[0][1].shape == (120, 160, 3)
+        for s in (s for s in scene["sources"] if s["visible"]):
+            third = SIDES.index(s["position"])
+            assert third * 160 / 3 <= (s["box"][0] + s["box"][2]) / 2 < (third + 1) * 160 / 3
+            for _, frame in frames[:: scene["fps"]]:
+                region = _centre(frame, s["box"])
+                assert _closest_colour(region.mean(0)) == s["instrument"]
+                assert region.std(0).max() > 20  # the stripes
+                counts["instrument"] += 1
+            moved = [
+                np.abs(_centre(b, s["box"]) - _centre(a, s["box"])).mean()
+                for (_, a), (_, b) in zip(frames, frames[1:])
+            ]
+            sounding = [any(x <= t < y for x, y in s["intervals"]) for t, _ in frames[1:]]
+            for m, on in zip(moved, sounding):
+                assert (m > 10) if on else (m < 2), (s, m, on)
+        for empty in set(SIDES) - {s["position"] for s in scene["sources"]}:
+            box = (round(SIDES.index(empty) * 160 / 3) + 15, 50, round(SIDES.index(empty) * 160 / 3) + 38, 80)
+            assert _centre(frames[0][1], box).std(0).max() < 8  # plain background
+            counts["empty"] += 1
+    assert counts["instrument"] >= 20 and counts["empty"] >= 2
+
+
+def _magnitude(wave, rate, start, end, hz):
+    """|spectrum| at hz of the Hann-windowed samples [start, end) s (trimmed 50 ms each side), per sample."""
+    x = wave[int((start + 0.05) * rate) : int((end - 0.05) * rate)]
+    window = np.hanning(len(x))
+    spectrum = np.abs(np.fft.rfft(x * window)) / window.sum()
+    freqs = np.fft.rfftfreq(len(x), 1 / rate)
+    near = np.abs(freqs - hz) <= 1.5
+    return spectrum[near].max(), spectrum, freqs
+
+
+def test_audio_holds_each_pitch_while_it_sounds_and_silence_elsewhere(synth_set):
+    out, summary = synth_set
+    scenes = json.loads((out / "scenes.json").read_text())["scenes"]
+    counts = Counter()
+    for scene, path in zip(scenes, summary["videos"]):
+        wave, rate = _audio(path)
+        assert rate == 16000 and len(wave) >= scene["duration"] * rate
+        for t in range(scene["duration"]):
+            on = [s for s in scene["sources"] if any(a <= t < b for a, b in s["intervals"])]
+            rms = np.sqrt(np.mean(wave[t * rate : (t + 1) * rate] ** 2))
+            if not on:
+                assert rms < 1e-3
+                counts["silent"] += 1
+            if len(on) == 1:  # loudness = gain: unit-RMS tone and note envelope
+                assert rms == pytest.approx(on[0]["gain"] * scene["mix_gain"], rel=0.1)
+                counts["solo"] += 1
+            for s in scene["sources"]:
+                level, spectrum, freqs = _magnitude(wave, rate, t, t + 1, s["f0_hz"])
+                if s in on:
+                    band = (freqs > 150) & (freqs < 450)  # all the fundamentals, no overtone
+                    assert np.abs(freqs[band][spectrum[band].argmax()] - s["f0_hz"]) < 1.5 or len(on) > 1
+                    assert level > 0.1 * s["gain"] * scene["mix_gain"]
+                    counts["pitch on"] += 1
+                elif not [
+                    o for o in on if abs(o["f0_hz"] - s["f0_hz"]) < 40
+                ]:  # others' notes splash a little
+                    assert level < 0.03 * s["gain"] * scene["mix_gain"]
+                    counts["pitch off"] += 1
+    assert (
+        min(counts["silent"], counts["solo"]) >= 2 and counts["pitch on"] >= 20 and counts["pitch off"] >= 5
+    )
+
+
+def test_annotation_files_load_with_the_real_keys_and_requested_splits(synth_set):
+    out, summary = synth_set
+    real_keys = list(json.loads(REAL_TEST.read_text(encoding="utf-8"))[0])
+    scenes = json.loads((out / "scenes.json").read_text())["scenes"]
+    assert summary["videos_per_split"] == split_sizes(5) == {"train": 3, "val": 1, "test": 1}
+    ids = []
+    for split, path in summary["annotations"].items():
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))
+        assert all(list(row) == real_keys for row in rows)
+        questions = load_annotations(path)
+        assert len(questions) == len(rows) == summary["questions_per_split"][split] > 0
+        assert {q.split for q in questions} == {split} and all(q.answer in ANSWERS for q in questions)
+        assert all(is_real_video(q.video_id) for q in questions)
+        videos = {s["video_id"] for s in scenes if s["split"] == split}
+        assert {q.video_id for q in questions} == videos and len(videos) == summary["videos_per_split"][split]
+        ids += [q.question_id for q in questions]
+    assert sorted(ids) == list(range(len(ids)))
+    assert sorted(p.name for p in (out / "videos").iterdir()) == [f"0000000{i}.mp4" for i in range(1, 6)]
+
+
+def test_same_seed_same_bytes_and_the_command_equals_the_library(synth_set, tmp_path):
+    out, _ = synth_set
+    args = f"--out {tmp_path} --videos 5 --seed 0 --seconds 4 6 --size 160x120 --workers 2".split()
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "5 videos" in result.output
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert len(files) == 3 + 1 + 5
+    for (
+        name
+    ) in files:  # annotations, scenes.json and the mp4 bytes: nothing embeds a time or the worker count
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+    other = [questions_for(video_scene(1, i, (4, 6), (160, 120), 8)) for i in range(5)]
+    assert other != [questions_for(video_scene(0, i, (4, 6), (160, 120), 8)) for i in range(5)]
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="even"):
+        generate(tmp_path, 1, size=(161, 120))
+    with pytest.raises(ValueError, match="seconds"):
+        generate(tmp_path, 1, seconds=(2, 5))
+    with pytest.raises(ValueError, match="fractions"):
+        split_sizes(10, (0.5, 0.5, 0.5))
+    assert split_sizes(200) == {"train": 140, "val": 20, "test": 40}
+    result = CliRunner().invoke(main, ["--out", str(tmp_path), "--videos", "1", "--size", "big"])
+    assert result.exit_code != 0 and "WIDTHxHEIGHT" in result.output
