@@ -16,7 +16,7 @@ DESIGN.md §3 "Sampling" and "Decoding". ``decode_video(path)`` returns a ``Deco
   format): ``has_video`` False, ``frames`` of shape (0, S, S, 3), T from the audio's duration.
 * Backends: "pyav" (one sequential pass, frames picked by timestamp, non-reference frames far from every
   t + 0.5 s left undecoded, stops after the last needed frame) and
-  "decord" (``get_batch`` at the nearest indices; refuses MPEG-TS/PS, whose frames it gets wrong). "auto"
+  "decord" (``get_batch`` at the nearest indices; refuses MPEG-TS/PS and AVI, whose frames it gets wrong). "auto"
   tries them in AUTO_ORDER and falls back on a backend failure; ``decoder`` records which one served.
 
 Speed, from ``tests/benchmarks/bench_decode.py`` (generated 60 s H.264 High CRF 23 + AAC stereo clips, 25/30 fps,

@@ -4,9 +4,9 @@ decord (unmaintained since 2021) has no AV1 and broken stereo audio, so PyAV fir
 declared duration: the same checks and errors as the PyAV backend), decord then reads the frames nearest
 t + 0.5 s with ``get_batch`` (its timestamps, like ours, count from the video stream's start), and PyAV
 decodes the audio. decord must choose the same video stream as PyAV; if it does not, this backend fails and
-"auto" falls back to PyAV. decord also returns wrong frames, with only a log line, from MPEG transport and
-program streams (.ts, .mpg: duplicated or black frames on sparse reads, measured with decord 0.6.0), so this
-backend refuses those containers.
+"auto" falls back to PyAV. decord also returns wrong frames, with at most a log line, from MPEG transport and
+program streams (.ts, .mpg: duplicated or black frames on sparse reads) and from AVI holding H.264 with
+B-frames (frames from the wrong second), measured with decord 0.6.0, so this backend refuses those containers.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .decode_pyav import (
 logger = logging.getLogger(__name__)
 
 # FFmpeg demuxer names (PyAV's container.format.name) whose frames decord returns wrongly
-UNRELIABLE_CONTAINERS = frozenset({"mpegts", "mpeg", "mpegvideo"})
+UNRELIABLE_CONTAINERS = frozenset({"mpegts", "mpeg", "mpegvideo", "avi"})
 BATCH = 16  # frames per get_batch call: bounds the full-resolution frames held at once (16 x 720p = 44 MB)
 
 
@@ -79,6 +79,15 @@ def _read_frames(reader, indices: np.ndarray, image_size: int, path: str | Path)
     return out
 
 
+def _frame_times(reader, path: str | Path) -> tuple[np.ndarray, float]:
+    """(start of every frame, end of the last) in seconds from the stream start."""
+    stamps = reader.get_frame_timestamp(np.arange(len(reader))).astype(np.float64)  # (N, 2) start, end
+    if not (np.isfinite(stamps).all() and stamps[0, 0] >= -1.0 and (np.diff(stamps[:, 0]) >= 0).all()):
+        raise DecodeError(path, "decord reports invalid frame timestamps")
+    # decord keeps float32 seconds: round to the microsecond so ties break as in the PyAV backend
+    return np.round(stamps[:, 0], 6), float(stamps[-1, 1])
+
+
 def decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
     """Decode ``path`` with decord (frames) and PyAV (probe and audio)."""
     with open_container(path) as container:
@@ -90,10 +99,8 @@ def decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
         if declared is not None:
             check_seconds(path, declared)
         reader = _open_reader(path, streams["width"], streams["height"])
-        stamps = reader.get_frame_timestamp(np.arange(len(reader))).astype(np.float64)  # (N, 2) start, end
-        # decord keeps float32 seconds: round to the microsecond so ties break as in the PyAV backend
-        starts = np.round(stamps[:, 0], 6)
-        seconds, duration = seconds_decoded(path, declared, float(stamps[-1, 1]))
+        starts, end = _frame_times(reader, path)
+        seconds, duration = seconds_decoded(path, declared, end)
         indices = nearest_indices(starts, sample_times(seconds))
         frames = _read_frames(reader, indices, image_size, path)
         del reader

@@ -3,7 +3,8 @@
 One sequential pass over the chosen video and audio streams (``thread_type="AUTO"``): frames are picked by
 timestamp (never by seeking, a trap when keyframes are far apart), converted and resized only when chosen,
 non-reference frames far from every t + 0.5 s are not decoded at all (FFmpeg's skip_frame), and decoding
-stops once the last needed frame and second of audio are in. Streams are FFmpeg's "best"
+stops once the last needed frame and second of audio are in. AVI timestamps count frames in decode order
+(B-frames come out with scrambled pts), so AVI frames are timed by their output index. Streams are FFmpeg's "best"
 (``av_find_best_stream``: for video the largest picture among default streams, audio in the same program).
 Audio is resampled to 16 kHz keeping its channels, then averaged to mono — FFmpeg's own downmix would scale a
 stereo tone by sqrt(2); the mean keeps amplitudes, like librosa.
@@ -35,6 +36,9 @@ from .decode_common import (
 logger = logging.getLogger(__name__)
 
 AUDIO_MARGIN_S = 0.2  # keep decoding audio this far past T so the resampler has emitted second T - 1
+# Containers whose video timestamps count frames in decode order: H.264 with B-frames comes out with scrambled
+# pts (measured on AVI), so frames are timed by their output index instead, with every frame decoded.
+FRAME_COUNT_CONTAINERS = frozenset({"avi"})
 
 
 def open_container(path: str | Path) -> av.container.InputContainer:
@@ -217,7 +221,8 @@ def _decode_pass(container, video, picker, collector, max_seconds, path) -> tupl
     origin = stream_start(video)
     rate = video.average_rate or video.guessed_rate
     frame_step = 1.0 / float(rate) if rate else 0.0
-    skip = _SkipPlan(video, origin, max_seconds, frame_step)
+    by_index = container.format.name in FRAME_COUNT_CONTAINERS
+    skip = _SkipPlan(video, origin, max_seconds, 0.0 if by_index else frame_step)
     frames_end, packets_end, index, errors = None, None, 0, []
     streams = [video] + ([collector.stream] if collector is not None else [])
     for packet in container.demux(streams):
@@ -226,11 +231,12 @@ def _decode_pass(container, video, picker, collector, max_seconds, path) -> tupl
                 continue
             skip.before(packet)
             for frame in decode_packet(packet, path, errors):
-                time = frame.time - origin if frame.time is not None else index * frame_step
+                by_pts = frame.time is not None and not by_index
+                time = frame.time - origin if by_pts else index * frame_step
                 picker.feed(time, frame)
                 index += 1
                 frames_end = max(frames_end or 0.0, time + frame_step)
-            if packet.size and (end := _packet_end(packet, origin)) is not None:
+            if skip.enabled and packet.size and (end := _packet_end(packet, origin)) is not None:
                 packets_end = max(packets_end or 0.0, end)  # skipped frames still count for the duration
         elif not collector.done(max_seconds):
             for frame in decode_packet(packet, path, errors):

@@ -92,6 +92,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "three": write_clip(root / "three.mp4", 3, fps=30),
         "pcm": write_clip(root / "pcm.mkv", 3, acodec="pcm_s16le"),
         "ts": write_clip(root / "five.ts", 5, fmt="mpegts"),
+        "avi": write_clip(root / "five.avi", 5, acodec="mp3"),
         "short_audio": write_clip(root / "short_audio.mp4", 4, audio_seconds=2.3),
         "tiny": write_clip(root / "tiny.mp4", 0.4),
     }
@@ -190,12 +191,15 @@ def test_audio_shorter_than_video_is_zero_and_flagged(clips):
     assert not video.audio[2, int(0.4 * SR) :].any() and not video.audio[3].any()
 
 
-def test_mpeg_ts_is_served_by_pyav_even_when_decord_is_tried_first(clips):
-    with pytest.raises(DecodeError, match="wrong frames from mpegts"):
-        decode_video(clips["ts"], backend="decord")
-    video = decode_with_fallback(clips["ts"], order=("decord", "pyav"))
+@pytest.mark.parametrize("name, container", [("ts", "mpegts"), ("avi", "avi")])
+def test_containers_decord_gets_wrong_are_served_by_pyav(clips, name, container):
+    with pytest.raises(DecodeError, match=f"wrong frames from {container}"):
+        decode_video(clips[name], backend="decord")
+    video = decode_with_fallback(clips[name], order=("decord", "pyav"))
     assert video.decoder == "pyav"
+    # AVI: H.264 B-frames come out with scrambled pts, so frames are timed by their output index
     assert [frame_index(f) for f in video.frames] == [25 * t + 12 for t in range(5)]
+    assert [round(dominant_hz(second)) for second in video.audio] == [round(f) for f in TONES]
 
 
 # --- real files ------------------------------------------------------------------------------------------
@@ -226,7 +230,8 @@ def test_both_backends_give_the_same_nasa_frames():
 def test_av1_falls_back_to_pyav_and_has_no_audio():
     with pytest.raises(DecodeError, match="decord cannot open it"):
         decode_video(VIDEOS / "av1_video.mkv", backend="decord")
-    for video in (decode_video(VIDEOS / "av1_video.mkv"), decode_with_fallback(VIDEOS / "av1_video.mkv")):
+    fallback = decode_with_fallback(VIDEOS / "av1_video.mkv", order=("decord", "pyav"))
+    for video in (decode_video(VIDEOS / "av1_video.mkv"), fallback):
         assert video.decoder == "pyav" and video.num_seconds == 5
         assert video.frames.shape == (5, 224, 224, 3) and video.frames.std() > 5
         assert not video.has_audio and not video.audio.any() and not video.audio_valid.any()
@@ -282,22 +287,30 @@ def bad_files(tmp_path_factory, clips) -> dict[str, tuple[Path, str]]:
     (root / "notes.mp4").write_text("this is not a video\n" * 50)
     nasa = (VIDEOS / "nasa_13013.mp4").read_bytes()
     (root / "half.mp4").write_bytes(nasa[: len(nasa) // 2])
+    with av.open(str(root / "sound.mp4"), "w") as out:  # audio only, behind a video extension
+        stream = out.add_stream("aac", rate=16000, layout="mono")
+        for start in range(0, 32000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
     return {
         "zero-byte": (root / "empty.mp4", "zero-byte file"),
         "text": (root / "notes.mp4", "not a readable media file"),
         "truncated": (root / "half.mp4", "truncated"),
         "short": (clips["tiny"], "shorter than one second"),
         "missing": (root / "nowhere.mp4", "cannot read the file"),
+        "no video": (root / "sound.mp4", "no video stream"),
     }
 
 
-@pytest.mark.parametrize("case", ["zero-byte", "text", "truncated", "short", "missing"])
+@pytest.mark.parametrize("case", ["zero-byte", "text", "truncated", "short", "missing", "no video"])
 @pytest.mark.parametrize("how", ["in-process", "isolated"])
-def test_bad_inputs_raise_decode_error_naming_the_file(bad_files, isolated, case, how):
+def test_bad_inputs_raise_decode_error_naming_the_file(bad_files, case, how):
     path, problem = bad_files[case]
     with pytest.raises(DecodeError) as caught:
         if how == "isolated":
-            isolated.decode(path, timeout_s=60)
+            decode_isolated(path, timeout_s=60)
         else:
             decode_video(path)
     assert str(path) in str(caught.value) and problem in str(caught.value)
@@ -380,18 +393,18 @@ def test_a_crashed_decoder_costs_one_video(fifo, clips, signum):
         assert decoder.pid != first_pid
 
 
-def _make_first_backend_segfault() -> None:
-    """Runs in the decode child (IsolatedDecoder's initializer): the first auto backend kills its process."""
-    dec.BACKENDS[dec.AUTO_ORDER[0]] = lambda *args: os.kill(os.getpid(), signal.SIGSEGV)
+def _make_backend_segfault(backend: str) -> None:
+    """Runs in the decode child (IsolatedDecoder's initializer): ``backend`` kills its own process."""
+    dec.BACKENDS[backend] = lambda *args: os.kill(os.getpid(), signal.SIGSEGV)
 
 
-def test_auto_retries_a_crashed_backend_in_a_fresh_process(clips):
-    with IsolatedDecoder(initializer=_make_first_backend_segfault) as decoder:
+@pytest.mark.parametrize("first, second", [("decord", "pyav"), ("pyav", "decord")])
+def test_auto_retries_a_crashed_backend_in_a_fresh_process(clips, monkeypatch, first, second):
+    monkeypatch.setattr(dec, "AUTO_ORDER", (first, second))
+    with IsolatedDecoder(initializer=_make_backend_segfault, initargs=(first,)) as decoder:
         video = decoder.decode(clips["five"], timeout_s=60)
-    assert video.decoder == AUTO_ORDER[1]
-    assert video.streams["failed_attempts"] == [
-        f"{AUTO_ORDER[0]}: decoder crashed (killed by signal SIGSEGV)"
-    ]
+    assert video.decoder == second
+    assert video.streams["failed_attempts"] == [f"{first}: decoder crashed (killed by signal SIGSEGV)"]
     assert [frame_index(f) for f in video.frames] == [25 * t + 12 for t in range(5)]
 
 
