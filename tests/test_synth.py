@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from avaf.extract.synth import generate, split_sizes, video_scene
 from avaf.extract.synth_cli import main
 from avaf.extract.synth_questions import questions_for
-from avaf.extract.synth_scene import INSTRUMENTS, Scene, Source, make_scene
+from avaf.extract.synth_scene import INSTRUMENTS, Scene, Source, make_scene, scene_from_dict
 from avaf.shared.annotations import is_real_video, load_annotations
 from avaf.shared.answers import ANSWERS
 
@@ -172,13 +172,18 @@ def _which_twin(vis, kind, fl):
 
 def test_a_hand_built_scene_gets_the_hand_computed_answers():
     scene = Scene(
-        "00000042", 5, 10, (224, 224), 8, "indoor",
+        "00000042",
+        5,
+        10,
+        (224, 224),
+        8,
+        "indoor",
         (
             Source("violin", "left", 0.16, 1, ((0, 10),)),
             Source("piano", "right", 0.04, 4, ((3, 6),)),
             Source("flute", None, 0.08, 2, ((5, 8),)),
         ),
-    )  # fmt: skip
+    )
     got = {(q["template"], tuple(q["values"])): q["answer"] for q in questions_for(scene)}
     fixed = {
         "How many musical instruments were heard throughout the video?": "three",
@@ -207,6 +212,7 @@ def test_answers_agree_with_an_independent_reading_of_300_scenes():
     for i in range(300):
         scene = make_scene(np.random.default_rng([99, i]), duration=int(3 + i % 8))
         described = json.loads(json.dumps(scene.to_dict()))
+        assert scene_from_dict(described) == scene
         for q in questions_for(scene):
             assert q["answer"] == expected_answer(described, q), (described, q)
             templates.add(q["template"])
@@ -342,6 +348,18 @@ def test_audio_holds_each_pitch_while_it_sounds_and_silence_elsewhere(synth_set)
     assert (
         min(counts["silent"], counts["solo"]) >= 2 and counts["pitch on"] >= 20 and counts["pitch off"] >= 5
     )
+
+
+def test_avaf_decoder_reads_a_generated_video_second_by_second(synth_set):
+    from avaf.extract.decode import decode_video
+
+    out, summary = synth_set
+    seconds = json.loads((out / "scenes.json").read_text())["scenes"][0]["duration"]
+    decoded = decode_video(summary["videos"][0], backend="pyav")
+    assert decoded.frames.shape == (seconds, 224, 224, 3) and decoded.audio.shape == (seconds, 16000)
+    assert decoded.has_audio and decoded.audio_valid.all()
+    with av.open(summary["videos"][0]) as c:
+        assert [s.codec_context.name for s in c.streams] == ["h264", "aac"]
 
 
 def test_annotation_files_load_with_the_real_keys_and_requested_splits(synth_set):
