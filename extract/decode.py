@@ -15,14 +15,14 @@ DESIGN.md §3 "Sampling" and "Decoding". ``decode_video(path)`` returns a ``Deco
 * Audio-only files (wav, flac, mp3, m4a, ...) load through librosa (PyAV when librosa cannot read the
   format): ``has_video`` False, ``frames`` of shape (0, S, S, 3), T from the audio's duration.
 * Backends: "pyav" (one sequential pass, frames picked by timestamp, non-reference frames far from every
-  t + 0.5 s left undecoded, stops after the last needed frame) and
-  "decord" (``get_batch`` at the nearest indices; refuses MPEG-TS/PS and AVI, whose frames it gets wrong). "auto"
-  tries them in AUTO_ORDER and falls back on a backend failure; ``decoder`` records which one served.
+  t + 0.5 s left undecoded, stops after the last needed frame) and "decord" (``get_batch`` at the nearest
+  indices; refuses MPEG-TS/PS and AVI, whose frames it gets wrong). "auto" tries them in AUTO_ORDER and
+  falls back on a backend failure; ``decoder`` records which one served.
 
-Speed, from ``tests/benchmarks/bench_decode.py`` (generated 60 s H.264 High CRF 23 + AAC stereo clips, 25/30 fps,
-keyframe every 250 frames; decode alone, one video at a time, 2 passes; 2-core AMD EPYC VM shared with other
-work, 1-minute load 1.7-3.3; PyAV 18.1 / FFmpeg 8, decord 0.6.0; naive = ffmpeg CLI 1-fps JPEGs + 16 kHz WAV
-on disk, read back):
+Speed, from ``tests/benchmarks/bench_decode.py`` (generated 60 s H.264 High CRF 23 + AAC stereo clips,
+25/30 fps, keyframe every 250 frames; decode alone, one video at a time, 2 passes; 2-core AMD EPYC VM shared
+with other work, 1-minute load 1.7-3.3; PyAV 18.1 / FFmpeg 8, decord 0.6.0; naive = ffmpeg CLI 1-fps JPEGs
++ 16 kHz WAV on disk, read back):
 
     640x360 (5 clips, 0.62 Mbit/s)    videos/s   CPU-s/video     1280x720 (3 clips, 1.6 Mbit/s)
     pyav                                1.17        1.01            0.375 videos/s   2.56 CPU-s

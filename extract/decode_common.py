@@ -56,7 +56,7 @@ class DecodedVideo:
     timestamps: (T,) float64, presentation time in seconds (from the video stream's start) of the frame used
         for second t; t + 0.5 for an audio-only file.
     duration: seconds of video (of audio for an audio-only file) that T was computed from.
-    decoder: "pyav", "decord" or "librosa" — which one produced the frames (audio is always PyAV or librosa).
+    decoder: "pyav", "decord" or "librosa": which one produced the frames (audio: always PyAV or librosa).
     streams: the streams chosen and found: see ``describe_streams`` in decode_pyav.
     """
 

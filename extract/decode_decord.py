@@ -1,4 +1,4 @@
-"""decord decode backend (DESIGN.md §3 "Decoding"): frames through ``decord.VideoReader``, audio through PyAV.
+"""decord decode backend (DESIGN.md §3 "Decoding"): frames via ``decord.VideoReader``, audio via PyAV.
 
 decord (unmaintained since 2021) has no AV1 and broken stereo audio, so PyAV first probes the file (streams,
 declared duration: the same checks and errors as the PyAV backend), decord then reads the frames nearest

@@ -4,9 +4,10 @@ One sequential pass over the chosen video and audio streams (``thread_type="AUTO
 timestamp (never by seeking, a trap when keyframes are far apart), converted and resized only when chosen,
 non-reference frames far from every t + 0.5 s are not decoded at all (FFmpeg's skip_frame), and decoding
 stops once the last needed frame and second of audio are in. AVI timestamps count frames in decode order
-(B-frames come out with scrambled pts), so AVI frames are timed by their output index. Streams are FFmpeg's "best"
-(``av_find_best_stream``: for video the largest picture among default streams, audio in the same program).
-Audio is resampled to 16 kHz keeping its channels, then averaged to mono — FFmpeg's own downmix would scale a
+(B-frames come out with scrambled pts), so AVI frames are timed by their output index. Streams are FFmpeg's
+"best" (``av_find_best_stream``: for video the largest picture among default streams, audio in the same
+program).
+Audio is resampled to 16 kHz keeping its channels, then averaged to mono: FFmpeg's own downmix would scale a
 stereo tone by sqrt(2); the mean keeps amplitudes, like librosa.
 """
 

@@ -2,7 +2,8 @@
 
 Generated clips (PyAV's encoders) carry their own ground truth: frame i is coloured with its index (red and
 green, 16 levels each) and its second (blue), and second t of audio is a pure tone of a known frequency.
-Real clips are in tests/data/videos/ (see SOURCE.md there).
+Real clips are in tests/data/videos/ (see SOURCE.md there). Over 400 lines because every section shares the
+clip generator and fixtures, which would otherwise have to move to conftest.py.
 """
 
 from __future__ import annotations
