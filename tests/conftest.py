@@ -4,9 +4,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
 DATA = Path(__file__).parent / "data"
+SR = 16_000
+TONES = [440.0, 620.0, 880.0, 1250.0, 1700.0]  # Hz, second t of the generated clips
+AMP = 0.5
+
+
+def write_clip(path, seconds, fps=25, tones=TONES, audio_seconds=None, acodec="aac", fmt=None, size=(96, 64)):
+    """A clip: frame i has R, G = its index i, B = its second; audio second t is TONES[t] on both channels."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format=fmt) as out:
+        video = out.add_stream("libx264", rate=fps, options={"crf": "8"})
+        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        audio = out.add_stream(acodec, rate=44100, layout="stereo") if tones else None
+        for i in range(round(seconds * fps)):
+            rgb = (16 * (i % 16) + 8, 16 * (i // 16) + 8, 40 * (i // fps) + 20)
+            image = np.broadcast_to(np.array(rgb, np.uint8), (size[1], size[0], 3)).copy()
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(video.encode())
+        total = round((audio_seconds if audio_seconds is not None else seconds) * 44100)
+        for start in range(0, total if audio else 0, 1024):
+            n = np.arange(start, min(start + 1024, total))
+            freq = np.asarray(tones)[np.minimum(n // 44100, len(tones) - 1)]
+            wave = (AMP * np.sin(2 * np.pi * freq * n / 44100)).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = 44100, start
+            out.mux(audio.encode(frame))
+        if audio:
+            out.mux(audio.encode())
+    return Path(path)
 
 
 @pytest.fixture(scope="session")
@@ -16,8 +46,6 @@ def data_dir() -> Path:
 
 def fake_video(rng, video_id: str, seconds: int, n_tokens: int = 5, width: int = 8):
     """A VideoFeatures with random arrays of the schema's dtypes (values exactly representable in fp16)."""
-    import numpy as np
-
     from avaf.shared.store import VideoFeatures
 
     tokens = rng.standard_normal((seconds, n_tokens, width)).astype(np.float16)
@@ -40,8 +68,6 @@ def fake_video(rng, video_id: str, seconds: int, n_tokens: int = 5, width: int =
 
 
 def fake_question(rng, question_id: int, video_id: str, split: str, width: int = 8):
-    import numpy as np
-
     from avaf.shared.store import QuestionFeatures
 
     length = int(rng.integers(3, 12))
@@ -69,8 +95,6 @@ def known_answer_store(
     modality to read, so the majority baseline is about 25% and a model must use both inputs.
     audio=False: the same videos with silent (all-zero) audio features.
     """
-    import numpy as np
-
     from avaf.shared.store import (
         QuestionFeatures,
         ShardWriter,

@@ -2,8 +2,8 @@
 
 Generated clips (PyAV's encoders) carry their own ground truth: frame i is coloured with its index (red and
 green, 16 levels each) and its second (blue), and second t of audio is a pure tone of a known frequency.
-Real clips are in tests/data/videos/ (see SOURCE.md there). Over 400 lines because every section shares the
-clip generator and fixtures, which would otherwise have to move to conftest.py.
+Real clips are in tests/data/videos/ (see SOURCE.md there). The clip generator is
+`write_clip` in conftest.py (the pipeline tests use it too).
 """
 
 from __future__ import annotations
@@ -34,34 +34,10 @@ from avaf.extract.decode import (
 )
 from avaf.extract.decode_common import NearestFramePicker, clip_resize, nearest_indices, whole_seconds
 
+from conftest import AMP, TONES, write_clip
+
 VIDEOS = Path(__file__).parent / "data" / "videos"
 SR = 16_000
-TONES = [440.0, 620.0, 880.0, 1250.0, 1700.0]  # Hz, second t of the generated clips
-AMP = 0.5
-
-
-def write_clip(path, seconds, fps=25, tones=TONES, audio_seconds=None, acodec="aac", fmt=None, size=(96, 64)):
-    """A clip: frame i has R, G = its index i, B = its second; audio second t is TONES[t] on both channels."""
-    with av.open(str(path), "w", format=fmt) as out:
-        video = out.add_stream("libx264", rate=fps, options={"crf": "8"})
-        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
-        audio = out.add_stream(acodec, rate=44100, layout="stereo") if tones else None
-        for i in range(round(seconds * fps)):
-            rgb = (16 * (i % 16) + 8, 16 * (i // 16) + 8, 40 * (i // fps) + 20)
-            image = np.broadcast_to(np.array(rgb, np.uint8), (size[1], size[0], 3)).copy()
-            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(video.encode())
-        total = round((audio_seconds if audio_seconds is not None else seconds) * 44100)
-        for start in range(0, total if audio else 0, 1024):
-            n = np.arange(start, min(start + 1024, total))
-            freq = np.asarray(tones)[np.minimum(n // 44100, len(tones) - 1)]
-            wave = (AMP * np.sin(2 * np.pi * freq * n / 44100)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = 44100, start
-            out.mux(audio.encode(frame))
-        if audio:
-            out.mux(audio.encode())
-    return Path(path)
 
 
 def frame_index(frame: np.ndarray) -> int:

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import DATA, write_clip
 
 from avaf.extract.cli import main as extract_main
 from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, RuntimeConfig, VGGishConfig
@@ -20,6 +19,8 @@ from avaf.extract.pipeline import run_extract
 from avaf.shared import schema
 from avaf.shared.reader import FeatureStore
 from avaf.shared.store import complete_shards, shard_dir
+
+from conftest import DATA, write_clip
 
 TINY_CLIP = str(DATA / "ViT-avaf-tiny.json")
 TINY_FLAGS = ["--clip-model", TINY_CLIP, "--clip-pretrained", "random", "--vggish-weights", "random"]
@@ -68,7 +69,9 @@ def test_every_video_is_recorded_and_broken_ones_never_stop_the_run(extracted):
         for vid, t in GOOD.items():
             v = fs.video(vid)
             assert v["visual_tokens"].shape == (t, 5, 32) and v["audio"].shape == (t, 128)
-            np.testing.assert_array_equal(v["visual_tokens"][:, 0], v["visual_pooled"])  # token 0 = CLS = pooled
+            np.testing.assert_array_equal(
+                v["visual_tokens"][:, 0], v["visual_pooled"]
+            )  # token 0 = CLS = pooled
             np.testing.assert_allclose(v["timestamp"], np.arange(t) + 0.5, atol=0.051)
         nasa = fs.video("nasa_13013")
         assert nasa["has_audio"] and nasa["audio_valid"].all() and np.abs(nasa["audio"]).sum() > 0
@@ -95,7 +98,8 @@ def test_local_ray_gives_the_same_arrays_as_in_process(videos, extracted, tmp_pa
 def test_cli_equals_library_and_exits_1_on_failures(videos, extracted, tmp_path):
     _, out = extracted
     res = CliRunner().invoke(
-        extract_main, ["--videos", str(videos), "--out", str(tmp_path / "cli.h5"), "--in-process", *TINY_FLAGS]
+        extract_main,
+        ["--videos", str(videos), "--out", str(tmp_path / "cli.h5"), "--in-process", *TINY_FLAGS],
     )
     assert res.exit_code == 1, res.output
     assert "written 4, skipped as done 0, failed 3" in res.output and "RANDOM WEIGHTS" in res.output
@@ -104,7 +108,8 @@ def test_cli_equals_library_and_exits_1_on_failures(videos, extracted, tmp_path)
             np.testing.assert_array_equal(a.video(vid)["visual_tokens"], b.video(vid)["visual_tokens"])
             np.testing.assert_array_equal(a.video(vid)["audio"], b.video(vid)["audio"])
     again = CliRunner().invoke(
-        extract_main, ["--videos", str(videos), "--out", str(tmp_path / "cli.h5"), "--in-process", *TINY_FLAGS]
+        extract_main,
+        ["--videos", str(videos), "--out", str(tmp_path / "cli.h5"), "--in-process", *TINY_FLAGS],
     )
     assert "written 0, skipped as done 4, failed 3" in again.output  # only the failed ones are retried
 
@@ -117,17 +122,23 @@ def test_resume_after_a_real_kill_equals_an_uninterrupted_run(tmp_path):
     for i in range(6):
         write_clip(src / f"clip{i}.mp4", seconds=2 + i % 3, tones=(300 + 50 * i, 500, 700, 900))
     args = [*TINY_FLAGS, "--videos", str(src), "--in-process", "--shard-videos", "1"]
-    whole = subprocess.run([sys.executable, "-c", RUN, *args, "--out", str(tmp_path / "whole.h5")], capture_output=True)
+    whole = subprocess.run(
+        [sys.executable, "-c", RUN, *args, "--out", str(tmp_path / "whole.h5")], capture_output=True
+    )
     assert whole.returncode == 0, whole.stderr.decode()[-2000:]
     out = tmp_path / "killed.h5"
-    victim = subprocess.Popen([sys.executable, "-c", RUN, *args, "--out", str(out)], stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", RUN, *args, "--out", str(out)], stderr=subprocess.DEVNULL
+    )
     while len(complete_shards(shard_dir(out))) < 2:
         assert victim.poll() is None, "the run ended before it could be killed"
         time.sleep(0.02)
     victim.kill()
     victim.wait()
     assert len(complete_shards(shard_dir(out))) < 6
-    again = subprocess.run([sys.executable, "-c", RUN, *args, "--out", str(out)], capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-c", RUN, *args, "--out", str(out)], capture_output=True, text=True
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "skipped as done" in again.stdout and "skipped as done 0" not in again.stdout
     shard_ids = []
