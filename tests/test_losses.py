@@ -99,12 +99,12 @@ def test_spatial_second_without_positive_is_left_out() -> None:
     patches = torch.tensor([[[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]])
     query = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]], requires_grad=True)
     mask = torch.ones(1, 2, dtype=torch.bool)
-    loss = spatial_contrast(query, F.normalize(patches, dim=-1), mask, phi=0.6, tau=0.5)
+    loss = spatial_contrast(query, patches, mask, phi=0.6, tau=0.5)
     assert loss.item() == pytest.approx(HAND_TERM, abs=1e-6)
     loss.backward()
     assert torch.isfinite(query.grad).all()  # no NaN from the -log 0 that was guarded
     # no positive anywhere: 0, not inf
-    assert spatial_contrast(query, F.normalize(patches, dim=-1), mask, phi=0.99, tau=0.5).item() == 0.0
+    assert spatial_contrast(query, patches, mask, phi=0.99, tau=0.5).item() == 0.0
 
 
 def test_spatial_phi_zero_makes_every_patch_positive_and_the_loss_zero() -> None:

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from avaf.train.avcm import CrossAttention
+from avaf.train.avcm import CrossAttention, FeedForward
 from avaf.train.config import ConfigError, ModelConfig, TrainConfig, load_config
 from avaf.train.losses import compute_losses
 from avaf.train.model import build_model
@@ -59,6 +59,22 @@ def test_cross_attention_equals_torch_multihead_attention(order: str, n_q: int, 
     mask = torch.arange(n_k)[None, :] < torch.tensor([n_k, 1, n_k // 2])[:, None]
     expected, _ = ref(x, ctx, ctx, key_padding_mask=~mask)
     torch.testing.assert_close(attn(x, ctx, mask), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_feed_forward_backward_equals_autograd() -> None:
+    """The hand-written FFN backward (in-place ReLU mask) against autograd through nn.Linear and relu."""
+    torch.manual_seed(0)
+    ffn = FeedForward(D, F_).double()
+    x, grad = (
+        torch.randn(3, 5, D, dtype=torch.double, requires_grad=True),
+        torch.randn(3, 5, D, dtype=torch.double),
+    )
+    ours = torch.autograd.grad((ffn(x) * grad).sum(), [x, *ffn.parameters()])
+    reference = ffn.fc2(torch.relu(ffn.fc1(x)))
+    theirs = torch.autograd.grad((reference * grad).sum(), [x, *ffn.parameters()])
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ffn(x), reference)
 
 
 def test_cheapest_order_at_the_paper_shapes() -> None:

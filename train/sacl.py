@@ -24,17 +24,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def spatial_contrast(query: Tensor, patches_unit: Tensor, mask: Tensor, phi: float, tau: float) -> Tensor:
-    """One SACL term (eq. 6-8): query (B, T, D) against the unit-norm patches (B, T, N, D) of its second.
+def spatial_contrast(query: Tensor, patches: Tensor, mask: Tensor, phi: float, tau: float) -> Tensor:
+    """One SACL term (eq. 6-8): query (B, T, D) against the patches (B, T, N, D) of its second.
 
     mask: (B, T), True where the second exists. Returns the batch mean of the per-sample means.
     """
-    sim = torch.einsum("btd,btnd->btn", F.normalize(query, dim=-1), patches_unit)  # (B, T, N)
+    # cosine as dot / |patch| rather than normalising the patches: no unit-norm copy of the largest
+    # tensor of the model is made and kept for backward
+    dots = torch.einsum("btd,btnd->btn", F.normalize(query, dim=-1), patches)  # (B, T, N)
+    sim = dots / patches.norm(dim=-1).clamp_min(1e-12)  # (B, T, N)
     s = sim.softmax(dim=-1)  # (B, T, N)
     positive = s > phi  # (B, T, N); a selection, so no gradient flows through it
     has_positive = positive.any(dim=-1)  # (B, T)
-    # a second without positives counts all patches as positive: its loss is 0 and its gradient finite
-    # (an all -inf logsumexp would give NaN gradients even when masked out below); it is not counted
+    # a second without positives counts all its patches as positive, so its term is 0 rather than
+    # -log 0 = inf (no inf is ever formed, so no inf * 0 = NaN can appear); it is left out of the mean below
     positive = positive | ~has_positive[..., None]  # (B, T, N)
     logits = s / tau  # (B, T, N)
     pos_logits = logits.masked_fill(~positive, float("-inf"))  # (B, T, N)
@@ -53,8 +56,7 @@ def spatial_alignment_loss(
 
     sentence: F_q (B, D); patches: F'_p (B, T, N, D); audio: F'_a (B, T, D); mask: (B, T) seconds.
     """
-    patches_unit = F.normalize(patches, dim=-1)  # shared by both terms: one pass over the big tensor
     question = sentence[:, None, :].expand(-1, patches.shape[1], -1)  # (B, T, D)
-    return spatial_contrast(question, patches_unit, mask, phi, tau) + spatial_contrast(
-        audio, patches_unit, mask, phi, tau
+    return spatial_contrast(question, patches, mask, phi, tau) + spatial_contrast(
+        audio, patches, mask, phi, tau
     )

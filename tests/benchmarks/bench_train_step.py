@@ -109,11 +109,13 @@ def main() -> None:
         return losses["total"].item()  # .item() synchronises the GPU
 
     step()  # warm-up: allocator, kernels
-    times = []
+    load_before = os.getloadavg()[0]
+    times, cpu_times = [], []
     for _ in range(args.steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     per_step = sorted(times)[len(times) // 2]
     rate = args.batch / per_step
     hours = EPOCHS * TRAIN_QUESTIONS / rate / 3600
@@ -124,11 +126,16 @@ def main() -> None:
     print(f"model         {n_params / 1e6:.2f} M parameters, attention order {args.order}")
     print(f"step times    {', '.join(f'{x:.2f}' for x in times)} s (median {per_step:.2f} s)")
     print(f"throughput    {rate:.2f} samples/s  ({rate / 0.33:.1f}x the authors' code at 0.33 samples/s)")
+    print(f"best step     {args.batch / min(times):.2f} samples/s (the least disturbed by other processes)")
     if gflops is not None:
         print(
             f"cost          {gflops:.1f} GFLOP per sample forward+backward, {gflops * rate:.0f} GFLOP/s achieved"
         )
     print(f"peak memory   {peak_memory_gb(device)}")
+    if device.type == "cpu":  # other processes on the machine slow a step; these show how much
+        busy = sum(cpu_times) / (sum(times) * torch.get_num_threads())
+        print(f"contention    load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}, ", end="")
+        print(f"this process used {busy:.0%} of its {torch.get_num_threads()} threads' wall time")
     print(f"30 epochs     {EPOCHS} x {TRAIN_QUESTIONS} questions -> {hours:.1f} h at this rate")
 
 
