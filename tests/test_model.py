@@ -224,6 +224,28 @@ def test_tiny_model_overfits_a_tiny_batch() -> None:
     assert (model(**inputs)["logits"].argmax(dim=1) == answers).all()
 
 
+def test_bf16_autocast_forward_backward() -> None:
+    """The dtype plumbing of the GPU path (autocast), exercised with CPU bf16 autocast."""
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    inputs = make_inputs([5, 3], [7, 4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**inputs)
+        losses = losses_of(out, torch.tensor([0, 1]))
+    assert out["logits"].dtype == torch.bfloat16 and losses["total"].dtype == torch.float32
+    losses["total"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
+
+
+def test_inputs_are_not_modified() -> None:
+    inputs = make_inputs([2], [3])
+    inputs["visual"] = inputs["visual"].float()  # float32 input: the upcast is no copy, the zeroing must be
+    before = {k: v.clone() for k, v in inputs.items()}
+    build_model(TINY)(**inputs)
+    assert all(torch.equal(before[k], inputs[k]) for k in inputs)
+
+
 # ---------------------------------------------------------------- config
 
 

@@ -106,20 +106,22 @@ class _FeedForwardFn(torch.autograd.Function):
     """
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
-        hidden = torch.addmm(b1, x, w1.t()).relu_()  # (B*L, F)
+        hidden = torch.addmm(b1, x, w1.t()).relu_()  # (B*L, F); under autocast addmm runs in half precision
         ctx.save_for_backward(x, w1, hidden, w2)
         return torch.addmm(b2, hidden, w2.t())  # (B*L, D)
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        # compute in the forward's precision, autocast or not (autograd casts the gradients back to
+        # each input's dtype), so the same code serves float32 on CPU and bf16 autocast on GPU
         x, w1, hidden, w2 = ctx.saved_tensors
+        dt = hidden.dtype
+        grad_out = grad_out.to(dt)
         grad_w2, grad_b2 = grad_out.t() @ hidden, grad_out.sum(dim=0)  # (D, F), (D,)
-        grad_hidden = (grad_out @ w2).masked_fill_(hidden == 0, 0.0)  # (B*L, F); relu'(z) = 0 where z <= 0
-        grad_w1, grad_b1 = grad_hidden.t() @ x, grad_hidden.sum(dim=0)  # (F, D), (F,)
-        grad_x = grad_hidden @ w1 if ctx.needs_input_grad[0] else None  # (B*L, D)
+        grad_hidden = (grad_out @ w2.to(dt)).masked_fill_(hidden == 0, 0.0)  # (B*L, F); relu' = 0 at z <= 0
+        grad_w1, grad_b1 = grad_hidden.t() @ x.to(dt), grad_hidden.sum(dim=0)  # (F, D), (F,)
+        grad_x = grad_hidden @ w1.to(dt) if ctx.needs_input_grad[0] else None  # (B*L, D)
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
 
 

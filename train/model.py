@@ -119,9 +119,10 @@ class AVAFNet(nn.Module):
             )
         dtype = self.classifier.weight.dtype
         patches = visual[:, :, 1:] if cfg.visual_cls else visual  # (B, T, N, D), N = 49 patches
-        patches = patches.to(dtype).masked_fill(~seconds_mask[:, :, None, None], 0.0)
-        audio = audio.to(dtype).masked_fill(~seconds_mask[:, :, None], 0.0)
-        words = words.to(dtype).masked_fill(~words_mask[:, :, None], 0.0)
+        # one copy each (upcast and zeroed in place), never a write into the caller's tensors
+        patches = patches.to(dtype, copy=True).masked_fill_(~seconds_mask[:, :, None, None], 0.0)
+        audio = audio.to(dtype, copy=True).masked_fill_(~seconds_mask[:, :, None], 0.0)
+        words = words.to(dtype, copy=True).masked_fill_(~words_mask[:, :, None], 0.0)
         return patches, audio, words, sentence.to(dtype)
 
 
