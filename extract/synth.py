@@ -16,8 +16,8 @@ toolkit (avaf-extract, avaf-train, avaf-eval) can be run and judged end to end:
 * `scenes.json`: every scene's ground truth (`Scene.to_dict()` plus its split and the audio's mix_gain).
 
 Video i is drawn from `numpy.random.default_rng([seed, i])` alone: the same seed gives the same scenes,
-questions and annotation bytes, and the same mp4 bytes (libx264 runs single-threaded; no timestamps are
-written), however many worker processes render the videos.
+questions and annotation bytes, and the same mp4 bytes (no time is written, and the encoders are set up to be
+deterministic: see `synth_render`), however many worker processes render the videos.
 """
 
 from __future__ import annotations
@@ -108,6 +108,20 @@ def _write_json(path: Path, value: object) -> None:
     tmp.replace(path)
 
 
+def _write_annotations(folder: Path, scenes: list[Scene], split_of: list[str]) -> tuple[dict, dict]:
+    """avqa-{train,val,test}.json; question ids count up from 0 over the videos in order."""
+    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    next_id = 0
+    for scene, split in zip(scenes, split_of):
+        for question in questions_for(scene):
+            rows[split].append(annotation_row(scene.video_id, next_id, question))
+            next_id += 1
+    paths = {s: folder / f"avqa-{s}.json" for s in SPLITS}
+    for s in SPLITS:
+        _write_json(paths[s], rows[s])
+    return {s: str(p) for s, p in paths.items()}, {s: len(rows[s]) for s in SPLITS}
+
+
 def _check_args(n_videos: int, seconds: tuple[int, int], size: tuple[int, int], fps: int) -> None:
     if n_videos < 1:
         raise ValueError(f"n_videos must be at least 1, got {n_videos}")
@@ -147,13 +161,12 @@ def generate(
     workers = workers or len(os.sched_getaffinity(0))
     logger.info("rendering %d videos into %s with %d workers", n_videos, out / "videos", workers)
     gains = _render_all(jobs, min(workers, n_videos), progress)
-    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for scene, split in zip(scenes, split_of):
-        for question in questions_for(scene):
-            rows[split].append(annotation_row(scene.video_id, sum(map(len, rows.values())), question))
-    annotations = {s: out / "annotations" / f"avqa-{s}.json" for s in SPLITS}
-    for s in SPLITS:
-        _write_json(annotations[s], rows[s])
+    stale = sorted({p.name for p in (out / "videos").iterdir()} - {p.name for p in paths})
+    if stale:
+        logger.warning(
+            "%s holds %d files that are not in this set, e.g. %s", out / "videos", len(stale), stale[:3]
+        )
+    annotations, counts = _write_annotations(out / "annotations", scenes, split_of)
     described = [
         scene.to_dict() | {"split": sp, "mix_gain": g} for scene, sp, g in zip(scenes, split_of, gains)
     ]
@@ -162,10 +175,10 @@ def generate(
     )
     summary = {
         "videos": [str(p) for p in paths],
-        "annotations": {s: str(p) for s, p in annotations.items()},
+        "annotations": annotations,
         "scenes": str(out / "scenes.json"),
         "videos_per_split": sizes,
-        "questions_per_split": {s: len(rows[s]) for s in SPLITS},
+        "questions_per_split": counts,
     }
     logger.info("wrote %d videos and %s questions", n_videos, summary["questions_per_split"])
     return summary

@@ -3,6 +3,7 @@ real decodable files whose pixels and sound are where the scene says, loadable a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from avaf.extract.synth import generate, split_sizes, video_scene
 from avaf.extract.synth_cli import main
 from avaf.extract.synth_questions import questions_for
+from avaf.extract.synth_render import write_video
 from avaf.extract.synth_scene import INSTRUMENTS, Scene, Source, make_scene, scene_from_dict
 from avaf.shared.annotations import is_real_video, load_annotations
 from avaf.shared.answers import ANSWERS
@@ -25,7 +27,7 @@ SIDES = ["left", "middle", "right"]
 SMALL = dict(n_videos=5, seed=0, seconds=(4, 6), size=(160, 120), fps=8, workers=1)
 
 
-# ---- an independent reading of a scene (its scenes.json dict), one function per template --------------------
+# ---- an independent reading of a scene: from its scenes.json dict, not the generator's Source/Scene helpers ---
 
 
 def _only(items):
@@ -63,6 +65,7 @@ def _longer(a, b, secs):
 
 
 def expected_answer(d: dict, q: dict) -> str:
+    """The answer to q read off the scene dict; a table with one rule per template (hence its length)."""
     src = d["sources"]
     vis = sorted((s for s in src if s["visible"]), key=lambda s: SIDES.index(s["position"]))
     snd = [s for s in src if s["intervals"]]
@@ -396,6 +399,15 @@ def test_same_seed_same_bytes_and_the_command_equals_the_library(synth_set, tmp_
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
     other = [questions_for(video_scene(1, i, (4, 6), (160, 120), 8)) for i in range(5)]
     assert other != [questions_for(video_scene(0, i, (4, 6), (160, 120), 8)) for i in range(5)]
+
+
+def test_the_encoder_writes_the_same_bytes_every_time(tmp_path):
+    scene = video_scene(0, 1, (10, 10), (224, 224), 8)  # with x264's mbtree on, this scene varied run to run
+    digests = set()
+    for i in range(5):
+        write_video(scene, tmp_path / f"{i}.mp4")
+        digests.add(hashlib.sha256((tmp_path / f"{i}.mp4").read_bytes()).hexdigest())
+    assert len(digests) == 1
 
 
 def test_bad_arguments_are_refused(tmp_path):
