@@ -40,6 +40,7 @@ from .weights import (
     CheckpointError,
     WeightsUnavailable,
     clip_weights_filename,
+    hub_offline_unless_reachable,
     is_torchscript,
     no_network_error,
     read_manifest,
@@ -153,7 +154,8 @@ def _resolve_source(model_name: str, pretrained: str, weights_dir: str | os.Path
                 )
             return _Source("tag", path, tag_cfg, read_manifest(weights_dir).get(path.name, {}))
         try:
-            path = Path(open_clip.download_pretrained(tag_cfg))
+            with hub_offline_unless_reachable():
+                path = Path(open_clip.download_pretrained(tag_cfg))
         except Exception as e:  # open_clip raises RuntimeError / FileNotFoundError / hub errors offline
             raise no_network_error(f"open_clip {model_name} {pretrained!r}", ["open_clip's cache"], e) from e
         return _Source("tag", path, tag_cfg)

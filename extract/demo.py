@@ -10,8 +10,6 @@ says loudly that it falls back to random encoders (and the feature file records 
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,15 +23,6 @@ from .weights import WeightsUnavailable
 TRAIN = "import sys; from avaf.train.cli import main; sys.exit(main())"
 
 
-def network_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
-    """One quick connection attempt, so an offline machine does not wait through a hub's retries."""
-    try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
-
-
 def choose_weights(weights: str, clip_model: str, echo: Callable[[str], None]) -> tuple[str, str]:
     """(clip pretrained, vggish weights): the defaults when they load, else random, said loudly."""
     if weights == "random":
@@ -41,8 +30,6 @@ def choose_weights(weights: str, clip_model: str, echo: Callable[[str], None]) -
     from .clip_encoder import load_clip
     from .vggish_encoder import load_vggish
 
-    if not network_reachable():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # use a cached copy if there is one, without retries
     try:
         load_clip(clip_model, "openai")
         load_vggish("default")

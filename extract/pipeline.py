@@ -36,6 +36,8 @@ from .encoders import Encoders, encode_videos, load_encoders
 
 log = logging.getLogger(__name__)
 
+DECODE_MEMORY = 512 << 20  # bytes a decode task may use (frames of a 60 s 720p video pass through it)
+
 
 @dataclass
 class ExtractSummary:
@@ -201,7 +203,9 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
     rt = cfg.runtime
     gpus = rt.num_gpus if rt.num_gpus >= 0 else (1.0 if ray.cluster_resources().get("GPU", 0) else 0.0)
     ds = ray.data.from_items([{"video_id": v, "path": p} for v, p in todo], override_num_blocks=len(todo))
-    ds = ds.map(lambda r: _decode_row(r["video_id"], r["path"], dec), num_cpus=1)  # a dead worker: Ray retries the task
+    # The memory reservation is a scheduling hint for clusters, and it keeps Ray from fusing the decode
+    # tasks into the encoder actor (fused, every decode would run serially inside that one actor).
+    ds = ds.map(lambda r: _decode_row(r["video_id"], r["path"], dec), num_cpus=1, memory=DECODE_MEMORY)
     ds = ds.map_batches(
         _EncoderActor,
         fn_constructor_kwargs={"cfg": cfg},

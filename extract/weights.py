@@ -60,6 +60,30 @@ def no_network_error(what: str, tried: list[str], cause: BaseException | None) -
     )
 
 
+def network_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
+    """One quick connection attempt, so an offline machine fails at once instead of through a hub's retries."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def hub_offline_unless_reachable():
+    """Hugging Face hub in offline mode (cached files only, no retries) while the hub is unreachable."""
+    import huggingface_hub.constants as hub
+
+    before = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = before or not network_reachable()
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = before
+
+
 def clip_weights_filename(model_name: str, pretrained: str) -> str:
     """File name of a fetched open_clip checkpoint; `-quickgelu` variants share their base model's file."""
     base = model_name.removesuffix("-quickgelu").replace("/", "-")

@@ -194,3 +194,13 @@ def test_questions_are_added_without_touching_the_videos(extracted, tmp_path):
             np.testing.assert_array_equal(q["sentence"][i], expected[i][1].numpy().astype(np.float16))
         assert not np.array_equal(q["sentence"][0], q["sentence"][1])
     assert run_extract(cfg, progress=False).questions == 0  # already encoded: nothing to do
+
+
+def test_missing_weights_say_what_to_do_and_lose_nothing(videos, tmp_path):
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    args = ["--videos", str(videos), "--out", str(tmp_path / "f.h5"), "--in-process", "--weights-dir", str(empty)]
+    res = CliRunner().invoke(extract_main, [*args, "--clip-model", "ViT-B-32", "--vggish-weights", "random"])
+    assert res.exit_code == 2
+    assert "has no ViT-B-32 'openai' checkpoint" in res.output and "avaf-fetch-weights" in res.output
+    assert not (tmp_path / "f.h5").exists()
