@@ -15,6 +15,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from avaf.shared.reader import FeatureStore
+from avaf.shared.schema import SECONDS
+
 from .config import ClipConfig, ExtractConfig, InputConfig, VGGishConfig
 from .pipeline import ExtractSummary, run_extract
 from .synth import generate
@@ -60,6 +63,7 @@ def run_demo(
     clip_model: str = "ViT-B-32",
     in_process: bool = False,
     echo: Callable[[str], None] = print,
+    train_args: tuple[str, ...] = (),
 ) -> dict:
     """Generate, extract, train; returns the paths of what was written and the results table."""
     out = Path(out)
@@ -85,7 +89,10 @@ def run_demo(
     echo(f"      written {summary.written}, skipped {summary.skipped}, failed {len(summary.failed)}, "
          f"questions {summary.questions} ({summary.seconds:.0f} s)")  # fmt: skip
     run = out / "run"
+    with FeatureStore(feats) as fs:
+        width = fs.shape(SECONDS, "visual_tokens")[-1]  # 512 for ViT-B/32; the model's width follows it
     args = ["--feats", str(feats), "--out", str(run), "--epochs", str(epochs), "--seconds", str(seconds)]
+    args += ["--dim", str(width), *train_args]
     echo(f"[3/3] avaf-train {' '.join(args)}")
     done = subprocess.run([sys.executable, "-c", TRAIN, *args], check=False)
     if done.returncode != 0:
