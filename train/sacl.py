@@ -46,7 +46,7 @@ def spatial_contrast(query: Tensor, patches: Tensor, mask: Tensor, phi: float, t
     loss = torch.where(valid, loss, torch.zeros((), dtype=loss.dtype, device=loss.device))
     count = valid.sum(dim=1)  # (B,)
     per_sample = loss.sum(dim=1) / count.clamp_min(1)  # (B,)
-    return per_sample.mean()
+    return per_sample.mean()  # ()
 
 
 def spatial_alignment_loss(

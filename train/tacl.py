@@ -67,4 +67,4 @@ def temporal_alignment_loss(a: Tensor, v: Tensor, s: Tensor, mask: Tensor) -> Te
     pairs = mask[:, :, None] & mask[:, None, :]  # (B, T, T)
     dist = torch.where(pairs, dist, torch.zeros((), dtype=dist.dtype, device=dist.device))
     per_sample = dist.sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp_min(1)  # (B,)
-    return per_sample.mean()
+    return per_sample.mean()  # ()
