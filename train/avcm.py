@@ -14,6 +14,9 @@ keys are few, and W_k, W_v into the queries when the queries are few (QOAF). Tha
 with the matrix products associated differently (tests check it against torch's MultiheadAttention),
 about 5x fewer FLOPs in those attentions. The key projection has no bias: a key bias adds the same
 constant to every score of a query, which softmax ignores (so it would never receive a gradient).
+
+Memory. The FFN's 2048-wide hidden state is the largest activation: the FFN keeps one copy of it and
+applies the ReLU mask to its gradient in place (`_FeedForwardFn`), and dropout keeps 1-byte masks.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ def _masked_softmax(scores: Tensor, key_mask: Tensor) -> Tensor:
 class CrossAttention(nn.Module):
     """Multi-head attention of queries x over a context, computed in the cheapest association order.
 
-    `order` is "auto" (by a FLOP estimate), "standard", "fold_keys" or "fold_queries"; all four give the
-    same result up to rounding. Every sample must have at least one valid context position.
+    `order` is "auto" (the cheapest by a FLOP estimate) or one of "standard", "fold_keys", "fold_queries",
+    which give the same result up to rounding. Every sample must have at least one valid context position.
     """
 
     order: str = "auto"
