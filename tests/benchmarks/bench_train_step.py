@@ -72,36 +72,24 @@ def peak_memory_gb(device: torch.device) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB RSS (whole process)"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seconds", type=int, default=60, help="T")
     p.add_argument("--patches", type=int, default=49, help="N patches (a CLS token is added on top)")
     p.add_argument("--words", type=int, default=24, help="M, the padded word count")
     p.add_argument("--steps", type=int, default=3, help="timed steps, after one warm-up step")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (bf16 autocast on GPU)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads on CPU")
     p.add_argument("--order", default="auto", choices=["auto", "standard", "fold_keys", "fold_queries"])
     p.add_argument("--no-flops", action="store_true", help="skip counting the FLOPs per sample")
-    args = p.parse_args()
+    return p.parse_args()
 
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    cfg, loss = ModelConfig(max_seconds=args.seconds), LossConfig()
-    model = build_model(cfg)
-    for module in model.modules():
-        if isinstance(module, CrossAttention):
-            module.order = args.order
-    n_params = sum(p.numel() for p in model.parameters())
-    gflops = (
-        None
-        if args.no_flops
-        else flops_per_sample(model, cfg, loss, args.seconds, args.patches, args.words) / 1e9
-    )
-    model.to(device).train()
+
+def time_steps(model: torch.nn.Module, loss: LossConfig, inputs: dict, answers: torch.Tensor, steps: int):
+    """Wall and CPU seconds of each of `steps` training steps (forward, eq. 14, backward, Adam), after a warm-up."""
+    device = answers.device
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    inputs, answers = make_batch(args.batch, args.seconds, args.patches, args.words, cfg, device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step() -> float:
@@ -114,40 +102,60 @@ def main() -> None:
         return losses["total"].item()  # .item() synchronises the GPU
 
     step()  # warm-up: allocator, kernels
-    load_before = os.getloadavg()[0]
     times, cpu_times = [], []
-    for _ in range(args.steps):
+    for _ in range(steps):
         start, cpu_start = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
+    return times, cpu_times
+
+
+def report(args: argparse.Namespace, device: torch.device, times: list, cpu_times: list, gflops, load: float):
     per_step = sorted(times)[len(times) // 2]
-    rate = args.batch / per_step
-    hours = EPOCHS * TRAIN_QUESTIONS / rate / 3600
-    print(f"device        {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
-    print(
-        f"shapes        batch {args.batch}, T {args.seconds}, N {args.patches}+CLS, D {cfg.dim}, M {args.words}"
-    )
-    print(f"model         {n_params / 1e6:.2f} M parameters, attention order {args.order}")
+    rate, threads = args.batch / per_step, torch.get_num_threads()
     print(f"step times    {', '.join(f'{x:.2f}' for x in times)} s (median {per_step:.2f} s)")
     print(f"throughput    {rate:.2f} samples/s  ({rate / 0.33:.1f}x the authors' code at 0.33 samples/s)")
     print(f"best step     {args.batch / min(times):.2f} samples/s (the least disturbed by other processes)")
     if gflops is not None:
         print(
-            f"cost          {gflops:.1f} GFLOP per sample forward+backward, {gflops * rate:.0f} GFLOP/s achieved"
+            f"cost          {gflops:.1f} GFLOP/sample forward+backward, {gflops * rate:.0f} GFLOP/s achieved"
         )
     print(f"peak memory   {peak_memory_gb(device)}")
     if device.type == "cpu":  # other processes on the machine slow a step; these show how much
-        busy = sum(cpu_times) / (sum(times) * torch.get_num_threads())
-        print(f"contention    load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}, ", end="")
-        print(f"this process used {busy:.0%} of its {torch.get_num_threads()} threads' wall time")
+        busy = sum(cpu_times) / (sum(times) * threads)
+        print(f"contention    load average {load:.2f} -> {os.getloadavg()[0]:.2f}, ", end="")
+        print(f"this process used {busy:.0%} of its {threads} threads' wall time")
         # with the machine to itself a step would take about its CPU time / threads (not a bound: spin-waits
         # count as CPU time, single-threaded stretches leave a core idle)
-        best_cpu = min(cpu_times) / torch.get_num_threads()
-        print(
-            f"uncontended   ~{args.batch / best_cpu:.2f} samples/s estimated from CPU time ({best_cpu:.1f} s/step)"
-        )
+        best_cpu = min(cpu_times) / threads
+        print(f"uncontended   ~{args.batch / best_cpu:.2f} samples/s from CPU time ({best_cpu:.1f} s/step)")
+    hours = EPOCHS * TRAIN_QUESTIONS / rate / 3600
     print(f"30 epochs     {EPOCHS} x {TRAIN_QUESTIONS} questions -> {hours:.1f} h at this rate")
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cfg, loss = ModelConfig(max_seconds=args.seconds), LossConfig()
+    model = build_model(cfg)
+    for module in model.modules():
+        if isinstance(module, CrossAttention):
+            module.order = args.order
+    n_params = sum(p.numel() for p in model.parameters())
+    shapes = (args.seconds, args.patches, args.words)
+    gflops = None if args.no_flops else flops_per_sample(model, cfg, loss, *shapes) / 1e9
+    inputs, answers = make_batch(args.batch, *shapes, cfg, device)
+    load = os.getloadavg()[0]
+    times, cpu_times = time_steps(model.to(device).train(), loss, inputs, answers, args.steps)
+    print(f"device        {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    print(
+        f"shapes        batch {args.batch}, T {args.seconds}, N {args.patches}+CLS, D {cfg.dim}, M {args.words}"
+    )
+    print(f"model         {n_params / 1e6:.2f} M parameters, attention order {args.order}")
+    report(args, device, times, cpu_times, gflops, load)
 
 
 if __name__ == "__main__":
