@@ -79,17 +79,8 @@ TYPES = {
 
 
 def _flags_to_dict(flags: dict) -> dict:
-    """Only the flags the user gave, as a nested dict ("clip.model" -> {"clip": {"model": ...}})."""
-    out: dict = {}
-    for name, value in flags.items():
-        if value is None or value == () or value is False:
-            continue
-        node = out
-        *parents, leaf = OPTIONS[name][0].split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
+    """Only the flags the user gave, keyed by their dotted config path ("clip.model")."""
+    return {OPTIONS[name][0]: v for name, v in flags.items() if v not in (None, (), False)}
 
 
 def _options(f):

@@ -27,26 +27,48 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def from_dict(cls: type[T], d: dict, where: str = "config") -> T:
-    """Build `cls` from a nested dict; unknown keys are an error naming them and `where`."""
+def from_dict(cls: type[T], d: dict, where: str = "config", prefix: str = "") -> T:
+    """Build `cls` from a (possibly partial) nested dict; errors name `where` (e.g. a file) and the key."""
     if not isinstance(d, dict):
-        raise ConfigError(f"{where}: expected a table of settings, got {type(d).__name__}")
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a table of settings, got {d!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        names = ", ".join(prefix + k for k in unknown)
+        raise ConfigError(f"{where}: unknown setting(s) {names}; known here: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in d.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = from_dict(hint, value, f"{where}.{name}")
+            kwargs[name] = from_dict(hint, value, where, f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(hint, value, f"{where}.{name}")
+            kwargs[name] = _coerce(hint, value, f"{where}: {prefix}{name}")
     try:
         return cls(**kwargs)
     except ValueError as e:  # range checks in __post_init__
         raise ConfigError(f"{where}: {e}") from e
+
+
+def nest(flat: dict) -> dict:
+    """{"model.dim": 8, "optim": {"lr": 1}} -> {"model": {"dim": 8}, "optim": {"lr": 1}}; None (a flag
+    not given) is dropped."""
+    out: dict = {}
+    for key, value in flat.items():
+        if isinstance(value, dict):
+            value = nest(value)
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = (
+            merge(node[leaf], value)
+            if isinstance(value, dict) and isinstance(node.get(leaf), dict)
+            else value
+        )
+    return out
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
@@ -99,9 +121,10 @@ def read_file(path: str | Path) -> dict:
 
 
 def resolve(cls: type[T], file: str | Path | None = None, flags: dict | None = None) -> T:
-    """Defaults, then the file, then flags (a nested dict of only the flags the user gave)."""
+    """Defaults, then the file, then flags: only the flags the user gave, nested or dotted ("model.dim")."""
     d = to_dict(cls())
     if file is not None:
-        d = merge(d, read_file(file))
-        from_dict(cls, d, str(file))  # report unknown keys against the file, before flags hide them
-    return from_dict(cls, merge(d, flags or {}), "config")
+        from_file = read_file(file)
+        from_dict(cls, from_file, str(file))  # the file's own errors name the file
+        d = merge(d, from_file)
+    return from_dict(cls, merge(d, nest(flags or {})), "config")

@@ -10,14 +10,23 @@ an unknown key or a value of the wrong type is a `ConfigError` that names the ke
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from avaf.shared.config import ConfigError, from_dict, resolve, to_dict
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_config",
+]
 
 
 @dataclass(frozen=True)
@@ -104,112 +113,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (JSON/YAML-safe)."""
-        return dataclasses.asdict(self)
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """Build from a (possibly partial) nested dict; missing keys take the defaults."""
-        return _build(cls, d, prefix="")
-
-
-class ConfigError(ValueError):
-    """A config key that does not exist, or a value of the wrong type; the message names the key."""
-
-
-def _check_type(key: str, value: Any, annotation: str) -> Any:
-    """Refuse a value of the wrong type, naming the key; an int is accepted where a float is expected."""
-    expected = {"int": int, "float": float, "bool": bool, "str": str}[annotation]
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, bool) and expected is not bool:  # bool is an int subclass: refuse True as a width
-        raise ConfigError(f"config key {key!r}: expected {annotation}, got bool {value!r}")
-    if not isinstance(value, expected):
-        raise ConfigError(f"config key {key!r}: expected {annotation}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _is_section(f: dataclasses.Field) -> bool:
-    return f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory)
-
-
-def _build(cls: type, d: Mapping[str, Any], prefix: str) -> Any:
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"config section {prefix.rstrip('.')!r} must be a mapping, got {d!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown config key {prefix + unknown[0]!r} (known here: {', '.join(fields)})")
-    kwargs = {}
-    for name, value in d.items():
-        f = fields[name]
-        if _is_section(f):
-            kwargs[name] = _build(f.default_factory, value, prefix=f"{prefix}{name}.")
-        else:
-            kwargs[name] = _check_type(prefix + name, value, str(f.type))
-    try:
-        return cls(**kwargs)
-    except ValueError as e:  # __post_init__ range checks
-        raise ConfigError(str(e)) from e
-
-
-def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn {"model.dim": 8} into {"model": {"dim": 8}}; None values (a flag not given) are dropped."""
-    out: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if isinstance(value, Mapping):
-            value = _nest(value)
-        if value is None:
-            continue
-        head, *rest = key.split(".")
-        for part in reversed(rest):
-            value = {part: value}
-        _merge(out, {head: value})
-    return out
-
-
-def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-update base in place with update; sections merge, values replace."""
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = dict(value) if isinstance(value, Mapping) else value
-    return base
-
-
-def _toml_module(path: Path) -> Any:
-    """tomllib (Python >= 3.11) or tomli; the project still supports 3.10."""
-    try:
-        import tomllib
-
-        return tomllib
-    except ModuleNotFoundError:
-        try:
-            import tomli
-
-            return tomli
-        except ModuleNotFoundError:
-            raise ConfigError(f"{path}: TOML configs need Python >= 3.11 or `pip install tomli`") from None
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A YAML (.yaml/.yml), TOML (.toml) or JSON (.json) file as a nested dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
-    suffix = path.suffix.lower()
-    if suffix == ".toml":
-        d = _toml_module(path).loads(text)
-    elif suffix == ".json":
-        d = json.loads(text)
-    elif suffix in (".yaml", ".yml"):
-        d = yaml.safe_load(text) or {}
-    else:
-        raise ValueError(f"config file {path}: unknown format {suffix!r} (use .yaml, .yml, .toml or .json)")
-    if not isinstance(d, dict):
-        raise ValueError(f"config file {path}: top level must be a mapping, got {type(d).__name__}")
-    return d
+        return from_dict(cls, dict(d))
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -218,13 +127,4 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     `overrides` may be nested ({"model": {"dim": 8}}) or dotted ({"model.dim": 8}); None values are
     skipped so unset CLI flags don't override the file.
     """
-    merged = TrainConfig().to_dict()
-    if path is not None:
-        file_dict = read_config_file(path)
-        try:
-            TrainConfig.from_dict(file_dict)  # validate the file alone, so its errors name the file
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from e
-        _merge(merged, file_dict)
-    _merge(merged, _nest(overrides or {}))
-    return TrainConfig.from_dict(merged)
+    return resolve(TrainConfig, path, dict(overrides or {}))
