@@ -2,8 +2,10 @@
 
     runs/NAME/best/model.safetensors   the checkpoint selected on val (weights; metadata: config, answers)
     runs/NAME/last/model.safetensors   the latest epoch's weights
-    runs/NAME/last/state.pt            optimizer and schedule for --resume (tensors and numbers only,
-                                       loaded with torch.load(weights_only=True))
+    runs/NAME/last/state-EPOCH.pt      optimizer and schedule for --resume (tensors and numbers only,
+                                       loaded with torch.load(weights_only=True)); written before the
+                                       weights, so the weights' epoch always has its state, whenever a
+                                       run is killed
 
 A checkpoint trained with another answer vocabulary, or whose weights do not fit its config, is refused
 with a message naming the file and the difference.
@@ -25,7 +27,7 @@ from .config import TrainConfig
 from .model import build_model
 
 WEIGHTS = "model.safetensors"
-STATE = "state.pt"
+STATE = "state-{epoch}.pt"
 
 
 class CheckpointError(ValueError):
@@ -44,14 +46,17 @@ def save(
         "epoch": str(epoch),
         "metrics": json.dumps(metrics, sort_keys=True),
     }
+    if state is not None:  # first the state of this epoch, then the weights that point to it
+        tmp = folder / (STATE.format(epoch=epoch) + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(folder / STATE.format(epoch=epoch))
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = folder / (WEIGHTS + ".tmp")
     save_file(weights, str(tmp), metadata=meta)
     tmp.replace(folder / WEIGHTS)
-    if state is not None:
-        tmp = folder / (STATE + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(folder / STATE)
+    for old in folder.glob(STATE.format(epoch="*")):
+        if old.name != STATE.format(epoch=epoch):
+            old.unlink(missing_ok=True)
 
 
 def read_meta(path: Path) -> dict:
@@ -112,9 +117,9 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     return model.to(device).eval(), meta
 
 
-def load_state(folder: Path) -> dict:
-    """The resume state written next to the last weights (tensors and plain numbers only)."""
-    path = Path(folder) / STATE
+def load_state(folder: Path, epoch: int) -> dict:
+    """The resume state saved with the weights of `epoch` (tensors and plain numbers only)."""
+    path = Path(folder) / STATE.format(epoch=epoch)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no resume state (nothing to resume)")
+        raise CheckpointError(f"{path}: no resume state for epoch {epoch} (nothing to resume)")
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -38,6 +38,7 @@ class SplitData:
     answer: Tensor  # (Q,) int64 index into ANSWERS
     qtype: Tensor  # (Q,) int64 index into TYPES
     question_id: np.ndarray  # (Q,)
+    device: torch.device  # where batches go; the arrays above live there too unless they did not fit
 
     def __len__(self) -> int:
         return len(self.answer)
@@ -72,8 +73,12 @@ def load_split(fs: FeatureStore, split: str, subset: str | None, device: torch.d
     if bad:
         raise ValueError(f"{fs.path}: answers outside manifests/answers.json: {bad[:5]}")
 
+    device = torch.device(device)
+    store_on = _fits(device, bulk.arrays["visual_tokens"].nbytes + words.nbytes, split)
+
     def t(x, dtype=None) -> Tensor:
-        return torch.as_tensor(np.asarray(x), dtype=dtype).to(device)
+        x = torch.as_tensor(np.asarray(x), dtype=dtype)
+        return x.to(store_on) if store_on.type != "cpu" else (x.pin_memory() if device.type == "cuda" else x)
 
     return SplitData(
         name=split,
@@ -88,7 +93,21 @@ def load_split(fs: FeatureStore, split: str, subset: str | None, device: torch.d
         answer=t([answer_index[a] for a in q["answer"]], torch.int64),
         qtype=t([type_index(x, where=str(fs.path)) for x in q["type"]], torch.int64),
         question_id=np.asarray(q["question_id"]),
+        device=device,
     )
+
+
+def _fits(device: torch.device, nbytes: int, split: str) -> torch.device:
+    """The device itself when the split fits in its free memory (with room to train), else the CPU."""
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    if nbytes < 0.8 * free - (4 << 30):  # leave ~4 GB for the model, activations and the other splits
+        return device
+    log.warning(
+        "%s features (%.1f GB) do not fit in GPU memory: kept in pinned CPU memory", split, nbytes / 1e9
+    )
+    return torch.device("cpu")
 
 
 def _ragged(flat: Tensor, offset: Tensor, length: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -105,18 +124,21 @@ def gather(
     data: SplitData, idx: Tensor, seconds: int, max_words: int, dtype: torch.dtype
 ) -> dict[str, Tensor]:
     """The batch of questions `idx`, padded and masked, as the model's inputs (float in `dtype`)."""
+    idx = idx.to(data.answer.device)
     vo, vl = data.video_offset[idx], data.video_length[idx]  # (B,)
     visual, seconds_mask = _ragged(data.visual, vo, vl, seconds)  # (B, T, N, D), (B, T)
     audio, _ = _ragged(data.audio, vo, vl, seconds)  # (B, T, 128)
     words, words_mask = _ragged(
         data.words, data.word_offset[idx], data.word_length[idx], max_words
     )  # (B, M, D)
-    return {
-        "visual": visual.to(dtype),
-        "audio": audio.to(dtype),
+    batch = {
+        "visual": visual,
+        "audio": audio,
         "seconds_mask": seconds_mask,
-        "words": words.to(dtype),
+        "words": words,
         "words_mask": words_mask,
-        "sentence": data.sentence[idx].to(dtype),  # (B, D)
+        "sentence": data.sentence[idx],  # (B, D)
         "answer": data.answer[idx],  # (B,)
     }
+    out = {k: v.to(data.device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}

@@ -45,7 +45,7 @@ def predict(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Predicted answer per question (Q,), and δ (Q, 2) or None."""
     model.eval()
-    device = data.answer.device
+    device = data.device
     preds, deltas = [], []
     for a in range(0, len(data), batch_size):
         idx = torch.arange(a, min(a + batch_size, len(data)), device=device)
@@ -64,7 +64,7 @@ def evaluate(
 ) -> Evaluation:
     """The paper's table row for one split, with δ per question and per type."""
     pred, delta = predict(model, data, batch_size, seconds, max_words, amp_dtype)
-    correct = (pred == data.answer).cpu().numpy()
+    correct = (pred.cpu() == data.answer.cpu()).numpy()
     qtype = data.qtype.cpu().numpy()
     types = [TYPES[i] for i in qtype]
     delta_np = delta.cpu().numpy() if delta is not None else None

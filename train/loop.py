@@ -82,10 +82,10 @@ def train_epoch(
     """One pass over the training split; returns the mean of every loss term and the speed."""
     from tqdm import tqdm
 
-    device = data.answer.device
+    device = data.device
     gen = torch.Generator(device="cpu").manual_seed(cfg.optim.seed + epoch)
     torch.manual_seed(cfg.optim.seed + epoch)  # dropout: reproducible per epoch, so --resume is exact
-    order = torch.randperm(len(data), generator=gen).to(device)
+    order = torch.randperm(len(data), generator=gen)
     scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
     lc = cfg.loss
     sums: dict[str, torch.Tensor] = {}
@@ -123,7 +123,7 @@ def _start(cfg: TrainConfig, out: Path, resume: bool, model, opt, sched) -> tupl
             f"{meta['path']}: was trained with another model or loss config; resume with the run's own config.json"
         )
     checkpoint.load_weights(model, meta["path"])
-    state = checkpoint.load_state(out / "last")
+    state = checkpoint.load_state(out / "last", meta["epoch"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     lines = (out / "metrics.jsonl").read_text().splitlines()
