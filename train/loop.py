@@ -127,10 +127,18 @@ def _start(cfg: TrainConfig, out: Path, resume: bool, model, opt, sched) -> tupl
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    kept = [ln for ln in lines if json.loads(ln)["epoch"] <= meta["epoch"]]
+    kept = [ln for ln in lines if _epoch_of(ln) <= meta["epoch"]]  # drop epochs after the checkpoint
     (out / "metrics.jsonl").write_text("".join(ln + "\n" for ln in kept))
     log.info("resuming %s after epoch %d", out, meta["epoch"] + 1)
     return meta["epoch"] + 1, float(state["best_acc"]), int(state["best_epoch"])
+
+
+def _epoch_of(line: str) -> float:
+    """The epoch of a metrics line; a line cut short by a kill counts as after every checkpoint."""
+    try:
+        return json.loads(line)["epoch"]
+    except (json.JSONDecodeError, KeyError):
+        return float("inf")
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
