@@ -39,18 +39,18 @@ from .weights import (
     OFFLINE_FIX,
     CheckpointError,
     WeightsUnavailable,
+    check_precision,
     clip_weights_filename,
     hub_offline_unless_reachable,
     is_torchscript,
     no_network_error,
+    precision_autocast,
     read_manifest,
     skip_init,
     state_dict_sha256,
 )
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -81,8 +81,7 @@ def load_clip(
     `weights_dir`, a tag is read from the folder filled by `fetch_default_weights` and never downloaded.
     precision: "fp32", or "fp16"/"bf16" autocast (the weights stay fp32; outputs are always fp32).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     _check_architecture(model_name)
     source = _resolve_source(model_name, pretrained, weights_dir)
     qg = _resolve_quick_gelu(model_name, pretrained, source, quick_gelu)
@@ -270,10 +269,7 @@ class ClipEncoder:
         return self.pretrained == "random"
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return precision_autocast(self.device, self.precision)
 
     @torch.inference_mode()
     def encode_images(

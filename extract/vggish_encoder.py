@@ -34,8 +34,10 @@ from .weights import (
     VGGISH_FILENAME,
     CheckpointError,
     WeightsUnavailable,
+    check_precision,
     download_vggish,
     no_network_error,
+    precision_autocast,
     state_dict_sha256,
     torch_hub_vggish_path,
 )
@@ -52,7 +54,6 @@ LOG_OFFSET = 0.01
 EXAMPLE_FRAMES = 96
 EXAMPLE_SAMPLES = (EXAMPLE_FRAMES - 1) * HOP + WINDOW  # 15600 samples feed the 96 frames of one example
 EMBEDDING_DIM = 128
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -120,8 +121,7 @@ def load_vggish(
     """VGGish in eval mode. weights: "default" (torchvggish's release: from `weights_dir` when given, else
     torch.hub's cache, downloading it once), a local .pth/.bin/.safetensors state dict, or "random"
     (random initialisation from `seed`, for tests and offline smoke runs)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     path = None if weights == "random" else _resolve_weights(weights, weights_dir)
     if path is None:
         with torch.random.fork_rng(devices=[]):
@@ -219,10 +219,7 @@ class VGGishEncoder:
         return self.weights == "random"
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return precision_autocast(self.device, self.precision)
 
     @torch.inference_mode()
     def encode_examples(self, examples: Tensor) -> Tensor:

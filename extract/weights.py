@@ -60,6 +60,20 @@ def no_network_error(what: str, tried: list[str], cause: BaseException | None) -
     )
 
 
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+
+
+def precision_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """fp16/bf16 autocast for a frozen encoder (its weights stay fp32); nothing for fp32."""
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def network_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
     """One quick connection attempt, so an offline machine fails at once instead of through a hub's retries."""
     import socket
