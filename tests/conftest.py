@@ -67,6 +67,29 @@ def fake_video(rng, video_id: str, seconds: int, n_tokens: int = 5, width: int =
     )
 
 
+def write_shard(folder, videos=(), failures=(), questions=(), config=None, signature=None, random=()):
+    """One complete shard in `folder` holding the given records; returns its path."""
+    from avaf.shared.store import ShardWriter, new_shard_path
+
+    with ShardWriter(new_shard_path(folder), config or {"test": "store"}, signature, random) as w:
+        for v in videos:
+            w.add_video(v)
+        for f in failures:
+            w.add_failure(*f)
+        for q in questions:
+            w.add_question(q)
+    return w.path
+
+
+def write_store(path, videos=(), questions=(), config=None, signature=None, random=()):
+    """feats.h5 at `path` built from one shard of the given videos and questions (shards beside it)."""
+    from avaf.shared.store import build_store, complete_shards, shard_dir
+
+    write_shard(shard_dir(path), videos, (), questions, config, signature, random)
+    build_store(complete_shards(shard_dir(path)), path)
+    return path
+
+
 def fake_question(rng, question_id: int, video_id: str, split: str, width: int = 8):
     from avaf.shared.store import QuestionFeatures
 

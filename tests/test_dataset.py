@@ -15,7 +15,7 @@ from avaf.shared.question_types import TYPES
 from avaf.shared.reader import FeatureStore
 from avaf.shared.store import ShardWriter, build_store, complete_shards, new_shard_path, shard_dir
 
-from conftest import fake_question, fake_video
+from conftest import fake_question, fake_video, write_store
 
 TYPES_USED = ("Audio/Counting", "Visual/Location", "Audio-Visual/Temporal")
 ANSWERS_USED = ("two", "left", "yes")
@@ -34,14 +34,7 @@ def store(tmp_path):
         q.type, q.answer = TYPES_USED[i % 3], ANSWERS_USED[i % 3]
         questions.append(q)
     questions.append(fake_question(rng, 999, "00000404", "train"))  # its video was never extracted
-    path = tmp_path / "feats.h5"
-    with ShardWriter(new_shard_path(shard_dir(path)), {"test": "dataset"}) as w:
-        for v in videos:
-            w.add_video(v)
-        for q in questions:
-            w.add_question(q)
-    build_store(complete_shards(shard_dir(path)), path)
-    return path
+    return write_store(tmp_path / "feats.h5", videos, questions, {"test": "dataset"})
 
 
 def test_items_equal_direct_store_reads(store, caplog):

@@ -14,7 +14,7 @@ from avaf.shared.exchange_cli import export_main, import_main
 from avaf.shared.reader import FeatureStore
 from avaf.shared.store import ShardWriter, build_store, complete_shards, new_shard_path, shard_dir
 
-from conftest import fake_question, fake_video
+from conftest import fake_question, fake_video, write_store
 
 CONFIG = {"clip": {"model_name": "ViT-B-32", "context_length": 77}, "fps": 1}
 SIGNATURE = {"clip": "ViT-B-32/openai", "vggish": "torchvggish"}
@@ -33,14 +33,7 @@ def source(tmp_path):
         fake_question(rng, 40 + i, videos[i % 3].video_id, ("val", "test")[i % 2], 512) for i in range(6)
     ]
     questions[-1].words[-1] = 0  # a zero last row: only the manifest's L (not zero trimming) recovers it
-    path = tmp_path / "src.h5"
-    with ShardWriter(new_shard_path(shard_dir(path)), CONFIG, SIGNATURE, ["clip"]) as w:
-        for v in videos:
-            w.add_video(v)
-        for q in questions:
-            w.add_question(q)
-    build_store(complete_shards(shard_dir(path)), path)
-    return path
+    return write_store(tmp_path / "src.h5", videos, questions, CONFIG, SIGNATURE, ["clip"])
 
 
 def test_export_writes_the_repositories_layout_and_a_manifest(source, tmp_path):

@@ -13,22 +13,16 @@ import pytest
 
 from avaf.shared import schema
 from avaf.shared.reader import FeatureStore
-from avaf.shared.store import ShardWriter, StoreError, build_store, complete_shards, new_shard_path, shard_dir
+from avaf.shared.store import ShardWriter, StoreError, build_store, complete_shards, shard_dir
 
+import conftest
 from conftest import fake_question, fake_video
 
 CONFIG = {"clip_model": "tiny", "fps": 1}
 
 
 def write_shard(folder, videos=(), failures=(), questions=(), config=CONFIG, signature=None, random=()):
-    with ShardWriter(new_shard_path(folder), config, signature, random) as w:
-        for v in videos:
-            w.add_video(v)
-        for f in failures:
-            w.add_failure(*f)
-        for q in questions:
-            w.add_question(q)
-    return w.path
+    return conftest.write_shard(folder, videos, failures, questions, config, signature, random)
 
 
 @pytest.fixture
