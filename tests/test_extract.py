@@ -199,7 +199,15 @@ def test_questions_are_added_without_touching_the_videos(extracted, tmp_path):
 def test_missing_weights_say_what_to_do_and_lose_nothing(videos, tmp_path):
     empty = tmp_path / "weights"
     empty.mkdir()
-    args = ["--videos", str(videos), "--out", str(tmp_path / "f.h5"), "--in-process", "--weights-dir", str(empty)]
+    args = [
+        "--videos",
+        str(videos),
+        "--out",
+        str(tmp_path / "f.h5"),
+        "--in-process",
+        "--weights-dir",
+        str(empty),
+    ]
     res = CliRunner().invoke(extract_main, [*args, "--clip-model", "ViT-B-32", "--vggish-weights", "random"])
     assert res.exit_code == 2
     assert "has no ViT-B-32 'openai' checkpoint" in res.output and "avaf-fetch-weights" in res.output
