@@ -46,6 +46,7 @@ class RuntimeConfig:
     in_process: bool = False  # no Ray: decode and encode in this process (debugging; same output)
     num_gpus: float = -1.0  # per encoder actor; -1: 1 when this machine has a GPU, else 0
     num_cpus: float = 1.0  # per encoder actor
+    encoder_threads: int = 0  # torch threads of a CPU encoder actor; 0: every core of its node
     encoders: int = 1  # encoder actors (one per GPU on a cluster)
     batch_size: int = 64  # frames per CLIP forward pass (VGGish: examples per pass)
     videos_per_call: int = 4  # videos an encoder takes at once: their frames share batches

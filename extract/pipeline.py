@@ -170,6 +170,10 @@ class _EncoderActor:
     """One per GPU (or per `encoders` on CPU): loads the frozen encoders once, encodes batches of videos."""
 
     def __init__(self, cfg: ExtractConfig):
+        import torch
+
+        if not torch.cuda.is_available():  # Ray pins a 1-CPU worker to one thread; a CPU encoder wants them all
+            torch.set_num_threads(cfg.runtime.encoder_threads or os.cpu_count() or 1)
         self.encoders = load_encoders(cfg)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
