@@ -180,7 +180,18 @@ def fetch_weights(folder: str, clip_model: str, clip_pretrained: str) -> None:
     help="auto: the default CLIP/VGGish weights when available, else random (said loudly); default: fail without them.",
 )
 @click.option("--in-process", is_flag=True, help="Extract without Ray (debugging).")
-def demo(out, videos, seconds, epochs, seed, weights, in_process) -> None:
+@click.option(
+    "--clip-model",
+    default="ViT-B-32",
+    show_default=True,
+    help="open_clip model name (or a model-config JSON).",
+)
+@click.option(
+    "--train-config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML/TOML for avaf-train's --config.",
+)
+def demo(out, videos, seconds, epochs, seed, weights, in_process, clip_model, train_config) -> None:
     """The whole pipeline in a few minutes on this machine: generate a music-scene set with known answers,
     extract features on a local Ray instance, train AVAF-Net, print the per-type table."""
     from .demo import run_demo
@@ -188,7 +199,8 @@ def demo(out, videos, seconds, epochs, seed, weights, in_process) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        run_demo(out, videos, seconds, epochs, seed, weights, in_process=in_process, echo=click.echo)
+        extra = ("--config", train_config) if train_config else ()
+        run_demo(out, videos, seconds, epochs, seed, weights, clip_model, in_process, click.echo, extra)
     except (WeightsUnavailable, RuntimeError) as e:
         click.echo(f"avaf-demo: {e}", err=True)
         sys.exit(2)

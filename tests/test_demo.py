@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from avaf.extract.demo import run_demo
+from avaf.extract.cli import demo as demo_main
 from avaf.shared.annotations import load_annotations
 from avaf.shared.question_types import TYPES
 from avaf.train.cli import eval_main
@@ -20,19 +20,20 @@ TINY_CLIP = str(DATA / "ViT-avaf-tiny.json")
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    """`avaf-demo` as a user runs it, with tiny random encoders and a tiny model so it takes a minute."""
     out = tmp_path_factory.mktemp("demo")
     tiny = out / "tiny.yaml"
-    tiny.write_text("model:\n  ffn_dim: 64\n")
-    lines = []
-    paths = run_demo(
-        out, videos=40, seconds=4, epochs=15, weights="random", clip_model=TINY_CLIP, in_process=True,
-        echo=lines.append, train_args=("--lr", "1e-3", "--lr-step", "100", "--config", str(tiny)),
-    )  # fmt: skip
-    return out, paths, lines
+    tiny.write_text("model:\n  ffn_dim: 64\noptim:\n  lr: 0.001\n  lr_step_epochs: 100\n")
+    args = ["--out", str(out), "--videos", "40", "--seconds", "4", "--epochs", "15", "--weights", "random"]
+    res = CliRunner().invoke(
+        demo_main, [*args, "--clip-model", TINY_CLIP, "--in-process", "--train-config", str(tiny)]
+    )
+    assert res.exit_code == 0, res.output
+    return out, res.output.splitlines()
 
 
 def test_demo_runs_every_step_and_says_so(demo):
-    out, paths, lines = demo
+    out, lines = demo
     text = "\n".join(lines)
     assert (
         "[1/3]" in text and "[2/3]" in text and "[3/3]" in text and "RANDOM" not in text
@@ -48,7 +49,7 @@ def test_demo_runs_every_step_and_says_so(demo):
 
 
 def test_beats_the_majority_answer_on_held_out_questions(demo):
-    out, _, _ = demo
+    out, _ = demo
     test = load_annotations(out / "synth" / "annotations" / "avqa-test.json")
     majority = 100 * Counter(q.answer for q in test).most_common(1)[0][1] / len(test)
     overall = json.loads((out / "run" / "results.json").read_text())["tables"]["test"]["All"]
@@ -57,7 +58,7 @@ def test_beats_the_majority_answer_on_held_out_questions(demo):
 
 
 def test_eval_command_prints_the_per_type_table(demo):
-    out, _, _ = demo
+    out, _ = demo
     res = CliRunner().invoke(
         eval_main,
         ["--feats", str(out / "feats.h5"), "--checkpoint", str(out / "run" / "best"), "--split", "test"],

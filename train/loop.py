@@ -92,9 +92,8 @@ def train_epoch(
     model.train()
     start = time.perf_counter()
     bs = cfg.optim.batch_size
-    for a in tqdm(
-        range(0, len(data), bs), desc=f"epoch {epoch + 1}", unit="batch", disable=not progress, leave=False
-    ):
+    bar = tqdm(total=len(data), desc=f"epoch {epoch + 1}", unit="sample", disable=not progress, leave=False)
+    for a in range(0, len(data), bs):
         batch = gather(data, order[a : a + bs], *shape, torch.float32)
         answers = batch.pop("answer")
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -106,6 +105,8 @@ def train_epoch(
         scaler.update()
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + v.detach() * len(answers)
+        bar.update(len(answers))  # the bar's rate is samples/s
+    bar.close()
     seconds = time.perf_counter() - start
     stats = {f"loss_{k}": float(v) / len(data) for k, v in sums.items()}
     return stats | {"epoch_s": round(seconds, 3), "samples_per_s": round(len(data) / seconds, 2)}
