@@ -82,7 +82,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
         _write_shards(rows, folder, meta, cfg.runtime.shard_videos, summary, len(todo), progress)
     if cfg.input.annotations:
         qs = question_stage.load(cfg.input.annotations, cfg.input.split)
-        summary.questions = question_stage.write(qs, encoders, folder, meta, cfg.runtime.batch_size)
+        summary.questions = question_stage.write(qs, encoders, folder, meta, cfg.runtime.batch_size, progress)
     shards = complete_shards(folder)
     if shards:
         build_store(shards, out)
@@ -172,7 +172,9 @@ class _EncoderActor:
     def __init__(self, cfg: ExtractConfig):
         import torch
 
-        if not torch.cuda.is_available():  # Ray pins a 1-CPU worker to one thread; a CPU encoder wants them all
+        if (
+            not torch.cuda.is_available()
+        ):  # Ray pins a 1-CPU worker to one thread; a CPU encoder wants them all
             torch.set_num_threads(cfg.runtime.encoder_threads or os.cpu_count() or 1)
         self.encoders = load_encoders(cfg)
 

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from avaf.shared.annotations import AnnotationError, Question, load_annotation_dir, load_annotations
 from avaf.shared.reader import FeatureStore
@@ -52,19 +53,25 @@ def _already_encoded(folder: Path) -> set[tuple]:
     return done
 
 
-def write(questions: list[Question], encoders, folder: Path, meta: dict, batch_size: int) -> int:
+def write(
+    questions: list[Question], encoders, folder: Path, meta: dict, batch_size: int, progress: bool = True
+) -> int:
     """Encode the questions not yet in a shard into one new shard; returns how many were encoded."""
     done = _already_encoded(folder)
     todo = [q for q in questions if (q.question_id, q.text, q.split, q.type, q.answer) not in done]
     log.info("%d questions, %d already encoded", len(questions), len(questions) - len(todo))
     if not todo:
         return 0
-    with ShardWriter(
-        new_shard_path(folder, "questions"), meta["config"], meta["signature"], meta["random_weights"]
-    ) as w:
+    with (
+        ShardWriter(
+            new_shard_path(folder, "questions"), meta["config"], meta["signature"], meta["random_weights"]
+        ) as w,
+        tqdm(total=len(todo), unit="question", disable=not progress, dynamic_ncols=True) as bar,
+    ):
         for a in range(0, len(todo), batch_size):
             batch = todo[a : a + batch_size]
             encoded = encoders.clip.encode_text([q.text for q in batch])  # [(words (L, D), sentence (D,))]
+            bar.update(len(batch))
             for q, (wd, st) in zip(batch, encoded, strict=True):
                 w.add_question(
                     QuestionFeatures(
