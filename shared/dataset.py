@@ -53,7 +53,7 @@ class AVQADataset(Dataset):
         self._fs: FeatureStore | None = None  # lazy mode: opened per process on first item
         self._pid: int | None = None
         with FeatureStore(self.path) as fs:
-            q = _known_questions(fs, split, subset)
+            q = fs.questions_with_videos(split, subset)
             self.question_id = q["question_id"]
             self.video_id, self.type = q["video_id"], q["type"]
             self.answer = np.array([_answer_index(fs, a) for a in q["answer"]], dtype=np.int64)
@@ -111,23 +111,6 @@ class AVQADataset(Dataset):
             "question_id": int(self.question_id[i]),
             "video_id": str(self.video_id[i]),
         }
-
-
-def _known_questions(fs: FeatureStore, split: str | None, subset: str) -> dict[str, np.ndarray]:
-    q = fs.questions(split=split, subset=subset)
-    known = np.array([v in fs for v in q["video_id"]], dtype=bool)
-    if not known.all():
-        missing = sorted(set(q["video_id"][~known]))
-        log.warning(
-            "%s: %d questions (split %s, subset %s) ask about %d videos not in the store (e.g. %s); left out",
-            fs.path,
-            int((~known).sum()),
-            split or "all",
-            subset,
-            len(missing),
-            ", ".join(missing[:3]),
-        )
-    return {k: v[known] for k, v in q.items()}
 
 
 _ANSWER_INDEX = {a: i for i, a in enumerate(ANSWERS)}

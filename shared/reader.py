@@ -14,6 +14,7 @@ A file of another schema version, a truncated file or a file that is not ours is
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from .schema import STR, Table
 from .store import StoreError
 
 PER_SECOND = schema.SECONDS.names
+log = logging.getLogger(__name__)
 
 
 def open_h5(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
@@ -194,6 +196,21 @@ class FeatureStore:
                 raise ValueError(f"unknown subset {subset!r}: use 'all' or 'real'")
             keep &= np.array([is_real_video(v) for v in q["video_id"]], dtype=bool)
         return {k: v[keep] for k, v in q.items()}
+
+    def questions_with_videos(
+        self, split: str | None = None, subset: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """`questions`, less those whose video is not in the store (counted in a logged warning)."""
+        q = self.questions(split=split, subset=subset)
+        known = np.array([v in self for v in q["video_id"]], dtype=bool)
+        if known.all():
+            return q
+        missing = sorted(set(q["video_id"][~known]))
+        log.warning(
+            "%s: %d questions (split %s, subset %s) ask about %d videos not in the store (e.g. %s); left out",
+            self.path, int((~known).sum()), split or "all", subset or "all", len(missing), ", ".join(missing[:3]),
+        )  # fmt: skip
+        return {k: v[known] for k, v in q.items()}
 
     def load_words(self, word_offset: np.ndarray, word_length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Word features of the given questions stacked; returns (words (W, D), new offsets)."""

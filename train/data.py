@@ -50,19 +50,7 @@ class SplitData:
 
 def load_split(fs: FeatureStore, split: str, subset: str | None, device: torch.device | str) -> SplitData:
     """The questions of one split whose video is in the store, with everything they need, on `device`."""
-    q = fs.questions(split=split, subset=subset)
-    known = np.array([v in fs for v in q["video_id"]], dtype=bool)
-    if not known.all():
-        missing = sorted(set(q["video_id"][~known]))
-        log.warning(
-            "%s: %d %s questions ask about %d videos not in the store (e.g. %s); they are left out",
-            fs.path,
-            int((~known).sum()),
-            split,
-            len(missing),
-            ", ".join(missing[:3]),
-        )
-        q = {k: v[known] for k, v in q.items()}
+    q = fs.questions_with_videos(split=split, subset=subset)
     if not len(q["question_id"]):
         raise ValueError(f"{fs.path}: no {split} questions with features (subset={subset or 'all'})")
     bulk = fs.load_videos(q["video_id"], fields=("visual_tokens", "audio"))
