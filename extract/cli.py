@@ -124,7 +124,7 @@ def main(out, config_file, verbose, **flags) -> None:
         if not cfg.input.videos and not cfg.input.annotations:
             raise click.UsageError("give --videos and/or --annotations")
         s = run_extract(cfg)
-    except (ConfigError, WeightsUnavailable) as e:
+    except (ConfigError, WeightsUnavailable, ValueError, OSError) as e:  # bad input: say so, no traceback
         click.echo(f"avaf-extract: {e}", err=True)
         sys.exit(2)
     if s.random_weights:

@@ -26,7 +26,7 @@ import numpy as np
 
 from avaf.shared.config import to_dict
 from avaf.shared.reader import FeatureStore
-from avaf.shared.store import ShardWriter, build_store, complete_shards, new_shard_path, shard_dir
+from avaf.shared.store import TMP_MARK, ShardWriter, build_store, complete_shards, new_shard_path, shard_dir
 
 from . import questions as question_stage
 from .config import ExtractConfig
@@ -64,6 +64,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     folder = shard_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(folder)
+    questions = question_stage.load(cfg.input.annotations, cfg.input.split)  # bad files fail before hours of work
     encoders = load_encoders(cfg)
     summary = ExtractSummary(out=str(out), random_weights=encoders.random_weights)
     meta = {
@@ -71,6 +72,9 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
         "signature": encoders.signature(),
         "random_weights": encoders.random_weights,
     }
+    questions = question_stage.load(
+        cfg.input.annotations, cfg.input.split
+    )  # bad files fail before hours of work
     if cfg.input.videos:
         todo, summary.skipped = _plan_videos(cfg, folder)
         dec = to_dict(cfg.decode) | {"image_size": encoders.image_size}
@@ -80,9 +84,10 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
             else _run_on_ray(cfg, dec, todo)
         )
         _write_shards(rows, folder, meta, cfg.runtime.shard_videos, summary, len(todo), progress)
-    if cfg.input.annotations:
-        qs = question_stage.load(cfg.input.annotations, cfg.input.split)
-        summary.questions = question_stage.write(qs, encoders, folder, meta, cfg.runtime.batch_size, progress)
+    if questions:
+        summary.questions = question_stage.write(
+            questions, encoders, folder, meta, cfg.runtime.batch_size, progress
+        )
     shards = complete_shards(folder)
     if shards:
         build_store(shards, out)
@@ -96,7 +101,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
 def _remove_stale_tmp(folder: Path) -> None:
     """Temporary files of killed writers: never complete, never read, only taking space."""
     for p in folder.iterdir():
-        if ".tmp-" in p.name:
+        if TMP_MARK in p.name:
             log.info("removing %s, left by a writer that was killed", p)
             p.unlink(missing_ok=True)
 
