@@ -212,3 +212,14 @@ def test_missing_weights_say_what_to_do_and_lose_nothing(videos, tmp_path):
     assert res.exit_code == 2
     assert "has no ViT-B-32 'openai' checkpoint" in res.output and "avaf-fetch-weights" in res.output
     assert not (tmp_path / "f.h5").exists()
+
+
+def test_a_malformed_annotation_file_stops_before_any_work(extracted, tmp_path):
+    _, first = extracted
+    bad = tmp_path / "avqa-test.json"
+    bad.write_text('[{"video_id": "nasa_13013"}]')
+    before = first.read_bytes()
+    res = CliRunner().invoke(extract_main, ["--annotations", str(bad), "--out", str(first), *TINY_FLAGS])
+    assert res.exit_code == 2
+    assert f"{bad}: row 0: missing key 'type'" in res.output
+    assert first.read_bytes() == before  # the existing store is untouched
