@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import schema
+from .question_types import TYPES
 from .reader import FeatureStore
 
 MAX_LISTED = 20  # failed videos / missing-video questions listed in full; the rest are counted
@@ -61,7 +62,11 @@ def _split_type_counts(q: dict) -> dict[str, dict[str, int]]:
     for split, qtype in zip(q["split"].tolist(), q["type"].tolist()):
         row = out.setdefault(split, {})
         row[qtype] = row.get(qtype, 0) + 1
-    return {s: dict(sorted(r.items())) for s, r in sorted(out.items())}
+    order = {t: i for i, t in enumerate(TYPES)}  # the paper's column order; unknown types last
+    return {
+        s: dict(sorted(r.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+        for s, r in sorted(out.items())
+    }
 
 
 def format_description(d: dict) -> str:
