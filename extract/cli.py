@@ -36,7 +36,7 @@ OPTIONS = {  # flag name -> (config path, help)
     ),
     "decoder": (
         "decode.backend",
-        "Video decoder: auto (fastest, falls back to PyAV), decord or pyav.  [default: auto]",
+        "Video decoder: auto (PyAV, the faster here; decord if PyAV fails), pyav, or decord (falls back to PyAV).  [default: auto]",
     ),
     "decode_timeout": (
         "decode.timeout_s",
@@ -53,7 +53,15 @@ OPTIONS = {  # flag name -> (config path, help)
     ),
     "num_cpus": ("runtime.num_cpus", "CPUs per encoder actor.  [default: 1]"),
     "encoders": ("runtime.encoders", "Number of encoder actors (one per GPU on a cluster).  [default: 1]"),
+    "encoder_threads": (
+        "runtime.encoder_threads",
+        "Torch threads of a CPU encoder actor (0: every core).  [default: 0]",
+    ),
     "batch_size": ("runtime.batch_size", "Frames per CLIP forward pass.  [default: 64]"),
+    "videos_per_call": (
+        "runtime.videos_per_call",
+        "Videos an encoder takes at once (their frames share batches).  [default: 4]",
+    ),
     "shard_videos": (
         "runtime.shard_videos",
         "Videos per shard: the most a killed job can lose.  [default: 32]",
@@ -68,6 +76,8 @@ OPTIONS = {  # flag name -> (config path, help)
     ),
 }
 TYPES = {
+    "encoder_threads": int,
+    "videos_per_call": int,
     "limit": int,
     "decode_timeout": float,
     "num_gpus": float,
