@@ -83,8 +83,8 @@ def main(feats, out, config_file, resume, no_amp, **flags) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     over = _overrides(flags) | {"data.feats": feats, "run.out_dir": out, "run.amp": False if no_amp else None}
-    if resume and config_file is None and out:
-        config_file = f"{out}/config.json"
+    if resume and config_file is None:  # the run's own resolved config, then the flags given now
+        config_file = f"{load_config(None, over).run.out_dir}/config.json"
     try:
         cfg = load_config(config_file, over)
         results = train(cfg, resume=resume)
