@@ -64,7 +64,9 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     folder = shard_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(folder)
-    questions = question_stage.load(cfg.input.annotations, cfg.input.split)  # bad files fail before hours of work
+    questions = question_stage.load(
+        cfg.input.annotations, cfg.input.split
+    )  # bad files fail before hours of work
     encoders = load_encoders(cfg)
     summary = ExtractSummary(out=str(out), random_weights=encoders.random_weights)
     meta = {
@@ -177,9 +179,8 @@ class _EncoderActor:
     def __init__(self, cfg: ExtractConfig):
         import torch
 
-        if (
-            not torch.cuda.is_available()
-        ):  # Ray pins a 1-CPU worker to one thread; a CPU encoder wants them all
+        # Ray pins a 1-CPU worker to one thread; an encoder on a CPU node wants them all.
+        if not torch.cuda.is_available():
             torch.set_num_threads(cfg.runtime.encoder_threads or os.cpu_count() or 1)
         self.encoders = load_encoders(cfg)
 
