@@ -344,6 +344,7 @@ def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
     latest_video: dict[str, tuple[int, int]] = {}
     latest_question: dict[int, tuple[int, int]] = {}
     run_rows: dict[str, tuple[int, int]] = {}
+    run_status: dict[str, str] = {}
     for s, h in enumerate(handles):
         for i, vid in enumerate(_strings(h, schema.VIDEOS, "video_id")):
             latest_video[vid] = (s, i)
@@ -353,7 +354,7 @@ def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
             zip(_strings(h, schema.RUNS, "video_id"), _strings(h, schema.RUNS, "status"))
         ):
             if status == schema.STATUS_OK or vid not in latest_video:
-                run_rows[vid] = (s, i)
+                run_rows[vid], run_status[vid] = (s, i), status
     random_weights = sorted({w for h in handles for w in json.loads(h.attrs["random_weights"])})
     last = handles[-1].attrs
     attrs = _root_attrs(KIND_STORE, json.loads(last["config"]), random_weights, json.loads(last["signature"]))
@@ -363,9 +364,7 @@ def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
         "runs": sorted(run_rows.values()),
     }
     counts = {k: len(v) for k, v in rows.items()}
-    counts["failed"] = sum(
-        _strings(handles[s], schema.RUNS, "status")[i] == schema.STATUS_FAILED for s, i in rows["runs"]
-    )
+    counts["failed"] = sum(status == schema.STATUS_FAILED for status in run_status.values())
     return {"attrs": attrs, "rows": rows, "counts": counts}
 
 
