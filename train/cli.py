@@ -33,6 +33,12 @@ FLAGS = {  # flag -> (config key, type, help)
         "all, or real (MUSIC-AVQA-Real: real videos only).  [default: all]",
     ),
 }
+FEATS = click.option(
+    "--feats",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Feature file from avaf-extract.",
+)
 SWITCHES = {  # paper Table 3 rows
     "no_tacl": "Ablation: without temporal alignment contrastive learning.",
     "no_avcm": "Ablation: without audio-visual clue mining.",
@@ -57,12 +63,7 @@ def _overrides(flags: dict) -> dict:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option(
-    "--feats",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Feature file from avaf-extract.",
-)
+@FEATS
 @click.option("--out", default=None, help="Run folder.  [default: runs/avaf]")
 @click.option(
     "--config",
@@ -96,12 +97,7 @@ def main(feats, out, config_file, resume, no_amp, **flags) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option(
-    "--feats",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Feature file from avaf-extract.",
-)
+@FEATS
 @click.option(
     "--checkpoint",
     "ckpt",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from avaf.shared.question_types import TYPES, markdown_table, type_table
+from avaf.shared.question_types import OVERALL, TYPES, markdown_table, type_table
 
 from .data import SplitData, gather
 
@@ -22,7 +22,7 @@ from .data import SplitData, gather
 @dataclass
 class Evaluation:
     split: str
-    table: dict[str, float]  # the paper's row: 9 types, 3 modality averages, overall ("All")
+    table: dict[str, float]  # the paper's row: 9 types, 3 modality averages, overall (OVERALL)
     delta_per_type: dict[str, list[float]]  # mean (δ_visual, δ_audio) per type; empty without QOAF
     question_id: np.ndarray  # (Q,)
     predicted: np.ndarray  # (Q,) answer index
@@ -31,7 +31,7 @@ class Evaluation:
 
     @property
     def accuracy(self) -> float:
-        return float(self.table["All"])
+        return float(self.table[OVERALL])
 
 
 @torch.inference_mode()
