@@ -1,1 +1,9 @@
-"""avaf.extract: decode videos, run frozen encoders on Ray, write feature-store shards."""
+"""avaf.extract: videos -> features, the offline stage (DESIGN.md §3).
+
+    decode/    one frame and one second of 16 kHz mono audio per second (PyAV, decord), isolated in a child
+    encoders/  the frozen encoders: CLIP ViT tokens and text, VGGish; weight loading and checksums
+    synth/     generated videos and questions whose answers are known (demos and tests)
+    questions  annotation files -> CLIP text features;  pipeline  the Ray job;  cli  avaf-extract, avaf-demo
+
+`extract` never imports `train`; both read and write through `avaf.shared`.
+"""

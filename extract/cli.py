@@ -7,9 +7,8 @@ import sys
 
 import click
 
+from avaf.extract.config import ExtractConfig
 from avaf.shared.config import ConfigError, resolve
-
-from .config import ExtractConfig
 
 OPTIONS = {  # flag name -> (config path, help)
     "videos": (
@@ -122,8 +121,8 @@ def main(out, config_file, verbose, **flags) -> None:
     (all tokens) and audio with VGGish, encode --annotations questions with CLIP's text tower, and write
     resumable shards plus one self-describing feats.h5. Re-running skips what is done and retries what
     failed. Exit status 1 when any video failed."""
-    from .pipeline import run_extract
-    from .weights import WeightsUnavailable
+    from avaf.extract.encoders.weights import WeightsUnavailable
+    from avaf.extract.pipeline import run_extract
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -160,7 +159,7 @@ def main(out, config_file, verbose, **flags) -> None:
 def fetch_weights(folder: str, clip_model: str, clip_pretrained: str) -> None:
     """Download the default CLIP and VGGish weights once into FOLDER (needs network). Copy FOLDER to
     offline cluster nodes and run avaf-extract with --weights-dir FOLDER."""
-    from .weights import WeightsUnavailable, fetch_default_weights
+    from avaf.extract.encoders.weights import WeightsUnavailable, fetch_default_weights
 
     try:
         paths = fetch_default_weights(folder, clip_model, clip_pretrained)
@@ -204,8 +203,8 @@ def fetch_weights(folder: str, clip_model: str, clip_pretrained: str) -> None:
 def demo(out, videos, seconds, epochs, seed, weights, in_process, clip_model, train_config) -> None:
     """The whole pipeline in a few minutes on this machine: generate a music-scene set with known answers,
     extract features on a local Ray instance, train AVAF-Net, print the per-type table."""
-    from .demo import run_demo
-    from .weights import WeightsUnavailable
+    from avaf.extract.demo import run_demo
+    from avaf.extract.encoders.weights import WeightsUnavailable
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -15,23 +15,22 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from avaf.shared.reader import FeatureStore
-from avaf.shared.schema import SECONDS
+from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, VGGishConfig
+from avaf.extract.encoders.weights import WeightsUnavailable
+from avaf.extract.pipeline import ExtractSummary, run_extract
+from avaf.extract.synth.generate import generate
+from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.schema import SECONDS
 
-from .config import ClipConfig, ExtractConfig, InputConfig, VGGishConfig
-from .pipeline import ExtractSummary, run_extract
-from .synth import generate
-from .weights import WeightsUnavailable
-
-TRAIN = "import sys; from avaf.train.cli import main; sys.exit(main())"
+TRAIN = ("-m", "avaf.train")  # avaf-train in its own process: the feature file is the whole interface
 
 
 def choose_weights(weights: str, clip_model: str, echo: Callable[[str], None]) -> tuple[str, str]:
     """(clip pretrained, vggish weights): the defaults when they load, else random, said loudly."""
     if weights == "random":
         return "random", "random"
-    from .clip_encoder import load_clip
-    from .vggish_encoder import load_vggish
+    from avaf.extract.encoders.clip_encoder import load_clip
+    from avaf.extract.encoders.vggish_encoder import load_vggish
 
     try:
         load_clip(clip_model, "openai")
@@ -94,7 +93,7 @@ def run_demo(
     args = ["--feats", str(feats), "--out", str(run), "--epochs", str(epochs), "--seconds", str(seconds)]
     args += ["--dim", str(width), *train_args]
     echo(f"[3/3] avaf-train {' '.join(args)}")
-    done = subprocess.run([sys.executable, "-c", TRAIN, *args], check=False)
+    done = subprocess.run([sys.executable, *TRAIN, *args], check=False)
     if done.returncode != 0:
         raise RuntimeError(f"avaf-train failed with exit status {done.returncode}")
     echo(f"outputs: videos and annotations {out / 'synth'}, features {feats}, run folder {run}")

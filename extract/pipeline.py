@@ -24,15 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
+from avaf.extract import questions as question_stage
+from avaf.extract.config import ExtractConfig
+from avaf.extract.decode.backends import DecodeError, find_media, video_id
+from avaf.extract.decode.worker import decode_isolated
+from avaf.extract.encoders.stage import Encoders, encode_videos, load_encoders
+from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.config import to_dict
-from avaf.shared.reader import FeatureStore
-from avaf.shared.store import TMP_MARK, ShardWriter, build_store, complete_shards, new_shard_path, shard_dir
-
-from . import questions as question_stage
-from .config import ExtractConfig
-from .decode import DecodeError, find_media, video_id
-from .decode_worker import decode_isolated
-from .encoders import Encoders, encode_videos, load_encoders
+from avaf.shared.files import TMP_MARK
+from avaf.shared.store.merge import build_store
+from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_path, shard_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     folder = shard_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(folder)
-    questions = question_stage.load(
-        cfg.input.annotations, cfg.input.split
-    )  # bad files fail before hours of work
+    questions = load_questions(cfg.input.annotations, cfg.input.split)  # bad files fail before hours of work
     encoders = load_encoders(cfg)
     summary = ExtractSummary(out=str(out), random_weights=encoders.random_weights)
     meta = {
@@ -74,9 +74,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
         "signature": encoders.signature(),
         "random_weights": encoders.random_weights,
     }
-    questions = question_stage.load(
-        cfg.input.annotations, cfg.input.split
-    )  # bad files fail before hours of work
+    questions = load_questions(cfg.input.annotations, cfg.input.split)  # bad files fail before hours of work
     if cfg.input.videos:
         todo, summary.skipped = _plan_videos(cfg, folder)
         dec = to_dict(cfg.decode) | {"image_size": encoders.image_size}

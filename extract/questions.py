@@ -14,34 +14,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avaf.shared.annotations import AnnotationError, Question, load_annotation_dir, load_annotations
-from avaf.shared.reader import FeatureStore
-from avaf.shared.store import QuestionFeatures, ShardWriter, complete_shards, new_shard_path
+from avaf.shared.avqa.annotations import Question
+from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.writer import QuestionFeatures, ShardWriter, complete_shards, new_shard_path
 
 log = logging.getLogger(__name__)
-
-
-def load(paths: tuple[str, ...], split: str | None) -> list[Question]:
-    """Every question of the given files or folders; one id in two files must be the same question."""
-    by_id: dict[int, tuple[Question, str]] = {}
-    for given in paths:
-        if Path(given).is_dir():
-            if split is not None:
-                raise AnnotationError(
-                    f"{given}: --split applies to files; a folder's files take it from their names"
-                )
-            per_file = load_annotation_dir(given)
-        else:
-            per_file = {str(given): load_annotations(given, split)}
-        for f, questions in per_file.items():
-            for q in questions:
-                seen = by_id.get(q.question_id)
-                if seen is not None and seen[0] != q:
-                    raise AnnotationError(
-                        f"{f}: question_id {q.question_id} is also in {seen[1]} with different content"
-                    )
-                by_id[q.question_id] = (q, str(f))
-    return [q for q, _ in by_id.values()]
 
 
 def _already_encoded(folder: Path) -> set[tuple]:

@@ -15,11 +15,9 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from avaf.shared.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file or flag that does not fit the config's fields."""
 
 
 def to_dict(cfg: Any) -> dict:

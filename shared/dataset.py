@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import schema
-from .answers import ANSWERS
-from .question_types import type_index
-from .reader import FeatureStore
+from avaf.shared.avqa.answers import ANSWERS
+from avaf.shared.avqa.question_types import type_index
+from avaf.shared.store import schema
+from avaf.shared.store.reader import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ class AVQADataset(Dataset):
     """The questions of one split (all splits when `split` is None) of a feature store, with their features.
 
     Items are dicts: visual (T, N, D), audio (T, 128), words (L, D), sentence (D,) as stored (float16
-    tensors), answer (index into `avaf.shared.answers.ANSWERS`), type ("Audio/Counting", ...), type_index
-    (into `avaf.shared.question_types.TYPES`), question_id, video_id.
+    tensors), answer (index into `avaf.shared.avqa.answers.ANSWERS`), type ("Audio/Counting", ...), type_index
+    (into `avaf.shared.avqa.question_types.TYPES`), question_id, video_id.
     """
 
     def __init__(

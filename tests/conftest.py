@@ -46,7 +46,7 @@ def data_dir() -> Path:
 
 def fake_video(rng, video_id: str, seconds: int, n_tokens: int = 5, width: int = 8):
     """A VideoFeatures with random arrays of the schema's dtypes (values exactly representable in fp16)."""
-    from avaf.shared.store import VideoFeatures
+    from avaf.shared.store.writer import VideoFeatures
 
     tokens = rng.standard_normal((seconds, n_tokens, width)).astype(np.float16)
     valid = np.ones(seconds, bool)
@@ -69,7 +69,7 @@ def fake_video(rng, video_id: str, seconds: int, n_tokens: int = 5, width: int =
 
 def write_shard(folder, videos=(), failures=(), questions=(), config=None, signature=None, random=()):
     """One complete shard in `folder` holding the given records; returns its path."""
-    from avaf.shared.store import ShardWriter, new_shard_path
+    from avaf.shared.store.writer import ShardWriter, new_shard_path
 
     with ShardWriter(new_shard_path(folder), config or {"test": "store"}, signature, random) as w:
         for v in videos:
@@ -83,7 +83,8 @@ def write_shard(folder, videos=(), failures=(), questions=(), config=None, signa
 
 def write_store(path, videos=(), questions=(), config=None, signature=None, random=()):
     """feats.h5 at `path` built from one shard of the given videos and questions (shards beside it)."""
-    from avaf.shared.store import build_store, complete_shards, shard_dir
+    from avaf.shared.store.merge import build_store
+    from avaf.shared.store.writer import complete_shards, shard_dir
 
     write_shard(shard_dir(path), videos, (), questions, config, signature, random)
     build_store(complete_shards(shard_dir(path)), path)
@@ -91,7 +92,7 @@ def write_store(path, videos=(), questions=(), config=None, signature=None, rand
 
 
 def fake_question(rng, question_id: int, video_id: str, split: str, width: int = 8):
-    from avaf.shared.store import QuestionFeatures
+    from avaf.shared.store.writer import QuestionFeatures
 
     length = int(rng.integers(3, 12))
     return QuestionFeatures(
@@ -118,11 +119,11 @@ def known_answer_store(
     modality to read, so the majority baseline is about 25% and a model must use both inputs.
     audio=False: the same videos with silent (all-zero) audio features.
     """
-    from avaf.shared.store import (
+    from avaf.shared.store.merge import build_store
+    from avaf.shared.store.writer import (
         QuestionFeatures,
         ShardWriter,
         VideoFeatures,
-        build_store,
         complete_shards,
         new_shard_path,
         shard_dir,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from avaf.shared.annotations import (
+from avaf.shared.avqa.annotations import (
     AnnotationError,
     Question,
     fill_template,
@@ -21,9 +21,9 @@ from avaf.shared.annotations import (
     split_from_name,
     synthetic_question_id,
 )
-from avaf.shared.answers import ANSWERS, answer_index
-from avaf.shared.manifests import manifest_path
-from avaf.shared.question_types import TYPES
+from avaf.shared.avqa.answers import ANSWERS, answer_index
+from avaf.shared.avqa.manifests import manifest_path
+from avaf.shared.avqa.question_types import TYPES
 
 from conftest import DATA
 
@@ -170,7 +170,7 @@ def test_original_val_conflicting_duplicates_are_an_error():
 
 
 def test_original_val_drop_rule(val_questions, caplog):
-    with caplog.at_level(logging.WARNING, logger="avaf.shared.annotations"):
+    with caplog.at_level(logging.WARNING, logger="avaf.shared.avqa.annotations"):
         questions = load_annotations(ORIGINAL_VAL, duplicates="drop")
     assert len(questions) == 4595 - 2 * 27 == 4541
     assert "dropped 54 rows of 27 question_ids" in caplog.text
@@ -184,7 +184,7 @@ def test_identical_duplicates_collapse(tmp_path, caplog):
     rows = json.loads(VAL.read_text())
     path = tmp_path / "avqa-val.json"
     path.write_text(json.dumps(rows + [rows[0], rows[100], dict(rows[4000], person=None)]))
-    with caplog.at_level(logging.INFO, logger="avaf.shared.annotations"):
+    with caplog.at_level(logging.INFO, logger="avaf.shared.avqa.annotations"):
         questions = load_annotations(path)
     assert [q.question_id for q in questions] == [r["question_id"] for r in rows]
     assert "3 rows repeat an earlier row exactly and were collapsed (rows [4568, 4569, 4570])" in caplog.text

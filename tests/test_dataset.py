@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from avaf.shared.answers import ANSWERS
+from avaf.shared.avqa.answers import ANSWERS
+from avaf.shared.avqa.question_types import TYPES
 from avaf.shared.dataset import AVQADataset, collate
-from avaf.shared.question_types import TYPES
-from avaf.shared.reader import FeatureStore
-from avaf.shared.store import ShardWriter, build_store, complete_shards, new_shard_path, shard_dir
+from avaf.shared.store.merge import build_store
+from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_path, shard_dir
 
 from conftest import fake_question, fake_video, write_store
 

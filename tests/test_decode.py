@@ -1,4 +1,4 @@
-"""Tests for avaf.extract.decode (DESIGN.md §3 "Sampling" and "Decoding").
+"""Tests for avaf.extract.decode.backends (DESIGN.md §3 "Sampling" and "Decoding").
 
 Generated clips (PyAV's encoders) carry their own ground truth: frame i is coloured with its index (red and
 green, 16 levels each) and its second (blue), and second t of audio is a pure tone of a known frequency.
@@ -20,19 +20,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avaf.extract import decode as dec
-from avaf.extract.decode import (
+from avaf.extract.decode import backends as dec
+from avaf.extract.decode.backends import (
     AUTO_ORDER,
     DecodeError,
-    IsolatedDecoder,
-    decode_isolated,
     decode_video,
     decode_with_fallback,
     find_media,
     scan_media,
     video_id,
 )
-from avaf.extract.decode_common import NearestFramePicker, clip_resize, nearest_indices, whole_seconds
+from avaf.extract.decode.common import NearestFramePicker, clip_resize, nearest_indices, whole_seconds
+from avaf.extract.decode.worker import IsolatedDecoder, decode_isolated
 
 from conftest import AMP, TONES, write_clip
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from avaf.extract.cli import demo as demo_main
-from avaf.shared.annotations import load_annotations
-from avaf.shared.question_types import TYPES
+from avaf.shared.avqa.annotations import load_annotations
+from avaf.shared.avqa.question_types import TYPES
 from avaf.train.cli import eval_main
 
 from conftest import DATA

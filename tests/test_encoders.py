@@ -21,10 +21,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvggish import mel_features, vggish_input
 
-from avaf.extract import clip_encoder, vggish_encoder, weights
-from avaf.extract.clip_encoder import load_clip
-from avaf.extract.vggish_encoder import build_vggish, load_vggish, log_mel_examples, mel_matrix
-from avaf.extract.weights import (
+from avaf.extract.encoders import clip_encoder, vggish_encoder, weights
+from avaf.extract.encoders.clip_encoder import load_clip
+from avaf.extract.encoders.vggish_encoder import build_vggish, load_vggish, log_mel_examples, mel_matrix
+from avaf.extract.encoders.weights import (
     CheckpointError,
     WeightsUnavailable,
     clip_weights_filename,

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from avaf.extract.cli import main as extract_main
 from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, RuntimeConfig, VGGishConfig
 from avaf.extract.pipeline import run_extract
-from avaf.shared import schema
-from avaf.shared.reader import FeatureStore
-from avaf.shared.store import complete_shards, shard_dir
+from avaf.shared.store import schema
+from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.writer import complete_shards, shard_dir
 
 from conftest import DATA, write_clip
 
@@ -174,7 +174,7 @@ def test_questions_are_added_without_touching_the_videos(extracted, tmp_path):
     )  # fmt: skip
     summary = run_extract(cfg, progress=False)
     assert summary.questions == 3 and summary.questions_without_video == 1
-    from avaf.extract.encoders import load_encoders
+    from avaf.extract.encoders.stage import load_encoders
 
     clip = load_encoders(cfg).clip
     with FeatureStore(first) as a, FeatureStore(out) as b:

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from avaf.shared.annotations import AnnotationError, load_annotations
-from avaf.shared.question_types import (
+from avaf.shared.avqa.annotations import AnnotationError, load_annotations
+from avaf.shared.avqa.question_types import (
     MODALITIES,
     MODALITY_TYPES,
     OVERALL,

@@ -11,9 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from avaf.shared import schema
-from avaf.shared.reader import FeatureStore
-from avaf.shared.store import ShardWriter, StoreError, build_store, complete_shards, shard_dir
+from avaf.shared.errors import StoreError
+from avaf.shared.store import schema
+from avaf.shared.store.merge import build_store
+from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.writer import ShardWriter, complete_shards, shard_dir
 
 import conftest
 from conftest import fake_question, fake_video
@@ -183,7 +185,7 @@ def test_mismatched_widths_in_one_shard_are_refused(tmp_path):
 
 def test_reader_needs_neither_torch_nor_ray():
     code = (
-        "import sys, avaf.shared.reader, avaf.shared.store, avaf.shared.describe;"
+        "import sys, avaf.shared.store.reader, avaf.shared.store.writer, avaf.shared.store.describe;"
         "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -195,7 +197,8 @@ WRITER = """
 import sys, numpy as np
 sys.path.insert(0, {tests!r})
 from conftest import fake_video
-from avaf.shared.store import ShardWriter, build_store, complete_shards, new_shard_path, shard_dir
+from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_path, shard_dir
+from avaf.shared.store.merge import build_store
 out, step = {out!r}, {step}
 rng = np.random.default_rng(step)
 w = ShardWriter(new_shard_path(shard_dir(out)), {{"step": "any"}})
@@ -262,7 +265,7 @@ def test_a_killed_writer_loses_only_work_in_flight(tmp_path, phase):
 def test_inspect_prints_counts(store):
     from click.testing import CliRunner
 
-    from avaf.shared.inspect_cli import main
+    from avaf.shared.store.inspect_cli import main
 
     path, videos, _ = store
     res = CliRunner().invoke(main, [str(path), "--json"])
@@ -282,7 +285,7 @@ def test_inspect_prints_counts(store):
 def test_inspect_warns_loudly_about_random_weights_and_refuses_bad_files(tmp_path):
     from click.testing import CliRunner
 
-    from avaf.shared.inspect_cli import main
+    from avaf.shared.store.inspect_cli import main
 
     rng = np.random.default_rng(5)
     write_shard(tmp_path / "s", [fake_video(rng, "a", 2)], random=["clip", "vggish"])

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from avaf.extract.synth import generate, split_sizes, video_scene
-from avaf.extract.synth_cli import main
-from avaf.extract.synth_questions import questions_for
-from avaf.extract.synth_render import write_video
-from avaf.extract.synth_scene import INSTRUMENTS, Scene, Source, make_scene, scene_from_dict
-from avaf.shared.annotations import is_real_video, load_annotations
-from avaf.shared.answers import ANSWERS
+from avaf.extract.synth.cli import main
+from avaf.extract.synth.generate import generate, split_sizes, video_scene
+from avaf.extract.synth.questions import questions_for
+from avaf.extract.synth.render import write_video
+from avaf.extract.synth.scene import INSTRUMENTS, Scene, Source, make_scene, scene_from_dict
+from avaf.shared.avqa.annotations import is_real_video, load_annotations
+from avaf.shared.avqa.answers import ANSWERS
 
 REAL_TEST = Path(__file__).parent / "data" / "music-avqa" / "json_update" / "avqa-test.json"
 NUMBER = ["zero", "one", "two", "three", "four", "five"]
@@ -354,7 +354,7 @@ def test_audio_holds_each_pitch_while_it_sounds_and_silence_elsewhere(synth_set)
 
 
 def test_avaf_decoder_reads_a_generated_video_second_by_second(synth_set):
-    from avaf.extract.decode import decode_video
+    from avaf.extract.decode.backends import decode_video
 
     out, summary = synth_set
     seconds = json.loads((out / "scenes.json").read_text())["scenes"][0]["duration"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from avaf.shared.reader import FeatureStore
+from avaf.shared.store.reader import FeatureStore
 from avaf.train import checkpoint
 from avaf.train.cli import eval_main
 from avaf.train.cli import main as train_main
@@ -129,7 +129,7 @@ def test_checkpoints_of_another_vocabulary_or_config_are_refused(feats, tmp_path
         checkpoint.load_model(tmp_path / "vocab.safetensors")
     other = meta["config"].to_dict()
     other["model"]["ffn_dim"] = 128
-    from avaf.shared.answers import ANSWERS
+    from avaf.shared.avqa.answers import ANSWERS
 
     fake = raw | {"config": json.dumps(other), "answers": json.dumps(list(ANSWERS))}
     save_file(tensors, str(tmp_path / "config.safetensors"), metadata=fake)

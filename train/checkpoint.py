@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from avaf.shared.answers import ANSWERS
+from avaf.shared.avqa.answers import ANSWERS
 
 from .config import TrainConfig
 from .model import build_model

@@ -117,7 +117,7 @@ def main(feats, out, config_file, resume, no_amp, **flags) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the row and δ per type as JSON.")
 def eval_main(feats, ckpt, split, subset, device, as_json) -> None:
     """Evaluate a checkpoint on one split of FEATS and print the paper's table row."""
-    from avaf.shared.reader import FeatureStore
+    from avaf.shared.store.reader import FeatureStore
 
     from .checkpoint import CheckpointError, load_model
     from .data import load_split

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avaf.shared.answers import ANSWERS
-from avaf.shared.question_types import type_index
-from avaf.shared.reader import FeatureStore
+from avaf.shared.avqa.answers import ANSWERS
+from avaf.shared.avqa.question_types import type_index
+from avaf.shared.store.reader import FeatureStore
 
 log = logging.getLogger(__name__)
 

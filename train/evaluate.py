@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from avaf.shared.question_types import OVERALL, TYPES, markdown_table, type_table
+from avaf.shared.avqa.question_types import OVERALL, TYPES, markdown_table, type_table
 
 from .data import SplitData, gather
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from avaf.shared.answers import ANSWERS
-from avaf.shared.reader import FeatureStore
-from avaf.shared.schema import SECONDS, WORDS
+from avaf.shared.avqa.answers import ANSWERS
+from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.schema import SECONDS, WORDS
 
 from . import checkpoint
 from .config import TrainConfig

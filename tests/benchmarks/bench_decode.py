@@ -4,7 +4,7 @@ Generates a handful of realistic clips with PyAV (60 s, 640x360, H.264 High CRF 
 keyframe every 250 frames, AAC stereo 44.1 kHz; textured scenes panning with sensor noise and a scene cut
 every 10 s, 25 and 30 fps), then times, per video, in this process:
 
-* pyav / decord: ``avaf.extract.decode.decode_video(path, backend)`` (frames CLIP-resized + 16 kHz audio);
+* pyav / decord: ``avaf.extract.decode.backends.decode_video(path, backend)`` (frames CLIP-resized + 16 kHz audio);
 * pyav isolated: the same through ``decode_isolated`` (a reused child process; CPU read from /proc);
 * naive: what AVQA repositories do — the ffmpeg CLI writes 1-fps JPEG frames and a 16 kHz mono WAV to disk,
   then they are read back (PIL + the same CLIP resize, soundfile). Needs an ffmpeg binary: ``--ffmpeg``,
@@ -101,7 +101,7 @@ def naive(path: Path, ffmpeg: str, work: Path) -> None:
     """ffmpeg -> 1 fps JPEGs + 16 kHz WAV on disk, then read back and CLIP-resized."""
     import soundfile
 
-    from avaf.extract.decode_common import clip_resize
+    from avaf.extract.decode.common import clip_resize
 
     frames_dir = work / path.stem
     shutil.rmtree(frames_dir, ignore_errors=True)
@@ -165,7 +165,8 @@ def main() -> None:
 
     import decord
 
-    from avaf.extract.decode import IsolatedDecoder, decode_video
+    from avaf.extract.decode.backends import decode_video
+    from avaf.extract.decode.worker import IsolatedDecoder
 
     print(f"machine: {machine()}")
     print(

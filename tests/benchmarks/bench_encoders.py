@@ -13,8 +13,8 @@ import time
 import numpy as np
 import torch
 
-from avaf.extract.clip_encoder import load_clip
-from avaf.extract.vggish_encoder import load_vggish, log_mel_examples
+from avaf.extract.encoders.clip_encoder import load_clip
+from avaf.extract.encoders.vggish_encoder import load_vggish, log_mel_examples
 
 log = logging.getLogger("bench_encoders")
 

@@ -164,7 +164,7 @@ def make_clips(work: Path, n: int) -> list[Path]:
 
 def bench_decode_alone(videos: list[Path], passes: int) -> Row:
     """avaf's decoder as the pipeline calls it: backend auto, in the shared isolated child process."""
-    from avaf.extract.decode import decode_isolated
+    from avaf.extract.decode.worker import decode_isolated
 
     decode_isolated(videos[0], 600, backend="auto")  # warm-up: starts the child, imports PyAV there
     clock, backends = Clock(), set()
@@ -227,8 +227,8 @@ def naive_models() -> tuple:
     """The same CLIP and VGGish networks as the stage, and open_clip's eval transform for that CLIP."""
     import open_clip
 
-    from avaf.extract.clip_encoder import load_clip
-    from avaf.extract.vggish_encoder import load_vggish
+    from avaf.extract.encoders.clip_encoder import load_clip
+    from avaf.extract.encoders.vggish_encoder import load_vggish
 
     clip = load_clip("ViT-B-32", "random")
     preprocess = open_clip.image_transform(clip.image_size, is_train=False, mean=clip.mean, std=clip.std)
@@ -291,8 +291,8 @@ def _best_s(fn, repeats: int, cuda: bool) -> float:
 
 def bench_encoders(device: str, batch: int, repeats: int = 2) -> list[str]:
     """CLIP frames/s at `batch` and at batch 1, VGGish audio-seconds/s, as the pipeline calls them."""
-    from avaf.extract.clip_encoder import load_clip
-    from avaf.extract.vggish_encoder import load_vggish
+    from avaf.extract.encoders.clip_encoder import load_clip
+    from avaf.extract.encoders.vggish_encoder import load_vggish
 
     precision, cuda = ("fp16", True) if device == "cuda" else ("fp32", False)
     clip = load_clip("ViT-B-32", "random", device=device, precision=precision, batch_size=batch)

@@ -5,7 +5,7 @@ i means the same answer in every checkpoint. It is the order of first appearance
 the vocabulary of the public AVQA codebases (GeWu-Lab's MUSIC-AVQA dataloader, TSPM, PSTP-Net, AVAF-Net, QA-TIGER);
 the manifest's `order` field says exactly where it was taken from.
 
-    >>> from avaf.shared.answers import ANSWERS, answer_index
+    >>> from avaf.shared.avqa.answers import ANSWERS, answer_index
     >>> len(ANSWERS), ANSWERS[0], answer_index("yes")
     (42, 'two', 7)
 """
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 
-from avaf.shared.manifests import manifest_path
+from avaf.shared.avqa.manifests import manifest_path
+from avaf.shared.errors import AnnotationError
 
 MANIFEST = "answers.json"
 NUM_ANSWERS = 42
@@ -36,9 +37,6 @@ def answer_index(answer: str, where: str = "") -> int:
     """Class index of `answer`; an answer outside the 42 is an AnnotationError naming `where` (file, row)."""
     index = _INDEX.get(answer)
     if index is None:
-        # Imported here, not at the top: annotations imports this module.
-        from avaf.shared.annotations import AnnotationError
-
         prefix = f"{where}: " if where else ""
         raise AnnotationError(
             f"{prefix}unknown answer {answer!r}: not one of the {NUM_ANSWERS} MUSIC-AVQA answers ({MANIFEST})"

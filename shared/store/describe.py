@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import schema
-from .question_types import TYPES
-from .reader import FeatureStore
+from avaf.shared.avqa.question_types import TYPES
+from avaf.shared.store import schema
+from avaf.shared.store.reader import FeatureStore
 
 MAX_LISTED = 20  # failed videos / missing-video questions listed in full; the rest are counted
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .synth_scene import INSTRUMENTS, Scene, Source, fundamental, sprite_box
+from avaf.extract.synth.scene import INSTRUMENTS, Scene, Source, fundamental, sprite_box
 
 STRIPE = 8  # texture period in pixels
 STEP = 2  # pixels the stripes move per frame while the instrument sounds

@@ -30,7 +30,7 @@ with other work, 1-minute load 1.7-3.3; PyAV 18.1 / FFmpeg 8, decord 0.6.0; naiv
     pyav in decode_isolated             1.16        1.05            0.388            2.54
     naive ffmpeg -> JPEG + WAV          0.97        1.36            0.315            3.53
 
-so "auto" starts with PyAV. ``decode_isolated`` (decode_worker.py) runs the same decode in a child process
+so "auto" starts with PyAV. ``decode_isolated`` (worker.py) runs the same decode in a child process
 with a timeout, so a hung or crashing decoder costs one video.
 """
 
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode_common import (
+from avaf.extract.decode.common import (
     SAMPLE_RATE,
     DecodedVideo,
     DecodeError,
@@ -53,7 +53,7 @@ from .decode_common import (
     sample_times,
     whole_seconds,
 )
-from .decode_pyav import (
+from avaf.extract.decode.pyav_backend import (
     choose_streams,
     decode_pyav,
     describe_streams,
@@ -62,7 +62,6 @@ from .decode_pyav import (
     read_audio,
     stream_start,
 )
-from .decode_worker import IsolatedDecoder, decode_isolated
 
 __all__ = [
     "AUTO_ORDER",
@@ -70,10 +69,8 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "DecodeError",
     "DecodedVideo",
-    "IsolatedDecoder",
     "MediaError",
     "decode_audio_file",
-    "decode_isolated",
     "decode_video",
     "decode_with_fallback",
     "find_media",
@@ -93,7 +90,7 @@ AUTO_ORDER = ("pyav", "decord")  # fastest first: see the benchmark above
 
 
 def _decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
-    from .decode_decord import decode_decord  # decord is imported only when asked for
+    from avaf.extract.decode.decord_backend import decode_decord  # decord is imported only when asked for
 
     return decode_decord(path, image_size)
 

@@ -1,4 +1,4 @@
-"""avaf-synth: write a synthetic music-scene AVQA set with known answers (see `avaf.extract.synth`).
+"""avaf-synth: write a synthetic music-scene AVQA set with known answers (see `avaf.extract.synth.generate`).
 
 avaf-synth --out synth --videos 200 --seed 0 --seconds 5 15 --size 224x224
 """
@@ -9,7 +9,7 @@ import logging
 
 import click
 
-from .synth import generate
+from avaf.extract.synth.generate import generate
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torchvggish.torchvggish import VGG, make_layers
 
-from .weights import (
+from avaf.extract.encoders.weights import (
     OFFLINE_FIX,
     VGGISH_FILENAME,
     CheckpointError,

@@ -25,7 +25,7 @@ and D for all, the same T in both, finite in float16) and every question; an inc
 with its id and reason and the rest is imported. Missing metadata gets documented values: timestamps t + 0.5,
 source path = the visual npy, size = its bytes, duration = T, decoder "imported", all audio valid.
 
-    from avaf.shared.exchange import export_npy, import_npy
+    from avaf.shared.exchange.formats import export_npy, import_npy
     export_npy("feats.h5", "npy/")              # = avaf-export --feats feats.h5 --format npy --out npy/
     report = import_npy("npy/", "copy.h5")      # = avaf-import --npy npy/ --out copy.h5
 """
@@ -46,18 +46,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import schema
-from .annotations import AnnotationError, Question, load_annotation_dir, load_annotations
-from .reader import FeatureStore
-from .store import (
+from avaf.shared.avqa.annotations import load_questions
+from avaf.shared.errors import ExchangeError
+from avaf.shared.store import schema
+from avaf.shared.store.merge import build_store
+from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.writer import (
     QuestionFeatures,
     ShardWriter,
     VideoFeatures,
-    avaf_version,
-    build_store,
     complete_shards,
     new_shard_path,
 )
+from avaf.shared.version import avaf_version
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,6 @@ VIDEO_META = ("video_id", "length", *RESTORED, "audio_valid", "timestamp")
 QUESTION_META = ("question_id", "video_id", "split", "text", "type", "answer")
 QUESTIONS_PER_READ = 4096
 QUESTIONS_PER_SHARD = 8192
-
-
-class ExchangeError(Exception):
-    """An export or import that cannot run at all (bad folder, bad manifest); the message names the path."""
 
 
 def _save(path: Path, array: np.ndarray) -> None:
@@ -313,23 +310,9 @@ def _question_table(annotations, split: str | None, manifest: dict | None) -> di
     if not annotations:
         return {int(q["question_id"]): dict(q) for q in (manifest or {}).get("questions", [])}
     table: dict[int, dict] = {}
-    seen: dict[int, tuple[Question, str]] = {}
-    for given in annotations:
-        if Path(given).is_dir():
-            if split is not None:
-                raise AnnotationError(f"{given}: --split applies to files; a folder's files name their split")
-            per_file = load_annotation_dir(given)
-        else:
-            per_file = {str(given): load_annotations(given, split)}
-        for name, questions in per_file.items():
-            for q in questions:
-                if q.question_id in seen and seen[q.question_id][0] != q:
-                    raise AnnotationError(
-                        f"{name}: question_id {q.question_id} differs from {seen[q.question_id][1]}"
-                    )
-                seen[q.question_id] = (q, name)
-                table[q.question_id] = {k: getattr(q, k) for k in QUESTION_META}
-                table[q.question_id]["word_length"] = lengths.get(q.question_id)
+    for q in load_questions(annotations, split):
+        table[q.question_id] = {k: getattr(q, k) for k in QUESTION_META}
+        table[q.question_id]["word_length"] = lengths.get(q.question_id)
     return table
 
 

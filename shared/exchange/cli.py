@@ -3,7 +3,7 @@
     avaf-export --feats feats.h5 --format npy --out npy/
     avaf-import --npy npy/ --out feats.h5 --annotations json_update/
 
-The work is in `avaf.shared.exchange` (`export_npy`, `import_npy`); these commands parse, call and print.
+The work is in `avaf.shared.exchange.formats` (`export_npy`, `import_npy`); these commands parse, call and print.
 """
 
 from __future__ import annotations
@@ -13,9 +13,17 @@ import sys
 
 import click
 
-from .annotations import AnnotationError
-from .exchange import CONTEXT_LENGTH, DTYPES, LAYOUTS, WORD_LENGTHS, ExchangeError, export_npy, import_npy
-from .store import StoreError
+from avaf.shared.avqa.annotations import AnnotationError
+from avaf.shared.errors import StoreError
+from avaf.shared.exchange.formats import (
+    CONTEXT_LENGTH,
+    DTYPES,
+    LAYOUTS,
+    WORD_LENGTHS,
+    ExchangeError,
+    export_npy,
+    import_npy,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 ERRORS = (StoreError, ExchangeError, AnnotationError, FileNotFoundError)

@@ -37,7 +37,7 @@ FETCH_COMMAND = "avaf-fetch-weights DIR"
 
 OFFLINE_FIX = (
     f"Fix: on a machine with network run `{FETCH_COMMAND}` "
-    "(Python: avaf.extract.weights.fetch_default_weights(DIR)), copy DIR to this machine and pass "
+    "(Python: avaf.extract.encoders.weights.fetch_default_weights(DIR)), copy DIR to this machine and pass "
     "--weights-dir DIR (Python: weights_dir=DIR); or pass a local checkpoint file, or 'random' for a smoke run."
 )
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .decode_common import (
+from avaf.extract.decode.common import (
     SAMPLE_RATE,
     DecodedVideo,
     DecodeError,

@@ -3,7 +3,7 @@
 Sampling: T = the number of whole seconds of the video; second t is represented by the frame nearest to
 t + 0.5 s and by the audio samples [t * 16000, (t + 1) * 16000). Frames are resized exactly like CLIP's
 preprocess (shorter side to ``image_size`` with PIL bicubic, then a centre crop) and kept as uint8, so an
-encoder only has to normalise. The public entry points are in ``avaf.extract.decode``.
+encoder only has to normalise. The public entry points are in ``avaf.extract.decode.backends``.
 """
 
 from __future__ import annotations

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from avaf.shared.answers import answer_index
-
-from .synth_scene import NAMES, POSITIONS, Scene, Source
+from avaf.extract.synth.scene import NAMES, POSITIONS, Scene, Source
+from avaf.shared.avqa.answers import answer_index
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 ORDINALS = ("first", "second", "third", "fourth")

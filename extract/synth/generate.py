@@ -12,7 +12,7 @@ toolkit (avaf-extract, avaf-train, avaf-eval) can be run and judged end to end:
   MUSIC-AVQA videos, so the questions count as MUSIC-AVQA-Real;
 * `annotations/avqa-{train,val,test}.json`: the released format (video_id, question_id, type and templ_values as
   strings holding JSON lists, question_content, question_deleted, the answer spelled "anser"), readable by
-  `avaf.shared.annotations.load_annotations`; videos are split in order: the first ones train, then val, then test;
+  `avaf.shared.avqa.annotations.load_annotations`; videos are split in order: the first ones train, then val, then test;
 * `scenes.json`: every scene's ground truth (`Scene.to_dict()` plus its split and the audio's mix_gain).
 
 Video i is drawn from `numpy.random.default_rng([seed, i])` alone: the same seed gives the same scenes,
@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avaf.shared.annotations import SPLITS
-
-from .synth_questions import questions_for
-from .synth_render import write_video
-from .synth_scene import Scene, make_scene
+from avaf.extract.synth.questions import questions_for
+from avaf.extract.synth.render import write_video
+from avaf.extract.synth.scene import Scene, make_scene
+from avaf.shared.avqa.annotations import SPLITS
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from .describe import describe_store, format_description
-from .store import StoreError
+from avaf.shared.errors import StoreError
+from avaf.shared.store.describe import describe_store, format_description
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode_common import (
+from avaf.extract.decode.common import (
     SAMPLE_RATE,
     DecodedVideo,
     DecodeError,
@@ -27,7 +27,7 @@ from .decode_common import (
     sample_times,
     seconds_decoded,
 )
-from .decode_pyav import (
+from avaf.extract.decode.pyav_backend import (
     choose_streams,
     describe_streams,
     header_duration,

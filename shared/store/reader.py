@@ -1,6 +1,6 @@
 """Read an avaf feature store with h5py and numpy only (no torch, no Ray): DESIGN.md §2.
 
-    from avaf.shared.reader import FeatureStore
+    from avaf.shared.store.reader import FeatureStore
     with FeatureStore("feats.h5") as fs:
         fs.video_ids                        # every video with features
         v = fs.video("00000001")            # {"visual_tokens": (T, N, D), "audio": (T, 128), ...}
@@ -22,75 +22,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import schema
-from .annotations import is_real_video
-from .schema import STR, Table
-from .store import StoreError
+from avaf.shared.avqa.annotations import is_real_video
+from avaf.shared.store import schema
+from avaf.shared.store.h5 import open_h5, read_table
+from avaf.shared.store.schema import Table
 
 PER_SECOND = schema.SECONDS.names
 log = logging.getLogger(__name__)
-
-
-def open_h5(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
-    """Open and validate a store or shard; every problem is a StoreError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"{path}: no such feature file")
-    if path.stat().st_size == 0 or not h5py.is_hdf5(path):
-        raise StoreError(f"{path}: not an HDF5 file (empty, or not written by avaf)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise StoreError(f"{path}: cannot be opened as HDF5: the file is truncated or corrupt ({e})") from e
-    try:
-        _validate(path, f, kind)
-    except Exception:
-        f.close()
-        raise
-    return f
-
-
-def _validate(path: Path, f: h5py.File, kind: str | None) -> None:
-    fmt = f.attrs.get("format")
-    if fmt != schema.FORMAT_NAME:
-        raise StoreError(
-            f"{path}: not an avaf feature file (root attribute 'format' is {fmt!r}, expected {schema.FORMAT_NAME!r})"
-        )
-    version = int(f.attrs.get("schema_version", -1))
-    if version != schema.SCHEMA_VERSION:
-        writer = f.attrs.get("avaf_version", "unknown")
-        raise StoreError(
-            f"{path}: feature schema version {version} (written by avaf {writer}); this avaf reads schema "
-            f"version {schema.SCHEMA_VERSION}. Re-extract, or read it with the avaf version that wrote it."
-        )
-    if kind is not None and f.attrs.get("kind") != kind:
-        raise StoreError(f"{path}: is a {f.attrs.get('kind')!r} file, expected a {kind!r} file")
-    missing = [a for a in schema.ROOT_ATTRS if a not in f.attrs]
-    for table in schema.TABLES:
-        missing += [table.path(c) for c in table.names if table.path(c) not in f]
-    if missing:
-        raise StoreError(f"{path}: incomplete avaf feature file, missing {', '.join(missing)}")
-    for table in schema.TABLES:
-        rows = {f[table.path(c)].shape[0] for c in table.names}
-        if len(rows) != 1:
-            raise StoreError(f"{path}: the columns of /{table.group} have different lengths {sorted(rows)}")
-    for child, (parent, off, length) in schema.RAGGED.items():
-        n = f[schema.TABLE_BY_GROUP[child].path(schema.TABLE_BY_GROUP[child].names[0])].shape[0]
-        ends = f[parent.path(off)][...].astype(np.int64) + f[parent.path(length)][...]
-        if len(ends) and (ends.max() > n or f[parent.path(off)][...].min() < 0):
-            raise StoreError(
-                f"{path}: /{parent.group}/{off} points past the {n} rows of /{child}: corrupt file"
-            )
-
-
-def _read_table(f: h5py.File, table: Table, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    out = {}
-    for c in table.columns:
-        if c.name in skip:
-            continue
-        ds = f[table.path(c.name)]
-        out[c.name] = ds.asstr()[...] if c.dtype == STR else ds[...]
-    return out
 
 
 @dataclass
@@ -124,7 +62,7 @@ class FeatureStore:
         self.config: dict = json.loads(a["config"])
         self.signature: dict = json.loads(a["signature"])
         self.random_weights: list[str] = json.loads(a["random_weights"])
-        self.videos = _read_table(self._f, schema.VIDEOS)
+        self.videos = read_table(self._f, schema.VIDEOS)
         self.video_ids: list[str] = list(self.videos["video_id"])
         self._video_row = {v: i for i, v in enumerate(self.video_ids)}
         self._questions: dict[str, np.ndarray] | None = None
@@ -186,7 +124,7 @@ class FeatureStore:
     def questions(self, split: str | None = None, subset: str | None = None) -> dict[str, np.ndarray]:
         """Question columns (sentence features included), optionally one split and/or the Real subset."""
         if self._questions is None:
-            self._questions = _read_table(self._f, schema.QUESTIONS)
+            self._questions = read_table(self._f, schema.QUESTIONS)
         q = self._questions
         keep = np.ones(len(q["question_id"]), dtype=bool)
         if split is not None:
@@ -232,7 +170,7 @@ class FeatureStore:
 
     def runs(self) -> dict[str, np.ndarray]:
         """The run record: one row per attempted video with status ok / failed and the error."""
-        return _read_table(self._f, schema.RUNS)
+        return read_table(self._f, schema.RUNS)
 
     def failed(self) -> list[tuple[str, str, str]]:
         """(video_id, source_path, error) of every video whose latest attempt failed."""

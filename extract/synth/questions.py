@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synth_scene import NAMES, Scene, fundamental
-from .synth_templates import (
+from avaf.extract.synth.scene import NAMES, Scene, fundamental
+from avaf.extract.synth.templates import (
     NUMBERS,
     ORDINALS,
     ask,

@@ -35,7 +35,7 @@ import torch
 from open_clip.transformer import TextTransformer
 from torch import Tensor, nn
 
-from .weights import (
+from avaf.extract.encoders.weights import (
     OFFLINE_FIX,
     CheckpointError,
     WeightsUnavailable,
@@ -205,7 +205,7 @@ def _build(model_name: str, source: _Source, quick_gelu: bool, seed: int) -> nn.
     if is_torchscript(path):
         raise CheckpointError(
             f"{path} is a TorchScript archive (OpenAI's original .pt format), which avaf does not unpickle. "
-            "Convert it once with avaf.extract.weights.convert_torchscript_checkpoint(src, dst.safetensors), "
+            "Convert it once with avaf.extract.encoders.weights.convert_torchscript_checkpoint(src, dst.safetensors), "
             "or use the safetensors file written by `fetch_default_weights`."
         )
     try:

@@ -28,7 +28,7 @@ share an id but differ (the original release's 27 val and 55 test pairs all diff
 fixed them) are an AnnotationError naming both rows, unless `duplicates="drop"`, which drops every row of such
 an id (logged) so the original release can still be read.
 
-    >>> from avaf.shared.annotations import load_annotations, select_subset
+    >>> from avaf.shared.avqa.annotations import load_annotations, select_subset
     >>> test = load_annotations("json_update/avqa-test.json")  # split "test" from the file name
     >>> real = select_subset(test, "real")                       # MUSIC-AVQA-Real: 7,365 questions
 """
@@ -43,8 +43,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from avaf.shared.answers import answer_index
-from avaf.shared.question_types import TYPES, type_index, type_name
+from avaf.shared.avqa.answers import answer_index
+from avaf.shared.avqa.question_types import TYPES, type_index, type_name
+from avaf.shared.errors import AnnotationError
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,6 @@ _PLACEHOLDER = re.compile(r"<([^<>\s]*)>")
 _QUESTION_MARKS = ("?", "？")
 _SPLIT_WORDS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _REAL_VIDEO = re.compile(r"[0-9]+")
-
-
-class AnnotationError(ValueError):
-    """A malformed annotation file or row; the message names the file, the row and the bad value."""
 
 
 @dataclass(frozen=True)
@@ -317,3 +314,29 @@ def load_annotation_dir(folder: str | Path, duplicates: str = "error") -> dict[s
     if not loaded:
         raise AnnotationError(f"{folder}: no annotation file (*.json naming train, val or test)")
     return loaded
+
+
+def load_questions(paths: Iterable[str | Path], split: str | None = None) -> list[Question]:
+    """Every question of the given files or folders; one id in two files must be the same question.
+
+    A folder's files take their split from their names; `split` applies to files only.
+    """
+    by_id: dict[int, tuple[Question, str]] = {}
+    for given in paths:
+        if Path(given).is_dir():
+            if split is not None:
+                raise AnnotationError(
+                    f"{given}: --split applies to files; a folder's files take their split from their names"
+                )
+            per_file = load_annotation_dir(given)
+        else:
+            per_file = {str(given): load_annotations(given, split)}
+        for f, questions in per_file.items():
+            for q in questions:
+                seen = by_id.get(q.question_id)
+                if seen is not None and seen[0] != q:
+                    raise AnnotationError(
+                        f"{f}: question_id {q.question_id} is also in {seen[1]} with different content"
+                    )
+                by_id[q.question_id] = (q, str(f))
+    return [q for q, _ in by_id.values()]

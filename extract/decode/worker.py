@@ -27,7 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .decode_common import DecodedVideo, DecodeError
+from avaf.extract.decode import backends
+from avaf.extract.decode.common import DecodedVideo, DecodeError
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ def _serve(conn, initializer: Callable | None, initargs: tuple) -> None:
     """Child: decode the jobs received on ``conn`` until told to stop."""
     if initializer is not None:
         initializer(*initargs)
-    from .decode import decode_video, decode_with_fallback
 
     conn.send(("ready", os.getpid()))
     while True:
@@ -49,9 +49,11 @@ def _serve(conn, initializer: Callable | None, initargs: tuple) -> None:
         path, backend, order, image_size = job
         try:
             if order:
-                result = decode_with_fallback(path, order, image_size, lambda b: conn.send(("attempt", b)))
+                result = backends.decode_with_fallback(
+                    path, order, image_size, lambda b: conn.send(("attempt", b))
+                )
             else:
-                result = decode_video(path, backend, image_size)
+                result = backends.decode_video(path, backend, image_size)
             conn.send(("ok", result))
         except DecodeError as err:
             conn.send(("error", err))
@@ -201,12 +203,11 @@ class IsolatedDecoder:
         self, path: str | Path, timeout_s: float, backend: str = "auto", image_size: int = 224
     ) -> DecodedVideo:
         """``decode_video(path, backend, image_size)`` in the child, within ``timeout_s`` per attempt."""
-        from .decode import AUTO_ORDER, BACKENDS, is_audio_file
 
-        if backend != "auto" and backend not in BACKENDS:
+        if backend != "auto" and backend not in backends.BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'pyav' or 'decord'")
         path = str(path)
-        order = tuple(AUTO_ORDER) if backend == "auto" and not is_audio_file(path) else ()
+        order = tuple(backends.AUTO_ORDER) if backend == "auto" and not backends.is_audio_file(path) else ()
         lost: list[str] = []
         with self._lock:
             while True:

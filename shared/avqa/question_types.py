@@ -6,7 +6,7 @@ in the paper's column order: Audio {Counting, Comparative}, Visual {Counting, Lo
 row every evaluation prints (DESIGN.md §4): the 9 type accuracies, the Audio / Visual / Audio-Visual averages and
 the overall accuracy, each a mean over questions (eq. 15: correct / total), in percent like the paper.
 
-    >>> from avaf.shared.question_types import markdown_table, type_table
+    >>> from avaf.shared.avqa.question_types import markdown_table, type_table
     >>> row = type_table(["Audio/Counting", "Visual/Location"], [True, False])
     >>> row["Audio"], row["All"]
     (100.0, 50.0)
@@ -19,7 +19,8 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
-from avaf.shared.manifests import manifest_path
+from avaf.shared.avqa.manifests import manifest_path
+from avaf.shared.errors import AnnotationError
 
 MANIFEST = "question_types.json"
 OVERALL = "All"  # key of the overall accuracy in a type_table row (Table 3's header; Tables 1-2 say "Avg")
@@ -50,9 +51,6 @@ def type_index(type_: str, where: str = "") -> int:
     """Position of `type_` in TYPES (0..8); an unknown type is an AnnotationError naming `where`."""
     index = _INDEX.get(type_)
     if index is None:
-        # Imported here, not at the top: annotations imports this module.
-        from avaf.shared.annotations import AnnotationError
-
         prefix = f"{where}: " if where else ""
         raise AnnotationError(f"{prefix}unknown question type {type_!r}: not one of {list(TYPES)}")
     return index

@@ -1,0 +1,8 @@
+"""Exchange with other AVQA codebases: export a store to their per-video .npy layouts, import them back.
+
+formats  export_npy / import_npy and the layouts;  cli  avaf-export, avaf-import
+"""
+
+from avaf.shared.exchange.formats import export_npy, import_npy
+
+__all__ = ["export_npy", "import_npy"]

@@ -1,0 +1,128 @@
+"""Low-level HDF5 helpers of the feature store: open and validate a file, read a table, write a column.
+
+The reader, the shard writer and the merge all use these; none of them imports another for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from avaf.shared.errors import StoreError
+from avaf.shared.store import schema
+from avaf.shared.store.schema import STR, Table
+from avaf.shared.version import avaf_version
+
+
+def open_h5(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
+    """Open and validate a store or shard; every problem is a StoreError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: no such feature file")
+    if path.stat().st_size == 0 or not h5py.is_hdf5(path):
+        raise StoreError(f"{path}: not an HDF5 file (empty, or not written by avaf)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise StoreError(f"{path}: cannot be opened as HDF5: the file is truncated or corrupt ({e})") from e
+    try:
+        _validate(path, f, kind)
+    except Exception:
+        f.close()
+        raise
+    return f
+
+
+def _validate(path: Path, f: h5py.File, kind: str | None) -> None:
+    fmt = f.attrs.get("format")
+    if fmt != schema.FORMAT_NAME:
+        raise StoreError(
+            f"{path}: not an avaf feature file (root attribute 'format' is {fmt!r}, expected {schema.FORMAT_NAME!r})"
+        )
+    version = int(f.attrs.get("schema_version", -1))
+    if version != schema.SCHEMA_VERSION:
+        writer = f.attrs.get("avaf_version", "unknown")
+        raise StoreError(
+            f"{path}: feature schema version {version} (written by avaf {writer}); this avaf reads schema "
+            f"version {schema.SCHEMA_VERSION}. Re-extract, or read it with the avaf version that wrote it."
+        )
+    if kind is not None and f.attrs.get("kind") != kind:
+        raise StoreError(f"{path}: is a {f.attrs.get('kind')!r} file, expected a {kind!r} file")
+    missing = [a for a in schema.ROOT_ATTRS if a not in f.attrs]
+    for table in schema.TABLES:
+        missing += [table.path(c) for c in table.names if table.path(c) not in f]
+    if missing:
+        raise StoreError(f"{path}: incomplete avaf feature file, missing {', '.join(missing)}")
+    for table in schema.TABLES:
+        rows = {f[table.path(c)].shape[0] for c in table.names}
+        if len(rows) != 1:
+            raise StoreError(f"{path}: the columns of /{table.group} have different lengths {sorted(rows)}")
+    for child, (parent, off, length) in schema.RAGGED.items():
+        n = f[schema.TABLE_BY_GROUP[child].path(schema.TABLE_BY_GROUP[child].names[0])].shape[0]
+        ends = f[parent.path(off)][...].astype(np.int64) + f[parent.path(length)][...]
+        if len(ends) and (ends.max() > n or f[parent.path(off)][...].min() < 0):
+            raise StoreError(
+                f"{path}: /{parent.group}/{off} points past the {n} rows of /{child}: corrupt file"
+            )
+
+
+def read_table(f: h5py.File, table: Table, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    out = {}
+    for c in table.columns:
+        if c.name in skip:
+            continue
+        ds = f[table.path(c.name)]
+        out[c.name] = ds.asstr()[...] if c.dtype == STR else ds[...]
+    return out
+
+
+def read_strings(f: h5py.File, table: Table, column: str) -> np.ndarray:
+    """One string column as a numpy array of str."""
+    return f[table.path(column)].asstr()[...]
+
+
+def read_column(f: h5py.File, table: Table, column: schema.Column) -> np.ndarray:
+    """One column, strings decoded."""
+    ds = f[table.path(column.name)]
+    return ds.asstr()[...] if column.dtype == STR else ds[...]
+
+
+def stack_rows(column: schema.Column, values: list, dims: dict[str, int], blocks: bool) -> np.ndarray:
+    """Rows of one column as one array of the schema dtype; `blocks`: each value holds several rows."""
+    if column.dtype == STR:
+        return np.array(values, dtype=object).reshape(len(values))
+    if values:
+        arrays = [np.asarray(v, dtype=column.dtype) for v in values]
+        return np.concatenate(arrays, axis=0) if blocks else np.stack(arrays)
+    tail = tuple(dims.get(d, 0) if isinstance(d, str) else d for d in column.tail)
+    return np.zeros((0, *tail), dtype=column.dtype)
+
+
+def create_column(f: h5py.File, path: str, column: schema.Column, data: np.ndarray) -> None:
+    if column.dtype == STR:
+        f.create_dataset(path, data=data, dtype=h5py.string_dtype("utf-8"))
+        return
+    rows = data.shape[0]
+    chunks = None
+    if rows:
+        per_row = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
+        chunks = (min(rows, schema.chunk_rows(per_row)), *data.shape[1:])
+    f.create_dataset(path, data=data, chunks=chunks)
+
+
+def root_attrs(kind: str, config: dict, random_weights: list[str], signature: dict) -> dict:
+    return {
+        "format": schema.FORMAT_NAME,
+        "schema_version": schema.SCHEMA_VERSION,
+        "kind": kind,
+        "avaf_version": avaf_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": json.dumps(config, sort_keys=True),
+        "random_weights": json.dumps(sorted(random_weights)),
+        "signature": json.dumps(signature, sort_keys=True),
+    }
