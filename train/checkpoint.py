@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from avaf.shared.avqa.answers import ANSWERS
+from avaf.shared.files import atomic_path
 
 from .config import TrainConfig
 from .model import build_model
@@ -47,13 +48,11 @@ def save(
         "metrics": json.dumps(metrics, sort_keys=True),
     }
     if state is not None:  # first the state of this epoch, then the weights that point to it
-        tmp = folder / (STATE.format(epoch=epoch) + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(folder / STATE.format(epoch=epoch))
+        with atomic_path(folder / STATE.format(epoch=epoch)) as tmp:
+            torch.save(state, tmp)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = folder / (WEIGHTS + ".tmp")
-    save_file(weights, str(tmp), metadata=meta)
-    tmp.replace(folder / WEIGHTS)
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(weights, str(tmp), metadata=meta)
     for old in folder.glob(STATE.format(epoch="*")):
         if old.name != STATE.format(epoch=epoch):
             old.unlink(missing_ok=True)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from avaf.shared.files import atomic_path
+
 log = logging.getLogger(__name__)
 
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
@@ -179,11 +181,10 @@ def _write_manifest_entry(folder: Path, filename: str, entry: dict) -> None:
 
 
 def _atomic_save(write, dst: Path) -> None:
-    """Write through `write(tmp_path)` then rename, so a killed fetch never leaves a truncated file."""
+    """Write through `write(tmp_path)`, then rename: a killed fetch never leaves a truncated file."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".partial")
-    write(tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        write(tmp)
 
 
 def torch_hub_vggish_path() -> Path:

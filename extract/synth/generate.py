@@ -35,6 +35,7 @@ from avaf.extract.synth.questions import questions_for
 from avaf.extract.synth.render import write_video
 from avaf.extract.synth.scene import Scene, make_scene
 from avaf.shared.avqa.annotations import SPLITS
+from avaf.shared.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +103,8 @@ def _render_all(jobs: list[tuple], workers: int, progress: bool) -> list[float]:
 
 
 def _write_json(path: Path, value: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _write_annotations(folder: Path, scenes: list[Scene], split_of: list[str]) -> tuple[dict, dict]:

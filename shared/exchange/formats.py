@@ -48,6 +48,7 @@ import numpy as np
 
 from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.errors import ExchangeError
+from avaf.shared.files import atomic_path
 from avaf.shared.store import schema
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
@@ -80,10 +81,8 @@ QUESTIONS_PER_SHARD = 8192
 
 def _save(path: Path, array: np.ndarray) -> None:
     """np.save under a temporary name, then rename: a killed export leaves no half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -147,9 +146,8 @@ def export_npy(
         }
     manifest["files"] = [f"{d}/{v['video_id']}.npy" for d in (AUDIO, VISUAL, POOLED) for v in videos]
     manifest["files"] += [f"{d}/{q['question_id']}.npy" for d in (WORDS, SENTENCE) for q in questions]
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, out / MANIFEST)
+    with atomic_path(out / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
     word_shape = f"(1, {context_length}, {width})" if layout == "repos" else f"(L, {width})"
     log.info("exported %d videos and %d questions to %s", len(videos), len(questions), out)
     return ExportReport(out, len(videos), len(questions), len(manifest["files"]), dtype, layout, word_shape)
