@@ -26,7 +26,7 @@ import numpy as np
 
 from avaf.extract import questions as question_stage
 from avaf.extract.config import ExtractConfig
-from avaf.extract.decode.backends import DecodeError, find_media, video_id
+from avaf.extract.decode.backends import DecodeError, check_backend, find_media, video_id
 from avaf.extract.decode.worker import decode_isolated
 from avaf.extract.encoders.stage import Encoders, encode_videos, load_encoders
 from avaf.shared.avqa.annotations import load_questions
@@ -62,6 +62,8 @@ class ExtractSummary:
 def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     """Extract every video not yet done and every question given, then rebuild `cfg.out`."""
     start = time.perf_counter()
+    if cfg.input.videos:
+        check_backend(cfg.decode.backend)  # e.g. --decoder decord without decord: one line, before any work
     out = Path(cfg.out)
     folder = shard_dir(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,10 @@ DESIGN.md §3 "Sampling" and "Decoding". ``decode_video(path)`` returns a ``Deco
   t + 0.5 s left undecoded, stops after the last needed frame) and "decord" (``get_batch`` at the nearest
   indices; refuses MPEG-TS/PS and AVI, whose frames it gets wrong). "auto" tries them in AUTO_ORDER and
   falls back on a backend failure; ``decoder`` records which one served.
+* decord is optional (``pip install 'avaf[decord]'``: its wheels exist for x86-64 Linux and Windows only).
+  Without it "auto" uses PyAV alone (``check_backend`` logs it; a video PyAV cannot decode fails with the
+  fix in its error), and asking for "decord" is a one-line error naming the fix, before any work
+  (``check_backend``), or this video's ``DecodeError`` on a Ray worker that lacks decord.
 
 Speed, from ``tests/benchmarks/bench_decode.py`` (generated 60 s H.264 High CRF 23 + AAC stereo clips,
 25/30 fps, keyframe every 250 frames; decode alone, one video at a time, 2 passes; 2-core AMD EPYC VM shared
@@ -36,6 +40,7 @@ with a timeout, so a hung or crashing decoder costs one video.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable
@@ -67,9 +72,11 @@ __all__ = [
     "AUTO_ORDER",
     "AUDIO_EXTENSIONS",
     "VIDEO_EXTENSIONS",
+    "DECORD_MISSING",
     "DecodeError",
     "DecodedVideo",
     "MediaError",
+    "check_backend",
     "decode_audio_file",
     "decode_video",
     "decode_with_fallback",
@@ -89,7 +96,38 @@ AUDIO_EXTENSIONS = frozenset(".wav .flac .mp3 .m4a .aac .ogg .oga .opus .wma .ai
 AUTO_ORDER = ("pyav", "decord")  # fastest first: see the benchmark above
 
 
+DECORD_MISSING = (
+    "decord is not installed: pip install 'avaf[decord]' (wheels for x86-64 Linux and Windows only)"
+)
+
+
+@functools.cache
+def decord_problem() -> str | None:
+    """None when decord imports, else why not (the fix included); checked once per process."""
+    try:
+        import decord  # noqa: F401  (imported only to see whether it can be)
+    except ImportError:
+        return DECORD_MISSING
+    except Exception as err:  # a broken install (missing shared library, ...) must not break the PyAV path
+        return f"decord is installed but fails to import ({type(err).__name__}: {err}); PyAV still works"
+    return None
+
+
+def check_backend(backend: str) -> None:
+    """Refuse, before any work, a backend that is unknown or not installed here (ValueError, one line)."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'pyav' or 'decord'")
+    problem = decord_problem() if backend in ("auto", "decord") else None
+    if problem and backend == "decord":
+        raise ValueError(f"--decoder decord: {problem}; or use --decoder auto (PyAV)")
+    if problem:
+        logger.info("--decoder auto uses PyAV alone (%s)", problem)
+
+
 def _decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
+    problem = decord_problem()
+    if problem:  # e.g. a Ray worker without decord: this video fails with the fix, the job goes on
+        raise DecodeError(path, problem)
     from avaf.extract.decode.decord_backend import decode_decord  # decord is imported only when asked for
 
     return decode_decord(path, image_size)
