@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FPS = 1  # one frame per second (DESIGN.md §3: T whole seconds, frame nearest t + 0.5 s)
-SAMPLE_RATE = 16_000  # VGGish's rate; audio is resampled to 16 kHz mono
 
 
 @dataclass(frozen=True)

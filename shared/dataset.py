@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from avaf.shared.avqa.answers import ANSWERS
+from avaf.shared.avqa.answers import answer_indices
 from avaf.shared.avqa.question_types import type_index
 from avaf.shared.store import schema
 from avaf.shared.store.reader import FeatureStore
@@ -56,7 +56,7 @@ class AVQADataset(Dataset):
             q = fs.questions_with_videos(split, subset)
             self.question_id = q["question_id"]
             self.video_id, self.type = q["video_id"], q["type"]
-            self.answer = np.array([_answer_index(fs, a) for a in q["answer"]], dtype=np.int64)
+            self.answer = answer_indices(q["answer"], where=str(fs.path))
             self.type_index = np.array([type_index(t, str(fs.path)) for t in q["type"]], dtype=np.int64)
             self.sentence = q["sentence"]  # (Q, D)
             self.word_length = q["word_length"]
@@ -113,15 +113,25 @@ class AVQADataset(Dataset):
         }
 
 
-_ANSWER_INDEX = {a: i for i, a in enumerate(ANSWERS)}
+def pad_ragged(flat: torch.Tensor, offset: torch.Tensor, length: torch.Tensor, size: int):
+    """Rows offset[b] .. offset[b] + min(length[b], size) of `flat`, zero-padded to `size`, and the mask.
+
+    The one padding routine of avaf: the trainer gathers its batches with it from a split in memory, and
+    `collate` pads a DataLoader's items with it. flat: (S, ...); offset, length: (B,) -> (B, size, ...), (B, size).
+    """
+    steps = torch.arange(size, device=flat.device)  # (T,)
+    mask = steps[None, :] < length[:, None]  # (B, T)
+    index = (offset[:, None] + steps[None, :]).clamp(min=0, max=max(flat.shape[0] - 1, 0))  # (B, T)
+    out = flat[index]  # (B, T, ...)
+    out = out * mask.view(*mask.shape, *([1] * (out.dim() - 2))).to(out.dtype)
+    return out, mask
 
 
-def _answer_index(fs: FeatureStore, answer: str) -> int:
-    if answer not in _ANSWER_INDEX:
-        raise ValueError(
-            f"{fs.path}: answer {answer!r} is not one of the {len(ANSWERS)} of manifests/answers.json"
-        )
-    return _ANSWER_INDEX[answer]
+def _pad_items(arrays: list[torch.Tensor], dtype: torch.dtype):
+    """Per-item (L_i, ...) tensors -> (B, max L_i, ...) zero-padded, and the (B, max L_i) mask."""
+    length = torch.tensor([a.shape[0] for a in arrays], dtype=torch.int64)  # (B,)
+    offset = torch.cumsum(length, 0) - length  # (B,)
+    return pad_ragged(torch.cat(arrays).to(dtype), offset, length, int(length.max()))
 
 
 def collate(items: list[dict], dtype: torch.dtype | None = torch.float32) -> dict:
@@ -130,21 +140,10 @@ def collate(items: list[dict], dtype: torch.dtype | None = torch.float32) -> dic
     dtype: of the feature tensors (float32 by default; None keeps the stored float16). For a DataLoader
     that keeps fp16: `collate_fn=functools.partial(collate, dtype=None)`.
     """
-    first = items[0]
-    dtype = dtype or first["visual"].dtype
-    b = len(items)
-    t = max(it["visual"].shape[0] for it in items)
-    m = max(it["words"].shape[0] for it in items)
-    n, d = first["visual"].shape[1:]
-    visual = torch.zeros(b, t, n, d, dtype=dtype)  # (B, T, N, D)
-    audio = torch.zeros(b, t, schema.AUDIO_DIM, dtype=dtype)  # (B, T, 128)
-    words = torch.zeros(b, m, first["words"].shape[1], dtype=dtype)  # (B, L, D)
-    seconds_mask = torch.zeros(b, t, dtype=torch.bool)
-    words_mask = torch.zeros(b, m, dtype=torch.bool)
-    for i, it in enumerate(items):
-        ti, mi = it["visual"].shape[0], it["words"].shape[0]
-        visual[i, :ti], audio[i, :ti], words[i, :mi] = it["visual"], it["audio"], it["words"]
-        seconds_mask[i, :ti], words_mask[i, :mi] = True, True
+    dtype = dtype or items[0]["visual"].dtype
+    visual, seconds_mask = _pad_items([it["visual"] for it in items], dtype)  # (B, T, N, D), (B, T)
+    audio, _ = _pad_items([it["audio"] for it in items], dtype)  # (B, T, 128)
+    words, words_mask = _pad_items([it["words"] for it in items], dtype)  # (B, L, D), (B, L)
     return {
         "visual": visual,
         "audio": audio,

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avaf.shared.avqa.answers import ANSWERS
+from avaf.shared.avqa.answers import answer_indices
 from avaf.shared.avqa.question_types import type_index
+from avaf.shared.dataset import pad_ragged
 from avaf.shared.store.reader import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,7 @@ def load_split(fs: FeatureStore, split: str, subset: str | None, device: torch.d
     bulk = fs.load_videos(q["video_id"], fields=("visual_tokens", "audio"))
     rows = np.array([bulk.index[v] for v in q["video_id"]], dtype=np.int64)
     words, word_offset = fs.load_words(q["word_offset"], q["word_length"])
-    answer_index = {a: i for i, a in enumerate(ANSWERS)}
-    bad = sorted({a for a in q["answer"] if a not in answer_index})
-    if bad:
-        raise ValueError(f"{fs.path}: answers outside manifests/answers.json: {bad[:5]}")
+    answers = answer_indices(q["answer"], where=str(fs.path))
 
     device = torch.device(device)
     store_on = _fits(device, bulk.arrays["visual_tokens"].nbytes + words.nbytes, split)
@@ -78,7 +76,7 @@ def load_split(fs: FeatureStore, split: str, subset: str | None, device: torch.d
         word_offset=t(word_offset, torch.int64),
         word_length=t(q["word_length"], torch.int64),
         sentence=t(q["sentence"]),
-        answer=t([answer_index[a] for a in q["answer"]], torch.int64),
+        answer=t(answers, torch.int64),
         qtype=t([type_index(x, where=str(fs.path)) for x in q["type"]], torch.int64),
         question_id=np.asarray(q["question_id"]),
         device=device,
@@ -98,25 +96,15 @@ def _fits(device: torch.device, nbytes: int, split: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _ragged(flat: Tensor, offset: Tensor, length: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Rows offset[b] .. offset[b] + min(length[b], size) of `flat`, padded with zeros to `size`."""
-    steps = torch.arange(size, device=flat.device)  # (T,)
-    mask = steps[None, :] < length[:, None]  # (B, T)
-    index = (offset[:, None] + steps[None, :]).clamp(max=flat.shape[0] - 1)  # (B, T)
-    out = flat[index]  # (B, T, ...)
-    out = out * mask.view(*mask.shape, *([1] * (out.dim() - 2))).to(out.dtype)
-    return out, mask
-
-
 def gather(
     data: SplitData, idx: Tensor, seconds: int, max_words: int, dtype: torch.dtype
 ) -> dict[str, Tensor]:
     """The batch of questions `idx`, padded and masked, as the model's inputs (float in `dtype`)."""
     idx = idx.to(data.answer.device)
     vo, vl = data.video_offset[idx], data.video_length[idx]  # (B,)
-    visual, seconds_mask = _ragged(data.visual, vo, vl, seconds)  # (B, T, N, D), (B, T)
-    audio, _ = _ragged(data.audio, vo, vl, seconds)  # (B, T, 128)
-    words, words_mask = _ragged(
+    visual, seconds_mask = pad_ragged(data.visual, vo, vl, seconds)  # (B, T, N, D), (B, T)
+    audio, _ = pad_ragged(data.audio, vo, vl, seconds)  # (B, T, 128)
+    words, words_mask = pad_ragged(
         data.words, data.word_offset[idx], data.word_length[idx], max_words
     )  # (B, M, D)
     batch = {

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SAMPLE_RATE = 16_000  # Hz, what VGGish expects
-VGGISH_EXAMPLE = 15_360  # samples in one 0.96 s VGGish example; example t starts at sample t * SAMPLE_RATE
+from avaf.shared.store.schema import SAMPLE_RATE
+
 # A duration this close under a whole second counts as that second: a 29.97 fps clip of 1798 frames lasts
 # 59.993 s and has 60 seconds, not 59. Just over one frame at 25 fps.
 DURATION_TOLERANCE_S = 0.05

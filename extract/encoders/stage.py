@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avaf.extract.config import FPS, SAMPLE_RATE, ExtractConfig
+from avaf.extract.config import ExtractConfig
 from avaf.extract.decode.backends import DecodedVideo
 from avaf.extract.encoders.clip_encoder import ClipEncoder, load_clip
 from avaf.extract.encoders.vggish_encoder import VGGishEncoder, load_vggish
 from avaf.shared.store import schema
+from avaf.shared.store.schema import FPS, SAMPLE_RATE
 from avaf.shared.store.writer import VideoFeatures
 
 log = logging.getLogger(__name__)

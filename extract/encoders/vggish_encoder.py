@@ -41,10 +41,10 @@ from avaf.extract.encoders.weights import (
     state_dict_sha256,
     torch_hub_vggish_path,
 )
+from avaf.shared.store.schema import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 WINDOW = 400  # 25 ms
 HOP = 160  # 10 ms
 FFT = 512

@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from avaf.extract.synth.scene import INSTRUMENTS, Scene, Source, fundamental, sprite_box
+from avaf.shared.store.schema import SAMPLE_RATE
 
 STRIPE = 8  # texture period in pixels
 STEP = 2  # pixels the stripes move per frame while the instrument sounds
@@ -145,7 +146,7 @@ def source_wave(source: Source, duration: int, sample_rate: int) -> np.ndarray:
     return wave
 
 
-def render_audio(scene: Scene, sample_rate: int = 16000) -> tuple[np.ndarray, float]:
+def render_audio(scene: Scene, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:
     """(mono float32 samples, mix_gain): the sum of the instruments, scaled by mix_gain to peak <= 0.95."""
     mix = sum(source_wave(s, scene.duration, sample_rate) for s in scene.sources)
     peak = float(np.abs(mix).max())
@@ -154,7 +155,7 @@ def render_audio(scene: Scene, sample_rate: int = 16000) -> tuple[np.ndarray, fl
 
 
 def write_video(
-    scene: Scene, path: str | Path, sample_rate: int = 16000, crf: int = 20, preset: str = "veryfast"
+    scene: Scene, path: str | Path, sample_rate: int = SAMPLE_RATE, crf: int = 20, preset: str = "veryfast"
 ) -> float:
     """Write the scene as an mp4 (H.264 yuv420p + AAC mono); returns the audio's mix_gain."""
     frames = render_frames(scene)

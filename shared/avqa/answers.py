@@ -13,6 +13,9 @@ the manifest's `order` field says exactly where it was taken from.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+
+import numpy as np
 
 from avaf.shared.avqa.manifests import manifest_path
 from avaf.shared.errors import AnnotationError
@@ -42,3 +45,16 @@ def answer_index(answer: str, where: str = "") -> int:
             f"{prefix}unknown answer {answer!r}: not one of the {NUM_ANSWERS} MUSIC-AVQA answers ({MANIFEST})"
         )
     return index
+
+
+def answer_indices(answers: Iterable[str], where: str = "") -> np.ndarray:
+    """Class indices of many answers at once (int64); any answer outside the 42 is an AnnotationError
+    naming `where` and up to five of them."""
+    answers = list(answers)
+    bad = sorted({a for a in answers if a not in _INDEX})
+    if bad:
+        prefix = f"{where}: " if where else ""
+        raise AnnotationError(
+            f"{prefix}answers outside the {NUM_ANSWERS} MUSIC-AVQA answers ({MANIFEST}): {bad[:5]}"
+        )
+    return np.fromiter((_INDEX[a] for a in answers), dtype=np.int64, count=len(answers))

@@ -42,6 +42,11 @@ ROOT_ATTRS = (
     "random_weights",
 )
 
+# The time axis: one row per second, the frame nearest t + 0.5 s and the 16 kHz mono audio of second t.
+# The one place these numbers live; decoding, the encoders and the synthetic set all import them.
+FPS = 1
+SAMPLE_RATE = 16_000  # Hz: VGGish's rate
+
 # Widths fixed by the schema; the visual token count and width come from the encoder (config).
 AUDIO_DIM = 128
 
