@@ -87,16 +87,6 @@ def test_cheapest_order_at_the_paper_shapes() -> None:
 # ---------------------------------------------------------------- outputs and masking
 
 
-def test_output_shapes_and_delta() -> None:
-    model = build_model(TINY)
-    out = model(**make_inputs([5, 3], [7, 2]))
-    assert out["logits"].shape == (2, C)
-    assert out["delta"].shape == (2, 2)
-    torch.testing.assert_close(out["delta"].sum(dim=1), torch.ones(2))
-    assert out["sacl_patches"].shape == (2, 5, N, D)  # CLS dropped
-    assert out["tacl_sounding"].shape == out["sacl_audio"].shape == (2, 5, D)
-
-
 def test_padding_content_changes_nothing() -> None:
     model = build_model(TINY).eval()
     inputs = make_inputs([5, 2, 4], [7, 3, 1])
@@ -151,18 +141,6 @@ def test_bad_shapes_are_refused_by_name() -> None:
 # ---------------------------------------------------------------- gradients, ablations, learning
 
 
-@pytest.mark.parametrize("switch", ABLATIONS)
-def test_gradients_reach_every_parameter(switch: str) -> None:
-    torch.manual_seed(0)
-    model = build_model(tiny(switch))
-    inputs = make_inputs([5, 3, 4, 1], [7, 2, 5, 3])
-    losses = losses_of(model(**inputs), torch.tensor([0, 1, 2, 3]))
-    losses["total"].backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, f"{name} gets no gradient"
-
-
 def block_params(d: int, f: int) -> int:
     """One cross-attention block: q, v, o with bias, k without (4d^2 + 3d), 2 LayerNorms (4d), FFN."""
     return 4 * d * d + 3 * d + 4 * d + (d * f + f + f * d + d)
@@ -172,34 +150,17 @@ def test_parameter_counts_of_each_ablation() -> None:
     tacl = (D * D + D) + (128 * D + D)
     weight = (D * D + D) + (D * 2 + 2)
     head = (2 * D * D + D) + D + (D * C + C)  # fuse FC, attention pooling (no bias), classifier
-    full = tacl + 4 * block_params(D, F_) + weight + head
+    time = (
+        6 * D + 3 * (D * D + D) + D * D + 4 * D + (D * F_ + F_ + F_ * D + D)
+    )  # positions, q v o, k, LNs, FFN
+    full = tacl + time + 4 * block_params(D, F_) + weight + head
     count = {s: sum(p.numel() for p in build_model(tiny(s)).parameters()) for s in ABLATIONS}
     assert count["none"] == full
     assert count["no_tacl"] == count["no_sacl"] == full  # loss terms only: no parameters
+    assert sum(p.numel() for p in build_model(tiny(time_positions=False)).parameters()) == full - 6 * D
     assert count["no_avcm"] == full - 2 * block_params(D, F_)
     assert count["no_qoaf"] == full - weight
     assert count["no_all"] == (D + 128 + D) * C + C
-
-
-@pytest.mark.parametrize(
-    "switch,terms,has_delta",
-    [
-        ("none", {"ce", "temporal", "spatial", "total"}, True),
-        ("no_tacl", {"ce", "spatial", "total"}, True),
-        ("no_avcm", {"ce", "temporal", "spatial", "total"}, True),
-        ("no_sacl", {"ce", "temporal", "total"}, True),
-        ("no_qoaf", {"ce", "temporal", "spatial", "total"}, False),
-        ("no_all", {"ce", "total"}, False),
-    ],
-)
-def test_ablation_removes_what_it_names(switch: str, terms: set, has_delta: bool) -> None:
-    out = build_model(tiny(switch))(**make_inputs([5, 2], [7, 3]))
-    losses = losses_of(out, torch.tensor([0, 1]))
-    assert set(losses) == terms
-    assert (out["delta"] is not None) == has_delta
-    value = {k: v.item() for k, v in losses.items()}
-    expected = value["ce"] + value.get("temporal", 0.0) + 0.2 * value.get("spatial", 0.0)
-    assert value["total"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_without_avcm_the_projections_flow_on_unchanged() -> None:

@@ -41,6 +41,7 @@ class ModelConfig:
     n_answers: int = 42  # C: the fixed answer vocabulary in manifests/
     max_seconds: int = 60  # T: longer inputs are refused by the model; the data side pads to at most this
     visual_cls: bool = True  # visual input is the store's layout: token 0 is CLIP's CLS, dropped by the model
+    time_positions: bool = True  # learned per-second positions in the audio time attention; off = order-blind
     no_tacl: bool = False  # without TACL: no temporal alignment loss
     no_avcm: bool = False  # without AVCM: F'_p = F_p, F'_a = F_a (both projected)
     no_sacl: bool = False  # without SACL: no spatial alignment loss

@@ -9,6 +9,18 @@ the paper's SACL threshold 0.019 ~ 1/49 implies), VGGish audio (B, T, 128), word
 the sentence feature (B, D), and two masks. Padded seconds and words are zeroed on entry and masked
 everywhere after (attention keys, pooling, TACL and SACL), so what they hold never matters.
 
+Time order (DESIGN.md §5, issue 11). Everything after the projections treats the seconds as a set, so the
+audio time attention (`temporal.py`, the authors' placement: right after TACL's audio projection, before
+TACL's pooling, AVCM and QOAF) is the one place order enters; `ModelConfig.time_positions=False` keeps
+the layer without positions, the order-blind control. Measured on generated features
+(tests/order_features.py, D = 32, T = 6, 3 patches, 2,000 Adam steps of 64 at lr 1e-3): with positions
+"first" 0.99, "before X" 0.99, "after X" 0.87, "second" 0.46, "third" 0.51; without, all at their
+order-blind rates (1/3, 1/2); "Where is the X?" 1.00 either way (CLIP's patches carry their place in their
+content). A per-second position added to the patches as well (tried: "which X makes the sound first",
+where only the visual playing cue tells left from right) stayed at chance (0.43 vs 0.51) in the same run
+and slowed the audio-order kinds (first 0.30), so the patches get none: those questions need a second's
+audio bound to that second's patches, which no part of the paper's forward path does.
+
     model = build_model(cfg.model)
     out = model(visual, audio, seconds_mask, words, words_mask, sentence)
     losses = compute_losses(out, answers, alpha=..., beta=..., phi=..., tau=...)   # train/losses.py
@@ -25,6 +37,7 @@ from .avcm import AudioVisualClueMining
 from .config import ModelConfig
 from .qoaf import QuestionOrientedFusion
 from .tacl import TemporalAlignment
+from .temporal import AudioTimeAttention
 
 
 class AVAFNet(nn.Module):
@@ -38,6 +51,9 @@ class AVAFNet(nn.Module):
             self.classifier = nn.Linear(2 * d + cfg.audio_dim, cfg.n_answers)
             return
         self.tacl = TemporalAlignment(d, cfg.audio_dim)
+        self.time = AudioTimeAttention(
+            d, cfg.max_seconds, cfg.ffn_dim, cfg.dropout, positions=cfg.time_positions
+        )
         self.avcm = None if cfg.no_avcm else AudioVisualClueMining(d, cfg.heads, cfg.ffn_dim, cfg.dropout)
         self.qoaf = QuestionOrientedFusion(d, cfg.heads, cfg.ffn_dim, cfg.dropout, adaptive=not cfg.no_qoaf)
         self.pool = nn.Linear(d, 1, bias=False)  # a score per word; softmax would cancel a bias
@@ -72,6 +88,7 @@ class AVAFNet(nn.Module):
             out["logits"] = self.classifier(_pooled_inputs(patches, audio, seconds_mask, sentence))  # (B, C)
             return out
         patches, audio = self.tacl(patches, audio)  # (B, T, N, D), (B, T, D)
+        audio = self.time(audio, seconds_mask)  # (B, T, D): each second now knows where it sits
         if not self.cfg.no_tacl:
             visual_mean, sounding = self.tacl.pooled(patches, audio)  # (B, T, D) each
             out.update(tacl_audio=audio, tacl_visual=visual_mean, tacl_sounding=sounding)

@@ -32,7 +32,9 @@ class AudioTimeAttention(nn.Module):
         super().__init__()
         self.positions = nn.Parameter(torch.randn(max_seconds, dim) * 0.02) if positions else None
         self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
+        self.k = nn.Linear(
+            dim, dim, bias=False
+        )  # a key bias shifts a query's scores alike: softmax ignores it
         self.v = nn.Linear(dim, dim)
         self.o = nn.Linear(dim, dim)
         self.norm1 = nn.LayerNorm(dim)
