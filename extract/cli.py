@@ -2,121 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
-from avaf.extract.config import ExtractConfig
+from avaf.extract.config import ClipConfig, DemoConfig, ExtractConfig
+from avaf.shared.cli import CONTEXT, common_options, config_options, given
 from avaf.shared.config import ConfigError, resolve
 
-OPTIONS = {  # flag name -> (config path, help)
-    "videos": (
-        "input.videos",
-        "Folder searched recursively for videos (mp4, mkv, webm, avi, mov, ...) and audio-only files.",
-    ),
-    "annotations": (
-        "input.annotations",
-        "MUSIC-AVQA annotation file or folder (repeatable): encode its questions into the store.",
-    ),
-    "split": (
-        "input.split",
-        "Split of the --annotations files (default: from each file name, e.g. avqa-test.json -> test).",
-    ),
-    "limit": ("input.limit", "Only the first N videos (sorted by path): a smoke run."),
-    "clip_model": ("clip.model", "open_clip model name.  [default: ViT-B-32]"),
-    "clip_pretrained": (
-        "clip.pretrained",
-        "open_clip pretrained tag, a local checkpoint (.safetensors/.bin), or 'random'.  [default: openai]",
-    ),
-    "vggish_weights": (
-        "vggish.weights",
-        "'default' (torchvggish's release), a local .pth/.safetensors, or 'random'.  [default: default]",
-    ),
-    "decoder": (
-        "decode.backend",
-        "Video decoder: auto (PyAV, the faster here; decord if PyAV fails), pyav, or decord (falls back to PyAV).  [default: auto]",
-    ),
-    "decode_timeout": (
-        "decode.timeout_s",
-        "Seconds before a hung decode is killed (that video fails, the job goes on).  [default: 300]",
-    ),
-    "address": (
-        "runtime.address",
-        "Ray cluster address (else RAY_ADDRESS, else a local Ray instance on this machine).",
-    ),
-    "in_process": ("runtime.in_process", "Run without Ray, in this process (debugging; identical output)."),
-    "num_gpus": (
-        "runtime.num_gpus",
-        "GPUs per encoder actor (-1: one if this machine has a GPU).  [default: -1]",
-    ),
-    "num_cpus": ("runtime.num_cpus", "CPUs per encoder actor.  [default: 1]"),
-    "encoders": ("runtime.encoders", "Number of encoder actors (one per GPU on a cluster).  [default: 1]"),
-    "encoder_threads": (
-        "runtime.encoder_threads",
-        "Torch threads of a CPU encoder actor (0: every core).  [default: 0]",
-    ),
-    "batch_size": ("runtime.batch_size", "Frames per CLIP forward pass.  [default: 64]"),
-    "videos_per_call": (
-        "runtime.videos_per_call",
-        "Videos an encoder takes at once (their frames share batches).  [default: 4]",
-    ),
-    "shard_videos": (
-        "runtime.shard_videos",
-        "Videos per shard: the most a killed job can lose.  [default: 32]",
-    ),
-    "weights_dir": (
-        "runtime.weights_dir",
-        "Folder filled by avaf-fetch-weights: load all weights from there (offline nodes).",
-    ),
-    "precision": (
-        "runtime.precision",
-        "auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16.  [default: auto]",
-    ),
-}
-TYPES = {
-    "encoder_threads": int,
-    "videos_per_call": int,
-    "limit": int,
-    "decode_timeout": float,
-    "num_gpus": float,
-    "num_cpus": float,
-    "encoders": int,
-    "batch_size": int,
-    "shard_videos": int,
-}
 
-
-def _flags_to_dict(flags: dict) -> dict:
-    """Only the flags the user gave, keyed by their dotted config path ("clip.model")."""
-    return {OPTIONS[name][0]: v for name, v in flags.items() if v not in (None, (), False)}
-
-
-def _options(f):
-    for name, (_, text) in reversed(OPTIONS.items()):
-        flag = "--" + name.replace("_", "-")
-        if name == "in_process":
-            f = click.option(flag, is_flag=True, default=False, help=text)(f)
-        else:
-            f = click.option(
-                flag, name, multiple=name == "annotations", type=TYPES.get(name, str), help=text
-            )(f)
-    return f
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option(
-    "--out", default=None, help="Output feature file; shards go to OUT.shards/.  [default: feats.h5]"
-)
+@click.command(context_settings=CONTEXT)
+@common_options
 @click.option(
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False),
     help="YAML/TOML config file; flags override it.",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Log every step.")
-@_options
-def main(out, config_file, verbose, **flags) -> None:
+@config_options(ExtractConfig)
+def main(config_file, **flags) -> None:
     """Decode every video under --videos at 1 fps and 16 kHz mono, encode frames with a frozen CLIP ViT
     (all tokens) and audio with VGGish, encode --annotations questions with CLIP's text tower, and write
     resumable shards plus one self-describing feats.h5. Re-running skips what is done and retries what
@@ -124,12 +28,8 @@ def main(out, config_file, verbose, **flags) -> None:
     from avaf.extract.encoders.weights import WeightsUnavailable
     from avaf.extract.pipeline import run_extract
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    d = _flags_to_dict(flags) | ({"out": out} if out else {})
     try:
-        cfg = resolve(ExtractConfig, config_file, d)
+        cfg = resolve(ExtractConfig, config_file, given(ExtractConfig, flags))
         if not cfg.input.videos and not cfg.input.annotations:
             raise click.UsageError("give --videos and/or --annotations")
         s = run_extract(cfg)
@@ -152,17 +52,18 @@ def main(out, config_file, verbose, **flags) -> None:
     sys.exit(1 if s.failed else 0)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
+@common_options
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name.")
-@click.option("--clip-pretrained", default="openai", show_default=True, help="open_clip pretrained tag.")
-def fetch_weights(folder: str, clip_model: str, clip_pretrained: str) -> None:
+@config_options(ClipConfig)
+def fetch_weights(folder: str, **flags) -> None:
     """Download the default CLIP and VGGish weights once into FOLDER (needs network). Copy FOLDER to
     offline cluster nodes and run avaf-extract with --weights-dir FOLDER."""
     from avaf.extract.encoders.weights import WeightsUnavailable, fetch_default_weights
 
     try:
-        paths = fetch_default_weights(folder, clip_model, clip_pretrained)
+        clip = resolve(ClipConfig, None, given(ClipConfig, flags))
+        paths = fetch_default_weights(folder, clip.model, clip.pretrained)
     except (WeightsUnavailable, ValueError) as e:
         click.echo(f"avaf-fetch-weights: {e}", err=True)
         sys.exit(2)
@@ -171,45 +72,30 @@ def fetch_weights(folder: str, clip_model: str, clip_pretrained: str) -> None:
     click.echo(f"now: avaf-extract ... --weights-dir {folder}")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--out", default="avaf-demo", show_default=True, help="Folder for the generated set, features and run."
-)
-@click.option(
-    "--videos", default=48, show_default=True, help="Generated videos (70% train, 10% val, 20% test)."
-)
-@click.option("--seconds", default=8, show_default=True, help="Length of each generated video.")
-@click.option("--epochs", default=5, show_default=True, help="Training epochs.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the generated set.")
-@click.option(
-    "--weights",
-    type=click.Choice(["auto", "default", "random"]),
-    default="auto",
-    show_default=True,
-    help="auto: the default CLIP/VGGish weights when available, else random (said loudly); default: fail without them.",
-)
-@click.option("--in-process", is_flag=True, help="Extract without Ray (debugging).")
-@click.option(
-    "--clip-model",
-    default="ViT-B-32",
-    show_default=True,
-    help="open_clip model name (or a model-config JSON).",
-)
-@click.option(
-    "--train-config",
-    type=click.Path(exists=True, dir_okay=False),
-    help="YAML/TOML for avaf-train's --config.",
-)
-def demo(out, videos, seconds, epochs, seed, weights, in_process, clip_model, train_config) -> None:
+@click.command(context_settings=CONTEXT)
+@common_options
+@config_options(DemoConfig)
+def demo(**flags) -> None:
     """The whole pipeline in a few minutes on this machine: generate a music-scene set with known answers,
     extract features on a local Ray instance, train AVAF-Net, print the per-type table."""
     from avaf.extract.demo import run_demo
     from avaf.extract.encoders.weights import WeightsUnavailable
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        extra = ("--config", train_config) if train_config else ()
-        run_demo(out, videos, seconds, epochs, seed, weights, clip_model, in_process, click.echo, extra)
+        c = resolve(DemoConfig, None, given(DemoConfig, flags))
+        extra = ("--config", c.train_config) if c.train_config else ()
+        run_demo(
+            c.out,
+            c.videos,
+            c.seconds,
+            c.epochs,
+            c.seed,
+            c.weights,
+            c.clip_model,
+            c.in_process,
+            click.echo,
+            extra,
+        )
     except (WeightsUnavailable, RuntimeError) as e:
         click.echo(f"avaf-demo: {e}", err=True)
         sys.exit(2)

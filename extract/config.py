@@ -1,6 +1,7 @@
 """`ExtractConfig`: every setting of `avaf-extract`, with its default (DESIGN.md §3).
 
-Override order: these defaults, then `--config FILE` (YAML/TOML), then flags. The resolved config is
+Override order: these defaults, then `--config FILE` (YAML/TOML), then flags. Each `option` field is
+also a flag of `avaf-extract` (its help is the field's metadata; `avaf.shared.cli`). The resolved config is
 saved in the root attributes of every shard and of `feats.h5`.
 """
 
@@ -8,56 +9,110 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from avaf.shared.cli import option
 
 
 @dataclass(frozen=True)
 class InputConfig:
-    videos: str | None = None  # folder searched recursively for videos (and audio-only files)
-    annotations: tuple[str, ...] = ()  # MUSIC-AVQA annotation files or folders
-    split: str | None = None  # split of the annotation files (default: from each file's name)
-    limit: int | None = None  # only the first N videos (sorted by path): smoke runs
+    videos: str | None = option(
+        None, "Folder searched recursively for videos (mp4, mkv, webm, avi, mov, ...) and audio-only files."
+    )
+    annotations: tuple[str, ...] = option(
+        (), "MUSIC-AVQA annotation file or folder (repeatable): encode its questions into the store."
+    )
+    split: str | None = option(
+        None, "Split of the --annotations files (default: from each file name, avqa-test.json -> test)."
+    )
+    limit: int | None = option(None, "Only the first N videos (sorted by path): a smoke run.")
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    backend: str = "auto"  # auto | decord | pyav
-    image_size: int | None = (
-        None  # frames resized (shorter side) + centre-cropped to this; None: CLIP's input size
+    backend: str = option(
+        "auto",
+        "Video decoder: auto (PyAV, the faster here; decord if PyAV fails), pyav, or decord (falls back to PyAV).",
+        flag="decoder",
+        choices=("auto", "pyav", "decord"),
     )
-    timeout_s: float = 300.0  # a decode running longer is killed: one video lost, never the job
+    image_size: int | None = (
+        None  # frames resized (shorter side) + centre-cropped to this; None: CLIP's input
+    )
+    timeout_s: float = option(
+        300.0,
+        "Seconds before a hung decode is killed (that video fails, the job goes on).",
+        flag="decode-timeout",
+    )
 
 
 @dataclass(frozen=True)
 class ClipConfig:
-    model: str = "ViT-B-32"  # any open_clip model name
-    pretrained: str = "openai"  # open_clip tag, a local checkpoint path, or "random"
+    model: str = option("ViT-B-32", "open_clip model name (or a model-config JSON).", flag="clip-model")
+    pretrained: str = option(
+        "openai",
+        "open_clip pretrained tag, a local checkpoint (.safetensors/.bin), or 'random'.",
+        flag="clip-pretrained",
+    )
 
 
 @dataclass(frozen=True)
 class VGGishConfig:
-    weights: str = "default"  # "default" (torchvggish's release), a local path, or "random"
+    weights: str = option(
+        "default",
+        "'default' (torchvggish's release), a local .pth/.safetensors, or 'random'.",
+        flag="vggish-weights",
+    )
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    address: str | None = None  # Ray cluster; None: RAY_ADDRESS, else a local instance on this machine
-    in_process: bool = False  # no Ray: decode and encode in this process (debugging; same output)
-    num_gpus: float = -1.0  # per encoder actor; -1: 1 when this machine has a GPU, else 0
-    num_cpus: float = 1.0  # per encoder actor
-    encoder_threads: int = 0  # torch threads of a CPU encoder actor; 0: every core of its node
-    encoders: int = 1  # encoder actors (one per GPU on a cluster)
-    batch_size: int = 64  # frames per CLIP forward pass (VGGish: examples per pass)
-    videos_per_call: int = 4  # videos an encoder takes at once: their frames share batches
-    shard_videos: int = 32  # videos per shard: what a kill can lose at most
-    weights_dir: str | None = None  # folder from `avaf-extract fetch-weights`: load weights from there
-    precision: str = "auto"  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16
+    address: str | None = option(
+        None, "Ray cluster address (else RAY_ADDRESS, else a local Ray instance on this machine)."
+    )
+    in_process: bool = option(False, "Run without Ray, in this process (debugging; identical output).")
+    num_gpus: float = option(-1.0, "GPUs per encoder actor (-1: one if this machine has a GPU).")
+    num_cpus: float = option(1.0, "CPUs per encoder actor.")
+    encoder_threads: int = option(0, "Torch threads of a CPU encoder actor (0: every core of its node).")
+    encoders: int = option(1, "Number of encoder actors (one per GPU on a cluster).")
+    batch_size: int = option(64, "Frames per CLIP forward pass (VGGish: examples per pass).")
+    videos_per_call: int = option(4, "Videos an encoder takes at once (their frames share batches).")
+    shard_videos: int = option(32, "Videos per shard: the most a killed job can lose.")
+    weights_dir: str | None = option(
+        None, "Folder filled by avaf-fetch-weights: load all weights from there (offline nodes)."
+    )
+    precision: str = option(
+        "auto",
+        "auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16.",
+        choices=("auto", "fp32", "fp16", "bf16"),
+    )
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    out: str = "feats.h5"
+    out: str = option("feats.h5", "Output feature file; shards go to OUT.shards/ beside it.")
     input: InputConfig = field(default_factory=InputConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     vggish: VGGishConfig = field(default_factory=VGGishConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`avaf-demo`: the generated set, and how to extract and train on it."""
+
+    out: str = option("avaf-demo", "Folder for the generated set, features and run.")
+    videos: int = option(48, "Generated videos (70% train, 10% val, 20% test).")
+    seconds: int = option(8, "Length of each generated video.")
+    epochs: int = option(5, "Training epochs.")
+    seed: int = option(0, "Seed of the generated set.")
+    weights: str = option(
+        "auto",
+        "auto: the default CLIP/VGGish weights when available, else random (said loudly); default: fail "
+        "without them; random: random encoders.",
+        choices=("auto", "default", "random"),
+    )
+    in_process: bool = option(False, "Extract without Ray (debugging).")
+    clip_model: str = option("ViT-B-32", "open_clip model name (or a model-config JSON).")
+    train_config: str | None = option(
+        None, "YAML/TOML for avaf-train's --config.", path={"exists": True, "dir_okay": False}
+    )

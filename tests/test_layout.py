@@ -25,7 +25,7 @@ def _modules() -> list[str]:
     for pkg in (avaf.extract, avaf.shared, avaf.train):
         names.append(pkg.__name__)
         names += [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
-    return sorted(names)
+    return sorted(n for n in names if not n.endswith(".__main__"))  # importing __main__ runs the program
 
 
 def test_the_tree_has_the_data_flow_rooms():
@@ -135,6 +135,14 @@ def test_extract_and_train_never_import_each_other():
         for p in (ROOT / side).rglob("*.py"):
             text = p.read_text()
             assert f"from {other}" not in text and f"import {other}" not in text, p
+
+
+def test_python_m_avaf_train_is_avaf_train():
+    proc = subprocess.run(
+        [sys.executable, "-m", "avaf.train", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "Usage: python -m avaf.train" in proc.stdout, proc.stderr[-2000:]
+    assert "--feats" in proc.stdout
 
 
 def test_the_reader_needs_neither_torch_nor_ray():

@@ -5,56 +5,61 @@ avaf-synth --out synth --videos 200 --seed 0 --seconds 5 15 --size 224x224
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 
 import click
 
 from avaf.extract.synth.generate import generate
+from avaf.shared.cli import CONTEXT, common_options, config_options, given, option
+from avaf.shared.config import resolve
 
 
-def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
+@dataclass(frozen=True)
+class SynthConfig:
+    """`avaf-synth`: how many generated videos, how long, how large."""
+
+    out: str = option(None, "Output folder (created).", required=True, path={"file_okay": False})
+    videos: int = option(None, "Number of videos.", required=True)
+    seed: int = option(0, "Same seed, same videos and annotation bytes.")
+    seconds: tuple[int, int] | None = option(None, "MIN MAX: each length drawn from [MIN, MAX] s.")
+    duration: int = option(10, "Length of every video (s), if no --seconds.")
+    size: str = option("224x224", "Frame WIDTHxHEIGHT (even).")
+    fps: int = option(8, "Frames per second.")
+    splits: tuple[float, float, float] = option((0.7, 0.1, 0.2), "Train/val/test shares of the videos.")
+    workers: int | None = option(None, "Rendering processes (default: all CPUs).")
+
+
+def _size(value: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in value.lower().split("x"))
     except ValueError:
-        raise click.BadParameter(f"expected WIDTHxHEIGHT such as 224x224, got {value!r}") from None
+        raise click.BadParameter(
+            f"expected WIDTHxHEIGHT such as 224x224, got {value!r}", param_hint="--size"
+        ) from None
     return width, height
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (created).")
-@click.option("--videos", "n_videos", required=True, type=click.IntRange(min=1), help="Number of videos.")
-@click.option("--seed", default=0, show_default=True, help="Same seed, same videos and annotation bytes.")
-@click.option(
-    "--seconds", nargs=2, type=int, default=None, help="MIN MAX: each length drawn from [MIN, MAX] s."
-)
-@click.option(
-    "--duration", type=int, default=10, show_default=True, help="Length of every video (s), if no --seconds."
-)
-@click.option(
-    "--size", default="224x224", show_default=True, callback=_size, help="Frame WIDTHxHEIGHT (even)."
-)
-@click.option("--fps", default=8, show_default=True, type=click.IntRange(min=1), help="Frames per second.")
-@click.option(
-    "--splits",
-    nargs=3,
-    type=float,
-    default=(0.7, 0.1, 0.2),
-    show_default=True,
-    help="Train/val/test shares of the videos.",
-)
-@click.option(
-    "--workers", type=click.IntRange(min=1), default=None, help="Rendering processes [default: all CPUs]."
-)
-def main(out, n_videos, seed, seconds, duration, size, fps, splits, workers) -> None:
+@click.command(context_settings=CONTEXT)
+@common_options
+@config_options(SynthConfig)
+def main(**flags) -> None:
     """Write DIR/videos/*.mp4, DIR/annotations/avqa-{train,val,test}.json and DIR/scenes.json."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    c = resolve(SynthConfig, None, given(SynthConfig, flags))
     try:
         summary = generate(
-            out, n_videos, seed, seconds or (duration, duration), size, fps, splits, workers, progress=True
+            c.out,
+            c.videos,
+            c.seed,
+            c.seconds or (c.duration, c.duration),
+            _size(c.size),
+            c.fps,
+            c.splits,
+            c.workers,
+            progress=True,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    click.echo(f"{len(summary['videos'])} videos {summary['videos_per_split']} in {out}/videos")
+    click.echo(f"{len(summary['videos'])} videos {summary['videos_per_split']} in {c.out}/videos")
     click.echo(
-        f"questions {summary['questions_per_split']} in {out}/annotations; ground truth in {summary['scenes']}"
+        f"questions {summary['questions_per_split']} in {c.out}/annotations; ground truth in {summary['scenes']}"
     )

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 
 import click
 
 from avaf.shared.avqa.annotations import AnnotationError
+from avaf.shared.cli import CONTEXT, common_options, config_options, given, option
+from avaf.shared.config import resolve
 from avaf.shared.errors import StoreError
 from avaf.shared.exchange.formats import (
     CONTEXT_LENGTH,
@@ -25,74 +28,68 @@ from avaf.shared.exchange.formats import (
     import_npy,
 )
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 ERRORS = (StoreError, ExchangeError, AnnotationError, FileNotFoundError)
-Choice = click.Choice
 
-EXPORT_OPTIONS = {  # flag -> click.option keywords
-    "--feats": dict(required=True, type=click.Path(dir_okay=False), help="The avaf feature store to export."),
-    "--format": dict(
-        type=Choice(["npy"]),
-        default="npy",
-        help="Output format: one .npy file per video and per question (the AVQA repositories' layout).",
-    ),
-    "--out": dict(
-        required=True, type=click.Path(file_okay=False), help="Folder to write (created if needed)."
-    ),
-    "--dtype": dict(
-        type=Choice(DTYPES),
-        default="float32",
-        help="Array dtype. The repositories write float32; float16 halves the disk and is what the store "
-        "holds. Either way float16 -> file -> float16 is exact.",
-    ),
-    "--layout": dict(
-        type=Choice(LAYOUTS),
-        default="repos",
-        help="repos: clip_word (1, 77, D) with zero rows after the L real tokens and clip_qst (1, D), as "
-        "PSTP-Net and AVAF-Net load them; exact: clip_word (L, D) and clip_qst (D,).",
-    ),
-    "--context-length": dict(
-        type=int, default=CONTEXT_LENGTH, help="Rows of clip_word in the repos layout (CLIP's text context)."
-    ),
-}
-IMPORT_OPTIONS = {
-    "--npy": dict(
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """`avaf-export`: which store, where, and in which layout."""
+
+    feats: str = option(None, "The avaf feature store to export.", required=True, path={"dir_okay": False})
+    format: str = option(
+        "npy",
+        "Output format: one .npy file per video and per question (the AVQA repositories' layout).",
+        choices=("npy",),
+    )
+    out: str = option(None, "Folder to write (created if needed).", required=True, path={"file_okay": False})
+    dtype: str = option(
+        "float32",
+        "Array dtype. The repositories write float32; float16 halves the disk and is what the store holds. "
+        "Either way float16 -> file -> float16 is exact.",
+        choices=DTYPES,
+    )
+    layout: str = option(
+        "repos",
+        "repos: clip_word (1, 77, D) with zero rows after the L real tokens and clip_qst (1, D), as PSTP-Net "
+        "and AVAF-Net load them; exact: clip_word (L, D) and clip_qst (D,).",
+        choices=LAYOUTS,
+    )
+    context_length: int = option(
+        CONTEXT_LENGTH, "Rows of clip_word in the repos layout (CLIP's text context)."
+    )
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """`avaf-import`: which .npy folder, which annotations, how to read ambiguous files."""
+
+    npy: str = option(
+        None,
+        "Folder with vggish/ and clip_vit_b32/ (and clip_word/, clip_qst/), as avaf-export writes it.",
         required=True,
-        type=click.Path(file_okay=False, exists=True),
-        help="Folder with vggish/ and clip_vit_b32/ (and clip_word/, clip_qst/), as avaf-export writes it.",
-    ),
-    "--out": dict(required=True, type=click.Path(dir_okay=False), help="The feature store to write."),
-    "--annotations": dict(
-        multiple=True,
-        type=click.Path(exists=True),
-        help="MUSIC-AVQA annotation file or folder (repeatable): question text, type, answer and split. "
+        path={"file_okay": False, "exists": True},
+    )
+    out: str = option(None, "The feature store to write.", required=True, path={"dir_okay": False})
+    annotations: tuple[str, ...] = option(
+        (),
+        "MUSIC-AVQA annotation file or folder (repeatable): question text, type, answer and split. "
         "Default: the questions listed in the folder's manifest.json.",
-    ),
-    "--split": dict(
-        type=Choice(["train", "val", "test"]),
-        help="Split of the --annotations files (default: from each file name, avqa-test.json -> test).",
-    ),
-    "--word-length": dict(
-        type=Choice(WORD_LENGTHS),
-        default="auto",
-        help="Real rows of clip_word where the manifest does not say: auto drops trailing all-zero rows, "
+        path={"exists": True},
+    )
+    split: str | None = option(
+        None,
+        "Split of the --annotations files (default: from each file name, avqa-test.json -> test).",
+        choices=("train", "val", "test"),
+    )
+    word_length: str = option(
+        "auto",
+        "Real rows of clip_word where the manifest does not say: auto drops trailing all-zero rows, "
         "tokenizer counts the CLIP BPE tokens of the question text (needs open_clip), all keeps every row.",
-    ),
-    "--pad-short-audio": dict(
-        is_flag=True,
-        help="Zero-fill audio shorter than the visual features and flag it, instead of skipping.",
-    ),
-    "--verbose": dict(is_flag=True, help="Also log every skipped item as it happens."),
-}
-
-
-def _options(table: dict):
-    def apply(f):
-        for flag, kwargs in reversed(table.items()):
-            f = click.option(flag, show_default="default" in kwargs, **kwargs)(f)
-        return f
-
-    return apply
+        choices=WORD_LENGTHS,
+    )
+    pad_short_audio: bool = option(
+        False, "Zero-fill audio shorter than the visual features and flag it, instead of skipping."
+    )
 
 
 def _fail(command: str, e: Exception) -> None:
@@ -101,8 +98,9 @@ def _fail(command: str, e: Exception) -> None:
 
 
 @click.command(context_settings=CONTEXT)
-@_options(EXPORT_OPTIONS)
-def export_main(feats: str, format: str, out: str, dtype: str, layout: str, context_length: int) -> None:
+@common_options
+@config_options(ExportConfig)
+def export_main(**flags) -> None:
     """Write FEATS as OUT/vggish/{video_id}.npy (T, 128), OUT/clip_vit_b32/{video_id}.npy (T, 50, 512) CLS first,
     OUT/clip_vit_b32_pooled/{video_id}.npy (T, 512), OUT/clip_word/{question_id}.npy (1, 77, 512),
     OUT/clip_qst/{question_id}.npy (1, 512), and OUT/manifest.json (source config, signature, random weights,
@@ -115,9 +113,9 @@ def export_main(feats: str, format: str, out: str, dtype: str, layout: str, cont
     rows 1: as words); clip_qst/ - PSTP-Net (squeeze(-2) to (512,)). TSPM and QA-TIGER read ViT-L/14@336px
     frame and ToMe features that avaf does not make. The repositories slice [:60]: MUSIC-AVQA videos have T = 60.
     """
-    logging.basicConfig(level=logging.WARNING, format="avaf-export: %(message)s")
+    c = resolve(ExportConfig, None, given(ExportConfig, flags))
     try:
-        report = export_npy(feats, out, dtype=dtype, layout=layout, context_length=context_length)
+        report = export_npy(c.feats, c.out, dtype=c.dtype, layout=c.layout, context_length=c.context_length)
     except ERRORS as e:
         _fail("avaf-export", e)
     for line in report.lines():
@@ -125,17 +123,16 @@ def export_main(feats: str, format: str, out: str, dtype: str, layout: str, cont
 
 
 @click.command(context_settings=CONTEXT)
-@_options(IMPORT_OPTIONS)
-def import_main(npy, out, annotations, split, word_length, pad_short_audio, verbose) -> None:
+@common_options(base=logging.ERROR)
+@config_options(ImportConfig)
+def import_main(**flags) -> None:
     """Build the feature store OUT from per-file .npy features, so avaf-train runs without re-extracting.
     Inconsistent videos (missing file, wrong width, audio and visual of different T) and questions are
     skipped and listed with the reason; the rest is imported. Exit status 1 when anything was skipped,
-    2 when nothing could be imported."""
-    logging.basicConfig(
-        level=logging.WARNING if verbose else logging.ERROR, format="%(levelname)s %(message)s"
-    )
+    2 when nothing could be imported. -v lists every skipped item as it happens."""
+    c = resolve(ImportConfig, None, given(ImportConfig, flags))
     try:
-        report = import_npy(npy, out, annotations, split, word_length, pad_short_audio)
+        report = import_npy(c.npy, c.out, c.annotations, c.split, c.word_length, c.pad_short_audio)
     except ERRORS as e:
         _fail("avaf-import", e)
     for line in report.lines():

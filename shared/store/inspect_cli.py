@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 
 import click
 
+from avaf.shared.cli import CONTEXT, common_options, config_options, given, option
+from avaf.shared.config import resolve
 from avaf.shared.errors import StoreError
 from avaf.shared.store.describe import describe_store, format_description
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@dataclass(frozen=True)
+class InspectConfig:
+    json: bool = option(False, "Print the same information as one JSON object.")
+
+
+@click.command(context_settings=CONTEXT)
+@common_options
 @click.argument("feats", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the same information as one JSON object.")
-def main(feats: str, as_json: bool) -> None:
+@config_options(InspectConfig)
+def main(feats: str, **flags) -> None:
     """Show the schema version, extraction config, counts of videos and questions (per split and
     question type), dataset shapes and dtypes, failed videos with their errors, and whether random
     weights were used, for FEATS (a feats.h5 store or one of its shards)."""
@@ -23,4 +32,5 @@ def main(feats: str, as_json: bool) -> None:
     except StoreError as e:
         click.echo(f"avaf-inspect: {e}", err=True)
         sys.exit(2)
+    as_json = resolve(InspectConfig, None, given(InspectConfig, flags)).json
     click.echo(json.dumps(d, indent=2) if as_json else format_description(d))

@@ -1,0 +1,161 @@
+"""How every avaf command is declared: options generated from config dataclasses, one logging setup.
+
+A setting that a command exposes is a dataclass field made with `option`, which carries its help (and,
+where needed, its flag name and choices) as field metadata; the default lives in the dataclass only.
+
+    @dataclass(frozen=True)
+    class OptimConfig:
+        lr: float = option(1e-4, "Adam learning rate.")
+
+    @click.command(context_settings=CONTEXT)
+    @common_options                      # -v/-q (one logging setup) and --version
+    @config_options(TrainConfig)         # --lr ... generated from the fields, defaults shown
+    def main(**flags):
+        cfg = resolve(TrainConfig, None, given(TrainConfig, flags))
+
+A flag left at its default is not passed on (click tells where each value came from), so it never
+overrides a --config file (STYLE.md: defaults, then the
+file, then the flags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import types
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from avaf.shared.version import avaf_version
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+LEVELS = (logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
+
+
+def option(
+    default: Any = None,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    path: dict | None = None,
+    required: bool = False,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A dataclass field that is also a command-line option (`--flag`, by default the field name)."""
+    meta = {"help": help, "flag": flag, "choices": choices, "path": path, "required": required}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _fields(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """(dotted path, field, type hint) of every field made with `option`, nested dataclasses included."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _fields(hint, f"{prefix}{f.name}.")
+        elif "help" in f.metadata:
+            yield f"{prefix}{f.name}", f, hint
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata["flag"] or f.name.replace("_", "-")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _click_type(hint: Any, f: dataclasses.Field) -> dict:
+    """click.option keywords for a field's type: Optional unwrapped, tuple[X, ...] repeatable, tuple[X, Y] nargs."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    kwargs: dict = {}
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            kwargs["multiple"] = True
+        else:
+            kwargs["nargs"] = len(args)
+        hint = args[0]
+    if f.metadata["choices"]:
+        kwargs["type"] = click.Choice(list(f.metadata["choices"]))
+    elif f.metadata["path"] is not None:
+        kwargs["type"] = click.Path(**f.metadata["path"])
+    elif hint in (int, float, str):
+        kwargs["type"] = hint
+    return kwargs
+
+
+def config_options(cls: type) -> Callable:
+    """A decorator adding one click option per `option` field of the config dataclass `cls`."""
+
+    def decorate(fn: Callable) -> Callable:
+        for _path, f, hint in reversed(list(_fields(cls))):
+            name, default = _flag(f), _default(f)
+            dest = name.replace("-", "_")
+            common = dict(help=f.metadata["help"], default=default, required=f.metadata["required"])
+            if hint is bool:
+                decl = f"--{name}/--no-{name}" if default else f"--{name}"
+                fn = click.option(decl, dest, is_flag=True, show_default=bool(default), **common)(fn)
+            else:
+                show = default is not None and default != ()
+                fn = click.option(f"--{name}", dest, show_default=show, **_click_type(hint, f), **common)(fn)
+        return fn
+
+    return decorate
+
+
+def given(cls: type, flags: dict) -> dict:
+    """The flags the user gave on the command line (or in the environment), keyed by their dotted config
+    path ("optim.lr"); flags left at their default are dropped, so they never override a --config file."""
+    ctx = click.get_current_context()
+    out = {}
+    for path, f, _hint in _fields(cls):
+        dest = _flag(f).replace("-", "_")
+        if ctx.get_parameter_source(dest) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            value = flags[dest]
+            out[path] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+class _Formatter(logging.Formatter):
+    """Plain messages for INFO (progress lines), the level and logger name for everything else."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {record.getMessage()}"
+
+
+def setup_logging(verbosity: int = 0, base: int = logging.WARNING) -> None:
+    """The one logging setup of every command: `base` level, each -v one level more, each -q one less."""
+    index = max(0, min(len(LEVELS) - 1, LEVELS.index(base) + verbosity))
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Formatter())
+    logging.basicConfig(level=LEVELS[index], handlers=[handler], force=True)
+
+
+def common_options(fn: Callable | None = None, *, base: int = logging.WARNING) -> Callable:
+    """-v/--verbose, -q/--quiet (both countable) and --version, with the logging set up before the command."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, verbose: int, quiet: int, **kwargs):
+            setup_logging(verbose - quiet, base)
+            return fn(*args, **kwargs)
+
+        wrapper = click.option("-q", "--quiet", count=True, help="Less output (repeatable).")(wrapper)
+        wrapper = click.option("-v", "--verbose", count=True, help="More output: -v info, -vv debug.")(
+            wrapper
+        )
+        return click.version_option(avaf_version(), "--version", prog_name="avaf")(wrapper)
+
+    return decorate(fn) if fn is not None else decorate

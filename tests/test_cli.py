@@ -1,0 +1,108 @@
+"""Every command is declared one way (avaf.shared.cli): options generated from config dataclass fields,
+defaults shown, -v/-q and --version everywhere, and a flag overrides a --config file only when given."""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from avaf.shared.cli import CONTEXT, common_options, config_options, given, option
+from avaf.shared.config import resolve
+from avaf.shared.version import avaf_version
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def _command(target: str) -> click.Command:
+    module, name = target.split(":")
+    return getattr(import_module(module), name)
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_command_has_version_verbose_quiet_and_shown_defaults(script):
+    cmd = _command(SCRIPTS[script])
+    res = CliRunner().invoke(cmd, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"avaf, version {avaf_version()}", res.output
+    names = {opt for p in cmd.params for opt in p.opts}
+    assert {"-v", "--verbose", "-q", "--quiet", "--version", "--help"} <= names | {"--help"}
+    help_text = CliRunner().invoke(cmd, ["--help"], terminal_width=200).output
+    for p in cmd.params:
+        real = isinstance(p.default, str | int | float) or (isinstance(p.default, tuple) and p.default)
+        if isinstance(p, click.Option) and real and not p.is_flag and not p.count:
+            assert p.show_default, f"{script} {p.opts}: default {p.default!r} not shown"
+            assert "[default: " in help_text
+    typed = [p.opts for p in cmd.params if isinstance(p, click.Option) and "[default" in (p.help or "")]
+    assert typed == [], f"{script}: defaults typed into help strings"
+
+
+@dataclass(frozen=True)
+class _Inner:
+    lr: float = option(1e-4, "Learning rate.")
+    hidden: int = 7  # not an option: no flag
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    name: str = option("x", "A name.", flag="run-name")
+    tags: tuple[str, ...] = option((), "Repeatable.")
+    size: tuple[int, int] | None = option(None, "Two numbers.")
+    fast: bool = option(False, "A switch.")
+    kind: str = option("a", "One of two.", choices=("a", "b"))
+    inner: _Inner = field(default_factory=_Inner)
+
+
+@click.command(context_settings=CONTEXT)
+@common_options
+@click.option("--config", "config_file", default=None)
+@config_options(_Cfg)
+def _main(config_file, **flags):
+    cfg = resolve(_Cfg, config_file, given(_Cfg, flags))
+    click.echo(repr(cfg))
+    logging.getLogger("avaf.test").info("info line")
+    logging.getLogger("avaf.test").warning("warning line")
+
+
+def test_options_come_from_the_fields_and_only_given_flags_override_the_file(tmp_path):
+    runner = CliRunner()
+    flags = {o for p in _main.params for o in p.opts}
+    assert {"--run-name", "--tags", "--size", "--fast", "--kind", "--lr"} <= flags and "--hidden" not in flags
+    out = runner.invoke(
+        _main, ["--run-name", "y", "--tags", "a", "--tags", "b", "--size", "3", "4", "--fast"]
+    )
+    assert out.exit_code == 0, out.output
+    assert (
+        "_Cfg(name='y', tags=('a', 'b'), size=(3, 4), fast=True, kind='a', inner=_Inner(lr=0.0001, hidden=7))"
+        in out.output
+    )
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("name: from-file\ninner:\n  lr: 0.5\n")
+    out = runner.invoke(_main, ["--config", str(cfg_file), "--lr", "0.25"])
+    assert (
+        "name='from-file'" in out.output and "lr=0.25" in out.output
+    )  # flag over file, default never over file
+    assert runner.invoke(_main, ["--kind", "c"]).exit_code == 2  # choices are enforced
+
+
+def test_verbosity_flags_set_one_logging_level(capsys):
+    runner = CliRunner()
+    quiet = runner.invoke(_main, ["-q"]).output
+    plain = runner.invoke(_main, []).output
+    loud = runner.invoke(_main, ["-v"]).output
+    combined = capsys.readouterr().err + quiet + plain + loud
+    assert logging.getLogger().level in (logging.INFO,)  # the last run (-v) left INFO
+    for args, level in (
+        ([], logging.WARNING),
+        (["-v"], logging.INFO),
+        (["-vv"], logging.DEBUG),
+        (["-q"], logging.ERROR),
+    ):
+        runner.invoke(_main, args)
+        assert logging.getLogger().level == level, (args, combined)
