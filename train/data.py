@@ -4,6 +4,18 @@ A split is loaded once from the store in a few large reads (`FeatureStore.load_v
 training device (GPU memory where it fits), and every batch is gathered there by index: no per-question
 file read, no DataLoader workers, no Python loop over the batch. Videos shorter than the model's T and
 questions shorter than M are padded with zeros and masked.
+
+Word layout per variant. `paper`: the store's L BPE-token outputs (start and end tokens included) are the
+words, all unmasked, and the sentence is the store's sentence feature (the end-of-text output). `authors`
+(DESIGN.md §5b): the sentence is the start token's output (store row 0 of the question's words), the words
+are the outputs at positions 1, 2, ... (rows 1..L-1), and the mask keeps positions 1..n with n the number of
+space-separated words of the question template. The store keeps the filled-in text, not the template; n is
+counted on that text, which gives the template's count on every released MUSIC-AVQA file (each placeholder
+is one word and every templ_values filler is one word: checked on all 16 annotation files in
+../shared/data, about 100k questions, no exception). Their code reads CLIP's output at all 77 positions;
+the store keeps only the L real tokens, which suffices: n <= L - 2 (a word is at least one BPE token; on
+json_update val + test L - 2 - n is 0..4), so positions 1..n are always stored, and the positions after n
+change no logit (see authors_model.py). Were n ever larger, the mask stops at the stored rows.
 """
 
 from __future__ import annotations
@@ -39,7 +51,9 @@ class SplitData:
     answer: Tensor  # (Q,) int64 index into ANSWERS
     qtype: Tensor  # (Q,) int64 index into TYPES
     question_id: np.ndarray  # (Q,)
+    template_words: Tensor  # (Q,) int64: space-separated words of the question (the authors' word mask)
     device: torch.device  # where batches go; the arrays above live there too unless they did not fit
+    variant: str = "paper"  # word layout of `gather`: "paper" or "authors" (module docstring)
 
     def __len__(self) -> int:
         return len(self.answer)
@@ -49,8 +63,11 @@ class SplitData:
         return sum(t.numel() * t.element_size() for t in vars(self).values() if isinstance(t, Tensor))
 
 
-def load_split(fs: FeatureStore, split: str, subset: str | None, device: torch.device | str) -> SplitData:
-    """The questions of one split whose video is in the store, with everything they need, on `device`."""
+def load_split(
+    fs: FeatureStore, split: str, subset: str | None, device: torch.device | str, variant: str = "paper"
+) -> SplitData:
+    """The questions of one split whose video is in the store, with everything they need, on `device`;
+    `variant` ("paper" or "authors") chooses the word layout of the batches."""
     q = fs.questions_with_videos(split=split, subset=subset)
     if not len(q["question_id"]):
         raise ValueError(f"{fs.path}: no {split} questions with features (subset={subset or 'all'})")
@@ -79,7 +96,9 @@ def load_split(fs: FeatureStore, split: str, subset: str | None, device: torch.d
         answer=t(answers, torch.int64),
         qtype=t([type_index(x, where=str(fs.path)) for x in q["type"]], torch.int64),
         question_id=np.asarray(q["question_id"]),
+        template_words=t([len(str(x).split()) for x in q["text"]], torch.int64),
         device=device,
+        variant=variant,
     )
 
 
@@ -104,16 +123,24 @@ def gather(
     vo, vl = data.video_offset[idx], data.video_length[idx]  # (B,)
     visual, seconds_mask = pad_ragged(data.visual, vo, vl, seconds)  # (B, T, N, D), (B, T)
     audio, _ = pad_ragged(data.audio, vo, vl, seconds)  # (B, T, 128)
-    words, words_mask = pad_ragged(
-        data.words, data.word_offset[idx], data.word_length[idx], max_words
-    )  # (B, M, D)
+    if data.variant == "authors":  # positions 1.., masked after the template's n; sentence = start token
+        wo, wl = data.word_offset[idx], data.word_length[idx]  # (B,)
+        words, stored = pad_ragged(data.words, wo + 1, wl - 1, max_words - 1)  # (B, M, D), M = max_words - 1
+        n = torch.minimum(data.template_words[idx], wl - 1)  # (B,)
+        words_mask = stored & (torch.arange(max_words - 1, device=n.device)[None, :] < n[:, None])  # (B, M)
+        sentence = data.words[wo]  # (B, D)
+    else:
+        words, words_mask = pad_ragged(
+            data.words, data.word_offset[idx], data.word_length[idx], max_words
+        )  # (B, M, D)
+        sentence = data.sentence[idx]  # (B, D)
     batch = {
         "visual": visual,
         "audio": audio,
         "seconds_mask": seconds_mask,
         "words": words,
         "words_mask": words_mask,
-        "sentence": data.sentence[idx],  # (B, D)
+        "sentence": sentence,
         "answer": data.answer[idx],  # (B,)
     }
     out = {k: v.to(data.device, non_blocking=True) for k, v in batch.items()}

@@ -1,9 +1,10 @@
 """The training loop of `avaf-train` (DESIGN.md §5 "Recipe" and "Speed").
 
 Adam, lr ×0.1 every 8 epochs, batch 32, 30 epochs, a fixed seed (each epoch reseeded from seed + epoch,
-so a resumed run reproduces the uninterrupted one). The checkpoint is selected on val and test is
-reported at that checkpoint. Features are loaded once into memory on the training device; batches are
-gathered there by index; mixed precision on GPU.
+so a resumed run reproduces the uninterrupted one); the authors' variant (DESIGN.md §5b, model.variant)
+trains its own model and losses, at batch 64 with seed 42 by default. The checkpoint is selected on val
+and test is reported at that checkpoint, for both variants. Features are loaded once into memory on the
+training device; batches are gathered there by index; mixed precision on GPU.
 
 Run folder: config.json (resolved config), metrics.jsonl (one line per epoch: every loss term by name,
 accuracies, samples/s, lr), best/ and last/ checkpoints, results.json and results.md (the paper's table
@@ -24,6 +25,7 @@ from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.schema import SECONDS, WORDS
 
 from . import checkpoint
+from .authors_losses import compute_authors_losses
 from .config import TrainConfig
 from .data import SplitData, gather, load_split
 from .evaluate import Evaluation, evaluate, results_markdown
@@ -62,7 +64,9 @@ def load_data(cfg: TrainConfig, device: torch.device) -> tuple[dict[str, SplitDa
                 fs.random_weights,
             )
         splits = {
-            s: load_split(fs, s, cfg.data.subset, device) for s in ("train", "val", "test") if _has(fs, s)
+            s: load_split(fs, s, cfg.data.subset, device, cfg.model.variant)
+            for s in ("train", "val", "test")
+            if _has(fs, s)
         }
     for needed in ("train", "val"):
         if needed not in splits:
@@ -70,6 +74,12 @@ def load_data(cfg: TrainConfig, device: torch.device) -> tuple[dict[str, SplitDa
     seconds = min(cfg.model.max_seconds, max(int(s.video_length.max()) for s in splits.values()))
     max_words = max(int(s.word_length.max()) for s in splits.values())
     return splits, seconds, max_words
+
+
+def eval_batch(cfg: TrainConfig) -> int:
+    """Questions per evaluation batch: 4x the training batch (no gradients), at most 128 so that the
+    authors' batch 64 does not evaluate 256 questions at once (~12 GB at T = 60 on a CPU)."""
+    return min(4 * cfg.optim.batch_size, 128)
 
 
 def _has(fs: FeatureStore, split: str) -> bool:
@@ -88,6 +98,7 @@ def train_epoch(
     order = torch.randperm(len(data), generator=gen)
     scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
     lc = cfg.loss
+    loss_fn = compute_authors_losses if cfg.model.variant == "authors" else compute_losses
     sums: dict[str, torch.Tensor] = {}
     model.train()
     start = time.perf_counter()
@@ -98,7 +109,7 @@ def train_epoch(
         answers = batch.pop("answer")
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             out = model(**batch)
-            losses = compute_losses(out, answers, lc.alpha, lc.beta, lc.sacl_phi, lc.sacl_tau)
+            losses = loss_fn(out, answers, lc.alpha, lc.beta, lc.sacl_phi, lc.sacl_tau)
         opt.zero_grad(set_to_none=True)
         scaler.scale(losses["total"]).backward()
         scaler.step(opt)
@@ -161,7 +172,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         lr = opt.param_groups[0]["lr"]
         stats = train_epoch(model, opt, splits["train"], cfg, epoch, (seconds, max_words), amp, progress)
         sched.step()
-        val = evaluate(model, splits["val"], 4 * cfg.optim.batch_size, seconds, max_words, amp)
+        val = evaluate(model, splits["val"], eval_batch(cfg), seconds, max_words, amp)
         record = {"epoch": epoch, "lr": lr, **stats, "val_accuracy": val.accuracy, "val": val.table}
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -183,7 +194,7 @@ def final_report(cfg, out: Path, model, splits, seconds: int, max_words: int, am
     """Evaluate the val-selected checkpoint on val and test; write results.json / .md / predictions."""
     checkpoint.load_weights(model, out / "best")
     evals: dict[str, Evaluation] = {
-        s: evaluate(model, splits[s], 4 * cfg.optim.batch_size, seconds, max_words, amp)
+        s: evaluate(model, splits[s], eval_batch(cfg), seconds, max_words, amp)
         for s in ("val", "test")
         if s in splits
     }
