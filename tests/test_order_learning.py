@@ -10,16 +10,17 @@ still passes:
   steps), with `time_positions=False` at most the order-blind rate + 0.15 (measured 0.33-0.36 against 1/3,
   0.51-0.52 against 1/2). Three seconds, one block each, make "first" the instrument of second 0: the
   positions must say which second is which, and nothing else in the scene tells the order;
-* place ("Where is the X?"), 1 second, 400 steps at lr 3e-3: >= 0.90 (measured 1.00 from step 300).
+* place ("Where is the X?"), 1 second, 600 steps at lr 3e-3: >= 0.90 (measured 1.00, seeds 0-3; at 400
+  steps seed 2 had 0.63: place is learned later than order, and less predictably).
 
 Cost, measured on the 2-core development machine (AVX-512, torch 2.14, 1 thread): 5.0 CPU-s per 300-step
 order run, so 10-11 CPU-s per order test (both models; 10-13 s wall when the machine is quiet, 21-26 s with
-other work on the second core), 6 CPU-s (12 s wall, loaded) for place: about 40 CPU-s for the four.
+other work on the second core), 11-13 CPU-s for place: about 45 CPU-s for the four.
 One question kind per model: trained on several kinds at once the model needs 2,000 steps and more
 (tiny-model measurements: "second" 0.45 and "third" 0.47 after 800 steps of all five kinds), several
 times the CPU a test may take; longer clips likewise (6 seconds with gaps between the blocks, where order
 is relative, not absolute: the slow test below, 2,000 steps, measured 1.00 for both kinds with positions,
-38 CPU-s per model).
+38 CPU-s per model; without positions 0.30 and 0.52).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def test_order_is_learned_with_positions_and_not_without(kind: str) -> None:
 
 
 def test_place_is_learned() -> None:
-    accuracy = learned(("where",), seconds=1, steps=400, lr=3e-3)["where"]
+    accuracy = learned(("where",), seconds=1, steps=600, lr=3e-3)["where"]
     assert accuracy >= 0.90, f"where: {accuracy:.2f}"
 
 
