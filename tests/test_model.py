@@ -214,7 +214,7 @@ def test_config_round_trip_and_unknown_key() -> None:
     cfg = TrainConfig()
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert (cfg.model.dim, cfg.model.heads, cfg.model.ffn_dim, cfg.model.n_answers) == (512, 4, 2048, 42)
-    assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.sacl_phi, cfg.loss.sacl_tau) == (1.0, 0.2, 0.019, 0.4)
+    assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.sacl_phi, cfg.loss.sacl_tau) == (0.1, 0.2, 0.019, 0.4)
     assert (cfg.optim.lr, cfg.optim.lr_step_epochs, cfg.optim.batch_size, cfg.optim.epochs) == (
         1e-4,
         8,
