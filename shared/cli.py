@@ -106,7 +106,7 @@ def config_options(cls: type) -> Callable:
                 decl = f"--{name}/--no-{name}" if default else f"--{name}"
                 fn = click.option(decl, dest, is_flag=True, show_default=bool(default), **common)(fn)
             else:
-                show = default is not None and default != ()
+                show = default is not None and default not in ("", ())
                 fn = click.option(f"--{name}", dest, show_default=show, **_click_type(hint, f), **common)(fn)
         return fn
 
@@ -138,9 +138,12 @@ class _Formatter(logging.Formatter):
 def setup_logging(verbosity: int = 0, base: int = logging.WARNING) -> None:
     """The one logging setup of every command: `base` level, each -v one level more, each -q one less."""
     index = max(0, min(len(LEVELS) - 1, LEVELS.index(base) + verbosity))
-    handler = logging.StreamHandler()
-    handler.setFormatter(_Formatter())
-    logging.basicConfig(level=LEVELS[index], handlers=[handler], force=True)
+    root = logging.getLogger()
+    root.setLevel(LEVELS[index])
+    if not root.handlers:  # a host that set up logging (an application, pytest) keeps its handlers
+        handler = logging.StreamHandler()
+        handler.setFormatter(_Formatter())
+        root.addHandler(handler)
 
 
 def common_options(fn: Callable | None = None, *, base: int = logging.WARNING) -> Callable:

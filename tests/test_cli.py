@@ -35,7 +35,7 @@ def test_every_command_has_version_verbose_quiet_and_shown_defaults(script):
     assert {"-v", "--verbose", "-q", "--quiet", "--version", "--help"} <= names | {"--help"}
     help_text = CliRunner().invoke(cmd, ["--help"], terminal_width=200).output
     for p in cmd.params:
-        real = isinstance(p.default, str | int | float) or (isinstance(p.default, tuple) and p.default)
+        real = isinstance(p.default, int | float) or (isinstance(p.default, str | tuple) and p.default)
         if isinstance(p, click.Option) and real and not p.is_flag and not p.count:
             assert p.show_default, f"{script} {p.opts}: default {p.default!r} not shown"
             assert "[default: " in help_text

@@ -72,7 +72,9 @@ def test_learns_audio_and_visual_questions_well_above_majority(feats, tmp_path):
 
 def test_without_audio_the_audio_questions_fall_to_chance(tmp_path):
     silent = known_answer_store(tmp_path / "silent.h5", n_videos=300, audio=False)
-    results = train(tiny_cfg(silent, tmp_path / "run", **{"optim.epochs": 12}), progress=False)
+    # 20 epochs: at 12, seed 0 sat at 67% visual (seeds 1, 2: 97, 100) while the audio time attention
+    # learned to ignore silent seconds; at 20 it is 100%
+    results = train(tiny_cfg(silent, tmp_path / "run", **{"optim.epochs": 20}), progress=False)
     audio, visual = per_type_accuracy(results)
     assert audio < 45, results["tables"]["test"]  # chance is 25; nothing in the inputs carries the answer
     assert visual > 80, results["tables"]["test"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from avaf.shared.cli import option
 from avaf.shared.config import ConfigError, from_dict, merge, nest, read_file, resolve, to_dict
 
 __all__ = [
@@ -43,21 +44,28 @@ VARIANT_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 class ModelConfig:
     """AVAF-Net's sizes and the ablation switches, one per row of the paper's Table 3."""
 
-    variant: str = "paper"  # "paper" (AVAF-Net as published) or "authors" (their public code, DESIGN.md §5b)
-    dim: int = 512  # D: CLIP ViT-B/32 token width, also the model width
+    variant: str = option(
+        "paper",
+        "paper: AVAF-Net as published; authors: the authors' public code (DESIGN.md §5b) with its recipe "
+        "(batch 64, seed 42, temporal weight 100, fp32). Saved in the checkpoint.",
+        choices=VARIANTS,
+    )
+    dim: int = option(512, "Feature width D (512 for CLIP ViT-B/32), also the model width.")
     audio_dim: int = 128  # VGGish embedding width
     heads: int = 4
     ffn_dim: int = 2048
     dropout: float = 0.1
     n_answers: int = 42  # C: the fixed answer vocabulary in manifests/
-    max_seconds: int = 60  # T: longer inputs are refused by the model; the data side pads to at most this
+    max_seconds: int = option(60, "Seconds T used per video (longer videos are cut).", flag="seconds")
     visual_cls: bool = True  # visual input is the store's layout: token 0 is CLIP's CLS, dropped by the model
-    time_positions: bool = True  # learned per-second positions in the audio time attention; off = order-blind
-    no_tacl: bool = False  # without TACL: no temporal alignment loss
-    no_avcm: bool = False  # without AVCM: F'_p = F_p, F'_a = F_a (both projected)
-    no_sacl: bool = False  # without SACL: no spatial alignment loss
-    no_qoaf: bool = False  # without QOAF's adaptive weights: plain concatenation of F''_p and F''_a
-    no_all: bool = False  # without everything: pooled inputs -> linear classifier
+    time_positions: bool = option(
+        True, "Learned per-second positions in the audio time attention (off: the order-blind control)."
+    )
+    no_tacl: bool = option(False, "Ablation: without temporal alignment contrastive learning.")
+    no_avcm: bool = option(False, "Ablation: without audio-visual clue mining (F'_p = F_p, F'_a = F_a).")
+    no_sacl: bool = option(False, "Ablation: without spatial alignment contrastive learning.")
+    no_qoaf: bool = option(False, "Ablation: without QOAF's adaptive weights (plain concatenation).")
+    no_all: bool = option(False, "Ablation: without all modules (pooled inputs -> classifier).")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -81,10 +89,12 @@ class ModelConfig:
 class LossConfig:
     """Eq. 14: CE + alpha * L_temp + beta * L_spat, and SACL's threshold and temperature (eq. 7-8)."""
 
-    alpha: float = 0.1  # measured: docs/training.md "Choosing α"
-    beta: float = 0.2
-    sacl_phi: float = 0.019  # just under 1/49: every second has a positive patch (Table 4's best)
-    sacl_tau: float = 0.4
+    alpha: float = option(0.1, "Weight of the temporal alignment loss (TACL, eq. 14).")
+    beta: float = option(0.2, "Weight of the spatial alignment loss (SACL, eq. 14).")
+    sacl_phi: float = option(  # just under 1/49: every second has a positive patch (Table 4's best)
+        0.019, "SACL threshold for positive patches (eq. 7).", flag="phi"
+    )
+    sacl_tau: float = option(0.4, "SACL temperature (eq. 8).", flag="tau")
 
     def __post_init__(self) -> None:
         if self.sacl_tau <= 0:
@@ -95,30 +105,32 @@ class LossConfig:
 class OptimConfig:
     """The paper's recipe: Adam, lr 1e-4, x0.1 every 8 epochs, batch 32, 30 epochs, a fixed seed."""
 
-    lr: float = 1e-4
-    lr_step_epochs: int = 8
-    lr_gamma: float = 0.1
-    batch_size: int = 32
-    epochs: int = 30
-    seed: int = 0
+    lr: float = option(1e-4, "Adam learning rate.")
+    lr_step_epochs: int = option(8, "Multiply the lr by --lr-gamma every this many epochs.", flag="lr-step")
+    lr_gamma: float = option(0.1, "Step decay factor.")
+    batch_size: int = option(32, "Questions per batch (the authors variant's recipe: 64).")
+    epochs: int = option(30, "Epochs.")
+    seed: int = option(0, "Random seed; runs are deterministic on CPU given it (authors' recipe: 42).")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where the features come from and which questions to use (extended by the data loader)."""
 
-    feats: str = ""  # path to feats.h5
-    subset: str = "all"  # "all" or "real" (MUSIC-AVQA-Real: all-digit video ids)
+    feats: str = option(
+        "", "Feature file from avaf-extract.", required=True, path={"exists": True, "dir_okay": False}
+    )
+    subset: str = option("all", "all, or real (MUSIC-AVQA-Real: real videos only).", choices=("all", "real"))
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Where outputs go and what runs the model."""
 
-    out_dir: str = "runs/avaf"
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    amp: bool = True  # autocast on GPU; ignored on CPU
-    threads: int = 0  # torch threads on CPU; 0 = all cores
+    out_dir: str = option("runs/avaf", "Run folder.", flag="out")
+    device: str = option("auto", "auto (GPU if present), cpu, cuda, cuda:1, ...")
+    amp: bool = option(True, "bf16/fp16 autocast on GPU (ignored on CPU; the authors' recipe: off).")
+    threads: int = option(0, "Torch CPU threads (0: all cores).")
 
 
 @dataclass(frozen=True)
