@@ -101,6 +101,18 @@ def test_time_axis_normalisation_makes_each_channel_a_unit_vector_over_the_secon
     assert not torch.allclose(y.pow(2).sum(dim=-1), torch.ones(2, 5, 3, dtype=torch.float64))  # not over D
 
 
+def test_time_normalisation_gradient_is_f_normalize_s_even_for_an_all_zero_channel():
+    x = _rand(2, 5, 3, seed=16)
+    x[1, :, 2] = 0.0  # a channel silent in every second: its norm is clamped at 1e-12
+    g = _rand(2, 5, 3, seed=17)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (normalise_over_time(ours, mask) * g).sum().backward()
+    (F.normalize(ref, dim=1) * g).sum().backward()
+    assert torch.allclose(ours.grad, ref.grad, rtol=1e-12, atol=1e-12)
+    assert ours.grad[1, :, 2].abs().min() > 1e10  # g / 1e-12, as F.normalize gives
+
+
 def test_fnac_loss_equals_the_plain_loop_reference():
     audio, patches = _rand(2, 3, 5, seed=1), _rand(2, 3, 4, 5, seed=2)
     got = fnac_loss(audio, patches, torch.ones(2, 3, dtype=torch.bool))

@@ -17,10 +17,11 @@ the outputs at positions 1, 2, ..., and `words_mask` is True at positions 1..n.
 
 Blocks reused from the paper variant. The time attention is `temporal.AudioTimeAttention` (1 head, FFN
 2048, post-norm, dropout 0.1, learned positions on queries and keys). The four cross-attention blocks are
-`avcm.CrossAttentionBlock` (4 heads, FFN 2048, dropout 0.1, post-norm). Its key projection has no bias
-where theirs has one: a key bias b_k adds q . b_k to every score of query q, the same for all its keys, so
-softmax cancels it and the function is the same (it would also never receive a gradient). Its attention
-is computed in the cheapest association order of the same products (see avcm.py).
+`avcm.CrossAttentionBlock` (4 heads, FFN 2048, dropout 0.1, post-norm). Their key projections (these
+blocks' and the time attention's) have no bias where theirs have one: a key bias b_k adds q . b_k to
+every score of query q, the same for all its keys, so softmax cancels it and the function is the same (it
+would also never receive a gradient; tests/test_authors.py checks it against nn.MultiheadAttention with a
+key bias). The cross-attention is computed in the cheapest association order of the same products.
 
 Init: Xavier-uniform for every weight matrix inside those five blocks (each of W_q, W_k, W_v, W_o, FFN),
 PyTorch defaults elsewhere (the projections, the fusion weights, the answer head; biases; the position
@@ -146,7 +147,9 @@ class AuthorsNet(nn.Module):
             )
         dtype = self.head.classifier.weight.dtype
         patches = visual[:, :, 1:] if cfg.visual_cls else visual  # (B, T, N, D)
-        patches = patches.to(dtype, copy=True).masked_fill_(~seconds_mask[:, :, None, None], 0.0)
-        audio = audio.to(dtype, copy=True).masked_fill_(~seconds_mask[:, :, None], 0.0)
+        patches, audio = patches.to(dtype, copy=True), audio.to(dtype, copy=True)
+        if not bool(seconds_mask.all()):  # their case (T fixed at 60) has no padding to zero
+            patches.masked_fill_(~seconds_mask[:, :, None, None], 0.0)
+            audio.masked_fill_(~seconds_mask[:, :, None], 0.0)
         m = int(words_mask.any(dim=0).nonzero().max()) + 1  # later positions change no logit (module doc)
         return patches, audio, words[:, :m].to(dtype), words_mask[:, :m], sentence.to(dtype)

@@ -27,26 +27,32 @@ FLOOR = 1e-3  # the smallest value a term returns
 NO_POSITIVE = 1e-3  # "first" of a second without any patch at or above phi
 
 
-def spatial_term(query: Tensor, patches: Tensor, mask: Tensor, phi: float, tau: float) -> Tensor:
-    """One term: query (B, T, D) against the patches (B, T, N, D) of its second; mask (B, T) seconds."""
+def spatial_terms(queries: Tensor, patches: Tensor, mask: Tensor, phi: float, tau: float) -> Tensor:
+    """The terms of Q queries at once: queries (B, T, Q, D) against the patches (B, T, N, D) of their
+    second; mask (B, T) seconds. Returns (Q,), each term floored. The patches' norms, their unit sum
+    and the cosine products are shared by the queries (one pass over the patches, not one per term)."""
     inv_norm = 1.0 / patches.norm(dim=-1).clamp_min(1e-12)  # (B, T, N); no unit-norm copy of the patches
-    x = F.normalize(query, dim=-1)  # (B, T, D)
-    cos = torch.einsum("btnd,btd->btn", patches, x) * inv_norm  # (B, T, N)
-    s = cos.softmax(dim=-1)  # (B, T, N)
-    e = (s / tau).exp()  # (B, T, N)
-    positive = s >= phi  # (B, T, N); a selection, no gradient through it
-    first = (e * positive).sum(dim=-1)  # (B, T)
+    x = F.normalize(queries, dim=-1)  # (B, T, Q, D)
+    cos = torch.einsum("btnd,btqd->btqn", patches, x) * inv_norm[:, :, None]  # (B, T, Q, N)
+    s = cos.softmax(dim=-1)  # (B, T, Q, N)
+    e = (s / tau).exp()  # (B, T, Q, N)
+    positive = s >= phi  # (B, T, Q, N); a selection, no gradient through it
+    first = (e * positive).sum(dim=-1)  # (B, T, Q)
     first = torch.where(positive.any(dim=-1), first, torch.full_like(first, NO_POSITIVE))
-    second = e.sum(dim=-1)  # (B, T)
+    second = e.sum(dim=-1)  # (B, T, Q)
     valid = mask.to(patches.dtype)  # (B, T)
     own = torch.einsum("btn,btnd->btd", inv_norm * valid[..., None], patches)  # (B, T, D): sum_n p^
-    total = own.sum(dim=0)  # (T, D): every valid sample's unit patches of second t
-    others = valid.sum(dim=0) - valid  # (B, T): samples b' != b having second t
-    neg_sum = ((total - own) * x).sum(dim=-1)  # (B, T)
-    neg = torch.where(others > 0, neg_sum / (others * patches.shape[2]).clamp_min(1), 0.0)  # (B, T)
-    per_second = (second + neg).log() - first.log()  # (B, T): -log(first / (second + neg))
-    per_sample = (per_second * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1)  # (B,)
-    return per_sample.mean().clamp_min(FLOOR)  # ()
+    others = (valid.sum(dim=0) - valid)[..., None]  # (B, T, 1): samples b' != b having second t
+    neg_sum = torch.einsum("btd,btqd->btq", own.sum(dim=0) - own, x)  # (B, T, Q)
+    neg = torch.where(others > 0, neg_sum / (others * patches.shape[2]).clamp_min(1), 0.0)  # (B, T, Q)
+    per_second = (second + neg).log() - first.log()  # (B, T, Q): -log(first / (second + neg))
+    per_sample = (per_second * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp_min(1)
+    return per_sample.mean(dim=0).clamp_min(FLOOR)  # (Q,)
+
+
+def spatial_term(query: Tensor, patches: Tensor, mask: Tensor, phi: float, tau: float) -> Tensor:
+    """One term: query (B, T, D) against the patches (B, T, N, D) of its second; mask (B, T) seconds."""
+    return spatial_terms(query[:, :, None], patches, mask, phi, tau)[0]
 
 
 def authors_spatial_loss(
@@ -54,4 +60,4 @@ def authors_spatial_loss(
 ) -> Tensor:
     """Both terms summed: sentence (B, D), patches (B, T, N, D), audio (B, T, D), mask (B, T)."""
     question = sentence[:, None, :].expand(-1, patches.shape[1], -1)  # (B, T, D)
-    return spatial_term(question, patches, mask, phi, tau) + spatial_term(audio, patches, mask, phi, tau)
+    return spatial_terms(torch.stack((question, audio), dim=2), patches, mask, phi, tau).sum()

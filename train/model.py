@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .authors_model import AuthorsNet
 from .avcm import AudioVisualClueMining
 from .config import ModelConfig
 from .qoaf import QuestionOrientedFusion
@@ -151,6 +152,9 @@ def _pooled_inputs(patches: Tensor, audio: Tensor, seconds_mask: Tensor, sentenc
     return torch.cat((visual, audio, sentence), dim=-1)  # (B, 2D + audio_dim)
 
 
-def build_model(cfg: ModelConfig) -> AVAFNet:
-    """The one constructor of AVAF-Net: the config's switches select the ablation."""
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The one constructor: cfg.variant selects the paper's AVAF-Net or the authors' model (DESIGN.md §5b),
+    the switches select the ablation."""
+    if cfg.variant == "authors":
+        return AuthorsNet(cfg)
     return AVAFNet(cfg)
