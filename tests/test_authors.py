@@ -423,26 +423,33 @@ def test_authors_words_are_positions_1_on_masked_after_the_template_word_count(t
 
 
 def test_trained_authors_checkpoint_is_evaluated_without_a_flag(tmp_path):
+    import json
+
     from avaf.train.cli import eval_main
-    from avaf.train.loop import train
+    from avaf.train.cli import main as train_main
 
     from conftest import known_answer_store
 
     feats = known_answer_store(tmp_path / "ka.h5", n_videos=40)
-    cfg = load_config(
-        None,
-        {"model.variant": "authors", "model.dim": 32, "model.ffn_dim": 64, "optim.epochs": 1,
-         "optim.batch_size": 16, "run.threads": 2, "data.feats": str(feats), "run.out_dir": str(tmp_path / "run")},
-    )  # fmt: skip
-    results = train(cfg, progress=False)
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text()
-    assert '"loss_temporal"' in lines and '"loss_spatial"' in lines
-    r = CliRunner().invoke(eval_main, ["--feats", str(feats), "--checkpoint", str(tmp_path / "run" / "best"),
-                                       "--device", "cpu", "--json"])  # fmt: skip
+    (tmp_path / "tiny.yaml").write_text("model:\n  ffn_dim: 64\n")
+    run = tmp_path / "run"
+    flags = ["--variant", "authors", "--dim", "32", "--epochs", "1", "--threads", "2", "--device", "cpu"]
+    r = CliRunner().invoke(
+        train_main,
+        [*flags, "--config", str(tmp_path / "tiny.yaml"), "--feats", str(feats), "--out", str(run)],
+    )
     assert r.exit_code == 0, r.output
-    import json
-
-    got = json.loads(r.output)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"]["variant"] == "authors"  # the recipe came with the flag alone
+    assert (cfg["optim"]["batch_size"], cfg["optim"]["seed"], cfg["loss"]["alpha"]) == (64, 42, 100.0)
+    metrics = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics["loss_temporal"] > 0 and metrics["loss_spatial"] >= 1e-3
+    results = json.loads((run / "results.json").read_text())
+    r = CliRunner().invoke(
+        eval_main, ["--feats", str(feats), "--checkpoint", str(run / "best"), "--device", "cpu", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output[r.output.index("{") :])
     assert got["questions"] == results["questions"]["test"] == 16
     assert got["table"]["All"] == pytest.approx(results["tables"]["test"]["All"])
     assert set(got["delta_per_type"]) == {"Audio/Counting", "Visual/Counting"}  # the authors' fusion weights
