@@ -24,7 +24,7 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     tiny = out / "tiny.yaml"
     tiny.write_text("model:\n  ffn_dim: 64\noptim:\n  lr: 0.001\n  lr_step_epochs: 100\n")
-    args = ["--out", str(out), "--videos", "40", "--seconds", "4", "--epochs", "15", "--weights", "random"]
+    args = ["--out", str(out), "--videos", "40", "--seconds", "4", "--epochs", "20", "--weights", "random"]
     res = CliRunner().invoke(
         demo_main, [*args, "--clip-model", TINY_CLIP, "--in-process", "--train-config", str(tiny)]
     )
@@ -53,7 +53,8 @@ def test_beats_the_majority_answer_on_held_out_questions(demo):
     test = load_annotations(out / "synth" / "annotations" / "avqa-test.json")
     majority = 100 * Counter(q.answer for q in test).most_common(1)[0][1] / len(test)
     overall = json.loads((out / "run" / "results.json").read_text())["tables"]["test"]["All"]
-    # observed with random tiny encoders: majority ~20%, model ~45-50% (question priors + features)
+    # observed with random tiny encoders: majority 26%, model 44% at 20 epochs (seeds 0-2: 44-48; 39 at 15
+    # epochs since the audio time attention was added: it needs a few more epochs on 4-second clips)
     assert overall > majority + 15, (overall, majority)
 
 
