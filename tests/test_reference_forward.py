@@ -220,4 +220,6 @@ def test_gradients_equal_the_reference_gradients() -> None:
     )
     for (name, _), g in zip(model.named_parameters(), grads):
         assert g is not None and g.abs().max() > 1e-6, f"{name} gets no gradient in the reference"
-        torch.testing.assert_close(ours[name], g, atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            ours[name], g, atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}"
+        )
