@@ -14,9 +14,10 @@ batch 32 it is killed for memory above 23 GB.
     python tests/benchmarks/bench_train_step.py --device cuda        # GPU with bf16 autocast
     python tests/benchmarks/bench_train_step.py --order standard     # attention without the folding
 
-Measured on the 2-core AMD EPYC development VM (torch 2.14.1, fp32, machine otherwise idle), batch 32:
-2.66 samples/s (8.1x), 45.7 GFLOP/sample at 121 GFLOP/s, 4.4 GB peak RSS, 30 epochs in ~100 h;
-with --order standard 1.92 samples/s (61.6 GFLOP/sample); batch 8: 2.47 samples/s, 1.85 GB.
+Measured with --suite on the 2-core AMD EPYC development VM as an AVX2-only CPU (torch 2.14.1, fp32, quiet
+machine but for the last row; tests/benchmarks/README.md has the loads): paper b8 2.43 samples/s, 1.95 GB;
+paper b32 2.45, 4.56 GB; authors b8 2.30, 1.94 GB; authors b64 8.39 GB, 0.72 samples/s with another job
+taking half the machine (~1.44 from its CPU time). The authors' code: 0.55 samples/s, 4.66 GB at batch 8.
 The machine is shared: read the "contention" line before trusting a figure.
 """
 
