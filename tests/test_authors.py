@@ -243,15 +243,14 @@ def test_total_loss_is_ce_plus_weighted_terms():
     batch = tiny_batch()
     out = model(**batch)
     answers = torch.tensor([3, 1, 4])
-    losses = compute_authors_losses(out, answers, 100.0, 0.2, 0.019, 0.4)
+    losses = {k: v.item() for k, v in compute_authors_losses(out, answers, 100.0, 0.2, 0.019, 0.4).items()}
     ce = F.cross_entropy(out["logits"].float(), answers)
     temporal = fnac_reference(
         out["fnac_audio"].detach().float().double(), out["fnac_patches"].detach().float().double()
     )
-    assert abs(losses["ce"].item() - ce.item()) < 1e-6
-    assert abs(float(losses["temporal"]) - temporal) < 1e-5
-    want = float(losses["ce"]) + 100 * float(losses["temporal"]) + 0.2 * float(losses["spatial"])
-    assert abs(float(losses["total"]) - want) < 1e-4
+    assert abs(losses["ce"] - ce.item()) < 1e-6
+    assert abs(losses["temporal"] - temporal) < 1e-5
+    assert abs(losses["total"] - (losses["ce"] + 100 * losses["temporal"] + 0.2 * losses["spatial"])) < 1e-4
 
 
 # --------------------------------------------------------------------------------------- the model
