@@ -136,14 +136,15 @@ class _Formatter(logging.Formatter):
 
 
 def setup_logging(verbosity: int = 0, base: int = logging.WARNING) -> None:
-    """The one logging setup of every command: `base` level, each -v one level more, each -q one less."""
-    index = max(0, min(len(LEVELS) - 1, LEVELS.index(base) + verbosity))
+    """The one logging setup of every command: `base` level, each -v one level more, each -q one less;
+    messages to stderr, INFO plain, the rest with level and logger name."""
     root = logging.getLogger()
-    root.setLevel(LEVELS[index])
-    if not root.handlers:  # a host that set up logging (an application, pytest) keeps its handlers
-        handler = logging.StreamHandler()
-        handler.setFormatter(_Formatter())
-        root.addHandler(handler)
+    if root.handlers:  # a host that set up logging (an application, pytest) owns it: change nothing
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Formatter())
+    root.addHandler(handler)
+    root.setLevel(LEVELS[max(0, min(len(LEVELS) - 1, LEVELS.index(base) + verbosity))])
 
 
 def common_options(fn: Callable | None = None, *, base: int = logging.WARNING) -> Callable:

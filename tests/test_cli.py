@@ -4,6 +4,8 @@ defaults shown, -v/-q and --version everywhere, and a flag overrides a --config 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -91,18 +93,36 @@ def test_options_come_from_the_fields_and_only_given_flags_override_the_file(tmp
     assert runner.invoke(_main, ["--kind", "c"]).exit_code == 2  # choices are enforced
 
 
-def test_verbosity_flags_set_one_logging_level(capsys):
-    runner = CliRunner()
-    quiet = runner.invoke(_main, ["-q"]).output
-    plain = runner.invoke(_main, []).output
-    loud = runner.invoke(_main, ["-v"]).output
-    combined = capsys.readouterr().err + quiet + plain + loud
-    assert logging.getLogger().level in (logging.INFO,)  # the last run (-v) left INFO
-    for args, level in (
-        ([], logging.WARNING),
-        (["-v"], logging.INFO),
-        (["-vv"], logging.DEBUG),
-        (["-q"], logging.ERROR),
-    ):
-        runner.invoke(_main, args)
-        assert logging.getLogger().level == level, (args, combined)
+VERBOSITY = """
+import logging, sys
+import click
+from avaf.shared.cli import common_options
+
+@click.command()
+@common_options
+def main():
+    log = logging.getLogger("avaf.probe")
+    log.debug("d-line"); log.info("i-line"); log.warning("w-line"); log.error("e-line")
+
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(
+    "args, shown",
+    [([], "w e"), (["-v"], "i w e"), (["-vv"], "d i w e"), (["-q"], "e"), (["-v", "-q"], "w e")],
+)
+def test_verbosity_flags_set_one_logging_level(args, shown):
+    """In a fresh process, as a user runs a command: stderr shows exactly the levels asked for."""
+    proc = subprocess.run(
+        [sys.executable, "-c", VERBOSITY, *args], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = [line for line in proc.stderr.splitlines() if "-line" in line]
+    expected = {
+        "d": "DEBUG avaf.probe: d-line",
+        "i": "i-line",
+        "w": "WARNING avaf.probe: w-line",
+        "e": "ERROR avaf.probe: e-line",
+    }
+    assert got == [expected[k] for k in shown.split()]
