@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from .avcm import CrossAttentionBlock
 from .config import ModelConfig
+from .inputs import prepare_inputs
 from .temporal import AudioTimeAttention
 
 
@@ -129,27 +130,11 @@ class AuthorsNet(nn.Module):
         words_mask: Tensor,
         sentence: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Check shapes, drop CLS, upcast, zero padded seconds, drop word positions after the largest n."""
-        cfg = self.cfg
-        b, t = seconds_mask.shape
-        for name, x, shape in (
-            ("visual", visual, (b, t, visual.shape[2], cfg.dim)),
-            ("audio", audio, (b, t, cfg.audio_dim)),
-            ("words", words, (b, words.shape[1], cfg.dim)),
-            ("words_mask", words_mask, (b, words.shape[1])),
-            ("sentence", sentence, (b, cfg.dim)),
-        ):
-            if tuple(x.shape) != shape:
-                raise ValueError(f"authors model input {name}: expected shape {shape}, got {tuple(x.shape)}")
-        if t > cfg.max_seconds:
-            raise ValueError(
-                f"authors model input has T = {t} seconds, more than model.max_seconds = {cfg.max_seconds}"
-            )
+        """`prepare_inputs`, then word positions after the largest n dropped (they change no logit)."""
+        m = int(words_mask.any(dim=0).nonzero().max()) + 1  # (module doc)
+        words, words_mask = words[:, :m], words_mask[:, :m]
         dtype = self.head.classifier.weight.dtype
-        patches = visual[:, :, 1:] if cfg.visual_cls else visual  # (B, T, N, D)
-        patches, audio = patches.to(dtype, copy=True), audio.to(dtype, copy=True)
-        if not bool(seconds_mask.all()):  # their case (T fixed at 60) has no padding to zero
-            patches.masked_fill_(~seconds_mask[:, :, None, None], 0.0)
-            audio.masked_fill_(~seconds_mask[:, :, None], 0.0)
-        m = int(words_mask.any(dim=0).nonzero().max()) + 1  # later positions change no logit (module doc)
-        return patches, audio, words[:, :m].to(dtype), words_mask[:, :m], sentence.to(dtype)
+        patches, audio, words, sentence = prepare_inputs(
+            self.cfg, dtype, visual, audio, seconds_mask, words, words_mask, sentence
+        )
+        return patches, audio, words, words_mask, sentence

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from .authors_model import AuthorsNet
 from .avcm import AudioVisualClueMining
 from .config import ModelConfig
+from .inputs import prepare_inputs
 from .qoaf import QuestionOrientedFusion
 from .tacl import TemporalAlignment
 from .temporal import AudioTimeAttention
@@ -83,8 +84,8 @@ class AVAFNet(nn.Module):
         (B, T, D); "sacl_sentence" (B, D), "sacl_patches" (B, T, N, D), "sacl_audio" (B, T, D), where N
         counts the patches only (CLS dropped).
         """
-        patches, audio, words, sentence = self._prepare(
-            visual, audio, seconds_mask, words, words_mask, sentence
+        patches, audio, words, sentence = prepare_inputs(
+            self.cfg, self.classifier.weight.dtype, visual, audio, seconds_mask, words, words_mask, sentence
         )
         out: dict[str, Any] = {"seconds_mask": seconds_mask, "delta": None}
         if self.cfg.no_all:
@@ -108,42 +109,6 @@ class AVAFNet(nn.Module):
         scores = self.pool(fused).squeeze(-1)  # (B, M)
         weights = scores.masked_fill(~words_mask, float("-inf")).softmax(dim=-1)  # (B, M)
         return torch.einsum("bm,bmd->bd", weights, fused)  # (B, D)
-
-    def _prepare(
-        self,
-        visual: Tensor,
-        audio: Tensor,
-        seconds_mask: Tensor,
-        words: Tensor,
-        words_mask: Tensor,
-        sentence: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Check shapes, drop CLS, upcast, and zero the padding (so NaN or garbage there cannot leak)."""
-        cfg = self.cfg
-        b, t = seconds_mask.shape
-        expected = {
-            "visual": (visual, (b, t, None, cfg.dim)),
-            "audio": (audio, (b, t, cfg.audio_dim)),
-            "words": (words, (b, None, cfg.dim)),
-            "words_mask": (words_mask, (b, words.shape[1])),
-            "sentence": (sentence, (b, cfg.dim)),
-        }
-        for name, (x, shape) in expected.items():
-            if x.ndim != len(shape) or any(s is not None and s != xs for s, xs in zip(shape, x.shape)):
-                raise ValueError(
-                    f"AVAF-Net input {name}: expected shape {shape} (None = any), got {tuple(x.shape)}"
-                )
-        if t > cfg.max_seconds:
-            raise ValueError(
-                f"AVAF-Net input has T = {t} seconds, more than model.max_seconds = {cfg.max_seconds}"
-            )
-        dtype = self.classifier.weight.dtype
-        patches = visual[:, :, 1:] if cfg.visual_cls else visual  # (B, T, N, D), N = 49 patches
-        # one copy each (upcast and zeroed in place), never a write into the caller's tensors
-        patches = patches.to(dtype, copy=True).masked_fill_(~seconds_mask[:, :, None, None], 0.0)
-        audio = audio.to(dtype, copy=True).masked_fill_(~seconds_mask[:, :, None], 0.0)
-        words = words.to(dtype, copy=True).masked_fill_(~words_mask[:, :, None], 0.0)
-        return patches, audio, words, sentence.to(dtype)
 
 
 def _pooled_inputs(patches: Tensor, audio: Tensor, seconds_mask: Tensor, sentence: Tensor) -> Tensor:
