@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, VGGishConfig
@@ -83,7 +84,7 @@ def run_demo(
         clip=ClipConfig(model=clip_model, pretrained=clip_pretrained),
         vggish=VGGishConfig(weights=vggish_weights),
     )
-    cfg = _with_runtime(cfg, in_process)
+    cfg = _with_runtime(cfg, in_process, seconds)
     summary: ExtractSummary = run_extract(cfg)
     echo(f"      written {summary.written}, skipped {summary.skipped}, failed {len(summary.failed)}, "
          f"questions {summary.questions} ({summary.seconds:.0f} s)")  # fmt: skip
@@ -100,7 +101,8 @@ def run_demo(
     return {"feats": str(feats), "run": str(run), "results": str(run / "results.json"), "synth": synth}
 
 
-def _with_runtime(cfg: ExtractConfig, in_process: bool) -> ExtractConfig:
-    from dataclasses import replace
-
-    return replace(cfg, runtime=replace(cfg.runtime, in_process=in_process))
+def _with_runtime(cfg: ExtractConfig, in_process: bool, seconds: int) -> ExtractConfig:
+    """One encoder call holds videos_per_call short clips: passes of exactly that many frames (encoders pad
+    every pass to batch_size, so a larger batch would only encode padding)."""
+    batch = min(cfg.runtime.batch_size, cfg.runtime.videos_per_call * seconds)
+    return replace(cfg, runtime=replace(cfg.runtime, in_process=in_process, batch_size=batch))

@@ -91,6 +91,26 @@ def test_vit_b32_gives_50_tokens_of_512_and_token0_is_pooled(vit_b32):
     assert vit_b32.num_tokens == 50 and vit_b32.width == 512 and vit_b32.image_size == 224
 
 
+def test_a_video_encodes_to_the_same_bits_alone_and_among_others(vit_b32):
+    """Issue 12 §0: passes of one fixed shape, so a frame's (and a second's) features never depend on which
+    other videos shared its batch, on any CPU. Without the padding VGGish's seconds differ by ~1e-8 between
+    a pass of 3 and a pass of 8 (AVX2 and AVX-512 alike); CLIP's pooled vector, once computed apart from the
+    tokens, differed from token 0 in the last bits."""
+    enc = load_clip("ViT-B-32", "random", batch_size=8)
+    enc.model.load_state_dict(vit_b32.model.state_dict())
+    a, b, c = frames(3, 224, seed=1), frames(3, 224, seed=2), frames(3, 224, seed=3)
+    alone_tokens, alone_pooled = enc.encode_images(a)
+    mixed_tokens, mixed_pooled = enc.encode_images(np.concatenate([b, a, c]))
+    assert torch.equal(alone_tokens, mixed_tokens[3:6]) and torch.equal(alone_pooled, mixed_pooled[3:6])
+    assert torch.equal(alone_tokens[:, 0], alone_pooled)  # token 0 and pooled: one computation
+    vggish = load_vggish("random", batch_size=8)
+    rng = np.random.default_rng(0)
+    audios = [rng.standard_normal((t, 16000)).astype(np.float32) for t in (4, 3, 2)]
+    alone = vggish.encode_batch([audios[1]])[0]  # unpadded: a pass of 3, whose FC layers round otherwise
+    among = vggish.encode_batch(audios)[1]  # rows 4-6 of a pass of 8
+    assert alone.shape == (3, 128) and torch.equal(alone, among)
+
+
 def test_tokens_equal_step_by_step_reference_across_batches(tiny):
     f = frames(5, 32, seed=1)  # batch_size 2: three forward passes
     tokens, pooled = tiny.encode_images(f)

@@ -4,6 +4,7 @@ clip_encoder    open_clip image tokens [T, 50, D] (ln_post and proj on every tok
 vggish_encoder  torchvggish's VGG with its log-mel front end reproduced; raw embeddings [T, 128]
 weights         default / local-file / random weights, checksums, the offline fetch
 stage           both encoders together over decoded videos -> `VideoFeatures`
+batching        passes of one fixed shape, so a video's features never depend on its batch-mates
 """
 
 from avaf.extract.encoders.stage import Encoders, encode_videos, load_encoders

@@ -35,6 +35,7 @@ import torch
 from open_clip.transformer import TextTransformer
 from torch import Tensor, nn
 
+from avaf.extract.encoders.batching import pad_batch
 from avaf.extract.encoders.weights import (
     OFFLINE_FIX,
     CheckpointError,
@@ -288,30 +289,30 @@ class ClipEncoder:
             )
         if len(frames) == 0:
             return torch.zeros(0, self.num_tokens, self.width), torch.zeros(0, self.width)
-        tokens, pooled = [], []
-        for chunk in frames.split(batch_size or self.batch_size):
+        step, tokens = batch_size or self.batch_size, []
+        for chunk in frames.split(step):
+            n = len(chunk)
+            chunk = pad_batch(chunk, step)  # (step, S, S, 3): every pass has the same shape (module doc)
             x = chunk.to(self.device).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
-            tk, pl = self._encode_pixels((x - self._mean) / self._std)
-            tokens.append(tk.float().cpu())
-            pooled.append(pl.float().cpu())
-        return torch.cat(tokens), torch.cat(pooled)
+            tokens.append(self._encode_pixels((x - self._mean) / self._std)[:n].float().cpu())
+        tokens = torch.cat(tokens)  # (B, 1 + P, D)
+        return tokens, tokens[:, 0].clone()  # token 0 is the pooled embedding: one computation, same bits
 
-    def _encode_pixels(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+    def _encode_pixels(self, pixels: Tensor) -> Tensor:
         """One forward pass of the image tower; the hook keeps `ln_post`'s output for all tokens."""
         visual = self.model.visual
         kept = []
         handle = visual.ln_post.register_forward_hook(lambda mod, inp, out: kept.append(out))
         try:
             with self._autocast():
-                out = visual(pixels)
-                pooled = out[0] if isinstance(out, tuple) else out  # (B, D)
+                visual(pixels)
                 x = kept[0]  # (B, 1 + P, W)
                 tokens = x @ visual.proj if visual.proj is not None else x  # (B, 1 + P, D)
         finally:
             handle.remove()
         if x.ndim != 3 or x.shape[1] != self.num_tokens:
             raise RuntimeError(f"ln_post saw {tuple(x.shape)}, expected (B, {self.num_tokens}, W)")
-        return tokens, pooled
+        return tokens
 
     def tokenize(self, texts: list[str]) -> Tensor:
         """BPE ids (B, context_length) with open_clip's tokenizer for this model, zero-padded."""

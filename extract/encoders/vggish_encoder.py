@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torchvggish.torchvggish import VGG, make_layers
 
+from avaf.extract.encoders.batching import pad_batch
 from avaf.extract.encoders.weights import (
     OFFLINE_FIX,
     VGGISH_FILENAME,
@@ -228,9 +229,12 @@ class VGGishEncoder:
             return torch.zeros(0, EMBEDDING_DIM)
         out = []
         for chunk in examples.split(self.batch_size):
-            x = chunk.to(self.device, torch.float32)[:, None]  # (B, 1, 96, 64)
+            n = len(
+                chunk
+            )  # every pass has batch_size examples, padded: batch-invariant (clip_encoder.pad_batch)
+            x = pad_batch(chunk, self.batch_size).to(self.device, torch.float32)[:, None]  # (B, 1, 96, 64)
             with self._autocast():
-                out.append(self.model(x).float().cpu())  # (B, 128)
+                out.append(self.model(x)[:n].float().cpu())  # (B, 128)
         return torch.cat(out)
 
     def encode(self, audio: np.ndarray | Tensor, num_seconds: int | None = None) -> Tensor:
