@@ -301,7 +301,9 @@ def bench_encoders(device: str, batch: int, repeats: int = 2) -> list[str]:
     frames = rng.integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
     batched = batch / _best_s(lambda: clip.encode_images(frames), repeats, cuda)
     ones = frames[:8]
-    single = len(ones) / _best_s(lambda: [clip.encode_images(f[None]) for f in ones], repeats, cuda)
+    single = len(ones) / _best_s(
+        lambda: [clip.encode_images(f[None], batch_size=1) for f in ones], repeats, cuda
+    )
     audio = rng.uniform(-1, 1, (SECONDS, 16000)).astype(np.float32)
     vgg = SECONDS / _best_s(lambda: vggish.encode(audio), repeats, cuda)
     threads = f", {torch.get_num_threads()} torch threads" if not cuda else ""
