@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from avaf.shared.avqa.annotations import load_annotations
 from avaf.train.authors_losses import compute_authors_losses
 from avaf.train.authors_model import AuthorsNet
 from avaf.train.authors_spatial import authors_spatial_loss, spatial_term
@@ -454,3 +455,20 @@ def test_trained_authors_checkpoint_is_evaluated_without_a_flag(tmp_path):
     assert got["questions"] == results["questions"]["test"] == 16
     assert got["table"]["All"] == pytest.approx(results["tables"]["test"]["All"])
     assert set(got["delta_per_type"]) == {"Audio/Counting", "Visual/Counting"}  # the authors' fusion weights
+
+
+def test_filled_text_has_the_templates_word_count_in_every_shipped_annotation_file(data_dir):
+    """The authors' word mask counts the words of the template; the store keeps the filled-in text, so
+    train/data.py counts those. That is the same number when each placeholder and each filler is one word:
+    checked here on every annotation file the repository ships (original, json_update and v2.0 releases)."""
+    files = sorted((data_dir / "music-avqa").rglob("avqa-*.json")) + sorted(
+        (data_dir / "music-avqa" / "v2.0").rglob("*.json")
+    )
+    assert len(files) >= 5
+    counted = 0
+    for path in files:
+        split = "test" if "test" in path.name else "val"
+        for q in load_annotations(path, split, duplicates="drop"):
+            assert len(q.text.split()) == len(q.template.split()), (path.name, q.question_id, q.text)
+            counted += 1
+    assert counted > 10_000

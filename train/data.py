@@ -11,8 +11,9 @@ words, all unmasked, and the sentence is the store's sentence feature (the end-o
 are the outputs at positions 1, 2, ... (rows 1..L-1), and the mask keeps positions 1..n with n the number of
 space-separated words of the question template. The store keeps the filled-in text, not the template; n is
 counted on that text, which gives the template's count on every released MUSIC-AVQA file (each placeholder
-is one word and every templ_values filler is one word: checked on all 16 annotation files in
-../shared/data, about 100k questions, no exception). Their code reads CLIP's output at all 77 positions;
+is one word and every templ_values filler is one word: checked on every annotation file shipped in
+tests/data by tests/test_authors.py, and by hand on the 16 released files). Their code reads CLIP's output
+at all 77 positions;
 the store keeps only the L real tokens, which suffices: n <= L - 2 (a word is at least one BPE token; on
 json_update val + test L - 2 - n is 0..4), so positions 1..n are always stored, and the positions after n
 change no logit (see authors_model.py). Were n ever larger, the mask stops at the stored rows.
