@@ -113,10 +113,15 @@ def decord_problem() -> str | None:
     return None
 
 
-def check_backend(backend: str) -> None:
-    """Refuse, before any work, a backend that is unknown or not installed here (ValueError, one line)."""
+def require_known_backend(backend: str) -> None:
+    """ValueError unless `backend` is "auto" or one of BACKENDS."""
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'pyav' or 'decord'")
+
+
+def check_backend(backend: str) -> None:
+    """Refuse, before any work, a backend that is unknown or not installed here (ValueError, one line)."""
+    require_known_backend(backend)
     problem = decord_problem() if backend in ("auto", "decord") else None
     if problem and backend == "decord":
         raise ValueError(f"--decoder decord: {problem}; or use --decoder auto (PyAV)")
@@ -163,8 +168,7 @@ def decode_with_fallback(
 
 def decode_video(path: str | Path, backend: str = "auto", image_size: int = 224) -> DecodedVideo:
     """Decode one video (or audio-only file, by extension) into T frames and T seconds of audio."""
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'pyav' or 'decord'")
+    require_known_backend(backend)
     if is_audio_file(path):
         return decode_audio_file(path)
     if backend == "auto":

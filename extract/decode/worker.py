@@ -37,7 +37,6 @@ def _serve(conn, initializer: Callable | None, initargs: tuple) -> None:
     """Child: decode the jobs received on ``conn`` until told to stop."""
     if initializer is not None:
         initializer(*initargs)
-
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -203,9 +202,7 @@ class IsolatedDecoder:
         self, path: str | Path, timeout_s: float, backend: str = "auto", image_size: int = 224
     ) -> DecodedVideo:
         """``decode_video(path, backend, image_size)`` in the child, within ``timeout_s`` per attempt."""
-
-        if backend != "auto" and backend not in backends.BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'pyav' or 'decord'")
+        backends.require_known_backend(backend)
         path = str(path)
         order = tuple(backends.AUTO_ORDER) if backend == "auto" and not backends.is_audio_file(path) else ()
         lost: list[str] = []
