@@ -76,7 +76,6 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
         "signature": encoders.signature(),
         "random_weights": encoders.random_weights,
     }
-    questions = load_questions(cfg.input.annotations, cfg.input.split)  # bad files fail before hours of work
     if cfg.input.videos:
         todo, summary.skipped = _plan_videos(cfg, folder)
         dec = to_dict(cfg.decode) | {"image_size": encoders.image_size}

@@ -229,9 +229,8 @@ class VGGishEncoder:
             return torch.zeros(0, EMBEDDING_DIM)
         out = []
         for chunk in examples.split(self.batch_size):
-            n = len(
-                chunk
-            )  # every pass has batch_size examples, padded: batch-invariant (clip_encoder.pad_batch)
+            # every pass has batch_size examples, padded, so a second never depends on its batch-mates
+            n = len(chunk)
             x = pad_batch(chunk, self.batch_size).to(self.device, torch.float32)[:, None]  # (B, 1, 96, 64)
             with self._autocast():
                 out.append(self.model(x)[:n].float().cpu())  # (B, 128)
