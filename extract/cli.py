@@ -7,8 +7,8 @@ import sys
 import click
 
 from avaf.extract.config import ClipConfig, DemoConfig, ExtractConfig
-from avaf.shared.cli import CONTEXT, common_options, config_options, given
-from avaf.shared.config import ConfigError, resolve
+from avaf.shared.cli import CONTEXT, common_options, config_options, from_flags
+from avaf.shared.config import ConfigError
 
 
 @click.command(context_settings=CONTEXT)
@@ -29,7 +29,7 @@ def main(config_file, **flags) -> None:
     from avaf.extract.pipeline import run_extract
 
     try:
-        cfg = resolve(ExtractConfig, config_file, given(ExtractConfig, flags))
+        cfg = from_flags(ExtractConfig, flags, config_file)
         if not cfg.input.videos and not cfg.input.annotations:
             raise click.UsageError("give --videos and/or --annotations")
         s = run_extract(cfg)
@@ -62,7 +62,7 @@ def fetch_weights(folder: str, **flags) -> None:
     from avaf.extract.encoders.weights import WeightsUnavailable, fetch_default_weights
 
     try:
-        clip = resolve(ClipConfig, None, given(ClipConfig, flags))
+        clip = from_flags(ClipConfig, flags)
         paths = fetch_default_weights(folder, clip.model, clip.pretrained)
     except (WeightsUnavailable, ValueError) as e:
         click.echo(f"avaf-fetch-weights: {e}", err=True)
@@ -82,7 +82,7 @@ def demo(**flags) -> None:
     from avaf.extract.encoders.weights import WeightsUnavailable
 
     try:
-        c = resolve(DemoConfig, None, given(DemoConfig, flags))
+        c = from_flags(DemoConfig, flags)
         extra = ("--config", c.train_config) if c.train_config else ()
         run_demo(
             c.out,

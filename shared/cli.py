@@ -11,11 +11,10 @@ where needed, its flag name and choices) as field metadata; the default lives in
     @common_options                      # -v/-q (one logging setup) and --version
     @config_options(TrainConfig)         # --lr ... generated from the fields, defaults shown
     def main(**flags):
-        cfg = resolve(TrainConfig, None, given(TrainConfig, flags))
+        cfg = from_flags(TrainConfig, flags)
 
 A flag left at its default is not passed on (click tells where each value came from), so it never
-overrides a --config file (STYLE.md: defaults, then the
-file, then the flags).
+overrides a --config file (STYLE.md: defaults, then the file, then the flags).
 """
 
 from __future__ import annotations
@@ -26,12 +25,15 @@ import logging
 import types
 import typing
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
+from avaf.shared.config import resolve
 from avaf.shared.version import avaf_version
+
+T = TypeVar("T")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 LEVELS = (logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
@@ -45,12 +47,9 @@ def option(
     choices: tuple[str, ...] | None = None,
     path: dict | None = None,
     required: bool = False,
-    factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line option (`--flag`, by default the field name)."""
     meta = {"help": help, "flag": flag, "choices": choices, "path": path, "required": required}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -69,8 +68,13 @@ def _flag(f: dataclasses.Field) -> str:
     return f.metadata["flag"] or f.name.replace("_", "-")
 
 
+def _dest(f: dataclasses.Field) -> str:
+    """The keyword the command function receives the flag's value under."""
+    return _flag(f).replace("-", "_")
+
+
 def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return f.default
 
 
 def _click_type(hint: Any, f: dataclasses.Field) -> dict:
@@ -99,8 +103,7 @@ def config_options(cls: type) -> Callable:
 
     def decorate(fn: Callable) -> Callable:
         for _path, f, hint in reversed(list(_fields(cls))):
-            name, default = _flag(f), _default(f)
-            dest = name.replace("-", "_")
+            name, dest, default = _flag(f), _dest(f), _default(f)
             common = dict(help=f.metadata["help"], default=default, required=f.metadata["required"])
             if hint is bool:
                 decl = f"--{name}/--no-{name}" if default else f"--{name}"
@@ -119,11 +122,16 @@ def given(cls: type, flags: dict) -> dict:
     ctx = click.get_current_context()
     out = {}
     for path, f, _hint in _fields(cls):
-        dest = _flag(f).replace("-", "_")
+        dest = _dest(f)
         if ctx.get_parameter_source(dest) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
             value = flags[dest]
             out[path] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def from_flags(cls: type[T], flags: dict, file: str | None = None) -> T:
+    """The config a command was asked for: defaults, then `file` (if any), then the flags given."""
+    return resolve(cls, file, given(cls, flags))
 
 
 class _Formatter(logging.Formatter):

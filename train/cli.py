@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 import click
 
-from avaf.shared.cli import CONTEXT, common_options, config_options, given, option
-from avaf.shared.config import resolve
+from avaf.shared.cli import CONTEXT, common_options, config_options, from_flags, given, option
 
 from .config import ConfigError, TrainConfig, load_config
 
@@ -71,7 +70,7 @@ def eval_main(**flags) -> None:
     from .evaluate import evaluate, results_markdown
     from .loop import resolve_device
 
-    c = resolve(EvalConfig, None, given(EvalConfig, flags))
+    c = from_flags(EvalConfig, flags)
     feats, ckpt, split, subset = c.feats, c.checkpoint, c.split, c.subset
     dev = resolve_device(c.device)
     try:

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import click
 
 from avaf.extract.synth.generate import generate
-from avaf.shared.cli import CONTEXT, common_options, config_options, given, option
-from avaf.shared.config import resolve
+from avaf.shared.cli import CONTEXT, common_options, config_options, from_flags, option
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def _size(value: str) -> tuple[int, int]:
 @config_options(SynthConfig)
 def main(**flags) -> None:
     """Write DIR/videos/*.mp4, DIR/annotations/avqa-{train,val,test}.json and DIR/scenes.json."""
-    c = resolve(SynthConfig, None, given(SynthConfig, flags))
+    c = from_flags(SynthConfig, flags)
     try:
         summary = generate(
             c.out,

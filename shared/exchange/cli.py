@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import click
 
 from avaf.shared.avqa.annotations import AnnotationError
-from avaf.shared.cli import CONTEXT, common_options, config_options, given, option
-from avaf.shared.config import resolve
+from avaf.shared.cli import CONTEXT, common_options, config_options, from_flags, option
 from avaf.shared.errors import StoreError
 from avaf.shared.exchange.formats import (
     CONTEXT_LENGTH,
@@ -113,7 +112,7 @@ def export_main(**flags) -> None:
     rows 1: as words); clip_qst/ - PSTP-Net (squeeze(-2) to (512,)). TSPM and QA-TIGER read ViT-L/14@336px
     frame and ToMe features that avaf does not make. The repositories slice [:60]: MUSIC-AVQA videos have T = 60.
     """
-    c = resolve(ExportConfig, None, given(ExportConfig, flags))
+    c = from_flags(ExportConfig, flags)
     try:
         report = export_npy(c.feats, c.out, dtype=c.dtype, layout=c.layout, context_length=c.context_length)
     except ERRORS as e:
@@ -130,7 +129,7 @@ def import_main(**flags) -> None:
     Inconsistent videos (missing file, wrong width, audio and visual of different T) and questions are
     skipped and listed with the reason; the rest is imported. Exit status 1 when anything was skipped,
     2 when nothing could be imported. -v lists every skipped item as it happens."""
-    c = resolve(ImportConfig, None, given(ImportConfig, flags))
+    c = from_flags(ImportConfig, flags)
     try:
         report = import_npy(c.npy, c.out, c.annotations, c.split, c.word_length, c.pad_short_audio)
     except ERRORS as e:

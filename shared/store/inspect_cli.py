@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import click
 
-from avaf.shared.cli import CONTEXT, common_options, config_options, given, option
-from avaf.shared.config import resolve
+from avaf.shared.cli import CONTEXT, common_options, config_options, from_flags, option
 from avaf.shared.errors import StoreError
 from avaf.shared.store.describe import describe_store, format_description
 
@@ -32,5 +31,5 @@ def main(feats: str, **flags) -> None:
     except StoreError as e:
         click.echo(f"avaf-inspect: {e}", err=True)
         sys.exit(2)
-    as_json = resolve(InspectConfig, None, given(InspectConfig, flags)).json
+    as_json = from_flags(InspectConfig, flags).json
     click.echo(json.dumps(d, indent=2) if as_json else format_description(d))
