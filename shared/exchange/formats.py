@@ -80,8 +80,9 @@ QUESTIONS_PER_SHARD = 8192
 
 
 def _save(path: Path, array: np.ndarray) -> None:
-    """np.save under a temporary name, then rename: a killed export leaves no half-written file."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    """np.save under a temporary name, then rename: a killed export leaves no half-written file (no fsync
+    per file, as before the shared helper: an export writes one file per video and per question)."""
+    with atomic_path(path, durable=False) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
 
 
