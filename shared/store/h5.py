@@ -72,13 +72,8 @@ def _validate(path: Path, f: h5py.File, kind: str | None) -> None:
 
 
 def read_table(f: h5py.File, table: Table, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    out = {}
-    for c in table.columns:
-        if c.name in skip:
-            continue
-        ds = f[table.path(c.name)]
-        out[c.name] = ds.asstr()[...] if c.dtype == STR else ds[...]
-    return out
+    """Every column of `table` but those in `skip`, strings decoded."""
+    return {c.name: read_column(f, table, c) for c in table.columns if c.name not in skip}
 
 
 def read_strings(f: h5py.File, table: Table, column: str) -> np.ndarray:
