@@ -13,10 +13,9 @@ space-separated words of the question template. The store keeps the filled-in te
 counted on that text, which gives the template's count on every released MUSIC-AVQA file (each placeholder
 is one word and every templ_values filler is one word: checked on every annotation file shipped in
 tests/data by tests/test_authors.py, and by hand on the 16 released files). Their code reads CLIP's output
-at all 77 positions;
-the store keeps only the L real tokens, which suffices: n <= L - 2 (a word is at least one BPE token; on
-json_update val + test L - 2 - n is 0..4), so positions 1..n are always stored, and the positions after n
-change no logit (see authors_model.py). Were n ever larger, the mask stops at the stored rows.
+at all 77 positions; the store keeps only the L real tokens, which suffices: n <= L - 2 (a word is at least
+one BPE token; on json_update val + test L - 2 - n is 0..4), so positions 1..n are always stored, and the
+positions after n change no logit (see authors_model.py). Were n ever larger, the mask stops at the stored rows.
 """
 
 from __future__ import annotations

@@ -32,9 +32,8 @@ class AudioTimeAttention(nn.Module):
         super().__init__()
         self.positions = nn.Parameter(torch.randn(max_seconds, dim) * 0.02) if positions else None
         self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(
-            dim, dim, bias=False
-        )  # a key bias shifts a query's scores alike: softmax ignores it
+        # no key bias: it would shift all of a query's scores alike, which softmax ignores
+        self.k = nn.Linear(dim, dim, bias=False)
         self.v = nn.Linear(dim, dim)
         self.o = nn.Linear(dim, dim)
         self.norm1 = nn.LayerNorm(dim)
