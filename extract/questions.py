@@ -2,7 +2,7 @@
 
 Each question keeps its word-level features (one row per real BPE token) and the sentence feature (the
 end-of-text token's projected output). Questions already in a complete shard with the same text, split,
-type and answer are not encoded again, so adding a new annotation file to an existing store costs only
+type, answer and audio video are not encoded again, so adding a new annotation file to an existing store costs only
 the new questions, and never touches its videos.
 """
 
@@ -20,13 +20,16 @@ from avaf.shared.store.writer import QuestionFeatures, ShardWriter, complete_sha
 
 log = logging.getLogger(__name__)
 
+# What makes a stored question the same as a parsed one (its features depend only on the text).
+KEY = ("question_id", "text", "split", "type", "answer", "audio_video_id")
+
 
 def _already_encoded(folder: Path) -> set[tuple]:
     done = set()
     for p in complete_shards(folder):
         with FeatureStore(p) as s:
             q = s.questions()
-            done.update(zip(q["question_id"].tolist(), q["text"], q["split"], q["type"], q["answer"]))
+            done.update(zip(q["question_id"].tolist(), *(q[k] for k in KEY[1:])))
     return done
 
 
@@ -35,7 +38,7 @@ def write(
 ) -> int:
     """Encode the questions not yet in a shard into one new shard; returns how many were encoded."""
     done = _already_encoded(folder)
-    todo = [q for q in questions if (q.question_id, q.text, q.split, q.type, q.answer) not in done]
+    todo = [q for q in questions if tuple(getattr(q, k) for k in KEY) not in done]
     log.info("%d questions, %d already encoded", len(questions), len(questions) - len(todo))
     if not todo:
         return 0
@@ -54,6 +57,7 @@ def write(
                     QuestionFeatures(
                         question_id=q.question_id,
                         video_id=q.video_id,
+                        audio_video_id=q.audio_video_id,
                         split=q.split,
                         text=q.text,
                         type=q.type,

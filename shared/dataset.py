@@ -43,7 +43,8 @@ class AVQADataset(Dataset):
 
     Items are dicts: visual (T, N, D), audio (T, 128), words (L, D), sentence (D,) as stored (float16
     tensors), answer (index into `avaf.shared.avqa.answers.ANSWERS`), type ("Audio/Counting", ...), type_index
-    (into `avaf.shared.avqa.question_types.TYPES`), question_id, video_id.
+    (into `avaf.shared.avqa.question_types.TYPES`), question_id, video_id, audio_video_id (the video the audio
+    comes from: video_id, except MUSIC-AVQA-v2.0's unmatch_audio questions).
     """
 
     def __init__(
@@ -56,21 +57,28 @@ class AVQADataset(Dataset):
             q = fs.questions_with_videos(split, subset)
             self.question_id = q["question_id"]
             self.video_id, self.type = q["video_id"], q["type"]
+            self.audio_video_id = q["audio_video_id"]
             self.answer = answer_indices(q["answer"], where=str(fs.path))
             self.type_index = np.array([type_index(t, str(fs.path)) for t in q["type"]], dtype=np.int64)
             self.sentence = q["sentence"]  # (Q, D)
             self.word_length = q["word_length"]
             if in_memory:
-                bulk = fs.load_videos(q["video_id"], fields=("visual_tokens", "audio"))
+                both = np.union1d(self.video_id, self.audio_video_id)
+                bulk = fs.load_videos(both, fields=("visual_tokens", "audio"))
                 rows = np.array([bulk.index[v] for v in self.video_id], dtype=np.int64)
+                audio_rows = np.array([bulk.index[v] for v in self.audio_video_id], dtype=np.int64)
                 self.second_offset, self.second_length = bulk.offset[rows], bulk.length[rows]
+                self.audio_offset, self.audio_length = bulk.offset[audio_rows], bulk.length[audio_rows]
                 self._visual, self._audio = bulk.arrays["visual_tokens"], bulk.arrays["audio"]
                 self._words, self.word_offset = fs.load_words(q["word_offset"], q["word_length"])
             else:
                 row = {v: i for i, v in enumerate(fs.video_ids)}
                 rows = np.array([row[v] for v in self.video_id], dtype=np.int64)
+                audio_rows = np.array([row[v] for v in self.audio_video_id], dtype=np.int64)
                 self.second_offset = fs.videos["offset"][rows]
                 self.second_length = fs.videos["length"][rows]
+                self.audio_offset = fs.videos["offset"][audio_rows]
+                self.audio_length = fs.videos["length"][audio_rows]
                 self.word_offset = q["word_offset"]
 
     def __len__(self) -> int:
@@ -87,16 +95,22 @@ class AVQADataset(Dataset):
         return self._fs
 
     def _arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """visual (T, N, D), audio (T, 128) and words (L, D) of question i; the audio is the first T seconds
+        of its audio's video (zeros past that video's end): the question's own video but for v2.0's
+        unmatch_audio rows."""
         a, n = int(self.second_offset[i]), int(self.second_length[i])
+        b, k = int(self.audio_offset[i]), min(int(self.audio_length[i]), n)
         w, m = int(self.word_offset[i]), int(self.word_length[i])
         if self.in_memory:
-            return self._visual[a : a + n], self._audio[a : a + n], self._words[w : w + m]
-        fs = self._store()
-        return (
-            fs.dataset(schema.SECONDS, "visual_tokens")[a : a + n],
-            fs.dataset(schema.SECONDS, "audio")[a : a + n],
-            fs.dataset(schema.WORDS, "features")[w : w + m],
-        )
+            visual, audio, words = self._visual[a : a + n], self._audio[b : b + k], self._words[w : w + m]
+        else:
+            fs = self._store()
+            visual = fs.dataset(schema.SECONDS, "visual_tokens")[a : a + n]
+            audio = fs.dataset(schema.SECONDS, "audio")[b : b + k]
+            words = fs.dataset(schema.WORDS, "features")[w : w + m]
+        if k < n:
+            audio = np.concatenate([audio, np.zeros((n - k, *audio.shape[1:]), audio.dtype)])
+        return visual, audio, words
 
     def __getitem__(self, i: int) -> dict:
         visual, audio, words = self._arrays(i)
@@ -110,6 +124,7 @@ class AVQADataset(Dataset):
             "type_index": int(self.type_index[i]),
             "question_id": int(self.question_id[i]),
             "video_id": str(self.video_id[i]),
+            "audio_video_id": str(self.audio_video_id[i]),
         }
 
 
@@ -156,4 +171,5 @@ def collate(items: list[dict], dtype: torch.dtype | None = torch.float32) -> dic
         "question_id": torch.tensor([it["question_id"] for it in items], dtype=torch.long),
         "type": [it["type"] for it in items],
         "video_id": [it["video_id"] for it in items],
+        "audio_video_id": [it["audio_video_id"] for it in items],
     }

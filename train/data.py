@@ -44,6 +44,8 @@ class SplitData:
     audio: Tensor  # (S, 128) float16
     video_offset: Tensor  # (Q,) int64: first second of the question's video
     video_length: Tensor  # (Q,) int64
+    audio_offset: Tensor  # (Q,) int64: first second of the video whose audio goes with the question
+    audio_length: Tensor  # (Q,) int64 (the same video, except MUSIC-AVQA-v2.0's unmatch_audio rows)
     words: Tensor  # (W, D) float16
     word_offset: Tensor  # (Q,) int64
     word_length: Tensor  # (Q,) int64
@@ -71,8 +73,9 @@ def load_split(
     q = fs.questions_with_videos(split=split, subset=subset)
     if not len(q["question_id"]):
         raise ValueError(f"{fs.path}: no {split} questions with features (subset={subset or 'all'})")
-    bulk = fs.load_videos(q["video_id"], fields=("visual_tokens", "audio"))
+    bulk = fs.load_videos(np.union1d(q["video_id"], q["audio_video_id"]), fields=("visual_tokens", "audio"))
     rows = np.array([bulk.index[v] for v in q["video_id"]], dtype=np.int64)
+    audio_rows = np.array([bulk.index[v] for v in q["audio_video_id"]], dtype=np.int64)
     words, word_offset = fs.load_words(q["word_offset"], q["word_length"])
     answers = answer_indices(q["answer"], where=str(fs.path))
 
@@ -89,6 +92,8 @@ def load_split(
         audio=t(bulk.arrays["audio"]),
         video_offset=t(bulk.offset[rows], torch.int64),
         video_length=t(bulk.length[rows], torch.int64),
+        audio_offset=t(bulk.offset[audio_rows], torch.int64),
+        audio_length=t(bulk.length[audio_rows], torch.int64),
         words=t(words),
         word_offset=t(word_offset, torch.int64),
         word_length=t(q["word_length"], torch.int64),
@@ -122,7 +127,8 @@ def gather(
     idx = idx.to(data.answer.device)
     vo, vl = data.video_offset[idx], data.video_length[idx]  # (B,)
     visual, seconds_mask = pad_ragged(data.visual, vo, vl, seconds)  # (B, T, N, D), (B, T)
-    audio, _ = pad_ragged(data.audio, vo, vl, seconds)  # (B, T, 128)
+    ao, al = data.audio_offset[idx], torch.minimum(data.audio_length[idx], vl)  # audio stops with the video
+    audio, _ = pad_ragged(data.audio, ao, al, seconds)  # (B, T, 128)
     if data.variant == "authors":  # positions 1.., masked after the template's n; sentence = start token
         wo, wl = data.word_offset[idx], data.word_length[idx]  # (B,)
         words, stored = pad_ragged(data.words, wo + 1, wl - 1, max_words - 1)  # (B, M, D), M = max_words - 1

@@ -7,7 +7,9 @@ MUSIC-AVQA-v2.0 files (extra keys, rows without `question_id`, float ids, `templ
 A file is a JSON list of rows: `video_id`, `question_id`, `type` (a string holding a JSON list such as
 '["Audio-Visual", "Counting"]'), `question_content` (a template ending in "?" or the full-width "？", sometimes
 with a trailing space), `templ_values` (a string holding the JSON list of fillers) and the answer, spelled `anser`.
-Other keys (`question_deleted`, v2.0's `unmatch_audio`, `person`, ...) are ignored.
+MUSIC-AVQA-v2.0's `unmatch_audio` (a row that pairs the video with another video's audio, to ask "Is this sound
+from the instrument in the video?" with answer "no") becomes `audio_video_id`; every other question has its own
+video there. Other keys (`question_deleted`, `person`, ...) are ignored.
 
 Question text. The placeholders <Object> <LR> <LRer> <FL> <LL> <TH> <BA> are filled, in order, from
 `templ_values`. Like the public AVQA code (GeWu-Lab's MUSIC-AVQA dataloader, and the CLIP question features of
@@ -66,7 +68,9 @@ class Question:
     """One question of MUSIC-AVQA.
 
     type: "Modality/Kind", one of `question_types.TYPES`; text: the filled-in question (see the module doc);
-    template: `question_content` as released; question_id < 0 marks a synthetic id (row without one).
+    template: `question_content` as released; question_id < 0 marks a synthetic id (row without one);
+    audio_video_id: the video whose audio goes with the question, `video_id` unless the row has v2.0's
+    `unmatch_audio` (left empty, it is set to `video_id`).
     """
 
     question_id: int
@@ -77,6 +81,11 @@ class Question:
     answer: str
     template: str
     templ_values: tuple[str, ...]
+    audio_video_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.audio_video_id:
+            object.__setattr__(self, "audio_video_id", self.video_id)
 
 
 def is_real_video(video_id: str) -> bool:
@@ -185,8 +194,11 @@ def _parse_row(row: object, index: int, path: Path, split: str) -> Question:
     answer_index(answer, where)
     values = tuple(_parse_str_list(row["templ_values"], "templ_values", where))
     text = fill_template(row["question_content"], values, where)
+    unmatch = row.get("unmatch_audio")
+    if unmatch is not None and (not isinstance(unmatch, str) or not unmatch.strip()):
+        raise AnnotationError(f"{where}: unmatch_audio must be a video id or null, got {unmatch!r}")
     if question_id is None:
-        question_id = synthetic_question_id(row["video_id"], text, row.get("unmatch_audio"))
+        question_id = synthetic_question_id(row["video_id"], text, unmatch)
     return Question(
         question_id=question_id,
         video_id=row["video_id"],
@@ -196,6 +208,7 @@ def _parse_row(row: object, index: int, path: Path, split: str) -> Question:
         answer=answer,
         template=row["question_content"],
         templ_values=values,
+        audio_video_id=unmatch or "",
     )
 
 
@@ -284,9 +297,9 @@ def load_annotations(path: str | Path, split: str | None = None, duplicates: str
         logger.info("%s: %d rows without question_id got synthetic (negative) ids", path, synthetic)
     unmatched = sum(1 for row in rows if row.get("unmatch_audio") is not None)
     if unmatched:
-        logger.warning(
-            "%s: %d rows pair the video with another video's audio ('unmatch_audio', MUSIC-AVQA-v2.0); "
-            "avaf keeps only video_id, so these questions are read with the video's own audio",
+        logger.info(
+            "%s: %d rows pair the video with another video's audio ('unmatch_audio', MUSIC-AVQA-v2.0): "
+            "kept as audio_video_id",
             path,
             unmatched,
         )

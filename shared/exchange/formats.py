@@ -74,7 +74,7 @@ WORD_LENGTHS = ("auto", "tokenizer", "all")
 IMPORTED_DECODER = "imported"
 RESTORED = ("source_path", "source_size", "duration", "has_audio", "decoder", "streams")
 VIDEO_META = ("video_id", "length", *RESTORED, "audio_valid", "timestamp")
-QUESTION_META = ("question_id", "video_id", "split", "text", "type", "answer")
+QUESTION_META = ("question_id", "video_id", "audio_video_id", "split", "text", "type", "answer")
 QUESTIONS_PER_READ = 4096
 QUESTIONS_PER_SHARD = 8192
 
@@ -435,7 +435,8 @@ def _read_question(npy_dir: Path, q: dict, dims: dict, mode: str) -> QuestionFea
     if not 0 < n <= len(words):
         raise _Skip(f"{WORDS}/{qid}.npy: {n} real word rows out of {len(words)}")
     dims["D"] = words.shape[1]
-    return QuestionFeatures(*(q[k] for k in QUESTION_META), words=words[:n], sentence=sentence)
+    meta = {k: q[k] for k in QUESTION_META if k in q}  # a manifest before audio_video_id: its own video
+    return QuestionFeatures(**meta, words=words[:n], sentence=sentence)
 
 
 def _import_questions(npy_dir, table, imported, folder, meta, dims, report, mode) -> None:
@@ -449,6 +450,8 @@ def _import_questions(npy_dir, table, imported, folder, meta, dims, report, mode
                 try:
                     if q["video_id"] not in imported:
                         raise _Skip(f"its video {q['video_id']} is not imported")
+                    if q.get("audio_video_id", q["video_id"]) not in imported:
+                        raise _Skip(f"the video of its audio, {q['audio_video_id']}, is not imported")
                     w.add_question(_read_question(npy_dir, q, dims, mode))
                     report.questions += 1
                 except _Skip as e:

@@ -22,7 +22,7 @@ def describe_store(path: str | Path) -> dict:
     with FeatureStore(path) as fs:
         q = fs.questions()
         known = set(fs.video_ids)
-        orphans = sorted({v for v in q["video_id"] if v not in known})
+        orphans = sorted({v for v in (*q["video_id"], *q["audio_video_id"]) if v not in known})
         failed = fs.failed()
         videos = fs.videos
         return {
@@ -42,7 +42,10 @@ def describe_store(path: str | Path) -> dict:
                 "videos_with_missing_audio": int(np.sum(videos["audio_seconds"] < videos["length"])),
                 "failed_videos": len(failed),
                 "questions": len(q["question_id"]),
-                "questions_without_video": int(sum(v not in known for v in q["video_id"])),
+                "questions_without_video": int(
+                    sum(v not in known or a not in known for v, a in zip(q["video_id"], q["audio_video_id"]))
+                ),
+                "questions_with_other_audio": int(np.sum(q["audio_video_id"] != q["video_id"])),
             },
             "decoders": dict(Counter(videos["decoder"].tolist())),
             "questions_per_split": dict(Counter(q["split"].tolist())),
@@ -51,6 +54,7 @@ def describe_store(path: str | Path) -> dict:
                 t.path(c): {"shape": list(fs.shape(t, c)), "dtype": str(fs.dataset(t, c).dtype)}
                 for t in schema.TABLES
                 for c in t.names
+                if fs.has(t, c)
             },
             "failed": [{"video_id": v, "source_path": p, "error": e} for v, p, e in failed[:MAX_LISTED]],
             "videos_missing_for_questions": orphans[:MAX_LISTED],
@@ -89,7 +93,8 @@ def format_description(d: dict) -> str:
     if d["decoders"]:
         lines.append("  decoders " + ", ".join(f"{k or '?'}: {n}" for k, n in sorted(d["decoders"].items())))
     lines.append(
-        f"  questions {c['questions']} ({c['questions_without_video']} whose video is not in the store)"
+        f"  questions {c['questions']} ({c['questions_without_video']} whose video is not in the store, "
+        f"{c['questions_with_other_audio']} with another video's audio)"
     )
     for split, types in d["questions_per_split_and_type"].items():
         lines.append(f"    {split}: {sum(types.values())}")

@@ -55,11 +55,13 @@ def _validate(path: Path, f: h5py.File, kind: str | None) -> None:
         raise StoreError(f"{path}: is a {f.attrs.get('kind')!r} file, expected a {kind!r} file")
     missing = [a for a in schema.ROOT_ATTRS if a not in f.attrs]
     for table in schema.TABLES:
-        missing += [table.path(c) for c in table.names if table.path(c) not in f]
+        missing += [
+            table.path(c.name) for c in table.columns if c.fill is None and table.path(c.name) not in f
+        ]
     if missing:
         raise StoreError(f"{path}: incomplete avaf feature file, missing {', '.join(missing)}")
     for table in schema.TABLES:
-        rows = {f[table.path(c)].shape[0] for c in table.names}
+        rows = {f[table.path(c)].shape[0] for c in table.names if table.path(c) in f}
         if len(rows) != 1:
             raise StoreError(f"{path}: the columns of /{table.group} have different lengths {sorted(rows)}")
     for child, (parent, off, length) in schema.RAGGED.items():
@@ -82,9 +84,21 @@ def read_strings(f: h5py.File, table: Table, column: str) -> np.ndarray:
 
 
 def read_column(f: h5py.File, table: Table, column: schema.Column) -> np.ndarray:
-    """One column, strings decoded."""
+    """One column, strings decoded; a column the file predates comes back filled (`Column.fill`)."""
+    if table.path(column.name) not in f:
+        return fill_column(f, table, column)
     ds = f[table.path(column.name)]
     return ds.asstr()[...] if column.dtype == STR else ds[...]
+
+
+def fill_column(f: h5py.File, table: Table, column: schema.Column) -> np.ndarray:
+    """The values of a column added after `f` was written: another column's, or a constant per row."""
+    if column.fill is None:
+        raise StoreError(f"{f.filename}: missing {table.path(column.name)}")
+    if isinstance(column.fill, schema.SameAs):
+        return read_column(f, table, table.column(column.fill.column)).astype(schema.numpy_dtype(column))
+    rows = f[table.path(table.names[0])].shape[0]
+    return np.full(rows, column.fill, dtype=schema.numpy_dtype(column))
 
 
 def stack_rows(column: schema.Column, values: list, dims: dict[str, int], blocks: bool) -> np.ndarray:

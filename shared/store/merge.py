@@ -97,10 +97,7 @@ def _copy_table(f: h5py.File, table: Table, handles: list[h5py.File], plan: dict
         if any(column.name in (off, length) for _, (_, off, length) in children):
             continue
         parts = [read_column(h, table, column)[sel] for h, sel in zip(handles, selected) if len(sel)]
-        first = handles[0][table.path(column.name)]
-        merged = (
-            np.concatenate(parts) if parts else np.zeros((0, *first.shape[1:]), schema.numpy_dtype(column))
-        )
+        merged = np.concatenate(parts) if parts else read_column(handles[0], table, column)[:0]
         create_column(
             f, table.path(column.name), column, merged.astype(object) if column.dtype == STR else merged
         )

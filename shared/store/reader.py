@@ -83,6 +83,10 @@ class FeatureStore:
         """The raw h5py dataset of one column, for callers that slice it themselves."""
         return self._f[table.path(column)]
 
+    def has(self, table: Table, column: str) -> bool:
+        """Whether the file holds the column (one added to the schema later is filled in when read)."""
+        return table.path(column) in self._f
+
     def shape(self, table: Table, column: str) -> tuple[int, ...]:
         return tuple(self.dataset(table, column).shape)
 
@@ -138,12 +142,13 @@ class FeatureStore:
     def questions_with_videos(
         self, split: str | None = None, subset: str | None = None
     ) -> dict[str, np.ndarray]:
-        """`questions`, less those whose video is not in the store (counted in a logged warning)."""
+        """`questions`, less those whose video (or the video of their audio) is not in the store (counted in
+        a logged warning)."""
         q = self.questions(split=split, subset=subset)
-        known = np.array([v in self for v in q["video_id"]], dtype=bool)
+        known = np.array([v in self and a in self for v, a in zip(q["video_id"], q["audio_video_id"])], bool)
         if known.all():
             return q
-        missing = sorted(set(q["video_id"][~known]))
+        missing = sorted({v for v in (*q["video_id"][~known], *q["audio_video_id"][~known]) if v not in self})
         log.warning(
             "%s: %d questions (split %s, subset %s) ask about %d videos not in the store (e.g. %s); left out",
             self.path, int((~known).sum()), split or "all", subset or "all", len(missing), ", ".join(missing[:3]),

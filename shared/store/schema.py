@@ -54,13 +54,28 @@ STR = "str"  # variable-length UTF-8 string column
 
 
 @dataclass(frozen=True)
+class SameAs:
+    """The fill of a column added to schema 1 after its first release: files written before hold the
+    values of another column of the same table (e.g. a question's audio comes from its own video)."""
+
+    column: str
+
+
+@dataclass(frozen=True)
 class Column:
-    """One dataset of a table: its dtype and the shape of one row (dims named in `tail`)."""
+    """One dataset of a table: its dtype and the shape of one row (dims named in `tail`).
+
+    `fill`: None for a column every schema-1 file has. A column added later carries what files written
+    before it read as: a constant (one per row) or `SameAs(other column)`. Writers always write it; the
+    reader, the merge and `avaf-inspect` fill it in for older files, so adding a column never makes a
+    store unreadable.
+    """
 
     name: str
     dtype: object  # a numpy dtype, or STR
     tail: tuple[str | int, ...] = ()
     doc: str = ""
+    fill: object = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,14 @@ QUESTIONS = Table(
     (
         Column("question_id", I64, (), "question_id of the annotation file"),
         Column("video_id", STR, (), "the video it asks about"),
+        Column(
+            "audio_video_id",
+            STR,
+            (),
+            "the video whose audio goes with the question: video_id, or another video for "
+            "MUSIC-AVQA-v2.0's unmatch_audio rows",
+            fill=SameAs("video_id"),
+        ),
         Column("split", STR, (), "train / val / test / ..."),
         Column("text", STR, (), "question with its placeholders filled in"),
         Column("type", STR, (), 'modality and kind, e.g. "Audio-Visual/Counting"'),

@@ -61,6 +61,7 @@ class QuestionFeatures:
     answer: str
     words: np.ndarray  # (L, D)
     sentence: np.ndarray  # (D,)
+    audio_video_id: str = ""  # the video whose audio goes with the question; "" means video_id
 
 
 class ShardWriter:
@@ -153,6 +154,7 @@ class ShardWriter:
         row = {
             "question_id": int(q.question_id),
             "video_id": q.video_id,
+            "audio_video_id": q.audio_video_id or q.video_id,
             "split": q.split,
             "text": q.text,
             "type": q.type,
