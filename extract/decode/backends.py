@@ -205,7 +205,7 @@ def decode_audio_file(path: str | Path, image_size: int = 224) -> DecodedVideo:
         else:
             duration, decoder = header_duration(container, audio) or 0.0, "pyav"
             seconds = check_seconds(path, duration)
-            wave, valid = read_audio(container, audio, stream_start(audio), seconds, path)
+            wave, valid = read_audio(container, audio, stream_start(audio), seconds, path, streams)
     frames = np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
     times = sample_times(seconds)
     return DecodedVideo(frames, wave, valid, times, duration, True, decoder, streams, has_video=False)

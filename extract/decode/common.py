@@ -1,7 +1,8 @@
 """What every decode backend shares: the result type, the error type and the sampling rules (DESIGN.md §3).
 
 Sampling: T = the number of whole seconds of the video; second t is represented by the frame nearest to
-t + 0.5 s and by the audio samples [t * 16000, (t + 1) * 16000). Frames are resized exactly like CLIP's
+t + 0.5 s and by the audio samples [t * 16000, (t + 1) * 16000), both on one presentation timeline (see
+``timeline_origin``). Frames are turned upright (the display matrix), then resized exactly like CLIP's
 preprocess (shorter side to ``image_size`` with PIL bicubic, then a centre crop) and kept as uint8, so an
 encoder only has to normalise. The public entry points are in ``avaf.extract.decode.backends``.
 """
@@ -26,6 +27,9 @@ MIN_VALID_FRACTION = 0.5
 TRUNCATION_TOLERANCE_S = 1.0
 # Two frames whose distances to a target differ by less than this are a tie; the earlier one wins.
 TIE_EPS_S = 1e-6
+# An audio stream that starts less than this before the video is encoder priming, not content: MPEG-TS and
+# other containers without edit lists show AAC's 1024 (MP3's 1105) priming samples as a 23-48 ms lead.
+PRIMING_LEAD_S = 0.1
 
 
 class DecodeError(Exception):
@@ -53,11 +57,14 @@ class DecodedVideo:
     audio: (T, 16000) float32 mono at 16 kHz; row t is second t, zero where the audio is missing. The VGGish
         example for second t is ``audio[t, :15360]`` (0.96 s from t), so no sample past T seconds is kept.
     audio_valid: (T,) bool, True where decoded audio covers at least half of the second.
-    timestamps: (T,) float64, presentation time in seconds (from the video stream's start) of the frame used
-        for second t; t + 0.5 for an audio-only file.
-    duration: seconds of video (of audio for an audio-only file) that T was computed from.
+    timestamps: (T,) float64, time in seconds on the timeline (``timeline_origin``) of the frame used for
+        second t; t + 0.5 for an audio-only file.
+    duration: where the video ends on the timeline (of audio for an audio-only file): T was computed from it.
     decoder: "pyav", "decord" or "librosa": which one produced the frames (audio: always PyAV or librosa).
-    streams: the streams chosen and found: see ``describe_streams`` in decode_pyav.
+    streams: the streams chosen and found (``describe_streams`` in pyav_backend), and what the timing rules
+        did: ``video_start`` / ``audio_start`` (s on the timeline), ``audio_gaps`` (timestamp jumps the audio
+        was re-placed at), ``rotation`` (degrees counter-clockwise) and ``mirrored`` (the display matrix
+        applied to the frames).
     """
 
     frames: np.ndarray
@@ -74,6 +81,44 @@ class DecodedVideo:
     def num_seconds(self) -> int:
         """T: rows of ``audio`` (and of ``frames`` when there is video)."""
         return int(self.audio.shape[0])
+
+
+def timeline_origin(video_start: float, audio_start: float | None) -> float:
+    """Time 0 of the timeline, in stream time: the video's start, or the audio's when it leads by more than
+    PRIMING_LEAD_S (a video stream that starts after its audio keeps that audio, and its first second shows
+    the first frame)."""
+    if audio_start is not None and audio_start < video_start - PRIMING_LEAD_S:
+        return audio_start
+    return video_start
+
+
+# The display matrix's 2x2 part (signs of entries 0, 1, 3, 4 of FFmpeg's 3x3 int32 matrix) -> (k, mirrored):
+# the upright picture is np.rot90(picture, k) (k quarter turns counter-clockwise), then mirrored left-right
+# when ``mirrored``. As FFmpeg's command line turns it (fftools autorotate: transpose / hflip / vflip).
+ORIENTATIONS = {
+    (1, 0, 0, 1): (0, False),
+    (0, -1, 1, 0): (1, False),
+    (-1, 0, 0, -1): (2, False),
+    (0, 1, -1, 0): (3, False),
+    (-1, 0, 0, 1): (0, True),
+    (0, -1, -1, 0): (1, True),
+    (1, 0, 0, -1): (2, True),
+    (0, 1, 1, 0): (3, True),
+}
+
+
+def orientation(matrix) -> tuple[int, bool] | None:
+    """(quarter turns counter-clockwise, mirrored) for a display matrix; None: not a multiple of 90 degrees."""
+    if matrix is None:
+        return 0, False
+    m = np.asarray(matrix, dtype=np.int64)
+    return ORIENTATIONS.get(tuple(int(np.sign(m[i])) for i in (0, 1, 3, 4)))
+
+
+def upright(rgb: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    """The picture as it is meant to be shown: ``turns`` quarter turns counter-clockwise, then the mirror."""
+    out = np.rot90(rgb, turns) if turns else rgb
+    return np.ascontiguousarray(out[:, ::-1] if mirrored else out)
 
 
 def whole_seconds(duration: float) -> int:

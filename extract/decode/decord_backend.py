@@ -2,8 +2,10 @@
 
 decord (unmaintained since 2021) has no AV1 and broken stereo audio, so PyAV first probes the file (streams,
 declared duration: the same checks and errors as the PyAV backend), decord then reads the frames nearest
-t + 0.5 s with ``get_batch`` (its timestamps, like ours, count from the video stream's start), and PyAV
-decodes the audio. decord must choose the same video stream as PyAV; if it does not, this backend fails and
+t + 0.5 s with ``get_batch`` (its timestamps count from the video stream's start: shifted onto the PyAV
+backend's timeline, so a video that starts after its audio gets the same frames), and PyAV decodes the audio.
+decord turns a rotated video itself, wrongly (a quarter turn comes out with 4 channels), so a video whose
+first frame carries a display matrix is refused and "auto" falls back to PyAV, which turns it upright. decord must choose the same video stream as PyAV; if it does not, this backend fails and
 "auto" falls back to PyAV. decord also returns wrong frames, with at most a log line, from MPEG transport and
 program streams (.ts, .mpg: duplicated or black frames on sparse reads) and from AVI holding H.264 with
 B-frames (frames from the wrong second), measured with decord 0.6.0, so this backend refuses those containers.
@@ -29,11 +31,14 @@ from avaf.extract.decode.common import (
 )
 from avaf.extract.decode.pyav_backend import (
     choose_streams,
+    declared_end,
     describe_streams,
-    header_duration,
+    first_orientation,
     open_container,
     read_audio,
+    stream_origin,
     stream_start,
+    timeline_info,
 )
 
 logger = logging.getLogger(__name__)
@@ -95,18 +100,26 @@ def decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
         streams = describe_streams(container, video, audio)
         if container.format.name in UNRELIABLE_CONTAINERS:
             raise DecodeError(path, f"decord returns wrong frames from {container.format.name} containers")
-        declared = header_duration(container, video)
+        origin = stream_origin(video, audio)
+        declared = declared_end(container, video, origin)
         if declared is not None:
             check_seconds(path, declared)
+        if first_orientation(path, video.index) != (0, False):
+            raise DecodeError(path, "rotated video (display matrix): decord turns it wrongly")
         reader = _open_reader(path, streams["width"], streams["height"])
         starts, end = _frame_times(reader, path)
+        shift = stream_start(video) - origin  # decord's zero on our timeline: 0.0 unless the audio leads
+        if shift:
+            starts, end = starts + shift, end + shift
         seconds, duration = seconds_decoded(path, declared, end)
         indices = nearest_indices(starts, sample_times(seconds))
         frames = _read_frames(reader, indices, image_size, path)
         del reader
         if audio is not None:
-            wave, valid = read_audio(container, audio, stream_start(video), seconds, path)
+            wave, valid = read_audio(container, audio, origin, seconds, path, streams)
         else:
             wave, valid = np.zeros((seconds, SAMPLE_RATE), np.float32), np.zeros(seconds, bool)
+            streams["audio_gaps"] = 0
+    streams |= timeline_info(video, audio, origin) | {"rotation": 0, "mirrored": False}
     streams["corrupt_packets"] = None  # decord does not report them
     return DecodedVideo(frames, wave, valid, starts[indices], duration, audio is not None, "decord", streams)

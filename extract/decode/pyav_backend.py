@@ -7,6 +7,12 @@ stops once the last needed frame and second of audio are in. AVI timestamps coun
 (B-frames come out with scrambled pts), so AVI frames are timed by their output index. Streams are FFmpeg's
 "best" (``av_find_best_stream``: for video the largest picture among default streams, audio in the same
 program).
+Timing: frames and audio are placed by their presentation timestamps on one timeline (``timeline_origin``:
+the video's start, or the audio's when it leads by more than 0.1 s), so a late audio track, a video that
+starts after its audio and variable frame rate all keep second t of audio with second t of video. A jump in
+the audio timestamps (a gap) re-places the audio that follows at its own time; the gap stays zero and its
+seconds are flagged invalid. Frames are turned upright by their display matrix (phone videos) before the
+resize.
 Audio is resampled to 16 kHz keeping its channels, then averaged to mono: FFmpeg's own downmix would scale a
 stereo tone by sqrt(2); the mean keeps amplitudes, like librosa.
 """
@@ -31,7 +37,10 @@ from avaf.extract.decode.common import (
     assemble_audio,
     check_seconds,
     clip_resize,
+    orientation,
     seconds_decoded,
+    timeline_origin,
+    upright,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,6 +49,9 @@ AUDIO_MARGIN_S = 0.2  # keep decoding audio this far past T so the resampler has
 # Containers whose video timestamps count frames in decode order: H.264 with B-frames comes out with scrambled
 # pts (measured on AVI), so frames are timed by their output index instead, with every frame decoded.
 FRAME_COUNT_CONTAINERS = frozenset({"avi"})
+# Audio timestamps further than this from where the samples already decoded put them are a gap (or an
+# overlap): the audio is re-placed at its timestamp. Under one video frame at 25 fps; Matroska rounds to 1 ms.
+AUDIO_JUMP_S = 0.04
 
 
 def open_container(path: str | Path) -> av.container.InputContainer:
@@ -72,10 +84,22 @@ def choose_streams(container, path: str | Path, need_video: bool = True):
 
 
 def stream_start(stream) -> float:
-    """Seconds at which ``stream`` starts: the zero of every timestamp we report."""
+    """Seconds at which ``stream`` starts, in stream time."""
     if stream is None or stream.start_time is None:
         return 0.0
     return float(stream.start_time * stream.time_base)
+
+
+def stream_origin(video, audio) -> float:
+    """Time 0 of the timeline in stream time, for the chosen streams (see ``timeline_origin``)."""
+    audio_start = stream_start(audio) if audio is not None and audio.start_time is not None else None
+    return timeline_origin(stream_start(video), audio_start)
+
+
+def timeline_info(video, audio, origin: float) -> dict:
+    """Where each chosen stream starts on the timeline, for the per-video stream info."""
+    starts = {"video_start": video, "audio_start": audio}
+    return {k: None if s is None else round(stream_start(s) - origin, 6) for k, s in starts.items()}
 
 
 def _parse_clock(text: str) -> float | None:
@@ -85,6 +109,19 @@ def _parse_clock(text: str) -> float | None:
         return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     except ValueError:
         return None
+
+
+def declared_end(container, stream, origin: float) -> float | None:
+    """Where the file declares ``stream`` ends, on the timeline: its own duration from its start, a Matroska
+    DURATION tag (an end time), else the container's end."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base) + (stream_start(stream) - origin)
+    tagged = _parse_clock(stream.metadata.get("DURATION", ""))
+    if tagged is not None:
+        return tagged - origin
+    if container.duration is not None:  # AV_TIME_BASE units, from the container's start
+        return container.duration / 1e6 + ((container.start_time or 0) / 1e6 - origin)
+    return None
 
 
 def header_duration(container, stream) -> float | None:
@@ -126,25 +163,97 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
+def display_matrix(frame: av.VideoFrame) -> np.ndarray | None:
+    """The frame's display matrix (9 int32, FFmpeg's layout), or None when it has none."""
+    for side in frame.side_data:
+        if str(getattr(side.type, "name", side.type)).upper() == "DISPLAYMATRIX":
+            return np.frombuffer(bytes(side), dtype=np.int32)
+    return None
+
+
+def first_orientation(path: str | Path, index: int) -> tuple[int, bool] | None:
+    """The orientation of the first frame of video stream ``index`` (decoded alone; (0, False) if none)."""
+    with open_container(path) as container:
+        try:
+            for frame in container.decode(container.streams[index]):
+                return orientation(display_matrix(frame))
+        except av.error.FFmpegError:
+            pass  # the decode proper reports what is wrong
+    return 0, False
+
+
+class Upright:
+    """Frames -> upright RGB by their display matrix; remembers the first orientation for the video's record."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self.seen: tuple[int, bool] | None = None
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        rgb = frame_to_rgb(frame)
+        matrix = display_matrix(frame)
+        turn = orientation(matrix)
+        if turn is None:
+            logger.warning(
+                "%s: display matrix %s is not a quarter turn; frames left as coded", self.path, matrix
+            )
+            turn = (0, False)
+        if self.seen is None:
+            self.seen = turn
+        return upright(rgb, *turn)
+
+    def info(self) -> dict:
+        turns, mirrored = self.seen or (0, False)
+        return {"rotation": 90 * turns, "mirrored": mirrored}
+
+
+def _resampler() -> av.AudioResampler:
+    # keeps the input layout; one-second output frames halve the per-frame overhead of ~23 ms AAC frames
+    return av.AudioResampler(format="fltp", rate=SAMPLE_RATE, frame_size=SAMPLE_RATE)
+
+
 class AudioCollector:
-    """Decoded audio frames -> 16 kHz mono chunks placed at their time from ``origin``."""
+    """Decoded audio frames -> 16 kHz mono chunks placed at their time from ``origin``.
+
+    Samples run on contiguously from the first frame's timestamp while the timestamps agree with them (within
+    AUDIO_JUMP_S of the anchor plus the samples since, so small jitter never accumulates); a frame whose
+    timestamp jumps flushes the resampler and starts a new run at its own time, so a gap stays a gap.
+    """
 
     def __init__(self, stream, origin: float) -> None:
         self.stream = stream
         self.origin = origin
-        # keeps the input layout; one-second output frames halve the per-frame overhead of ~23 ms AAC frames
-        self.resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE, frame_size=SAMPLE_RATE)
+        self.resampler = _resampler()
         self.chunks: list[tuple[int, np.ndarray]] = []
         self.next_start: int | None = None
         self.input_end = -math.inf  # seconds from origin reached by the decoded input
+        self.gaps = 0  # timestamp jumps the audio was re-placed at
+        self._anchor = (0.0, 0, 1)  # (time of the run's first sample, input samples since, input rate)
 
     def feed(self, frame: av.AudioFrame) -> None:
         start = (frame.time - self.origin) if frame.time is not None else max(self.input_end, 0.0)
+        rate = frame.sample_rate
         if self.next_start is None:
-            self.next_start = round(start * SAMPLE_RATE)
-        self.input_end = start + frame.samples / frame.sample_rate
+            self.next_start, self._anchor = round(start * SAMPLE_RATE), (start, 0, rate)
+        else:
+            anchor, fed, was = self._anchor
+            if frame.time is not None and abs(start - (anchor + fed / was)) > AUDIO_JUMP_S:
+                self._jump(start, rate)
+            elif rate != was:  # the same run at another input rate: move the anchor to here
+                self._anchor = (anchor + fed / was, 0, rate)
+        anchor, fed, _ = self._anchor
+        self._anchor = (anchor, fed + frame.samples, rate)
+        self.input_end = start + frame.samples / rate
         for out in self.resampler.resample(frame):
             self._add(out)
+
+    def _jump(self, start: float, rate: int) -> None:
+        """The timestamps jump to ``start``: finish the current run and begin the next one there."""
+        for out in self.resampler.resample(None):
+            self._add(out)
+        self.resampler = _resampler()
+        self.next_start, self._anchor = round(start * SAMPLE_RATE), (start, 0, rate)
+        self.gaps += 1
 
     def _add(self, out: av.AudioFrame) -> None:
         planes = out.to_ndarray()  # (channels, n) float32
@@ -173,8 +282,9 @@ def decode_packet(packet, path: str | Path, errors: list[str]) -> list:
         return []
 
 
-def read_audio(container, stream, origin: float, seconds: int, path: str | Path):
-    """Decode ``stream`` alone (a second pass, for the decord backend and audio-only files)."""
+def read_audio(container, stream, origin: float, seconds: int, path: str | Path, info: dict | None = None):
+    """Decode ``stream`` alone (a second pass, for the decord backend and audio-only files); the number of
+    timestamp jumps goes to ``info["audio_gaps"]``."""
     collector = AudioCollector(stream, origin)
     errors: list[str] = []
     for packet in container.demux(stream):
@@ -184,6 +294,8 @@ def read_audio(container, stream, origin: float, seconds: int, path: str | Path)
             break
     if errors:
         logger.warning("%s: %d corrupt audio packets skipped", path, len(errors))
+    if info is not None:
+        info["audio_gaps"] = collector.gaps
     return collector.finish(seconds)
 
 
@@ -217,13 +329,13 @@ def _packet_end(packet, origin: float) -> float | None:
     return float((packet.pts + (packet.duration or 0)) * packet.time_base) - origin
 
 
-def _decode_pass(container, video, picker, collector, max_seconds, path) -> tuple[float | None, int]:
+def _decode_pass(container, video, picker, collector, max_seconds, path, origin) -> tuple[float | None, int]:
     """One demux pass feeding ``picker`` and ``collector``; returns (end of the video, bad packets)."""
-    origin = stream_start(video)
     rate = video.average_rate or video.guessed_rate
     frame_step = 1.0 / float(rate) if rate else 0.0
     by_index = container.format.name in FRAME_COUNT_CONTAINERS
     skip = _SkipPlan(video, origin, max_seconds, 0.0 if by_index else frame_step)
+    first = stream_start(video) - origin  # where an AVI's frame 0 sits on the timeline
     frames_end, packets_end, index, errors = None, None, 0, []
     streams = [video] + ([collector.stream] if collector is not None else [])
     for packet in container.demux(streams):
@@ -233,7 +345,7 @@ def _decode_pass(container, video, picker, collector, max_seconds, path) -> tupl
             skip.before(packet)
             for frame in decode_packet(packet, path, errors):
                 by_pts = frame.time is not None and not by_index
-                time = frame.time - origin if by_pts else index * frame_step
+                time = frame.time - origin if by_pts else first + index * frame_step
                 picker.feed(time, frame)
                 index += 1
                 frames_end = max(frames_end or 0.0, time + frame_step)
@@ -254,12 +366,14 @@ def decode_pyav(path: str | Path, image_size: int = 224) -> DecodedVideo:
     with open_container(path) as container:
         video, audio = choose_streams(container, path)
         streams = describe_streams(container, video, audio)
-        declared = header_duration(container, video)
+        origin = stream_origin(video, audio)
+        declared = declared_end(container, video, origin)
         max_seconds = check_seconds(path, declared) if declared is not None else None
         video.thread_type = "AUTO"
-        picker = NearestFramePicker(max_seconds, lambda frame: clip_resize(frame_to_rgb(frame), image_size))
-        collector = AudioCollector(audio, stream_start(video)) if audio is not None else None
-        frames_end, errors = _decode_pass(container, video, picker, collector, max_seconds, path)
+        turn = Upright(path)
+        picker = NearestFramePicker(max_seconds, lambda frame: clip_resize(turn(frame), image_size))
+        collector = AudioCollector(audio, origin) if audio is not None else None
+        frames_end, errors = _decode_pass(container, video, picker, collector, max_seconds, path, origin)
         if frames_end is None:
             raise DecodeError(path, f"no video frame could be decoded ({errors} corrupt packets)")
         if errors:
@@ -273,5 +387,7 @@ def decode_pyav(path: str | Path, image_size: int = 224) -> DecodedVideo:
             wave, valid = collector.finish(seconds)
         else:
             wave, valid = np.zeros((seconds, SAMPLE_RATE), np.float32), np.zeros(seconds, bool)
+    streams |= timeline_info(video, audio, origin) | turn.info()
+    streams["audio_gaps"] = collector.gaps if collector is not None else 0
     streams["corrupt_packets"] = errors
     return DecodedVideo(frames, wave, valid, times, duration, audio is not None, "pyav", streams)
