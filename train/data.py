@@ -30,6 +30,7 @@ from torch import Tensor
 from avaf.shared.avqa.answers import answer_indices
 from avaf.shared.avqa.question_types import type_index
 from avaf.shared.dataset import pad_ragged
+from avaf.shared.store import schema
 from avaf.shared.store.reader import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -60,27 +61,45 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.answer)
 
+    def parts(self, gen: torch.Generator | None = None, layout_seed: int = 0):
+        """(part, order, rows) as `stream.StreamedSplit.parts`: in memory, the one part is the split itself,
+        visited in the order `gen` draws (else as stored)."""
+        order = torch.randperm(len(self), generator=gen) if gen is not None else torch.arange(len(self))
+        yield self, order, torch.arange(len(self))
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in vars(self).values() if isinstance(t, Tensor))
 
 
 def load_split(
-    fs: FeatureStore, split: str, subset: str | None, device: torch.device | str, variant: str = "paper"
+    fs: FeatureStore,
+    split: str,
+    subset: str | None,
+    device: torch.device | str,
+    variant: str = "paper",
+    visual: bool = True,
 ) -> SplitData:
     """The questions of one split whose video is in the store, with everything they need, on `device`;
-    `variant` ("paper" or "authors") chooses the word layout of the batches."""
+    `variant` ("paper" or "authors") chooses the word layout of the batches. visual=False leaves the visual
+    tokens out (an empty array): `stream.StreamedSplit` reads them block by block."""
     q = fs.questions_with_videos(split=split, subset=subset)
     if not len(q["question_id"]):
         raise ValueError(f"{fs.path}: no {split} questions with features (subset={subset or 'all'})")
-    bulk = fs.load_videos(np.union1d(q["video_id"], q["audio_video_id"]), fields=("visual_tokens", "audio"))
+    fields = ("visual_tokens", "audio") if visual else ("audio",)
+    bulk = fs.load_videos(np.union1d(q["video_id"], q["audio_video_id"]), fields=fields)
+    tokens = (
+        bulk.arrays["visual_tokens"]
+        if visual
+        else np.zeros((0, *fs.shape(schema.SECONDS, "visual_tokens")[1:]), np.float16)
+    )
     rows = np.array([bulk.index[v] for v in q["video_id"]], dtype=np.int64)
     audio_rows = np.array([bulk.index[v] for v in q["audio_video_id"]], dtype=np.int64)
     words, word_offset = fs.load_words(q["word_offset"], q["word_length"])
     answers = answer_indices(q["answer"], where=str(fs.path))
 
     device = torch.device(device)
-    store_on = _fits(device, bulk.arrays["visual_tokens"].nbytes + words.nbytes, split)
+    store_on = _fits(device, tokens.nbytes + words.nbytes, split)
 
     def t(x, dtype=None) -> Tensor:
         x = torch.as_tensor(np.asarray(x), dtype=dtype)
@@ -88,7 +107,7 @@ def load_split(
 
     return SplitData(
         name=split,
-        visual=t(bulk.arrays["visual_tokens"]),
+        visual=t(tokens),
         audio=t(bulk.arrays["audio"]),
         video_offset=t(bulk.offset[rows], torch.int64),
         video_length=t(bulk.length[rows], torch.int64),

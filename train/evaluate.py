@@ -17,6 +17,7 @@ from torch import nn
 from avaf.shared.avqa.question_types import OVERALL, TYPES, markdown_table, type_table
 
 from .data import SplitData, gather
+from .stream import StreamedSplit
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Evaluation:
 @torch.inference_mode()
 def predict(
     model: nn.Module,
-    data: SplitData,
+    data: SplitData | StreamedSplit,
     batch_size: int,
     seconds: int,
     max_words: int,
@@ -46,21 +47,29 @@ def predict(
     """Predicted answer per question (Q,), and δ (Q, 2) or None."""
     model.eval()
     device = data.device
-    preds, deltas = [], []
-    for a in range(0, len(data), batch_size):
-        idx = torch.arange(a, min(a + batch_size, len(data)), device=device)
-        batch = gather(data, idx, seconds, max_words, torch.float32)
-        batch.pop("answer")
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            out = model(**batch)
-        preds.append(out["logits"].argmax(dim=-1))
-        if out["delta"] is not None:
-            deltas.append(out["delta"].float())
-    return torch.cat(preds), (torch.cat(deltas) if deltas else None)
+    preds = torch.zeros(len(data), dtype=torch.int64)
+    deltas = None
+    for part, _, rows in data.parts():  # the split itself in memory; its blocks, in file order, when streamed
+        for a in range(0, len(part), batch_size):
+            idx = torch.arange(a, min(a + batch_size, len(part)))
+            batch = gather(part, idx, seconds, max_words, torch.float32)
+            batch.pop("answer")
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = model(**batch)
+            preds[rows[idx]] = out["logits"].argmax(dim=-1).cpu()
+            if out["delta"] is not None:
+                deltas = torch.zeros(len(data), 2) if deltas is None else deltas
+                deltas[rows[idx]] = out["delta"].float().cpu()
+    return preds, deltas
 
 
 def evaluate(
-    model: nn.Module, data: SplitData, batch_size: int, seconds: int, max_words: int, amp_dtype=None
+    model: nn.Module,
+    data: SplitData | StreamedSplit,
+    batch_size: int,
+    seconds: int,
+    max_words: int,
+    amp_dtype=None,
 ) -> Evaluation:
     """The paper's table row for one split, with δ per question and per type."""
     pred, delta = predict(model, data, batch_size, seconds, max_words, amp_dtype)
