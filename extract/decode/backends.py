@@ -9,14 +9,21 @@ DESIGN.md §3 "Sampling" and "Decoding". ``decode_video(path)`` returns a ``Deco
 * Second t: the frame nearest t + 0.5 s (the earlier on a tie), resized like CLIP's preprocess (shorter side
   to 224, PIL bicubic, centre crop) and kept uint8; audio samples [t * 16000, (t + 1) * 16000) of the mono
   16 kHz waveform. Only T * 16000 samples are kept: VGGish example t is ``audio[t, :15360]``.
+* One timeline per video, from the presentation timestamps: time 0 is the video stream's start, or the
+  audio's when it starts over 0.1 s earlier (``timeline_origin``). Variable frame rate, late audio (start
+  offsets, edit lists) and a video that starts after its audio all keep second t of audio with second t of
+  video; ``timestamps`` records the time of each frame taken. Frames are turned upright by their display
+  matrix before the resize (``streams["rotation"]``, ``streams["mirrored"]``).
 * Audio always comes from PyAV (or librosa for audio-only files): FFmpeg's best audio stream, resampled to
-  16 kHz per channel then averaged to mono. Missing audio is zeros with ``audio_valid`` False for every second
-  less than half covered; no audio stream gives ``has_audio`` False.
+  16 kHz per channel then averaged to mono, placed by its timestamps (a gap stays a gap). Missing audio is
+  zeros with ``audio_valid`` False for every second less than half covered; no audio stream gives
+  ``has_audio`` False.
 * Audio-only files (wav, flac, mp3, m4a, ...) load through librosa (PyAV when librosa cannot read the
   format): ``has_video`` False, ``frames`` of shape (0, S, S, 3), T from the audio's duration.
 * Backends: "pyav" (one sequential pass, frames picked by timestamp, non-reference frames far from every
   t + 0.5 s left undecoded, stops after the last needed frame) and "decord" (``get_batch`` at the nearest
-  indices; refuses MPEG-TS/PS and AVI, whose frames it gets wrong). "auto" tries them in AUTO_ORDER and
+  indices; refuses MPEG-TS/PS and AVI, whose frames it gets wrong, and rotated videos, which it turns
+  wrongly). "auto" tries them in AUTO_ORDER and
   falls back on a backend failure; ``decoder`` records which one served.
 * decord is optional (``pip install 'avaf[decord]'``: its wheels exist for x86-64 Linux and Windows only).
   Without it "auto" uses PyAV alone (``check_backend`` logs it; a video PyAV cannot decode fails with the

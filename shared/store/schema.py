@@ -116,11 +116,17 @@ VIDEOS = Table(
         Column("length", I32, (), "T, the number of whole seconds"),
         Column("source_path", STR, (), "path of the source file as given to avaf-extract"),
         Column("source_size", I64, (), "bytes"),
-        Column("duration", F64, (), "seconds, from the container"),
+        Column("duration", F64, (), "seconds: where the video ends on the timeline (see timestamp)"),
         Column("has_audio", BOOL, (), "False: no audio stream, audio is all zeros"),
         Column("audio_seconds", I32, (), "seconds with real audio (< length: the rest is zero-filled)"),
         Column("decoder", STR, (), "backend that served the frames: decord or pyav"),
-        Column("streams", STR, (), "JSON: chosen video/audio stream index, codec, size, rate"),
+        Column(
+            "streams",
+            STR,
+            (),
+            "JSON: chosen video/audio stream index, codec, size, rate; video_start, audio_start (s on the "
+            "timeline), audio_gaps, rotation (degrees counter-clockwise applied) and mirrored",
+        ),
     ),
     "one row per video",
 )
@@ -132,7 +138,13 @@ SECONDS = Table(
         Column("visual_pooled", F16, ("D",), "CLIP image embedding (equals token 0)"),
         Column("audio", F16, (AUDIO_DIM,), "VGGish embedding after the last ReLU, no PCA"),
         Column("audio_valid", BOOL, (), "False where the audio was missing and zero-filled"),
-        Column("timestamp", F64, (), "presentation time (s) of the frame used for this second"),
+        Column(
+            "timestamp",
+            F64,
+            (),
+            "presentation time (s) of the frame used for this second; 0 = the video's start, or the "
+            "audio's when it starts over 0.1 s earlier",
+        ),
     ),
     "one row per second of every video, videos stacked in /videos order",
 )
