@@ -10,7 +10,9 @@ debugging; both give identical arrays.
     summary = run_extract(ExtractConfig(out="feats.h5", input=InputConfig(videos="videos/")))
 
 Resumable: videos already in a complete shard are skipped, failed and missing ones are (re)tried, and a
-killed job loses at most the shard in flight.
+killed job loses at most the shard in flight. On a cluster (docs/cluster.md) Ray retries the work of a lost
+node; the driver writes each video once per run and records any video that never comes back as failed
+("lost: ..."), so the next run re-runs it and none goes missing in silence.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ log = logging.getLogger(__name__)
 DECODE_MEMORY = 1 << 30  # bytes a decode task may use (its worker measured ~550 MB on a 224² clip)
 
 
+class JobLost(Exception):
+    """The Ray job stopped before every video came back (a node lost for good, no progress, a Ray error)."""
+
+
 @dataclass
 class ExtractSummary:
     """What one run did; `failed` maps video id to the error."""
@@ -53,6 +59,9 @@ class ExtractSummary:
     questions_without_video: int = 0
     random_weights: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Ray runs only: where each video went ({"decode_node", "encode_node": Ray node id, "device": torch's})
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    duplicates: int = 0  # rows Ray handed back twice (a retried task); each video is written once
 
     @property
     def ok(self) -> bool:
@@ -84,7 +93,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
             if cfg.runtime.in_process
             else _run_on_ray(cfg, dec, todo)
         )
-        _write_shards(rows, folder, meta, cfg.runtime.shard_videos, summary, len(todo), progress)
+        _write_shards(rows, todo, _Shards(folder, meta, cfg.runtime.shard_videos), summary, progress)
     if questions:
         summary.questions = question_stage.write(
             questions, encoders, folder, meta, cfg.runtime.batch_size, progress
@@ -182,11 +191,17 @@ class _EncoderActor:
         if not torch.cuda.is_available():
             torch.set_num_threads(cfg.runtime.encoder_threads or os.cpu_count() or 1)
         self.encoders = load_encoders(cfg)
+        self.where = {"encode_node": _node_id(), "device": str(self.encoders.clip.device)}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
         out = _encode_rows(self.encoders, rows)
-        return {k: _objects([o[k] for o in out]) for k in ("video_id", "path", "features", "error")}
+        cols = {k: _objects([o[k] for o in out]) for k in ("video_id", "path", "features", "error")}
+        return (
+            cols
+            | {"decode_node": batch["decode_node"]}
+            | {k: _objects([v] * len(out)) for k, v in self.where.items()}
+        )
 
 
 def _objects(values: list) -> np.ndarray:
@@ -208,7 +223,23 @@ def _actor_pool(size: int) -> dict:
     return {"concurrency": size} if (major, minor) < (2, 51) else {"compute": ActorPoolStrategy(size=size)}
 
 
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _decode_on_node(r: dict, dec: dict) -> dict:
+    return _decode_row(r["video_id"], r["path"], dec) | {"decode_node": _node_id()}
+
+
 def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> Iterator[dict]:
+    """The rows of a Ray Data job. The work of a lost node is redone by Ray Data's defaults (checked on
+    2.60, tests/test_cluster.py): tasks retried without limit, encoder actors restarted without limit on a
+    node with their resources, their calls retried, lost blocks rebuilt from their lineage. Passing those as
+    remote args is deprecated from 2.60. A job that makes no progress for `RAY_DATA_EXECUTION_NO_PROGRESS_
+    TIMEOUT_S` (default 30 min), e.g. when no node left can hold an encoder, is stopped by Ray Data.
+    """
     import ray
 
     if not todo:
@@ -219,7 +250,7 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
     ds = ray.data.from_items([{"video_id": v, "path": p} for v, p in todo], override_num_blocks=len(todo))
     # The memory reservation is a scheduling hint for clusters, and it keeps Ray from fusing the decode
     # tasks into the encoder actor (fused, every decode would run serially inside that one actor).
-    ds = ds.map(lambda r: _decode_row(r["video_id"], r["path"], dec), num_cpus=1, memory=DECODE_MEMORY)
+    ds = ds.map(lambda r: _decode_on_node(r, dec), num_cpus=1, memory=DECODE_MEMORY)
     ds = ds.map_batches(
         _EncoderActor,
         fn_constructor_kwargs={"cfg": cfg},
@@ -229,7 +260,17 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
         num_cpus=rt.num_cpus,
         **_actor_pool(rt.encoders),
     )
-    return ds.iter_rows()
+    return _stream(ds)
+
+
+def _stream(ds) -> Iterator[dict]:
+    """The rows of `ds`; a failure of the job itself becomes JobLost, so the driver keeps what it has."""
+    try:
+        yield from ds.iter_rows()
+    except Exception as e:  # lost nodes, actors or objects beyond retry, Ray Data's no-progress timeout
+        log.exception("the Ray job stopped")
+        first = next((line for line in str(e).splitlines() if line.strip()), "")
+        raise JobLost(f"{type(e).__name__}: {first[:300]}") from e
 
 
 def _init_ray(address: str | None) -> None:
@@ -240,36 +281,73 @@ def _init_ray(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:  # the embedded default: a local instance on this machine
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    else:  # the embedded default: a new local instance, never a cluster that happens to run on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def _write_shards(
-    rows, folder: Path, meta: dict, per_shard: int, summary: ExtractSummary, total: int, progress: bool
-) -> None:
-    """The single writer: rows -> shards of `per_shard` videos, each committed atomically."""
-    from tqdm import tqdm
+class _Shards:
+    """Rows -> shards of `per_shard` videos, each committed atomically; `close` commits the one in flight."""
 
-    bar = tqdm(total=total, unit="video", disable=not progress, dynamic_ncols=True)
-    writer, n = None, 0
-    for row in rows:
-        if writer is None:
-            writer = ShardWriter(
-                new_shard_path(folder), meta["config"], meta["signature"], meta["random_weights"]
-            )
+    def __init__(self, folder: Path, meta: dict, per_shard: int):
+        self.folder, self.meta, self.per_shard = folder, meta, per_shard
+        self.writer: ShardWriter | None = None
+        self.n = 0
+
+    def add(self, row: dict, summary: ExtractSummary) -> None:
+        if self.writer is None:
+            m = self.meta
+            path = new_shard_path(self.folder)
+            self.writer = ShardWriter(path, m["config"], m["signature"], m["random_weights"])
         if row["features"] is None:
-            writer.add_failure(row["video_id"], row["path"], row["error"])
+            self.writer.add_failure(row["video_id"], row["path"], row["error"])
             summary.failed[row["video_id"]] = row["error"]
         else:
-            writer.add_video(row["features"])
+            self.writer.add_video(row["features"])
             summary.written += 1
-        n += 1
-        bar.update(1)
-        bar.set_postfix(failed=len(summary.failed))
-        if n % per_shard == 0:
-            writer.close()
-            writer = None
-    if writer is not None:
-        writer.close()
+        self.n += 1
+        if self.n % self.per_shard == 0:
+            self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _write_shards(
+    rows: Iterator[dict],
+    todo: list[tuple[str, str]],
+    shards: _Shards,
+    summary: ExtractSummary,
+    progress: bool,
+) -> None:
+    """The single writer. Each video is written once, however often Ray hands it back (a retried task);
+    a video that never comes back (its node lost for good, the job stopped) is recorded as failed with an
+    error starting "lost:", so no video goes missing in silence and the next run re-runs it.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
+    lost = "lost: the Ray job ended without returning this video"
+    seen: set[str] = set()
+    try:
+        for row in rows:
+            vid = row["video_id"]
+            if vid in seen:
+                log.warning("%s came back twice (a retried task?): written once", vid)
+                summary.duplicates += 1
+                continue
+            seen.add(vid)
+            shards.add(row, summary)
+            if "decode_node" in row:
+                summary.nodes[vid] = {k: str(row[k]) for k in ("decode_node", "encode_node", "device")}
+            bar.update(1)
+            bar.set_postfix(failed=len(summary.failed))
+    except JobLost as e:
+        lost = f"lost: {e}"
+    for vid, path in todo:
+        if vid not in seen:
+            shards.add({"video_id": vid, "path": path, "features": None, "error": lost}, summary)
+    shards.close()
     bar.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from unittest import mock
 
 import av
 import numpy as np
@@ -174,3 +177,30 @@ def known_answer_store(
                 )
     build_store(complete_shards(folder), path)
     return path
+
+
+@contextmanager
+def local_cluster(*workers: dict, head: dict | None = None, system_config: dict | None = None):
+    """Several Ray nodes on this machine (`ray.cluster_utils.Cluster`): a head, then one node per entry of
+    `workers` (add_node arguments: num_cpus, num_gpus, resources). Yields (cluster, worker nodes); on exit
+    the driver is disconnected and every node shut down. The cluster is never recorded as this machine's
+    current one, so a plain ray.init() elsewhere (another test, another process) cannot join it by accident.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # a local instance left by an earlier test would be used instead of the cluster
+    with ExitStack() as quiet:
+        for module in ("ray._private.utils", "ray._common.utils"):  # where Ray versions keep these
+            for name in ("write_ray_address", "reset_ray_address"):
+                if hasattr(m := importlib.import_module(module), name):
+                    quiet.enter_context(mock.patch.object(m, name, lambda *a, **k: None))
+        head_args = {"num_cpus": 1, "include_dashboard": False, "_system_config": system_config or {}}
+        cluster = Cluster(initialize_head=True, head_node_args=head_args | (head or {}))
+        try:
+            nodes = [cluster.add_node(**w) for w in workers]
+            cluster.wait_for_nodes()
+            yield cluster, nodes
+        finally:
+            ray.shutdown()
+            cluster.shutdown()

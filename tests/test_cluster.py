@@ -1,0 +1,260 @@
+"""avaf-extract on a simulated cluster: several real Ray nodes on this machine (docs/cluster.md, issue 12 §1).
+
+The cluster: a head (1 CPU, where the driver connects), a decode node (2 CPUs) and a node that declares one
+GPU (1 CPU, taken by the encoder actor; no CUDA here, so the actor computes on the CPU). Nodes are removed
+with SIGKILL while a job runs: every video must end written exactly once, or recorded as lost and written
+by the next run, with the same bits as an in-process run. Ray detects a dead node by missed health checks
+(about 15 s with Ray's defaults); these tests check every second, five misses, so the cases stay short.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, RuntimeConfig, VGGishConfig
+from avaf.extract.pipeline import run_extract
+from avaf.shared.store import schema
+from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.writer import complete_shards, shard_dir
+
+from conftest import DATA, local_cluster, write_clip
+
+TINY_CLIP = str(DATA / "ViT-avaf-tiny.json")
+N = 8  # clips of 1-2 s: long enough to kill a node mid-run, short enough for the default suite
+DECODE = {"num_cpus": 2}
+GPU = {"num_cpus": 1, "num_gpus": 1}
+FAST_HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}
+# one video per shard and per encoder call: the kill lands between videos; small fixed batches keep it quick
+RUNTIME = {"shard_videos": 1, "videos_per_call": 1, "batch_size": 4}
+FLAGS = ["--clip-model", TINY_CLIP, "--clip-pretrained", "random", "--vggish-weights", "random"]
+FLAGS += ["--shard-videos", "1", "--videos-per-call", "1", "--batch-size", "4"]
+
+
+def config(clips, out, **runtime) -> ExtractConfig:
+    return ExtractConfig(
+        out=str(out),
+        input=InputConfig(videos=str(clips)),
+        clip=ClipConfig(model=TINY_CLIP, pretrained="random"),
+        vggish=VGGishConfig(weights="random"),
+        runtime=RuntimeConfig(**RUNTIME, **runtime),
+    )
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    for i in range(N):
+        write_clip(d / f"clip{i}.mp4", seconds=1 + i % 2, tones=(300 + 50 * i, 500 + 25 * i))
+    return d
+
+
+@pytest.fixture(scope="module")
+def reference(clips, tmp_path_factory):
+    """The same clips extracted in-process, without Ray: the bits every cluster run must reproduce."""
+    out = tmp_path_factory.mktemp("inproc") / "feats.h5"
+    assert run_extract(config(clips, out, in_process=True), progress=False).written == N
+    return out
+
+
+@pytest.fixture
+def cluster():
+    """(cluster, decode node, GPU node); torn down after the test, the driver disconnected."""
+    with local_cluster(DECODE, GPU, system_config=FAST_HEALTH_CHECKS) as (c, (decode, gpu)):
+        yield c, decode, gpu
+
+
+class NodeKiller(threading.Thread):
+    """Kills `node` (SIGKILL, as a crash) once `after` videos are in complete shards of `out`; then
+    optionally adds a `replacement` node, as an autoscaler would."""
+
+    def __init__(self, cluster, node, out, after: int = 1, replacement: dict | None = None):
+        super().__init__(daemon=True)
+        self.cluster, self.node, self.out, self.after, self.replacement = (
+            cluster,
+            node,
+            out,
+            after,
+            replacement,
+        )
+        self.at: float | None = None  # time.time() of the kill
+        self.written_before = 0
+        self.new_node = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while len(complete_shards(shard_dir(self.out))) < self.after:
+            if self.done.wait(0.02):
+                return
+        self.written_before = len(complete_shards(shard_dir(self.out)))
+        self.at = time.time()
+        self.cluster.remove_node(self.node, allow_graceful=False)
+        if self.replacement is not None:
+            self.new_node = self.cluster.add_node(**self.replacement)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+        assert self.at is not None, "the run ended before the node could be killed"
+        assert self.written_before < N
+
+
+def shard_videos(out) -> list[str]:
+    """Video ids with features over every complete shard, repeats kept: each must appear once."""
+    ids = []
+    for p in complete_shards(shard_dir(out)):
+        with FeatureStore(p) as s:
+            ids += s.video_ids
+    return sorted(ids)
+
+
+def arrivals(out) -> list[float]:
+    """time.time() at which each shard's first video reached the driver (the shard's name records it)."""
+    return sorted(int(p.name.split("-")[0]) / 1e9 for p in complete_shards(shard_dir(out)))
+
+
+def recovery(killer: NodeKiller, out) -> str:
+    after = [t - killer.at for t in arrivals(out) if t > killer.at]
+    gaps = np.diff([0.0, *after])
+    return f"{len(after)} videos after the kill, the last {after[-1]:.1f} s after it, longest wait {gaps.max():.1f} s"
+
+
+def assert_same_store(a_path, b_path) -> None:
+    """Every array of two feats.h5 files equal, video by video (row order follows arrival, so differs)."""
+    with FeatureStore(a_path) as a, FeatureStore(b_path) as b:
+        assert sorted(a.video_ids) == sorted(b.video_ids)
+        for vid in a.video_ids:
+            x, y = a.video(vid), b.video(vid)
+            assert x.keys() == y.keys()
+            for name in x.keys() - {"offset"}:
+                np.testing.assert_array_equal(x[name], y[name], err_msg=f"{vid} {name}")
+        ra, rb = a.runs(), b.runs()
+        order = np.argsort(ra["video_id"]), np.argsort(rb["video_id"])
+        for name in schema.RUNS.names:
+            np.testing.assert_array_equal(ra[name][order[0]], rb[name][order[1]], err_msg=name)
+
+
+def test_a_decode_node_lost_mid_run_is_recovered_and_every_video_written_once(
+    clips, reference, cluster, tmp_path
+):
+    c, decode, gpu = cluster
+    out = tmp_path / "feats.h5"
+    killer = NodeKiller(c, decode, out)
+    killer.start()
+    s = run_extract(config(clips, out, address=c.address), progress=False)
+    killer.stop()
+    print(f"\ndecode node lost after {killer.written_before} of {N} videos: {recovery(killer, out)}")
+    assert s.ok and s.written == N and s.skipped == 0
+    assert shard_videos(out) == [f"clip{i}" for i in range(N)]  # each video once, none missing
+    decoded = Counter(n["decode_node"] for n in s.nodes.values())
+    assert decode.node_id in decoded and len(decoded) == 2  # spread: the decode node and the head
+    assert gpu.node_id not in decoded  # its one CPU is the encoder's
+    assert {(n["encode_node"], n["device"]) for n in s.nodes.values()} == {(gpu.node_id, "cpu")}
+    assert_same_store(reference, out)
+
+
+@pytest.mark.slow
+def test_cli_with_address_equals_in_process(clips, reference, cluster, tmp_path):
+    from click.testing import CliRunner
+
+    from avaf.extract.cli import main as extract_main
+
+    c, _, _ = cluster
+    out = tmp_path / "feats.h5"
+    res = CliRunner().invoke(
+        extract_main, [*FLAGS, "--videos", str(clips), "--out", str(out), "--address", c.address]
+    )
+    assert res.exit_code == 0, res.output
+    assert f"written {N}, skipped as done 0, failed 0" in res.output
+    assert_same_store(reference, out)
+
+
+@pytest.mark.slow
+def test_the_encoder_node_lost_and_replaced_mid_run_loses_nothing(clips, reference, cluster, tmp_path):
+    c, _, gpu = cluster
+    out = tmp_path / "feats.h5"
+    killer = NodeKiller(c, gpu, out, replacement=GPU)
+    killer.start()
+    s = run_extract(config(clips, out, address=c.address), progress=False)
+    killer.stop()
+    print(
+        f"\nencoder node lost after {killer.written_before} of {N} videos, replaced: {recovery(killer, out)}"
+    )
+    assert s.ok and s.written == N
+    assert shard_videos(out) == [f"clip{i}" for i in range(N)]
+    encoded = Counter(n["encode_node"] for n in s.nodes.values())
+    assert set(encoded) == {gpu.node_id, killer.new_node.node_id}  # the actor restarted on the new GPU node
+    assert encoded[gpu.node_id] >= killer.written_before
+    assert_same_store(reference, out)
+
+
+@pytest.mark.slow
+def test_the_only_gpu_node_lost_records_the_rest_as_lost_and_the_next_run_writes_them(
+    clips, reference, cluster, tmp_path
+):
+    import ray.data
+
+    c, _, gpu = cluster
+    out = tmp_path / "feats.h5"
+    killer = NodeKiller(c, gpu, out)
+    killer.start()
+    ctx = ray.data.DataContext.get_current()
+    before, ctx.execution_no_progress_timeout_s = ctx.execution_no_progress_timeout_s, 15  # default 30 min
+    try:
+        first = run_extract(config(clips, out, address=c.address), progress=False)
+    finally:
+        ctx.execution_no_progress_timeout_s = before
+    killer.stop()
+    print(f"\nonly GPU node lost after {killer.written_before} of {N} videos: {recovery(killer, out)}")
+    assert first.written >= killer.written_before and first.written + len(first.failed) == N
+    assert first.failed and all(e.startswith("lost: ExecutionTimeoutError") for e in first.failed.values())
+    with FeatureStore(out) as fs:  # recorded in the store, not only printed
+        assert sorted(v for v, _, _ in fs.failed()) == sorted(first.failed)
+    c.add_node(**GPU)  # the node comes back; the next run writes what was lost
+    again = run_extract(config(clips, out, address=c.address), progress=False)
+    assert again.ok and again.skipped == first.written and again.written == len(first.failed)
+    assert shard_videos(out) == [f"clip{i}" for i in range(N)]
+    assert_same_store(reference, out)
+
+
+RUN = "import sys; from avaf.extract.cli import main; sys.exit(main())"
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_run_resumes_from_its_shards_on_the_same_cluster(
+    clips, reference, cluster, tmp_path
+):
+    c, _, _ = cluster
+    out = tmp_path / "feats.h5"
+    args = [
+        sys.executable,
+        "-c",
+        RUN,
+        *FLAGS,
+        "--videos",
+        str(clips),
+        "--out",
+        str(out),
+        "--address",
+        c.address,
+    ]
+    victim = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while len(complete_shards(shard_dir(out))) < 2:
+        assert victim.poll() is None, "the driver ended before it could be killed"
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done = len(complete_shards(shard_dir(out)))
+    assert done < N
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"written {N - done}, skipped as done {done}, failed 0" in again.stdout
+    assert shard_videos(out) == [f"clip{i}" for i in range(N)]
+    assert_same_store(reference, out)
