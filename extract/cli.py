@@ -7,11 +7,29 @@ import sys
 import click
 
 from avaf.extract.config import ClipConfig, DemoConfig, ExtractConfig
-from avaf.shared.cli import CONTEXT, common_options, config_options, from_flags
-from avaf.shared.config import ConfigError
+from avaf.shared.cli import (
+    CONTEXT,
+    USER_ERRORS,
+    Command,
+    common_options,
+    config_options,
+    from_flags,
+    show_progress,
+)
 
 
-@click.command(context_settings=CONTEXT)
+class ExtractCommand(Command):
+    """A `Command` that also says missing encoder weights on one line (WeightsUnavailable is a RuntimeError);
+    imported only when an error is caught, so `-h` does not load torch."""
+
+    @property
+    def user_errors(self) -> tuple[type[BaseException], ...]:
+        from avaf.extract.encoders.weights import WeightsUnavailable
+
+        return (*USER_ERRORS, WeightsUnavailable)
+
+
+@click.command("avaf-extract", cls=ExtractCommand, context_settings=CONTEXT)
 @common_options
 @click.option(
     "--config",
@@ -23,19 +41,15 @@ from avaf.shared.config import ConfigError
 def main(config_file, **flags) -> None:
     """Decode every video under --videos at 1 fps and 16 kHz mono, encode frames with a frozen CLIP ViT
     (all tokens) and audio with VGGish, encode --annotations questions with CLIP's text tower, and write
-    resumable shards plus one self-describing feats.h5. Re-running skips what is done and retries what
-    failed. Exit status 1 when any video failed."""
-    from avaf.extract.encoders.weights import WeightsUnavailable
+    resumable shards plus one self-describing feats.h5. Re-running into the same --out is how a run is
+    resumed, not an overwrite: it skips what is done, retries what failed and adds new videos and questions.
+    Exit status 1 when any video failed."""
     from avaf.extract.pipeline import run_extract
 
-    try:
-        cfg = from_flags(ExtractConfig, flags, config_file)
-        if not cfg.input.videos and not cfg.input.annotations:
-            raise click.UsageError("give --videos and/or --annotations")
-        s = run_extract(cfg)
-    except (ConfigError, WeightsUnavailable, ValueError, OSError) as e:  # bad input: say so, no traceback
-        click.echo(f"avaf-extract: {e}", err=True)
-        sys.exit(2)
+    cfg = from_flags(ExtractConfig, flags, config_file)
+    if not cfg.input.videos and not cfg.input.annotations:
+        raise click.UsageError("give --videos and/or --annotations")
+    s = run_extract(cfg, progress=show_progress())
     if s.random_weights:
         click.echo(
             f"!!! RANDOM WEIGHTS ({', '.join(s.random_weights)}): features for tests only, recorded in {s.out} !!!"
@@ -52,50 +66,42 @@ def main(config_file, **flags) -> None:
     sys.exit(1 if s.failed else 0)
 
 
-@click.command(context_settings=CONTEXT)
+@click.command("avaf-fetch-weights", cls=ExtractCommand, context_settings=CONTEXT)
 @common_options
 @click.argument("folder", type=click.Path(file_okay=False))
 @config_options(ClipConfig)
 def fetch_weights(folder: str, **flags) -> None:
     """Download the default CLIP and VGGish weights once into FOLDER (needs network). Copy FOLDER to
     offline cluster nodes and run avaf-extract with --weights-dir FOLDER."""
-    from avaf.extract.encoders.weights import WeightsUnavailable, fetch_default_weights
+    from avaf.extract.encoders.weights import fetch_default_weights
 
-    try:
-        clip = from_flags(ClipConfig, flags)
-        paths = fetch_default_weights(folder, clip.model, clip.pretrained)
-    except (WeightsUnavailable, ValueError) as e:
-        click.echo(f"avaf-fetch-weights: {e}", err=True)
-        sys.exit(2)
+    clip = from_flags(ClipConfig, flags)
+    paths = fetch_default_weights(folder, clip.model, clip.pretrained)
     for name, path in paths.items():
         click.echo(f"{name}: {path}")
     click.echo(f"now: avaf-extract ... --weights-dir {folder}")
 
 
-@click.command(context_settings=CONTEXT)
+@click.command("avaf-demo", cls=ExtractCommand, context_settings=CONTEXT)
 @common_options
 @config_options(DemoConfig)
 def demo(**flags) -> None:
     """The whole pipeline in a few minutes on this machine: generate a music-scene set with known answers,
     extract features on a local Ray instance, train AVAF-Net, print the per-type table."""
     from avaf.extract.demo import run_demo
-    from avaf.extract.encoders.weights import WeightsUnavailable
 
-    try:
-        c = from_flags(DemoConfig, flags)
-        extra = ("--config", c.train_config) if c.train_config else ()
-        run_demo(
-            c.out,
-            c.videos,
-            c.seconds,
-            c.epochs,
-            c.seed,
-            c.weights,
-            c.clip_model,
-            c.in_process,
-            click.echo,
-            extra,
-        )
-    except (WeightsUnavailable, RuntimeError) as e:
-        click.echo(f"avaf-demo: {e}", err=True)
-        sys.exit(2)
+    c = from_flags(DemoConfig, flags)
+    extra = ("--config", c.train_config) if c.train_config else ()
+    run_demo(
+        c.out,
+        c.videos,
+        c.seconds,
+        c.epochs,
+        c.seed,
+        c.weights,
+        c.clip_model,
+        c.in_process,
+        click.echo,
+        extra,
+        c.overwrite,
+    )

@@ -15,10 +15,14 @@ from avaf.shared.cli import option
 @dataclass(frozen=True)
 class InputConfig:
     videos: str | None = option(
-        None, "Folder searched recursively for videos (mp4, mkv, webm, avi, mov, ...) and audio-only files."
+        None,
+        "Folder searched recursively for videos (mp4, mkv, webm, avi, mov, ...) and audio-only files.",
+        path={"exists": True, "file_okay": False},
     )
     annotations: tuple[str, ...] = option(
-        (), "MUSIC-AVQA annotation file or folder (repeatable): encode its questions into the store."
+        (),
+        "MUSIC-AVQA annotation file or folder (repeatable): encode its questions into the store.",
+        path={"exists": True},
     )
     split: str | None = option(
         None, "Split of the --annotations files (default: from each file name, avqa-test.json -> test)."
@@ -88,7 +92,12 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    out: str = option("feats.h5", "Output feature file; shards go to OUT.shards/ beside it.")
+    out: str = option(
+        "feats.h5",
+        "Output feature file; shards go to OUT.shards/ beside it. An existing OUT is resumed, never overwritten: "
+        "done videos are skipped, failed ones retried, new ones added.",
+        path={"dir_okay": False},
+    )
     input: InputConfig = field(default_factory=InputConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -100,7 +109,11 @@ class ExtractConfig:
 class DemoConfig:
     """`avaf-demo`: the generated set, and how to extract and train on it."""
 
-    out: str = option("avaf-demo", "Folder for the generated set, features and run.")
+    out: str = option(
+        "avaf-demo",
+        "Folder for the generated set, features and run (synth/, feats.h5, feats.h5.shards/, run/). One that "
+        "already holds them is refused unless --overwrite.",
+    )
     videos: int = option(48, "Generated videos (70% train, 10% val, 20% test).")
     seconds: int = option(8, "Length of each generated video.")
     epochs: int = option(5, "Training epochs.")
@@ -115,4 +128,9 @@ class DemoConfig:
     clip_model: str = option("ViT-B-32", "open_clip model name (or a model-config JSON).")
     train_config: str | None = option(
         None, "YAML/TOML for avaf-train's --config.", path={"exists": True, "dir_okay": False}
+    )
+    overwrite: bool = option(
+        False,
+        "Delete the demo's earlier synth/, feats.h5, feats.h5.shards/ and run/ in --out first (nothing else "
+        "there), so the new demo starts clean.",
     )

@@ -6,6 +6,7 @@ Step 1 writes real mp4 files and MUSIC-AVQA-format annotations (`extract/synth.p
 features on a local Ray instance with the default encoder weights when it can get them, and otherwise
 says loudly that it falls back to random encoders (and the feature file records it); step 3 runs
 `avaf-train` on the feature file, in its own process: the file is the whole interface between the stages.
+A folder that already holds a demo's outputs (`DEMO_FILES`) is refused unless `overwrite`, which deletes them.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, VGGishCo
 from avaf.extract.encoders.weights import WeightsUnavailable
 from avaf.extract.pipeline import ExtractSummary, run_extract
 from avaf.extract.synth.generate import generate
+from avaf.shared.errors import AvafError
+from avaf.shared.files import check_fresh_output
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.schema import SECONDS
 
 TRAIN = ("-m", "avaf.train")  # avaf-train in its own process: the feature file is the whole interface
+DEMO_FILES = ("synth", "feats.h5", "feats.h5.shards", "run")  # what a demo writes into its folder
 
 
 def choose_weights(weights: str, clip_model: str, echo: Callable[[str], None]) -> tuple[str, str]:
@@ -64,9 +68,10 @@ def run_demo(
     in_process: bool = False,
     echo: Callable[[str], None] = print,
     train_args: tuple[str, ...] = (),
+    overwrite: bool = False,
 ) -> dict:
     """Generate, extract, train; returns the paths of what was written and the results table."""
-    out = Path(out)
+    out = check_fresh_output(out, "a demo", DEMO_FILES, overwrite, "choose a new --out")
     echo(f"[1/3] generating {videos} scenes of {seconds} s with known answers -> {out / 'synth'}")
     synth = generate(out / "synth", videos, seed, seconds=(seconds, seconds), progress=True)
     echo(f"      questions per split: {synth['questions_per_split']}")
@@ -96,7 +101,7 @@ def run_demo(
     echo(f"[3/3] avaf-train {' '.join(args)}")
     done = subprocess.run([sys.executable, *TRAIN, *args], check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"avaf-train failed with exit status {done.returncode}")
+        raise AvafError(f"{run}: avaf-train failed with exit status {done.returncode} (its error is above)")
     echo(f"outputs: videos and annotations {out / 'synth'}, features {feats}, run folder {run}")
     return {"feats": str(feats), "run": str(run), "results": str(run / "results.json"), "synth": synth}
 

@@ -15,6 +15,10 @@ where needed, its flag name and choices) as field metadata; the default lives in
 
 A flag left at its default is not passed on (click tells where each value came from), so it never
 overrides a --config file (STYLE.md: defaults, then the file, then the flags).
+
+Every command is a `Command` (`@click.command(cls=Command, ...)`): bad input, whether a usage error, an
+avaf error (`avaf.shared.errors`), a ValueError or an OSError, ends with one line on stderr,
+"COMMAND: message" naming the file and the problem, and exit status 2; never a traceback (-vv logs it).
 """
 
 from __future__ import annotations
@@ -31,12 +35,72 @@ import click
 from click.core import ParameterSource
 
 from avaf.shared.config import resolve
+from avaf.shared.errors import AvafError
 from avaf.shared.version import avaf_version
 
 T = TypeVar("T")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 LEVELS = (logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
+#: what a command reports as bad input (one line, exit 2) rather than as a bug
+USER_ERRORS: tuple[type[BaseException], ...] = (AvafError, ValueError, OSError)
+VERBOSITY = "avaf.verbosity"  # click context meta key: -v count minus -q count
+
+log = logging.getLogger(__name__)
+
+
+def one_line(e: BaseException) -> str:
+    """An error's message on one line; an OSError as "FILE: reason" (its own str() may omit the file)."""
+    if isinstance(e, click.ClickException):
+        text = e.format_message()  # with the option it is about: "Invalid value for '--feats': ..."
+    elif isinstance(e, OSError) and e.filename is not None and e.strerror:
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else e.filename
+        text = f"{where}: {e.strerror}"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+class OneLineError(click.ClickException):
+    """What `Command` raises instead: click prints it as "COMMAND: message" and exits 2."""
+
+    exit_code = 2
+
+    def __init__(self, command: str, message: str):
+        super().__init__(message)
+        self.command = command
+
+    def show(self, file=None) -> None:
+        click.echo(f"{self.command}: {self.message}", err=True, file=file)
+
+
+class Command(click.Command):
+    """A click command whose every bad input is one line on stderr and exit status 2, never a traceback:
+    usage errors (a missing file, a bad choice) and the `user_errors` the command raises while running."""
+
+    user_errors: tuple[type[BaseException], ...] = USER_ERRORS
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            name = e.ctx.command_path if e.ctx else info_name or self.name
+            raise OneLineError(name, f"{one_line(e)} (try '{name} -h')") from None
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            raise OneLineError(ctx.command_path, one_line(e)) from None
+        except self.user_errors as e:
+            log.debug("%s failed", ctx.command_path, exc_info=True)  # -vv: the traceback, for a bug report
+            raise OneLineError(ctx.command_path, one_line(e)) from None
+
+
+def show_progress() -> bool:
+    """Progress bars unless the command was asked to be quiet (-q)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is None or ctx.meta.get(VERBOSITY, 0) >= 0
 
 
 def option(
@@ -161,6 +225,7 @@ def common_options(fn: Callable | None = None, *, base: int = logging.WARNING) -
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args, verbose: int, quiet: int, **kwargs):
+            click.get_current_context().meta[VERBOSITY] = verbose - quiet
             setup_logging(verbose - quiet, base)
             return fn(*args, **kwargs)
 

@@ -126,3 +126,15 @@ def test_verbosity_flags_set_one_logging_level(args, shown):
         "e": "ERROR avaf.probe: e-line",
     }
     assert got == [expected[k] for k in shown.split()]
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_command_is_named_after_its_script_and_says_errors_on_one_line(script):
+    """Each is an avaf.shared.cli.Command (bad input: one line, exit 2) whose messages start with its name."""
+    from avaf.shared.cli import Command
+
+    cmd = _command(SCRIPTS[script])
+    assert isinstance(cmd, Command) and cmd.name == script
+    res = CliRunner().invoke(cmd, ["--zzz"])
+    assert res.exit_code == 2
+    assert res.stderr == f"{script}: No such option '--zzz'. (try '{script} -h')\n"

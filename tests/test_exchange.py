@@ -319,7 +319,8 @@ def test_cli_export_equals_library_call(source, tmp_path):
     lines = export_npy(source, out, dtype="float16").lines()
     library_files, library_manifest = _files(out), json.loads((out / "manifest.json").read_text())
     result = CliRunner().invoke(
-        export_main, ["--feats", str(source), "--format", "npy", "--out", str(out), "--dtype", "float16"]
+        export_main,
+        ["--feats", str(source), "--format", "npy", "--out", str(out), "--dtype", "float16", "--overwrite"],
     )
     assert result.exit_code == 0, result.output
     assert result.output == "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from avaf.shared.avqa.answers import ANSWERS
+from avaf.shared.errors import AvafError
 from avaf.shared.files import atomic_path
 
 from .config import TrainConfig
@@ -29,9 +30,10 @@ from .model import build_model
 
 WEIGHTS = "model.safetensors"
 STATE = "state-{epoch}.pt"
+BEST, LAST = "best", "last"  # the run folder's two checkpoints
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AvafError, ValueError):
     """A checkpoint that cannot be used as asked; the message names the file."""
 
 

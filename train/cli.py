@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass
 
 import click
 
-from avaf.shared.cli import CONTEXT, common_options, config_options, from_flags, given, option
+from avaf.shared.cli import (
+    CONTEXT,
+    Command,
+    common_options,
+    config_options,
+    from_flags,
+    given,
+    option,
+    show_progress,
+)
 
-from .config import ConfigError, TrainConfig, load_config
+from .config import TrainConfig, load_config
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class EvalConfig:
     json: bool = option(False, "Print the row and δ per type as JSON.")
 
 
-@click.command(context_settings=CONTEXT)
+@click.command("avaf-train", cls=Command, context_settings=CONTEXT)
 @common_options(base=logging.INFO)
 @click.option(
     "--config",
@@ -38,9 +46,20 @@ class EvalConfig:
     type=click.Path(exists=True, dir_okay=False),
     help="YAML/TOML config; flags override it.",
 )
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its last checkpoint (from the start if it has none yet).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the run in --out: its config.json, metrics.jsonl, best/, last/, results.* and "
+    "predictions.jsonl are deleted first, so nothing of it mixes with the new run; other files are kept. "
+    "Without it, an --out that holds a run is refused.",
+)
 @config_options(TrainConfig)
-def main(config_file, resume, **flags) -> None:
+def main(config_file, resume, overwrite, **flags) -> None:
     """Train AVAF-Net on the train split of FEATS, select the checkpoint on val, and report test at that
     checkpoint as the paper's table (9 question types, Audio / Visual / Audio-Visual averages, overall)."""
     from .loop import train
@@ -48,24 +67,20 @@ def main(config_file, resume, **flags) -> None:
     over = given(TrainConfig, flags)
     if resume and config_file is None:  # the run's own resolved config, then the flags given now
         config_file = f"{load_config(None, over).run.out_dir}/config.json"
-    try:
-        cfg = load_config(config_file, over)
-        results = train(cfg, resume=resume)
-    except (ConfigError, ValueError) as e:
-        click.echo(f"avaf-train: {e}", err=True)
-        sys.exit(2)
+    cfg = load_config(config_file, over)
+    results = train(cfg, resume=resume, progress=show_progress(), overwrite=overwrite)
     click.echo(open(f"{cfg.run.out_dir}/results.md").read())
     click.echo(f"best epoch {results['best_epoch'] + 1} (selected on val); outputs in {cfg.run.out_dir}/")
 
 
-@click.command(context_settings=CONTEXT)
+@click.command("avaf-eval", cls=Command, context_settings=CONTEXT)
 @common_options
 @config_options(EvalConfig)
 def eval_main(**flags) -> None:
     """Evaluate a checkpoint on one split of FEATS and print the paper's table row."""
     from avaf.shared.store.reader import FeatureStore
 
-    from .checkpoint import CheckpointError, load_model
+    from .checkpoint import load_model
     from .data import load_split
     from .evaluate import evaluate, results_markdown
     from .loop import resolve_device
@@ -73,21 +88,17 @@ def eval_main(**flags) -> None:
     c = from_flags(EvalConfig, flags)
     feats, ckpt, split, subset = c.feats, c.checkpoint, c.split, c.subset
     dev = resolve_device(c.device)
-    try:
-        model, meta = load_model(ckpt, dev)
-        with FeatureStore(feats) as fs:
-            data = load_split(fs, split, subset, dev, meta["config"].model.variant)
-        cfg = meta["config"]
-        ev = evaluate(
-            model,
-            data,
-            128,
-            min(cfg.model.max_seconds, int(data.video_length.max())),
-            int(data.word_length.max()),
-        )
-    except (CheckpointError, ValueError) as e:
-        click.echo(f"avaf-eval: {e}", err=True)
-        sys.exit(2)
+    model, meta = load_model(ckpt, dev)
+    with FeatureStore(feats) as fs:
+        data = load_split(fs, split, subset, dev, meta["config"].model.variant)
+    cfg = meta["config"]
+    ev = evaluate(
+        model,
+        data,
+        128,
+        min(cfg.model.max_seconds, int(data.video_length.max())),
+        int(data.word_length.max()),
+    )
     if c.json:
         click.echo(
             json.dumps(

@@ -127,7 +127,12 @@ class DataConfig:
 class RunConfig:
     """Where outputs go and what runs the model."""
 
-    out_dir: str = option("runs/avaf", "Run folder.", flag="out")
+    out_dir: str = option(
+        "runs/avaf",
+        "Run folder. One that already holds a run is refused: --resume continues it, --overwrite replaces it.",
+        flag="out",
+        path={"file_okay": False},
+    )
     device: str = option("auto", "auto (GPU if present), cpu, cuda, cuda:1, ...")
     amp: bool = option(True, "bf16/fp16 autocast on GPU (ignored on CPU; the authors' recipe: off).")
     threads: int = option(0, "Torch CPU threads (0: all cores).")

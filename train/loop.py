@@ -8,7 +8,8 @@ training device; batches are gathered there by index; mixed precision on GPU.
 
 Run folder: config.json (resolved config), metrics.jsonl (one line per epoch: every loss term by name,
 accuracies, samples/s, lr), best/ and last/ checkpoints, results.json and results.md (the paper's table
-at the best checkpoint), predictions.jsonl (per question: prediction, correctness, δ).
+at the best checkpoint), predictions.jsonl (per question: prediction, correctness, δ). A folder that
+already holds any of these is refused unless the run is resumed (--resume) or replaced (--overwrite).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from avaf.shared.avqa.answers import ANSWERS
+from avaf.shared.files import append_text, check_fresh_output, write_text
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.schema import SECONDS, WORDS
 
@@ -33,6 +35,17 @@ from .losses import compute_losses
 from .model import build_model
 
 log = logging.getLogger(__name__)
+
+#: what a run writes into its folder: the names --overwrite removes and whose presence refuses a new run
+RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    checkpoint.BEST,
+    checkpoint.LAST,
+    "results.json",
+    "results.md",
+    "predictions.jsonl",
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -124,23 +137,27 @@ def train_epoch(
 
 
 def _start(cfg: TrainConfig, out: Path, resume: bool, model, opt, sched) -> tuple[int, float, int]:
-    """(first epoch to run, best val accuracy so far, its epoch); restores the state on --resume."""
+    """(first epoch to run, best val accuracy so far, its epoch); restores the state on --resume (a run
+    killed before its first checkpoint starts again from epoch 1)."""
+    if resume and not (out / checkpoint.LAST / checkpoint.WEIGHTS).is_file():
+        log.info("%s: no checkpoint yet, starting from epoch 1", out)
+        resume = False
     if not resume:
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        (out / "metrics.jsonl").write_text("")
+        write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_text(out / "metrics.jsonl", "")
         return 0, -1.0, -1
-    meta = checkpoint.read_meta(out / "last")
+    meta = checkpoint.read_meta(out / checkpoint.LAST)
     if meta["config"].model != cfg.model or meta["config"].loss != cfg.loss:
         raise checkpoint.CheckpointError(
             f"{meta['path']}: was trained with another model or loss config; resume with the run's own config.json"
         )
     checkpoint.load_weights(model, meta["path"])
-    state = checkpoint.load_state(out / "last", meta["epoch"])
+    state = checkpoint.load_state(out / checkpoint.LAST, meta["epoch"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     lines = (out / "metrics.jsonl").read_text().splitlines()
     kept = [ln for ln in lines if _epoch_of(ln) <= meta["epoch"]]  # drop epochs after the checkpoint
-    (out / "metrics.jsonl").write_text("".join(ln + "\n" for ln in kept))
+    write_text(out / "metrics.jsonl", "".join(ln + "\n" for ln in kept))
     log.info("resuming %s after epoch %d", out, meta["epoch"] + 1)
     return meta["epoch"] + 1, float(state["best_acc"]), int(state["best_epoch"])
 
@@ -153,15 +170,29 @@ def _epoch_of(line: str) -> float:
         return float("inf")
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train on `train`, select on `val`, report `test` at the selected checkpoint; returns the results."""
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False) -> dict:
+    """Train on `train`, select on `val`, report `test` at the selected checkpoint; returns the results.
+
+    A run folder that already holds a run is refused unless `resume` (continue it) or `overwrite`
+    (delete its files first: `RUN_FILES`; nothing else in the folder is touched)."""
     out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if resume and overwrite:
+        raise ValueError(f"{out}: --resume continues the run there and --overwrite replaces it: give one")
+    if resume and not (out / "config.json").is_file():
+        raise checkpoint.CheckpointError(
+            f"{out}: no run to resume (no config.json); start one without --resume"
+        )
+    if not resume and not overwrite:
+        _fresh_run_folder(out, overwrite=False)  # a run there is refused before any work
     device = resolve_device(cfg.run.device)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     amp = amp_dtype(device, cfg.run.amp)
     splits, seconds, max_words = load_data(cfg, device)
+    if resume:
+        out.mkdir(parents=True, exist_ok=True)
+    else:  # --overwrite: the old run goes only now that the features have loaded and the new one can start
+        _fresh_run_folder(out, overwrite)
     log.info("features in memory: %.1f MB on %s", sum(s.nbytes for s in splits.values()) / 1e6, device)
     torch.manual_seed(cfg.optim.seed)
     model = build_model(cfg.model).to(device)
@@ -174,25 +205,28 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         sched.step()
         val = evaluate(model, splits["val"], eval_batch(cfg), seconds, max_words, amp)
         record = {"epoch": epoch, "lr": lr, **stats, "val_accuracy": val.accuracy, "val": val.table}
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(out / "metrics.jsonl", json.dumps(record) + "\n")
         if val.accuracy > best_acc:
             best_acc, best_epoch = val.accuracy, epoch
-            checkpoint.save(out / "best", model, cfg, epoch, {"val_accuracy": val.accuracy})
+            checkpoint.save(out / checkpoint.BEST, model, cfg, epoch, {"val_accuracy": val.accuracy})
         state = {
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "best_acc": best_acc,
             "best_epoch": best_epoch,
         }
-        checkpoint.save(out / "last", model, cfg, epoch, {"val_accuracy": val.accuracy}, state)
+        checkpoint.save(out / checkpoint.LAST, model, cfg, epoch, {"val_accuracy": val.accuracy}, state)
         log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "val"})
     return final_report(cfg, out, model, splits, seconds, max_words, amp, best_epoch)
 
 
+def _fresh_run_folder(out: Path, overwrite: bool) -> None:
+    check_fresh_output(out, "a run", RUN_FILES, overwrite, "continue it with --resume or choose a new --out")
+
+
 def final_report(cfg, out: Path, model, splits, seconds: int, max_words: int, amp, best_epoch: int) -> dict:
     """Evaluate the val-selected checkpoint on val and test; write results.json / .md / predictions."""
-    checkpoint.load_weights(model, out / "best")
+    checkpoint.load_weights(model, out / checkpoint.BEST)
     evals: dict[str, Evaluation] = {
         s: evaluate(model, splits[s], eval_batch(cfg), seconds, max_words, amp)
         for s in ("val", "test")
@@ -206,22 +240,23 @@ def final_report(cfg, out: Path, model, splits, seconds: int, max_words: int, am
         "questions": {s: len(splits[s]) for s in splits},
         "delta_per_type": {s: e.delta_per_type for s, e in evals.items()},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "results.md").write_text(results_markdown(evals))
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text(out / "results.md", results_markdown(evals))
     write_predictions(out / "predictions.jsonl", evals)
     return results
 
 
 def write_predictions(path: Path, evals: dict[str, Evaluation]) -> None:
-    with open(path, "w") as f:
-        for split, e in evals.items():
-            for i, qid in enumerate(e.question_id.tolist()):
-                row = {
-                    "split": split,
-                    "question_id": qid,
-                    "predicted": ANSWERS[e.predicted[i]],
-                    "correct": bool(e.correct[i]),
-                }
-                if e.delta is not None:
-                    row["delta_visual"], row["delta_audio"] = (round(float(x), 4) for x in e.delta[i])
-                f.write(json.dumps(row) + "\n")
+    rows = []
+    for split, e in evals.items():
+        for i, qid in enumerate(e.question_id.tolist()):
+            row = {
+                "split": split,
+                "question_id": qid,
+                "predicted": ANSWERS[e.predicted[i]],
+                "correct": bool(e.correct[i]),
+            }
+            if e.delta is not None:
+                row["delta_visual"], row["delta_audio"] = (round(float(x), 4) for x in e.delta[i])
+            rows.append(json.dumps(row) + "\n")
+    write_text(path, "".join(rows))

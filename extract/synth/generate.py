@@ -35,11 +35,12 @@ from avaf.extract.synth.questions import questions_for
 from avaf.extract.synth.render import write_video
 from avaf.extract.synth.scene import Scene, make_scene
 from avaf.shared.avqa.annotations import SPLITS
-from avaf.shared.files import atomic_path
+from avaf.shared.files import atomic_path, check_fresh_output, write_text
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPLITS = (0.7, 0.1, 0.2)  # MUSIC-AVQA's train / val / test shares
+SET_FILES = ("videos", "annotations", "scenes.json")  # what `generate` writes into its folder
 
 
 def split_sizes(n_videos: int, fractions: tuple[float, float, float] = DEFAULT_SPLITS) -> dict[str, int]:
@@ -79,8 +80,10 @@ def annotation_row(video_id: str, question_id: int, question: dict) -> dict:
 
 
 def _render_one(job: tuple) -> float:
+    """One video, under a temporary name until complete (a full disk leaves no half-written mp4)."""
     seed, index, seconds, size, fps, path = job
-    return write_video(video_scene(seed, index, seconds, size, fps), path)
+    with atomic_path(path, durable=False) as tmp:
+        return write_video(video_scene(seed, index, seconds, size, fps), tmp)
 
 
 def _render_all(jobs: list[tuple], workers: int, progress: bool) -> list[float]:
@@ -103,8 +106,7 @@ def _render_all(jobs: list[tuple], workers: int, progress: bool) -> list[float]:
 
 
 def _write_json(path: Path, value: object) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
 
 
 def _write_annotations(folder: Path, scenes: list[Scene], split_of: list[str]) -> tuple[dict, dict]:
@@ -142,15 +144,18 @@ def generate(
     splits: tuple[float, float, float] = DEFAULT_SPLITS,
     workers: int | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Write the set under `out_dir`; returns its paths and counts.
 
     seconds: each video's length is drawn uniformly from [min, max] whole seconds. workers: processes
     rendering videos (default: the CPUs this process may use); the output does not depend on it.
+    A folder that already holds a set (`SET_FILES`) is refused unless `overwrite`, which deletes it first
+    (so no video of the old set stays beside the new ones).
     """
     _check_args(n_videos, seconds, size, fps)
-    out = Path(out_dir)
-    (out / "videos").mkdir(parents=True, exist_ok=True)
+    out = check_fresh_output(out_dir, "a generated set", SET_FILES, overwrite, "choose a new --out")
+    (out / "videos").mkdir(exist_ok=True)
     (out / "annotations").mkdir(exist_ok=True)
     sizes = split_sizes(n_videos, splits)
     split_of = [s for s in SPLITS for _ in range(sizes[s])]
@@ -160,11 +165,6 @@ def generate(
     workers = workers or len(os.sched_getaffinity(0))
     logger.info("rendering %d videos into %s with %d workers", n_videos, out / "videos", workers)
     gains = _render_all(jobs, min(workers, n_videos), progress)
-    stale = sorted({p.name for p in (out / "videos").iterdir()} - {p.name for p in paths})
-    if stale:
-        logger.warning(
-            "%s holds %d files that are not in this set, e.g. %s", out / "videos", len(stale), stale[:3]
-        )
     annotations, counts = _write_annotations(out / "annotations", scenes, split_of)
     described = [
         scene.to_dict() | {"split": sp, "mix_gain": g} for scene, sp, g in zip(scenes, split_of, gains)

@@ -14,33 +14,36 @@ from dataclasses import dataclass
 
 import click
 
-from avaf.shared.avqa.annotations import AnnotationError
-from avaf.shared.cli import CONTEXT, common_options, config_options, from_flags, option
-from avaf.shared.errors import StoreError
+from avaf.shared.cli import CONTEXT, Command, common_options, config_options, from_flags, option
 from avaf.shared.exchange.formats import (
     CONTEXT_LENGTH,
     DTYPES,
     LAYOUTS,
     WORD_LENGTHS,
-    ExchangeError,
     export_npy,
     import_npy,
 )
-
-ERRORS = (StoreError, ExchangeError, AnnotationError, FileNotFoundError)
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     """`avaf-export`: which store, where, and in which layout."""
 
-    feats: str = option(None, "The avaf feature store to export.", required=True, path={"dir_okay": False})
+    feats: str = option(
+        None, "The avaf feature store to export.", required=True, path={"exists": True, "dir_okay": False}
+    )
     format: str = option(
         "npy",
         "Output format: one .npy file per video and per question (the AVQA repositories' layout).",
         choices=("npy",),
     )
-    out: str = option(None, "Folder to write (created if needed).", required=True, path={"file_okay": False})
+    out: str = option(
+        None,
+        "Folder to write (created if needed). One that already holds an export (or any of its folders) is "
+        "refused unless --overwrite.",
+        required=True,
+        path={"file_okay": False},
+    )
     dtype: str = option(
         "float32",
         "Array dtype. The repositories write float32; float16 halves the disk and is what the store holds. "
@@ -55,6 +58,11 @@ class ExportConfig:
     )
     context_length: int = option(
         CONTEXT_LENGTH, "Rows of clip_word in the repos layout (CLIP's text context)."
+    )
+    overwrite: bool = option(
+        False,
+        "Delete what --out holds of an export first (vggish/, clip_vit_b32/, clip_vit_b32_pooled/, clip_word/, "
+        "clip_qst/, manifest.json; nothing else there), so no file of the old export stays beside the new ones.",
     )
 
 
@@ -91,12 +99,7 @@ class ImportConfig:
     )
 
 
-def _fail(command: str, e: Exception) -> None:
-    click.echo(f"{command}: {e}", err=True)
-    sys.exit(2)
-
-
-@click.command(context_settings=CONTEXT)
+@click.command("avaf-export", cls=Command, context_settings=CONTEXT)
 @common_options
 @config_options(ExportConfig)
 def export_main(**flags) -> None:
@@ -113,15 +116,12 @@ def export_main(**flags) -> None:
     frame and ToMe features that avaf does not make. The repositories slice [:60]: MUSIC-AVQA videos have T = 60.
     """
     c = from_flags(ExportConfig, flags)
-    try:
-        report = export_npy(c.feats, c.out, dtype=c.dtype, layout=c.layout, context_length=c.context_length)
-    except ERRORS as e:
-        _fail("avaf-export", e)
+    report = export_npy(c.feats, c.out, c.dtype, c.layout, c.context_length, c.overwrite)
     for line in report.lines():
         click.echo(line)
 
 
-@click.command(context_settings=CONTEXT)
+@click.command("avaf-import", cls=Command, context_settings=CONTEXT)
 @common_options(base=logging.ERROR)
 @config_options(ImportConfig)
 def import_main(**flags) -> None:
@@ -130,10 +130,7 @@ def import_main(**flags) -> None:
     skipped and listed with the reason; the rest is imported. Exit status 1 when anything was skipped,
     2 when nothing could be imported. -v lists every skipped item as it happens."""
     c = from_flags(ImportConfig, flags)
-    try:
-        report = import_npy(c.npy, c.out, c.annotations, c.split, c.word_length, c.pad_short_audio)
-    except ERRORS as e:
-        _fail("avaf-import", e)
+    report = import_npy(c.npy, c.out, c.annotations, c.split, c.word_length, c.pad_short_audio)
     for line in report.lines():
         click.echo(line)
     sys.exit(1 if report.skipped else 0)

@@ -48,7 +48,7 @@ import numpy as np
 
 from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.errors import ExchangeError
-from avaf.shared.files import atomic_path
+from avaf.shared.files import atomic_path, check_fresh_output
 from avaf.shared.store import schema
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 AUDIO, VISUAL, POOLED = "vggish", "clip_vit_b32", "clip_vit_b32_pooled"  # one file per video
 WORDS, SENTENCE = "clip_word", "clip_qst"  # one file per question
 MANIFEST = "manifest.json"
+EXPORT_DIRS = (AUDIO, VISUAL, POOLED, WORDS, SENTENCE)
 MANIFEST_FORMAT = "avaf-npy-export"
 CONTEXT_LENGTH = 77  # CLIP's text context: the repositories pad word features to it
 DTYPES = ("float32", "float16")
@@ -113,14 +114,20 @@ def export_npy(
     dtype: str = "float32",
     layout: str = "repos",
     context_length: int = CONTEXT_LENGTH,
+    overwrite: bool = False,
 ) -> ExportReport:
-    """Write every video and question of `feats` as .npy files in the AVQA repositories' layout, and a manifest."""
+    """Write every video and question of `feats` as .npy files in the AVQA repositories' layout, and a manifest.
+
+    A folder that already holds any of these files or folders (an earlier export, or the repositories' own
+    features) is refused unless `overwrite`, which deletes exactly those first; nothing else there is touched.
+    """
     if dtype not in DTYPES or layout not in LAYOUTS:
         raise ValueError(f"dtype must be one of {DTYPES} and layout one of {LAYOUTS}")
     out = Path(out)
-    for name in (AUDIO, VISUAL, POOLED, WORDS, SENTENCE):
-        (out / name).mkdir(parents=True, exist_ok=True)
-    with FeatureStore(feats) as fs:
+    with FeatureStore(feats) as fs:  # the input first: a bad store leaves no folder behind
+        check_fresh_output(out, "an export", (*EXPORT_DIRS, MANIFEST), overwrite, "choose a new --out")
+        for name in EXPORT_DIRS:
+            (out / name).mkdir(exist_ok=True)
         shape = fs.shape(schema.SECONDS, "visual_tokens")[1:]
         if shape != (50, 512):
             log.warning(

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from avaf.shared.errors import StoreError
-from avaf.shared.files import atomic_path
+from avaf.shared.files import atomic_path, check_room
 from avaf.shared.store import schema
 from avaf.shared.store.h5 import create_column, open_h5, read_column, read_strings, root_attrs
 from avaf.shared.store.schema import KIND_SHARD, KIND_STORE, STR, Table
@@ -28,11 +28,13 @@ def build_store(shards: list[Path], out: str | os.PathLike) -> dict[str, int]:
     Later shards win: a video's features come from its latest successful shard, its run record from
     its latest attempt (a success is never hidden by an older failure), a question from its latest shard.
     Shards whose feature signature differs from the first one's are refused, naming both files.
-    Returns counts of what the store holds.
+    A store that cannot fit (full disk, file-size limit; at most the shards' size) is refused before
+    writing, the previous one kept. Returns counts of what the store holds.
     """
     out = Path(out)
     if not shards:
         raise StoreError(f"{out}: no complete shards to build from")
+    check_room(out, sum(p.stat().st_size for p in shards) + (64 << 10))
     handles = [open_h5(p, kind=KIND_SHARD) for p in shards]
     try:
         plan = _merge_plan(shards, handles)

@@ -19,12 +19,13 @@ import h5py
 import numpy as np
 
 from avaf.shared.errors import StoreError
-from avaf.shared.files import TMP_MARK, atomic_path
+from avaf.shared.files import TMP_MARK, atomic_path, check_room
 from avaf.shared.store import schema
 from avaf.shared.store.h5 import create_column, root_attrs, stack_rows
-from avaf.shared.store.schema import KIND_SHARD
+from avaf.shared.store.schema import KIND_SHARD, STR
 
 SHARD_SUFFIX = ".h5"
+HEADER_BYTES = 4 << 10  # an upper bound on HDF5's own bytes per dataset (object header, chunk index)
 
 
 @dataclass
@@ -172,9 +173,26 @@ class ShardWriter:
     def empty(self) -> bool:
         return not any(self._rows[g][t.names[0]] for g, t in schema.TABLE_BY_GROUP.items())
 
+    def nbytes(self) -> int:
+        """An upper bound on the shard's size on disk: its rows at the schema's dtypes, each string with its
+        heap entry, a last chunk's padding and the headers of every dataset."""
+        total = 64 << 10  # the superblock, root attributes (the config) and groups
+        for table in schema.TABLES:
+            for column in table.columns:
+                rows = self._rows[table.group][column.name]
+                if column.dtype == STR:
+                    raw = sum(len(str(v).encode()) + 32 for v in rows)
+                else:
+                    raw = sum(np.size(v) for v in rows) * np.dtype(column.dtype).itemsize
+                    raw += schema.CHUNK_BYTES if raw > schema.CHUNK_BYTES else 0  # one chunk unless bigger
+                total += raw + HEADER_BYTES
+        return total
+
     def close(self) -> Path:
-        """Write the shard to a temporary name, then rename it to `path`."""
+        """Write the shard to a temporary name, then rename it to `path`; a shard that cannot fit (full disk,
+        file-size limit) is refused before writing: an OutputError naming it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_room(self.path, self.nbytes())
         with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as f:
             attrs = root_attrs(KIND_SHARD, self.config, self.random_weights, self.signature)
             f.attrs.update(attrs)
