@@ -111,6 +111,7 @@ class OptimConfig:
     batch_size: int = option(32, "Questions per batch (the authors variant's recipe: 64).")
     epochs: int = option(30, "Epochs.")
     seed: int = option(0, "Random seed; runs are deterministic on CPU given it (authors' recipe: 42).")
+    max_steps: int = option(0, "Stop after this many optimizer steps (0: no limit), for smoke tests.")
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,12 @@ class DataConfig:
         "", "Feature file from avaf-extract.", required=True, path={"exists": True, "dir_okay": False}
     )
     subset: str = option("all", "all, or real (MUSIC-AVQA-Real: real videos only).", choices=("all", "real"))
+    memory_budget: str = option(
+        "auto",
+        "Feature bytes held in memory at most, e.g. 6G or 500M; splits that need more are streamed from "
+        "the file in blocks of videos. auto: the memory this process may use less 6 GiB for training, at "
+        "least a quarter of it.",
+    )
 
 
 @dataclass(frozen=True)

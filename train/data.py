@@ -78,24 +78,28 @@ def load_split(
     subset: str | None,
     device: torch.device | str,
     variant: str = "paper",
-    visual: bool = True,
+    streamed: bool = False,
 ) -> SplitData:
     """The questions of one split whose video is in the store, with everything they need, on `device`;
-    `variant` ("paper" or "authors") chooses the word layout of the batches. visual=False leaves the visual
-    tokens out (an empty array): `stream.StreamedSplit` reads them block by block."""
+    `variant` ("paper" or "authors") chooses the word layout of the batches. streamed=True leaves the visual
+    tokens and the word features out (empty arrays; word_offset then points into the file's /words):
+    `stream.StreamedSplit` reads them block by block."""
     q = fs.questions_with_videos(split=split, subset=subset)
     if not len(q["question_id"]):
         raise ValueError(f"{fs.path}: no {split} questions with features (subset={subset or 'all'})")
-    fields = ("visual_tokens", "audio") if visual else ("audio",)
+    fields = ("audio",) if streamed else ("visual_tokens", "audio")
     bulk = fs.load_videos(np.union1d(q["video_id"], q["audio_video_id"]), fields=fields)
-    tokens = (
-        bulk.arrays["visual_tokens"]
-        if visual
-        else np.zeros((0, *fs.shape(schema.SECONDS, "visual_tokens")[1:]), np.float16)
-    )
     rows = np.array([bulk.index[v] for v in q["video_id"]], dtype=np.int64)
     audio_rows = np.array([bulk.index[v] for v in q["audio_video_id"]], dtype=np.int64)
-    words, word_offset = fs.load_words(q["word_offset"], q["word_length"])
+    if streamed:
+        tokens = np.zeros((0, *fs.shape(schema.SECONDS, "visual_tokens")[1:]), np.float16)
+        words, word_offset = (
+            np.zeros((0, fs.shape(schema.WORDS, "features")[1]), np.float16),
+            q["word_offset"],
+        )
+    else:
+        tokens = bulk.arrays["visual_tokens"]
+        words, word_offset = fs.load_words(q["word_offset"], q["word_length"])
     answers = answer_indices(q["answer"], where=str(fs.path))
 
     device = torch.device(device)

@@ -29,10 +29,11 @@ from avaf.shared.store.schema import SECONDS, WORDS
 from . import checkpoint
 from .authors_losses import compute_authors_losses
 from .config import TrainConfig
-from .data import SplitData, gather, load_split
+from .data import SplitData, gather
 from .evaluate import Evaluation, evaluate, results_markdown
 from .losses import compute_losses
 from .model import build_model
+from .stream import StreamedSplit, open_split, resolve_budget, visual_bytes
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,11 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load_data(cfg: TrainConfig, device: torch.device) -> tuple[dict[str, SplitData], int, int]:
-    """train / val / test in memory on `device`, and the padded T and M."""
+def load_data(
+    cfg: TrainConfig, device: torch.device
+) -> tuple[dict[str, SplitData | StreamedSplit], int, int]:
+    """train / val / test on `device`, in memory when they fit the memory budget, else streamed from the
+    file (train/stream.py); and the padded T and M."""
     with FeatureStore(cfg.data.feats) as fs:
         d_visual, d_words = fs.shape(SECONDS, "visual_tokens")[-1], fs.shape(WORDS, "features")[-1]
         if cfg.model.dim not in (d_visual, d_words) or d_visual != d_words:
@@ -76,11 +80,21 @@ def load_data(cfg: TrainConfig, device: torch.device) -> tuple[dict[str, SplitDa
                 fs.path,
                 fs.random_weights,
             )
-        splits = {
-            s: load_split(fs, s, cfg.data.subset, device, cfg.model.variant)
-            for s in ("train", "val", "test")
-            if _has(fs, s)
-        }
+        present = [s for s in ("train", "val", "test") if _has(fs, s)]
+        need = sum(visual_bytes(fs, s, cfg.data.subset) for s in present)
+    budget = resolve_budget(cfg.data.memory_budget)
+    stream = need > budget
+    if stream:
+        log.warning(
+            "%s: the visual tokens need %.1f GB, more than the memory budget of %.1f GB: streaming them from "
+            "the file in blocks (--memory-budget to change)",
+            cfg.data.feats, need / 1e9, budget / 1e9,
+        )  # fmt: skip
+    block = max(1, budget // 4)  # at most 2 blocks alive per split: the one in use and the one read ahead
+    splits = {
+        s: open_split(cfg.data.feats, s, cfg.data.subset, device, cfg.model.variant, stream, block)
+        for s in present
+    }
     for needed in ("train", "val"):
         if needed not in splits:
             raise ValueError(f"{cfg.data.feats}: no {needed} questions (the checkpoint is selected on val)")
@@ -100,15 +114,23 @@ def _has(fs: FeatureStore, split: str) -> bool:
 
 
 def train_epoch(
-    model, opt, data: SplitData, cfg: TrainConfig, epoch: int, shape: tuple[int, int], amp, progress: bool
+    model,
+    opt,
+    data: SplitData | StreamedSplit,
+    cfg: TrainConfig,
+    epoch: int,
+    shape: tuple[int, int],
+    amp,
+    progress: bool,
+    max_steps: int = 0,
 ) -> dict:
-    """One pass over the training split; returns the mean of every loss term and the speed."""
+    """One pass over the training split (at most `max_steps` optimizer steps when > 0); returns the mean of
+    every loss term, the speed and the steps taken."""
     from tqdm import tqdm
 
     device = data.device
     gen = torch.Generator(device="cpu").manual_seed(cfg.optim.seed + epoch)
     torch.manual_seed(cfg.optim.seed + epoch)  # dropout: reproducible per epoch, so --resume is exact
-    order = torch.randperm(len(data), generator=gen)
     scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
     lc = cfg.loss
     loss_fn = compute_authors_losses if cfg.model.variant == "authors" else compute_losses
@@ -117,23 +139,30 @@ def train_epoch(
     start = time.perf_counter()
     bs = cfg.optim.batch_size
     bar = tqdm(total=len(data), desc=f"epoch {epoch + 1}", unit="sample", disable=not progress, leave=False)
-    for a in range(0, len(data), bs):
-        batch = gather(data, order[a : a + bs], *shape, torch.float32)
-        answers = batch.pop("answer")
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = model(**batch)
-            losses = loss_fn(out, answers, lc.alpha, lc.beta, lc.sacl_phi, lc.sacl_tau)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(losses["total"]).backward()
-        scaler.step(opt)
-        scaler.update()
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + v.detach() * len(answers)
-        bar.update(len(answers))  # the bar's rate is samples/s
+    seen = steps = 0
+    for part, order, _ in data.parts(gen, cfg.optim.seed + epoch):  # one part in memory; blocks when streamed
+        for a in range(0, len(order), bs):
+            if max_steps and steps >= max_steps:
+                break
+            batch = gather(part, order[a : a + bs], *shape, torch.float32)
+            answers = batch.pop("answer")
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                out = model(**batch)
+                losses = loss_fn(out, answers, lc.alpha, lc.beta, lc.sacl_phi, lc.sacl_tau)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(losses["total"]).backward()
+            scaler.step(opt)
+            scaler.update()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.detach() * len(answers)
+            seen, steps = seen + len(answers), steps + 1
+            bar.update(len(answers))  # the bar's rate is samples/s
+        if max_steps and steps >= max_steps:
+            break
     bar.close()
     seconds = time.perf_counter() - start
-    stats = {f"loss_{k}": float(v) / len(data) for k, v in sums.items()}
-    return stats | {"epoch_s": round(seconds, 3), "samples_per_s": round(len(data) / seconds, 2)}
+    stats = {f"loss_{k}": float(v) / max(seen, 1) for k, v in sums.items()}
+    return stats | {"epoch_s": round(seconds, 3), "samples_per_s": round(seen / seconds, 2), "steps": steps}
 
 
 def _start(cfg: TrainConfig, out: Path, resume: bool, model, opt, sched) -> tuple[int, float, int]:
@@ -199,9 +228,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, fused=True)  # one kernel: 5x faster on CPU
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.optim.lr_step_epochs, gamma=cfg.optim.lr_gamma)
     first, best_acc, best_epoch = _start(cfg, out, resume, model, opt, sched)
+    steps_left = cfg.optim.max_steps  # 0: no limit
     for epoch in range(first, cfg.optim.epochs):
         lr = opt.param_groups[0]["lr"]
-        stats = train_epoch(model, opt, splits["train"], cfg, epoch, (seconds, max_words), amp, progress)
+        stats = train_epoch(
+            model, opt, splits["train"], cfg, epoch, (seconds, max_words), amp, progress, steps_left
+        )
         sched.step()
         val = evaluate(model, splits["val"], eval_batch(cfg), seconds, max_words, amp)
         record = {"epoch": epoch, "lr": lr, **stats, "val_accuracy": val.accuracy, "val": val.table}
@@ -217,6 +249,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
         }
         checkpoint.save(out / checkpoint.LAST, model, cfg, epoch, {"val_accuracy": val.accuracy}, state)
         log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "val"})
+        if cfg.optim.max_steps:
+            steps_left -= stats["steps"]
+            if steps_left <= 0:
+                log.info("stopping after --max-steps %d optimizer steps", cfg.optim.max_steps)
+                break
     return final_report(cfg, out, model, splits, seconds, max_words, amp, best_epoch)
 
 

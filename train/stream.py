@@ -4,12 +4,12 @@ MUSIC-AVQA's visual tokens are ~29 GB; a 24 GB machine cannot hold them. When th
 the memory budget (`--memory-budget`, by default half of what this process may use: the smaller of the
 machine's available memory and its cgroup limit), each split becomes a `StreamedSplit`:
 
-* Small per-question and per-second arrays stay in memory: words, sentences, answers and the VGGish audio
+* Small per-question and per-second arrays stay in memory: sentences, answers, offsets and the VGGish audio
   (0.5% of the file at MUSIC-AVQA's shape: 256 B per second against 51 kB of visual tokens).
 * The visual tokens are read in blocks of consecutive videos of about `block_bytes` each, one large
-  coalesced read per block (`FeatureStore.load_videos`), by a background thread that keeps `prefetch`
-  blocks ahead of the model. At most prefetch + 1 blocks are alive: memory is bounded by the budget
-  whatever the file's size.
+  coalesced read per block (`FeatureStore.load_videos`), with the word features of the block's questions,
+  by a background thread that keeps `prefetch` blocks ahead of the model. At most prefetch + 1 blocks are
+  alive: memory is bounded by the budget whatever the file's size.
 * Each training epoch cuts the blocks at a random video (so their borders move from epoch to epoch), visits
   them in a random order and shuffles the questions inside each block. Batches never mix two blocks, so the
   last batch of a block may be short. With one block the epoch is the in-memory epoch, batch for batch.
@@ -89,9 +89,18 @@ def memory_available() -> int:
     return available
 
 
+#: what "auto" leaves to the model's training: AVAF-Net at batch 32 on a CPU peaks at ~4.6 GB
+#: (tests/benchmarks/bench_train_step.py), features aside
+TRAINING_RESERVE = 6 << 30
+
+
 def resolve_budget(text: str) -> int:
-    """The memory budget in bytes: `--memory-budget`, or half of `memory_available()` for "auto"."""
-    return memory_available() // 2 if str(text).strip().lower() == "auto" else parse_bytes(text)
+    """The memory budget in bytes: `--memory-budget`, or for "auto" what this process may use less
+    TRAINING_RESERVE, and at least a quarter of it."""
+    if str(text).strip().lower() != "auto":
+        return parse_bytes(text)
+    available = memory_available()
+    return max(available // 4, available - TRAINING_RESERVE)
 
 
 def visual_bytes(fs: FeatureStore, split: str, subset: str | None) -> int:
@@ -123,7 +132,7 @@ class StreamedSplit:
         self.path, self.block_bytes, self.prefetch = Path(path), int(block_bytes), max(0, int(prefetch))
         with FeatureStore(self.path) as fs:
             # everything but the visual tokens, in memory: the split loaded without its videos' tokens
-            self.base = load_split(fs, split, subset, "cpu", variant, visual=False)
+            self.base = load_split(fs, split, subset, "cpu", variant, streamed=True)
             q = fs.questions_with_videos(split=split, subset=subset)
             row = {v: i for i, v in enumerate(fs.video_ids)}
             videos = sorted(set(q["video_id"]), key=row.__getitem__)  # file order: reads run forward
@@ -186,55 +195,65 @@ class StreamedSplit:
         for b, videos in enumerate(blocks):
             by_block[videos] = b
         question_block = by_block[self.question_video]
+        block_rows = [torch.from_numpy(np.flatnonzero(question_block == i)) for i in range(len(blocks))]
         self.resident = 0
         with FeatureStore(self.path) as fs, ThreadPoolExecutor(1, thread_name_prefix="avaf-stream") as pool:
-            pending = [pool.submit(self._read, fs, videos) for videos in blocks[: self.prefetch + 1]]
-            for b in range(len(blocks)):
-                visual, index, size = pending.pop(0).result()
+
+            def read(i: int):
+                return pool.submit(self._read, fs, blocks[i], block_rows[i])
+
+            pending = [read(i) for i in range(min(self.prefetch + 1, len(blocks)))]
+            for i in range(len(blocks)):
+                part, size = pending.pop(0).result()
                 try:
-                    rows = torch.from_numpy(np.flatnonzero(question_block == b))
-                    if len(rows):
-                        part = self._part(visual, index, rows)
+                    rows = block_rows[i]
+                    if part is not None:
                         order = (
                             torch.randperm(len(rows), generator=gen)
                             if gen is not None
                             else torch.arange(len(rows))
                         )
                         yield part, order, rows
-                        del part
                 finally:
-                    del visual
+                    del part
                     with self._lock:
                         self.resident -= size
-                if b + self.prefetch + 1 < len(blocks):  # read ahead once this block is released
-                    pending.append(pool.submit(self._read, fs, blocks[b + self.prefetch + 1]))
+                if i + self.prefetch + 1 < len(blocks):  # read ahead once this block is released
+                    pending.append(read(i + self.prefetch + 1))
 
-    def _read(self, fs: FeatureStore, videos: np.ndarray) -> tuple[Tensor, dict[str, int], int]:
-        """One block's visual tokens, in one coalesced read (on the prefetch thread)."""
+    def _read(self, fs: FeatureStore, videos: np.ndarray, rows: Tensor) -> tuple[SplitData | None, int]:
+        """On the prefetch thread: the block's questions `rows` as a `SplitData` holding the block's visual
+        tokens (one coalesced read) and its questions' words, with offsets into both; and its size."""
         size = int(self.video_bytes[videos].sum())
         with self._lock:
             self.resident += size
             self.peak_resident = max(self.peak_resident, self.resident)
+        if not len(rows):
+            return None, size
         bulk = fs.load_videos(self.videos[videos].tolist(), fields=("visual_tokens",))
         visual = torch.from_numpy(bulk.arrays["visual_tokens"])
         if self.device.type == "cuda":  # batches go to the GPU from pinned memory (gather)
             visual = visual.pin_memory()
-        index = {v: int(bulk.offset[i]) for v, i in bulk.index.items()}
-        return visual, index, size
-
-    def _part(self, visual: Tensor, first_second: dict[str, int], rows: Tensor) -> SplitData:
-        """The questions `rows` of the split, with the block's tokens and offsets into them."""
-        base = self.base
-        offset = [first_second[v] for v in self.videos[self.question_video[rows.numpy()]]]
+        base, r = self.base, rows.numpy()
         per_question = {
             f.name: getattr(base, f.name)[rows]
             for f in dataclasses.fields(SplitData)
             if isinstance(getattr(base, f.name), Tensor) and f.name not in ("visual", "audio", "words")
         }
-        per_question["video_offset"] = torch.tensor(offset, dtype=torch.int64)
-        return dataclasses.replace(
-            base, visual=visual, question_id=base.question_id[rows.numpy()], **per_question
+        words, word_offset = fs.load_words(
+            per_question["word_offset"].numpy(), per_question["word_length"].numpy()
         )
+        first = [int(bulk.offset[bulk.index[v]]) for v in self.videos[self.question_video[r]]]
+        per_question["video_offset"] = torch.tensor(first, dtype=torch.int64)
+        per_question["word_offset"] = torch.from_numpy(word_offset)
+        part = dataclasses.replace(
+            base,
+            visual=visual,
+            words=torch.from_numpy(words),
+            question_id=base.question_id[r],
+            **per_question,
+        )
+        return part, size
 
 
 def open_split(
