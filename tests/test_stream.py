@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from avaf.shared.store.reader import FeatureStore
+from avaf.train.cli import eval_main
 from avaf.train.cli import main as train_main
 from avaf.train.config import load_config
 from avaf.train.data import load_split
@@ -146,3 +147,19 @@ def test_max_steps_stops_a_smoke_run(feats, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["steps"] for x in lines] == [12, 3]  # 12 steps per epoch, then 3 more, then stop
     assert (tmp_path / "run" / "results.md").is_file()
+
+
+def test_avaf_eval_streams_a_large_split_to_the_same_table(feats, tmp_path):
+    (tmp_path / "tiny.yaml").write_text("model:\n  ffn_dim: 64\n")
+    args = ["--feats", str(feats), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "tiny.yaml")]
+    r = CliRunner().invoke(train_main, [*args, "--dim", "32", "--threads", "2", "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    ev = ["--feats", str(feats), "--checkpoint", str(tmp_path / "run" / "best"), "--json"]
+    tables = []
+    for budget in ("1G", "20K"):  # in memory; streamed in blocks of 5 kB (a video or two each)
+        r = CliRunner().invoke(eval_main, [*ev, "--memory-budget", budget])
+        assert r.exit_code == 0, r.output
+        tables.append(json.loads(r.output[r.output.index("{") :]))
+    assert tables[0]["questions"] == tables[1]["questions"] == 120
+    for k, v in tables[0]["table"].items():  # batches of 128 vs per block: equal up to float rounding
+        assert v == pytest.approx(tables[1]["table"][k], nan_ok=True), k

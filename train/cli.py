@@ -36,6 +36,9 @@ class EvalConfig:
     subset: str = option("all", "real: MUSIC-AVQA-Real questions only.", choices=("all", "real"))
     device: str = option("auto", "auto, cpu, cuda, ...")
     json: bool = option(False, "Print the row and δ per type as JSON.")
+    memory_budget: str = option(
+        "auto", "Feature bytes held in memory at most (as avaf-train's); a larger split is streamed."
+    )
 
 
 @click.command("avaf-train", cls=Command, context_settings=CONTEXT)
@@ -78,19 +81,16 @@ def main(config_file, resume, overwrite, **flags) -> None:
 @config_options(EvalConfig)
 def eval_main(**flags) -> None:
     """Evaluate a checkpoint on one split of FEATS and print the paper's table row."""
-    from avaf.shared.store.reader import FeatureStore
-
     from .checkpoint import load_model
-    from .data import load_split
     from .evaluate import evaluate, results_markdown
     from .loop import resolve_device
+    from .stream import open_splits
 
     c = from_flags(EvalConfig, flags)
     feats, ckpt, split, subset = c.feats, c.checkpoint, c.split, c.subset
     dev = resolve_device(c.device)
     model, meta = load_model(ckpt, dev)
-    with FeatureStore(feats) as fs:
-        data = load_split(fs, split, subset, dev, meta["config"].model.variant)
+    data = open_splits(feats, [split], subset, dev, meta["config"].model.variant, c.memory_budget)[split]
     cfg = meta["config"]
     ev = evaluate(
         model,

@@ -33,7 +33,7 @@ from .data import SplitData, gather
 from .evaluate import Evaluation, evaluate, results_markdown
 from .losses import compute_losses
 from .model import build_model
-from .stream import StreamedSplit, open_split, resolve_budget, visual_bytes
+from .stream import StreamedSplit, open_splits
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +81,9 @@ def load_data(
                 fs.random_weights,
             )
         present = [s for s in ("train", "val", "test") if _has(fs, s)]
-        need = sum(visual_bytes(fs, s, cfg.data.subset) for s in present)
-    budget = resolve_budget(cfg.data.memory_budget)
-    stream = need > budget
-    if stream:
-        log.warning(
-            "%s: the visual tokens need %.1f GB, more than the memory budget of %.1f GB: streaming them from "
-            "the file in blocks (--memory-budget to change)",
-            cfg.data.feats, need / 1e9, budget / 1e9,
-        )  # fmt: skip
-    block = max(1, budget // 4)  # at most 2 blocks alive per split: the one in use and the one read ahead
-    splits = {
-        s: open_split(cfg.data.feats, s, cfg.data.subset, device, cfg.model.variant, stream, block)
-        for s in present
-    }
+    splits = open_splits(
+        cfg.data.feats, present, cfg.data.subset, device, cfg.model.variant, cfg.data.memory_budget
+    )
     for needed in ("train", "val"):
         if needed not in splits:
             raise ValueError(f"{cfg.data.feats}: no {needed} questions (the checkpoint is selected on val)")

@@ -256,17 +256,26 @@ class StreamedSplit:
         return part, size
 
 
-def open_split(
+def open_splits(
     path: str | os.PathLike,
-    split: str,
+    splits: list[str],
     subset: str | None,
     device: torch.device | str,
     variant: str,
-    stream: bool,
-    block_bytes: int,
-) -> SplitData | StreamedSplit:
-    """The split in memory (`stream` False) or streamed in blocks of `block_bytes`."""
-    if stream:
-        return StreamedSplit(path, split, subset, device, variant, block_bytes)
+    memory_budget: str = "auto",
+) -> dict[str, SplitData | StreamedSplit]:
+    """The splits in memory when their visual tokens fit `memory_budget` together, else each streamed in
+    blocks of a quarter of the budget (two alive per split: the one in use and the one read ahead)."""
     with FeatureStore(path) as fs:
-        return load_split(fs, split, subset, device, variant)
+        need = sum(visual_bytes(fs, s, subset) for s in splits)
+    budget = resolve_budget(memory_budget)
+    if need <= budget:
+        with FeatureStore(path) as fs:
+            return {s: load_split(fs, s, subset, device, variant) for s in splits}
+    log.warning(
+        "%s: the visual tokens need %.1f GB, more than the memory budget of %.1f GB: streaming them from "
+        "the file in blocks (--memory-budget to change)",
+        path, need / 1e9, budget / 1e9,
+    )  # fmt: skip
+    block = max(1, budget // 4)
+    return {s: StreamedSplit(path, s, subset, device, variant, block) for s in splits}
