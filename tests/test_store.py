@@ -163,6 +163,22 @@ def test_shards_of_different_encoders_are_not_mixed(tmp_path):
     with pytest.raises(StoreError) as e:
         build_store([a, b], tmp_path / "feats.h5")
     assert str(a) in str(e.value) and str(b) in str(e.value)
+    assert "(clip ViT-L-14 vs ViT-B-32)" in str(e.value)
+
+
+def test_shards_encoded_at_another_precision_are_refused_naming_the_key(tmp_path):
+    """A GPU node's fp16 shard and a CPU node's fp32 shard: mixed, a video's features would depend on the
+    node that encoded it, so the merge refuses and names the key (the README's mixed-precision decision)."""
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "shards"
+    sig = {"clip": {"model_name": "ViT-B-32", "precision": "fp32"}, "vggish": {"precision": "fp32"}, "fps": 1}
+    gpu = {"clip": {"model_name": "ViT-B-32", "precision": "fp16"}, "vggish": {"precision": "fp16"}, "fps": 1}
+    a = write_shard(folder, [fake_video(rng, "a", 2)], signature=sig)
+    b = write_shard(folder, [fake_video(rng, "b", 2)], signature=gpu)
+    with pytest.raises(StoreError, match="--precision") as e:
+        build_store([a, b], tmp_path / "feats.h5")
+    assert "(clip.precision fp16 vs fp32; vggish.precision fp16 vs fp32)" in str(e.value)
+    assert not (tmp_path / "feats.h5").exists()
 
 
 def test_random_weights_are_recorded(tmp_path):

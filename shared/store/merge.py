@@ -53,9 +53,11 @@ def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
     signature = handles[0].attrs["signature"]
     for p, h in zip(paths[1:], handles[1:]):
         if h.attrs["signature"] != signature:
+            diff = signature_difference(json.loads(h.attrs["signature"]), json.loads(signature))
             raise StoreError(
-                f"{p}: extracted with different encoders or settings than {paths[0]}; "
-                f"refusing to mix them in one store ({h.attrs['signature']} vs {signature})"
+                f"{p}: extracted with different encoders or settings than {paths[0]} ({diff}); refusing to "
+                "mix them in one store, where a video's features would depend on the node that encoded it. "
+                "Extract with the same settings everywhere (e.g. --precision fp16 on every node)"
             )
     latest_video: dict[str, tuple[int, int]] = {}
     latest_question: dict[int, tuple[int, int]] = {}
@@ -157,3 +159,16 @@ def _copy_spans(ds: h5py.Dataset, handles, path: str, spans, max_rows: int) -> N
             ds[dest + a : dest + b] = handles[s][path][start + a : start + b]
         dest += n
         i = j
+
+
+def signature_difference(a: dict, b: dict, prefix: str = "") -> str:
+    """The keys on which two signatures differ, with both values: "clip.precision fp32 vs fp16"."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            inner = signature_difference(x, y, f"{prefix}{k}.")
+            out += [inner] if inner else []
+        elif x != y:
+            out.append(f"{prefix}{k} {x} vs {y}")
+    return "; ".join(out)
