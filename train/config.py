@@ -31,6 +31,7 @@ __all__ = [
 
 
 VARIANTS = ("paper", "authors")
+LOGS = ("none", "tensorboard")
 #: What each variant changes in the defaults (a layer between the defaults and the file/flags): the authors'
 #: recipe (DESIGN.md §5b) is batch 64, seed 42, their temporal weight 100 and fp32 (no autocast on GPU);
 #: the rest (Adam 1e-4, x0.1 every 8 epochs, 30 epochs, spatial weight 0.2) equals the paper's.
@@ -143,6 +144,12 @@ class RunConfig:
     device: str = option("auto", "auto (GPU if present), cpu, cuda, cuda:1, ...")
     amp: bool = option(True, "bf16/fp16 autocast on GPU (ignored on CPU; the authors' recipe: off).")
     threads: int = option(0, "Torch CPU threads (0: all cores).")
+    log: str = option(
+        "none",
+        "tensorboard: also write the per-epoch scalars to <out>/tensorboard/ (needs the tensorboard or "
+        "tensorboardX package, not installed with avaf).",
+        choices=LOGS,
+    )
 
 
 @dataclass(frozen=True)

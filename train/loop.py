@@ -8,7 +8,8 @@ training device; batches are gathered there by index; mixed precision on GPU.
 
 Run folder: config.json (resolved config), metrics.jsonl (one line per epoch: every loss term by name,
 accuracies, samples/s, lr), best/ and last/ checkpoints, results.json and results.md (the paper's table
-at the best checkpoint), predictions.jsonl (per question: prediction, correctness, δ). A folder that
+at the best checkpoint), predictions.jsonl (per question: prediction, correctness, δ), curves.png and
+delta.png (train/plots.py), and with --log tensorboard the same scalars in tensorboard/. A folder that
 already holds any of these is refused unless the run is resumed (--resume) or replaced (--overwrite).
 """
 
@@ -33,6 +34,7 @@ from .data import SplitData, gather
 from .evaluate import Evaluation, evaluate, results_markdown
 from .losses import compute_losses
 from .model import build_model
+from .plots import log_epoch, summary_writer, write_run_plots
 from .stream import StreamedSplit, open_splits
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ RUN_FILES = (
     "results.json",
     "results.md",
     "predictions.jsonl",
+    "curves.png",
+    "delta.png",
+    "tensorboard",
 )
 
 
@@ -202,6 +207,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
         )
     if not resume and not overwrite:
         _fresh_run_folder(out, overwrite=False)  # a run there is refused before any work
+    writer = summary_writer() if cfg.run.log == "tensorboard" else None  # missing: an error before any work
     device = resolve_device(cfg.run.device)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
@@ -217,6 +223,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, fused=True)  # one kernel: 5x faster on CPU
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.optim.lr_step_epochs, gamma=cfg.optim.lr_gamma)
     first, best_acc, best_epoch = _start(cfg, out, resume, model, opt, sched)
+    tb = writer(str(out / "tensorboard")) if writer else None
     steps_left = cfg.optim.max_steps  # 0: no limit
     for epoch in range(first, cfg.optim.epochs):
         lr = opt.param_groups[0]["lr"]
@@ -227,6 +234,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
         val = evaluate(model, splits["val"], eval_batch(cfg), seconds, max_words, amp)
         record = {"epoch": epoch, "lr": lr, **stats, "val_accuracy": val.accuracy, "val": val.table}
         append_text(out / "metrics.jsonl", json.dumps(record) + "\n")
+        if tb:
+            log_epoch(tb, record)
         if val.accuracy > best_acc:
             best_acc, best_epoch = val.accuracy, epoch
             checkpoint.save(out / checkpoint.BEST, model, cfg, epoch, {"val_accuracy": val.accuracy})
@@ -243,7 +252,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
             if steps_left <= 0:
                 log.info("stopping after --max-steps %d optimizer steps", cfg.optim.max_steps)
                 break
-    return final_report(cfg, out, model, splits, seconds, max_words, amp, best_epoch)
+    if tb:
+        tb.close()
+    results = final_report(cfg, out, model, splits, seconds, max_words, amp, best_epoch)
+    write_run_plots(out)  # curves.png, delta.png
+    return results
 
 
 def _fresh_run_folder(out: Path, overwrite: bool) -> None:
