@@ -38,10 +38,13 @@ from avaf.extract.decode.common import (
     check_seconds,
     clip_resize,
     orientation,
+    sample_times,
     seconds_decoded,
     timeline_origin,
     upright,
+    whole_seconds,
 )
+from avaf.extract.decode.plan import NONREF, SEND, SKIP, plan_packets, scan_packets
 
 logger = logging.getLogger(__name__)
 
@@ -299,81 +302,109 @@ def read_audio(container, stream, origin: float, seconds: int, path: str | Path,
     return collector.finish(seconds)
 
 
-class _SkipPlan:
-    """Which video packets may skip decoding: FFmpeg's skip_frame=NONREF on packets far from every target.
+class _Feeder:
+    """Sends each video packet to the decoder as the plan says (plan.py); without a plan, every packet."""
 
-    A non-reference frame (most B-frames) that no other frame needs is dropped unless its timestamp lies
-    within ``window`` of some t + 0.5, so the nearest frame is always decoded. Saves about a third of the
-    decode time of typical H.264; reference frames are always decoded, so the picture stays exact.
-    """
+    def __init__(self, video, actions: np.ndarray | None) -> None:
+        self.ctx, self.actions, self.count = video.codec_context, actions, 0
+        self.mode = "DEFAULT"
 
-    def __init__(self, video, origin: float, max_seconds: int | None, frame_step: float) -> None:
-        self.ctx, self.origin, self.max_seconds = video.codec_context, origin, max_seconds
-        self.time_base = float(video.time_base) if video.time_base else None
-        self.window = max(2 * frame_step, 0.1)
-        self.enabled = frame_step > 0 and self.time_base is not None
+    @property
+    def finished(self) -> bool:
+        """Every packet the plan sends has been sent."""
+        return self.actions is not None and self.count >= self._last_sent
 
-    def before(self, packet) -> None:
-        needed = True
-        if self.enabled and packet.pts is not None:
-            time = packet.pts * self.time_base - self.origin
-            second = round(time - 0.5)
-            in_range = self.max_seconds is None or second < self.max_seconds
-            needed = abs(time - (second + 0.5)) <= self.window and in_range
-        self.ctx.skip_frame = "DEFAULT" if needed else "NONREF"
+    def start(self) -> None:
+        if self.actions is not None:
+            sent = np.flatnonzero(self.actions != SKIP)
+            self._last_sent = int(sent[-1]) + 1 if len(sent) else 0
+
+    def wants(self, packet) -> bool:
+        """Whether to decode ``packet`` (setting skip_frame for it); empty packets (the flush) always."""
+        if self.actions is None or not packet.size:
+            return True
+        index, self.count = self.count, self.count + 1
+        action = self.actions[index] if index < len(self.actions) else SEND
+        mode = "NONREF" if action == NONREF else "DEFAULT"
+        if mode != self.mode:
+            self.ctx.skip_frame = self.mode = mode
+        return action != SKIP
 
 
-def _packet_end(packet, origin: float) -> float | None:
-    if packet.pts is None or packet.time_base is None:
-        return None
-    return float((packet.pts + (packet.duration or 0)) * packet.time_base) - origin
-
-
-def _decode_pass(container, video, picker, collector, max_seconds, path, origin) -> tuple[float | None, int]:
+def _decode_pass(container, video, picker, collector, plan, path, origin) -> tuple[float | None, int]:
     """One demux pass feeding ``picker`` and ``collector``; returns (end of the video, bad packets)."""
     rate = video.average_rate or video.guessed_rate
     frame_step = 1.0 / float(rate) if rate else 0.0
     by_index = container.format.name in FRAME_COUNT_CONTAINERS
-    skip = _SkipPlan(video, origin, max_seconds, 0.0 if by_index else frame_step)
+    feeder = _Feeder(video, plan)
+    feeder.start()
     first = stream_start(video) - origin  # where an AVI's frame 0 sits on the timeline
-    frames_end, packets_end, index, errors = None, None, 0, []
+    frames_end, index, errors, video_done = None, 0, [], False
     streams = [video] + ([collector.stream] if collector is not None else [])
+
+    def take(frames) -> None:
+        nonlocal index, frames_end
+        for frame in frames:
+            by_pts = frame.time is not None and not by_index
+            time = frame.time - origin if by_pts else first + index * frame_step
+            picker.feed(time, frame)
+            index += 1
+            frames_end = max(frames_end or 0.0, time + frame_step)
+
     for packet in container.demux(streams):
         if packet.stream.index == video.index:
-            if picker.done:
+            if video_done or picker.done:
                 continue
-            skip.before(packet)
-            for frame in decode_packet(packet, path, errors):
-                by_pts = frame.time is not None and not by_index
-                time = frame.time - origin if by_pts else first + index * frame_step
-                picker.feed(time, frame)
-                index += 1
-                frames_end = max(frames_end or 0.0, time + frame_step)
-            if skip.enabled and packet.size and (end := _packet_end(packet, origin)) is not None:
-                packets_end = max(packets_end or 0.0, end)  # skipped frames still count for the duration
-        elif not collector.done(max_seconds):
+            if feeder.wants(packet):
+                take(decode_packet(packet, path, errors))
+            if feeder.finished:  # the rest is not needed: drain the frames the decoder still holds
+                take(_drain(video, path, errors))
+                video_done = True
+        elif not collector.done(picker.max_seconds):
             for frame in decode_packet(packet, path, errors):
                 collector.feed(frame)
-        if picker.done and (collector is None or collector.done(max_seconds)):
+        if (picker.done or video_done) and (collector is None or collector.done(picker.max_seconds)):
             break
-    if frames_end is not None and packets_end is not None:
-        frames_end = max(frames_end, packets_end)
     return frames_end, len(errors)
 
 
-def decode_pyav(path: str | Path, image_size: int = 224) -> DecodedVideo:
-    """Decode ``path`` with PyAV: T frames at t + 0.5 s and T seconds of 16 kHz mono audio."""
+def _drain(video, path: str | Path, errors: list[str]) -> list:
+    try:
+        frames = video.codec_context.decode(None)
+    except av.error.FFmpegError as err:
+        errors.append(str(err))
+        return []
+    for frame in frames:  # PyAV leaves the time base of drained frames unset (their time would be NaN)
+        frame.time_base = video.time_base
+    return frames
+
+
+def decode_pyav(path: str | Path, image_size: int = 224, threads: int = 0, plan: bool = True) -> DecodedVideo:
+    """Decode ``path`` with PyAV: T frames at t + 0.5 s and T seconds of 16 kHz mono audio.
+
+    threads: 0 lets FFmpeg choose (frame and slice threads: the shortest wall time on idle cores), 1 decodes
+    on one thread (the fewest CPU-seconds, for machines whose cores all decode), n uses n threads.
+    plan: decode only the packets the sampling rule needs (plan.py; exact); False decodes every packet (the
+    reference the tests compare with).
+    """
     with open_container(path) as container:
         video, audio = choose_streams(container, path)
         streams = describe_streams(container, video, audio)
         origin = stream_origin(video, audio)
         declared = declared_end(container, video, origin)
         max_seconds = check_seconds(path, declared) if declared is not None else None
-        video.thread_type = "AUTO"
+        _set_threads(video, threads)
+        scan = None
+        if plan and container.format.name not in FRAME_COUNT_CONTAINERS:
+            scan = scan_packets(path, video.index, origin)
+        actions = None
+        if scan is not None:
+            count = max_seconds if max_seconds is not None else whole_seconds(scan.end) + 1
+            actions = plan_packets(scan, sample_times(count))
         turn = Upright(path)
         picker = NearestFramePicker(max_seconds, lambda frame: clip_resize(turn(frame), image_size))
         collector = AudioCollector(audio, origin) if audio is not None else None
-        frames_end, errors = _decode_pass(container, video, picker, collector, max_seconds, path, origin)
+        frames_end, errors = _decode_pass(container, video, picker, collector, actions, path, origin)
         if frames_end is None:
             raise DecodeError(path, f"no video frame could be decoded ({errors} corrupt packets)")
         if errors:
@@ -381,6 +412,8 @@ def decode_pyav(path: str | Path, image_size: int = 224) -> DecodedVideo:
         if picker.done:
             seconds, duration = max_seconds, declared
         else:
+            if scan is not None:  # packets that were not decoded still count for where the video ends
+                frames_end = max(frames_end, scan.end)
             seconds, duration = seconds_decoded(path, declared, frames_end)
         frames, times = picker.finish(seconds)
         if collector is not None:
@@ -390,4 +423,14 @@ def decode_pyav(path: str | Path, image_size: int = 224) -> DecodedVideo:
     streams |= timeline_info(video, audio, origin) | turn.info()
     streams["audio_gaps"] = collector.gaps if collector is not None else 0
     streams["corrupt_packets"] = errors
+    if actions is not None:
+        streams["packets_sent"] = [int((actions == SEND).sum() + (actions == NONREF).sum()), len(actions)]
     return DecodedVideo(frames, wave, valid, times, duration, audio is not None, "pyav", streams)
+
+
+def _set_threads(video, threads: int) -> None:
+    if threads == 1:
+        video.thread_type = "NONE"
+    else:
+        video.thread_type = "AUTO"
+        video.thread_count = threads  # 0: FFmpeg's choice (one per core)

@@ -1,0 +1,94 @@
+"""Which video packets to decode so that the frame nearest each t + 0.5 s comes out as a full decode gives it.
+
+DESIGN.md §3 "Decoding": one frame per second is kept of 25-30, so most of the decode work is waste. A demux
+pass (no decoding: ~0.04 s for 60 s of 720p) reads every video packet's presentation time and keyframe flag;
+from those alone the frames the sampling rule takes are known exactly (``nearest_indices`` over the packet
+times, the same rule as a full decode). Then, per packet in decode order:
+
+* **needed** (the frame taken for some second): decoded in full;
+* **between a keyframe and a needed packet** of the same keyframe interval ("segment"): sent to the decoder
+  with FFmpeg's ``skip_frame = NONREF``, so reference frames are decoded (a needed frame may depend on them)
+  and non-reference frames, which nothing depends on, are dropped unseen;
+* **after the last needed packet of its segment**, or in a segment with no needed packet: never sent. The next
+  needed segment starts at a keyframe, a random access point, so the frames decoded there are unchanged.
+
+A needed frame presented before its segment's keyframe (a leading picture of an open GOP: HEVC RASL, H.264
+open-GOP B-frames) depends on the previous segment, which is then decoded in full. Frames that are decoded
+but not needed (the reference frames, leading pictures whose references were not sent) are never taken:
+every second's nearest frame is decoded, so the nearest decoded frame is it. The rule stays exact;
+tests/test_decode_fast.py compares every frame and timestamp with a decode of every frame.
+
+The plan is given up (every packet decoded, as before) when a packet has no timestamp.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from avaf.extract.decode.common import nearest_indices
+
+logger = logging.getLogger(__name__)
+
+SEND, NONREF, SKIP = 0, 1, 2  # what happens to a packet: decoded in full, decoded if a reference, not sent
+
+
+@dataclass
+class PacketScan:
+    """The video packets of one stream, in decode order (empty packets left out)."""
+
+    times: np.ndarray  # (P,) presentation time on the timeline (s)
+    keys: np.ndarray  # (P,) bool, keyframe flag
+    end: float  # where the last frame ends on the timeline (s): the latest pts + duration
+
+
+def scan_packets(path: str | Path, index: int, origin: float) -> PacketScan | None:
+    """Demux video stream ``index`` of ``path`` without decoding; None when some packet has no timestamp."""
+    times, keys, end = [], [], 0.0
+    with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        stream = container.streams[index]
+        if stream.time_base is None:
+            return None
+        base = float(stream.time_base)
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                if packet.pts is None:
+                    return None
+                time = packet.pts * base - origin
+                times.append(time)
+                keys.append(packet.is_keyframe)
+                end = max(end, time + (packet.duration or 0) * base)
+        except av.error.FFmpegError as err:  # a truncated or corrupt file: plan what could be read
+            logger.debug("%s: demux stopped early (%s)", path, err)
+    if not times:
+        return None
+    return PacketScan(np.asarray(times, np.float64), np.asarray(keys, bool), end)
+
+
+def plan_packets(scan: PacketScan, targets: np.ndarray) -> np.ndarray:
+    """(P,) SEND / NONREF / SKIP for each packet of ``scan`` (decode order), given the sample times."""
+    times, count = scan.times, len(scan.times)
+    by_time = np.argsort(times, kind="stable")  # presentation order
+    needed = np.zeros(count, bool)
+    needed[by_time[nearest_indices(times[by_time], targets)]] = True
+    keys = scan.keys.copy()
+    keys[0] = True  # a stream cut before its first keyframe: its first packets start a segment all the same
+    segment = np.cumsum(keys) - 1  # (P,) segment of each packet
+    starts = np.flatnonzero(keys)  # first packet (the keyframe) of each segment
+    last = np.full(len(starts), -1)  # last packet to send in each segment (-1: none)
+    for i in np.flatnonzero(needed):
+        s = segment[i]
+        last[s] = max(last[s], i)
+        if s > 0 and times[i] < times[starts[s]]:  # a leading picture: it refers to the previous segment
+            last[s - 1] = starts[s] - 1
+    action = np.full(count, SKIP, np.int8)
+    sent = np.arange(count) <= last[segment]
+    action[sent] = NONREF
+    action[needed] = SEND
+    return action
