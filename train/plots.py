@@ -107,14 +107,17 @@ def sweep_curve(points: Sequence[dict], axis_label: str, title: str, path: Path)
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     for group in _bar_or_line_groups(points):
-        ys = [p["test"][group]["mean"] for p in points]
+        ys = [_nan0(p["test"][group]["mean"]) for p in points]
         err = [p["test"][group]["std"] or 0.0 for p in points]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=group, lw=2.5 if group == OVERALL else 1.2)
+        (line,) = ax.plot(xs, ys, marker="o", label=group, lw=2.5 if group == OVERALL else 1.2)
+        if any(err):  # ± std over seeds as a band
+            lo, hi = [y - e for y, e in zip(ys, err)], [y + e for y, e in zip(ys, err)]
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
     positive = [x for x in xs if x > 0]
     if positive and max(xs) / min(positive) > 20:  # e.g. α from 0 to 10
         ax.set_xscale("symlog", linthresh=min(positive))
     ax.set_xticks(xs, [f"{x:g}" for x in xs], fontsize=8)
-    ax.set(title=title, xlabel=axis_label, ylabel="test accuracy (%)")
+    ax.set(title=title, xlabel=axis_label, ylabel="test accuracy (%, band: ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save(fig, path)
