@@ -259,17 +259,19 @@ def test_a_killed_writer_loses_only_work_in_flight(tmp_path, phase):
     victim = _start_writer(out, 1)
     while victim.stdout.readline().strip() != phase:
         pass
-    # Kill as soon as a temporary file of this phase exists: the write is really in flight.
+    # Kill as soon as a temporary file of this phase exists: the write is really in flight. A shard is
+    # written under a temporary name; the new shard is appended to feats.h5 in place, with a journal.
     folder = shard_dir(out) if phase == "shard" else tmp_path
+    mark = ".tmp-" if phase == "shard" else "-journal"
     for _ in range(2000):
-        if any(".tmp-" in p.name for p in folder.iterdir()):
+        if any(mark in p.name for p in folder.iterdir()):
             break
         subprocess.run(["sleep", "0.005"])
     victim.kill()
     victim.wait()
-    leftovers = [p for p in folder.iterdir() if ".tmp-" in p.name]
+    leftovers = [p for p in folder.iterdir() if mark in p.name]
     assert leftovers, "the kill came too late to interrupt a write"
-    assert _assert_store_consistent(out) == before  # the previous feats.h5 is intact
+    assert _assert_store_consistent(out) == before  # the previous feats.h5 is intact (rolled back)
     assert len(complete_shards(shard_dir(out))) == (1 if phase == "shard" else 2)
     # The next run picks up from there: the complete shards are merged, the leftovers ignored.
     again = _start_writer(out, 2)

@@ -15,6 +15,7 @@ import numpy as np
 
 from avaf.shared.errors import StoreError
 from avaf.shared.store import schema
+from avaf.shared.store.journal import recover
 from avaf.shared.store.schema import STR, Table
 from avaf.shared.version import avaf_version
 
@@ -22,6 +23,7 @@ from avaf.shared.version import avaf_version
 def open_h5(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
     """Open and validate a store or shard; every problem is a StoreError naming the file."""
     path = Path(path)
+    recover(path)  # an append killed midway is rolled back first (journal.py)
     if not path.is_file():
         raise StoreError(f"{path}: no such feature file")
     if path.stat().st_size == 0 or not h5py.is_hdf5(path):
@@ -112,16 +114,23 @@ def stack_rows(column: schema.Column, values: list, dims: dict[str, int], blocks
     return np.zeros((0, *tail), dtype=column.dtype)
 
 
-def create_column(f: h5py.File, path: str, column: schema.Column, data: np.ndarray) -> None:
+def create_column(
+    f: h5py.File, path: str, column: schema.Column, data: np.ndarray, growable: bool = False
+) -> None:
+    """A dataset holding `data`; `growable`: resizable along the rows (a store that later shards append to)."""
+    extra: dict = {"maxshape": (None, *data.shape[1:])} if growable else {}
     if column.dtype == STR:
-        f.create_dataset(path, data=data, dtype=h5py.string_dtype("utf-8"))
+        if growable:
+            extra["chunks"] = (1024,)
+        f.create_dataset(path, data=data, dtype=h5py.string_dtype("utf-8"), **extra)
         return
     rows = data.shape[0]
-    chunks = None
-    if rows:
-        per_row = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
-        chunks = (min(rows, schema.chunk_rows(per_row)), *data.shape[1:])
-    f.create_dataset(path, data=data, chunks=chunks)
+    per_row = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
+    if growable:  # room to grow: chunks of ~1 MB, or of 1024 rows for a small column
+        chunks = (min(schema.chunk_rows(per_row), max(rows, 1024)), *data.shape[1:])
+    else:
+        chunks = (min(rows, schema.chunk_rows(per_row)), *data.shape[1:]) if rows else None
+    f.create_dataset(path, data=data, chunks=chunks, **extra)
 
 
 def root_attrs(kind: str, config: dict, random_weights: list[str], signature: dict) -> dict:

@@ -7,6 +7,7 @@ killed at any moment leaves the previous store readable. Memory is bounded by CO
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -16,36 +17,132 @@ import numpy as np
 from avaf.shared.errors import StoreError
 from avaf.shared.files import atomic_path, check_room
 from avaf.shared.store import schema
-from avaf.shared.store.h5 import create_column, open_h5, read_column, read_strings, root_attrs
+from avaf.shared.store.h5 import create_column, open_h5, read_column, read_strings, read_table, root_attrs
+from avaf.shared.store.journal import JournaledFile, recover
 from avaf.shared.store.schema import KIND_SHARD, KIND_STORE, STR, Table
 
 COPY_BYTES = 64 << 20  # bytes per read while merging: bounds memory whatever the store's size
+BUILT_FROM = "built_from"  # root attribute of a store: JSON list of the shard file names it holds
+
+log = logging.getLogger(__name__)
 
 
 def build_store(shards: list[Path], out: str | os.PathLike) -> dict[str, int]:
-    """Merge complete shards into one self-contained store at `out`, replacing it atomically.
+    """Merge complete shards into one self-contained store at `out`.
 
     Later shards win: a video's features come from its latest successful shard, its run record from
     its latest attempt (a success is never hidden by an older failure), a question from its latest shard.
     Shards whose feature signature differs from the first one's are refused, naming both files.
-    A store that cannot fit (full disk, file-size limit; at most the shards' size) is refused before
-    writing, the previous one kept. Returns counts of what the store holds.
+
+    When `out` was built from a prefix of `shards` and the shards after it only add (new videos, new
+    questions, videos that had failed), they are appended to `out` in place, through a rollback journal
+    (journal.py): the cost is that of the new shards, and a killed append leaves the previous store.
+    Otherwise the store is rebuilt under a temporary name and renamed over `out`. A store that cannot fit
+    (full disk, file-size limit) is refused before writing, the previous one kept. Returns counts of what
+    the store holds.
     """
     out = Path(out)
     if not shards:
         raise StoreError(f"{out}: no complete shards to build from")
+    recover(out)
+    if out.is_file():
+        counts = _append(shards, out)
+        if counts is not None:
+            return counts
     check_room(out, sum(p.stat().st_size for p in shards) + (64 << 10))
     handles = [open_h5(p, kind=KIND_SHARD) for p in shards]
     try:
         plan = _merge_plan(shards, handles)
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
             f.attrs.update(plan["attrs"])
+            f.attrs[BUILT_FROM] = json.dumps([p.name for p in shards])
             for table in schema.TABLES:
                 _copy_table(f, table, handles, plan)
     finally:
         for h in handles:
             h.close()
     return plan["counts"]
+
+
+def _append(shards: list[Path], out: Path) -> dict[str, int] | None:
+    """Append the shards `out` was not built from (build_store's doc); None when a rebuild is needed."""
+    with open_h5(out, kind=KIND_STORE) as f:
+        built = json.loads(f.attrs.get(BUILT_FROM, "null"))
+        names = [p.name for p in shards]
+        if built is None or names[: len(built)] != built:
+            return None  # an older store, or shards removed or renamed since
+        growable = all(
+            t.path(c.name) in f and f[t.path(c.name)].maxshape[0] is None
+            for t in schema.TABLES
+            for c in t.columns
+        )
+        if not growable:
+            return None  # written before stores could grow, or before a column was added
+        new = shards[len(built) :]
+        if not new:
+            return _counts(f)
+        signature, random_weights = f.attrs["signature"], json.loads(f.attrs["random_weights"])
+        videos = set(read_strings(f, schema.VIDEOS, "video_id"))
+        questions = set(f[schema.QUESTIONS.path("question_id")][...].tolist())
+        run_row = {v: i for i, v in enumerate(read_strings(f, schema.RUNS, "video_id"))}
+        start = {t.group: f[t.path(t.names[0])].shape[0] for t in schema.TABLES}
+    handles = [open_h5(p, kind=KIND_SHARD) for p in new]
+    try:
+        if any(h.attrs["signature"] != signature for h in handles):
+            return None  # the rebuild refuses it, naming the shards
+        plan = _merge_plan(new, handles)
+        vids = [read_strings(h, schema.VIDEOS, "video_id") for h in handles]
+        qids = [h[schema.QUESTIONS.path("question_id")][...] for h in handles]
+        runs = [read_table(h, schema.RUNS) for h in handles]
+        added_videos = {vids[s][i] for s, i in plan["rows"]["videos"]}
+        added_questions = {int(qids[s][i]) for s, i in plan["rows"]["questions"]}
+        if added_videos & videos or added_questions & questions:
+            return None  # features replaced, not added
+        appended, replaced = [], {}
+        for s, i in plan["rows"]["runs"]:
+            vid, status = runs[s]["video_id"][i], runs[s]["status"][i]
+            if vid not in run_row:
+                appended.append((s, i))
+            elif status == schema.STATUS_OK or vid not in videos:  # a success is never hidden by a failure
+                replaced[run_row[vid]] = (s, i)
+        plan["rows"]["runs"] = appended
+        check_room(out, sum(p.stat().st_size for p in new) + (64 << 10))
+        with JournaledFile(out) as jf:
+            with h5py.File(jf, "r+") as f:
+                for table in schema.TABLES:
+                    _copy_table(f, table, handles, plan, start)
+                for row, (s, i) in sorted(replaced.items()):
+                    for column in schema.RUNS.columns:
+                        f[schema.RUNS.path(column.name)][row] = runs[s][column.name][i]
+                attrs = dict(plan["attrs"])
+                attrs["random_weights"] = json.dumps(
+                    sorted(set(random_weights) | set(json.loads(attrs["random_weights"])))
+                )
+                f.attrs.update(attrs)
+                f.attrs[BUILT_FROM] = json.dumps(names)
+            jf.commit()
+        log.info(
+            "%s: appended %d shards (%d videos, %d questions)",
+            out,
+            len(new),
+            len(added_videos),
+            len(added_questions),
+        )
+    finally:
+        for h in handles:
+            h.close()
+    with open_h5(out, kind=KIND_STORE) as f:
+        return _counts(f)
+
+
+def _counts(f: h5py.File) -> dict[str, int]:
+    status = read_strings(f, schema.RUNS, "status")
+    return {
+        "videos": f[schema.VIDEOS.path("video_id")].shape[0],
+        "questions": f[schema.QUESTIONS.path("question_id")].shape[0],
+        "runs": len(status),
+        "failed": int(np.sum(status == schema.STATUS_FAILED)),
+    }
 
 
 def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
@@ -90,8 +187,13 @@ def _runs_of(rows: list[tuple[int, int]], shard: int) -> np.ndarray:
     return np.array([i for s, i in rows if s == shard], dtype=np.int64)
 
 
-def _copy_table(f: h5py.File, table: Table, handles: list[h5py.File], plan: dict) -> None:
-    """Copy the selected rows of one table from every shard, shard by shard, in bounded pieces."""
+def _copy_table(
+    f: h5py.File, table: Table, handles: list[h5py.File], plan: dict, start: dict[str, int] | None = None
+) -> None:
+    """Copy the selected rows of one table from every shard, shard by shard, in bounded pieces.
+
+    start: None writes new datasets; else the row counts of the store's tables, after which the rows are
+    appended (offsets into the ragged children shifted accordingly)."""
     if table.group in schema.RAGGED:
         return  # copied with its parent
     rows = plan["rows"][table.group]
@@ -102,14 +204,25 @@ def _copy_table(f: h5py.File, table: Table, handles: list[h5py.File], plan: dict
             continue
         parts = [read_column(h, table, column)[sel] for h, sel in zip(handles, selected) if len(sel)]
         merged = np.concatenate(parts) if parts else read_column(handles[0], table, column)[:0]
-        create_column(
-            f, table.path(column.name), column, merged.astype(object) if column.dtype == STR else merged
-        )
+        _put(f, table, column, merged, None if start is None else start[table.group])
     for child_group, (_, off_name, len_name) in children:
-        _copy_ragged(f, schema.TABLE_BY_GROUP[child_group], table, off_name, len_name, handles, selected)
+        child = schema.TABLE_BY_GROUP[child_group]
+        _copy_ragged(f, child, table, off_name, len_name, handles, selected, start)
 
 
-def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, selected) -> None:
+def _put(f: h5py.File, table: Table, column: schema.Column, data: np.ndarray, at: int | None) -> None:
+    """`data` as a new dataset (at None, growable), or written as rows at.. of the existing one."""
+    data = data.astype(object) if column.dtype == STR else data
+    if at is None:
+        create_column(f, table.path(column.name), column, data, growable=True)
+        return
+    ds = f[table.path(column.name)]
+    ds.resize(at + len(data), axis=0)
+    if len(data):
+        ds[at:] = data
+
+
+def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, selected, start) -> None:
     """Copy the child rows (seconds, words) of the selected parent rows and write fresh offsets."""
     spans = []  # (shard, start, length) per selected parent row, in store order
     for s, (h, sel) in enumerate(zip(handles, selected)):
@@ -118,13 +231,15 @@ def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, se
             lengths = h[parent.path(len_name)][...][sel]
             spans += [(s, int(a), int(n)) for a, n in zip(starts, lengths)]
     lengths = np.array([n for _, _, n in spans], dtype=np.int32)
-    offsets = (
+    first = 0 if start is None else start[child.group]
+    offsets = first + (
         np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]])
         if len(spans)
         else np.zeros(0, np.int64)
     )
-    create_column(f, parent.path(off_name), parent.column(off_name), offsets.astype(np.int64))
-    create_column(f, parent.path(len_name), parent.column(len_name), lengths)
+    at = None if start is None else start[parent.group]
+    _put(f, parent, parent.column(off_name), offsets.astype(np.int64), at)
+    _put(f, parent, parent.column(len_name), lengths, at)
     total = int(lengths.sum())
     for column in child.columns:
         src0 = handles[0][child.path(column.name)]
@@ -133,18 +248,22 @@ def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, se
             src0.shape[1:],
         )
         per_row = max(1, int(np.prod(tail, dtype=np.int64)) * np.dtype(column.dtype).itemsize)
-        ds = f.create_dataset(
-            child.path(column.name),
-            shape=(total, *tail),
-            dtype=column.dtype,
-            chunks=(min(total, schema.chunk_rows(per_row)), *tail) if total else None,
-        )
-        _copy_spans(ds, handles, child.path(column.name), spans, max(1, COPY_BYTES // per_row))
+        if start is None:
+            ds = f.create_dataset(
+                child.path(column.name),
+                shape=(total, *tail),
+                maxshape=(None, *tail),
+                dtype=column.dtype,
+                chunks=(min(schema.chunk_rows(per_row), max(total, 1024)), *tail),
+            )
+        else:
+            ds = f[child.path(column.name)]
+            ds.resize(first + total, axis=0)
+        _copy_spans(ds, handles, child.path(column.name), spans, max(1, COPY_BYTES // per_row), first)
 
 
-def _copy_spans(ds: h5py.Dataset, handles, path: str, spans, max_rows: int) -> None:
-    """Copy spans, coalescing neighbours of one shard into one read of at most max_rows rows."""
-    dest = 0
+def _copy_spans(ds: h5py.Dataset, handles, path: str, spans, max_rows: int, dest: int = 0) -> None:
+    """Copy spans to rows dest.., coalescing neighbours of one shard into one read of at most max_rows rows."""
     i = 0
     while i < len(spans):
         s, start, n = spans[i]
