@@ -34,9 +34,16 @@ class InputConfig:
 class DecodeConfig:
     backend: str = option(
         "auto",
-        "Video decoder: auto (PyAV, the faster here; decord if PyAV fails), pyav, or decord (falls back to PyAV).",
+        "Video decoder: auto (torchcodec-cuda where torchcodec and a GPU are there, else PyAV; decord if PyAV "
+        "fails), pyav, decord, torchcodec or torchcodec-cuda (both fall back to PyAV, saying why).",
         flag="decoder",
-        choices=("auto", "pyav", "decord"),
+        choices=("auto", "pyav", "decord", "torchcodec", "torchcodec-cuda"),
+    )
+    threads: int = option(
+        0,
+        "FFmpeg decoding threads per video: 0 FFmpeg's choice (shortest wall time on idle cores), 1 the "
+        "fewest CPU-seconds (when every core decodes).",
+        flag="decode-threads",
     )
     image_size: int | None = (
         None  # frames resized (shorter side) + centre-cropped to this; None: CLIP's input

@@ -74,21 +74,25 @@ from avaf.extract.decode.pyav_backend import (
     read_audio,
     stream_start,
 )
+from avaf.extract.decode.torchcodec_backend import TORCHCODEC_MISSING, decode_torchcodec, torchcodec_problem
 
 __all__ = [
     "AUTO_ORDER",
     "AUDIO_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "DECORD_MISSING",
+    "TORCHCODEC_MISSING",
     "DecodeError",
     "DecodedVideo",
     "MediaError",
+    "auto_order",
     "check_backend",
     "decode_audio_file",
     "decode_video",
     "decode_with_fallback",
     "find_media",
     "scan_media",
+    "torchcodec_problem",
     "video_id",
     "whole_seconds",
 ]
@@ -123,17 +127,31 @@ def decord_problem() -> str | None:
 def require_known_backend(backend: str) -> None:
     """ValueError unless `backend` is "auto" or one of BACKENDS."""
     if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'pyav' or 'decord'")
+        known = ", ".join(repr(b) for b in ("auto", *BACKENDS))
+        raise ValueError(f"unknown backend {backend!r}: expected one of {known}")
 
 
 def check_backend(backend: str) -> None:
-    """Refuse, before any work, a backend that is unknown or not installed here (ValueError, one line)."""
+    """Refuse, before any work, a backend that is unknown or not installed here (ValueError, one line).
+
+    torchcodec is the exception: without it (or the system's FFmpeg, or CUDA) one line says so and PyAV
+    decodes instead; each video records which decoder served it.
+    """
     require_known_backend(backend)
     problem = decord_problem() if backend in ("auto", "decord") else None
     if problem and backend == "decord":
         raise ValueError(f"--decoder decord: {problem}; or use --decoder auto (PyAV)")
     if problem:
         logger.info("--decoder auto uses PyAV alone (%s)", problem)
+    if backend in FALLBACKS and (problem := torchcodec_problem(TORCHCODEC_DEVICE[backend])):
+        logger.warning("--decoder %s: %s; decoding with PyAV instead", backend, problem)
+
+
+def auto_order() -> tuple[str, ...]:
+    """The backends "auto" tries, in order: torchcodec-cuda first where it can decode on a GPU here."""
+    if torchcodec_problem("cuda") is None:
+        return ("torchcodec-cuda", *AUTO_ORDER)
+    return tuple(AUTO_ORDER)
 
 
 def _decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
@@ -145,42 +163,82 @@ def _decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
     return decode_decord(path, image_size)
 
 
-BACKENDS: dict[str, Callable[..., DecodedVideo]] = {"pyav": decode_pyav, "decord": _decode_decord}
+def _decode_torchcodec_cpu(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
+    return decode_torchcodec(path, image_size, "cpu", threads)
+
+
+def _decode_torchcodec_cuda(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
+    return decode_torchcodec(path, image_size, "cuda", threads)
+
+
+def _decode_decord_any(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
+    return _decode_decord(path, image_size)
+
+
+BACKENDS: dict[str, Callable[..., DecodedVideo]] = {
+    "pyav": decode_pyav,
+    "decord": _decode_decord_any,
+    "torchcodec": _decode_torchcodec_cpu,
+    "torchcodec-cuda": _decode_torchcodec_cuda,
+}
+TORCHCODEC_DEVICE = {"torchcodec": "cpu", "torchcodec-cuda": "cuda"}
+# asked for by name, these fall back to PyAV on a failure (missing library, FFmpeg or GPU; a refused file)
+FALLBACKS = {name: (name, "pyav") for name in TORCHCODEC_DEVICE}
 
 
 def is_audio_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
+def _run(backend: str, path: str | Path, image_size: int, threads: int) -> DecodedVideo:
+    # a backend is called (path, image_size) unless threads are asked for: a plain two-argument decode
+    # function can stand in for one (tests do)
+    run = BACKENDS[backend]
+    return run(path, image_size, threads) if threads else run(path, image_size)
+
+
 def decode_with_fallback(
     path: str | Path,
-    order: tuple[str, ...] = AUTO_ORDER,
+    order: tuple[str, ...] | None = None,
     image_size: int = 224,
     on_attempt: Callable[[str], None] | None = None,
+    threads: int = 0,
 ) -> DecodedVideo:
-    """Try the backends in ``order``; a backend failure moves on, a MediaError (the file itself) does not."""
+    """Try the backends in ``order`` (default ``auto_order()``); a backend failure moves on, a MediaError (the
+    file itself) does not. The failures before the one that served go to ``streams["failed_attempts"]``."""
     problems = []
-    for backend in order:
+    for backend in order if order is not None else auto_order():
         if on_attempt is not None:
             on_attempt(backend)
         try:
-            return BACKENDS[backend](path, image_size)
+            video = _run(backend, path, image_size, threads)
         except MediaError:
             raise
         except DecodeError as err:
             logger.info("%s: %s failed (%s), trying the next backend", path, backend, err.problem)
             problems.append(f"{backend}: {err.problem}")
+            continue
+        if problems:
+            video.streams["failed_attempts"] = problems
+        return video
     raise DecodeError(path, "every backend failed: " + "; ".join(problems))
 
 
-def decode_video(path: str | Path, backend: str = "auto", image_size: int = 224) -> DecodedVideo:
-    """Decode one video (or audio-only file, by extension) into T frames and T seconds of audio."""
+def decode_video(
+    path: str | Path, backend: str = "auto", image_size: int = 224, threads: int = 0
+) -> DecodedVideo:
+    """Decode one video (or audio-only file, by extension) into T frames and T seconds of audio.
+
+    threads: FFmpeg decoding threads (0: FFmpeg's choice; 1: the fewest CPU-seconds), PyAV and torchcodec.
+    """
     require_known_backend(backend)
     if is_audio_file(path):
         return decode_audio_file(path)
     if backend == "auto":
-        return decode_with_fallback(path, AUTO_ORDER, image_size)
-    return BACKENDS[backend](path, image_size)
+        return decode_with_fallback(path, auto_order(), image_size, threads=threads)
+    if backend in FALLBACKS:
+        return decode_with_fallback(path, FALLBACKS[backend], image_size, threads=threads)
+    return _run(backend, path, image_size, threads)
 
 
 def _librosa_load(path: str | Path) -> np.ndarray | None:

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from avaf.extract.decode import backends
 from avaf.extract.decode.common import DecodedVideo, DecodeError
 
@@ -45,14 +47,16 @@ def _serve(conn, initializer: Callable | None, initargs: tuple) -> None:
             return
         if job is None:
             return
-        path, backend, order, image_size = job
+        path, backend, order, image_size, threads = job
         try:
             if order:
                 result = backends.decode_with_fallback(
-                    path, order, image_size, lambda b: conn.send(("attempt", b))
+                    path, order, image_size, lambda b: conn.send(("attempt", b)), threads=threads
                 )
             else:
-                result = backends.decode_video(path, backend, image_size)
+                result = backends.decode_video(path, backend, image_size, threads=threads)
+            if not isinstance(result.frames, np.ndarray):  # torchcodec-cuda: a CUDA tensor cannot cross
+                result.frames = result.frames.cpu().numpy()
             conn.send(("ok", result))
         except DecodeError as err:
             conn.send(("error", err))
@@ -164,11 +168,11 @@ class IsolatedDecoder:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _run(self, path: str, timeout_s: float, backend: str, order: tuple, image_size: int) -> DecodedVideo:
+    def _run(self, path: str, timeout_s: float, backend: str, order: tuple, *options) -> DecodedVideo:
         """One job in the child; raises _ChildLost on a timeout or a death."""
         self._start()
         try:
-            self._conn.send((path, backend, order, image_size))
+            self._conn.send((path, backend, order, *options))
             return self._wait(timeout_s)
         except (_ChildLost, DecodeError):
             raise
@@ -199,17 +203,27 @@ class IsolatedDecoder:
             return value
 
     def decode(
-        self, path: str | Path, timeout_s: float, backend: str = "auto", image_size: int = 224
+        self,
+        path: str | Path,
+        timeout_s: float,
+        backend: str = "auto",
+        image_size: int = 224,
+        threads: int = 0,
     ) -> DecodedVideo:
-        """``decode_video(path, backend, image_size)`` in the child, within ``timeout_s`` per attempt."""
+        """``decode_video(path, backend, image_size, threads)`` in the child, within ``timeout_s`` per attempt;
+        frames come back as a NumPy array (torchcodec-cuda's too)."""
         backends.require_known_backend(backend)
         path = str(path)
-        order = tuple(backends.AUTO_ORDER) if backend == "auto" and not backends.is_audio_file(path) else ()
+        order = ()
+        if not backends.is_audio_file(path) and backend == "auto":
+            order = backends.auto_order()
+        elif not backends.is_audio_file(path) and backend in backends.FALLBACKS:
+            order = backends.FALLBACKS[backend]
         lost: list[str] = []
         with self._lock:
             while True:
                 try:
-                    result = self._run(path, timeout_s, backend, order, image_size)
+                    result = self._run(path, timeout_s, backend, order, image_size, threads)
                 except _ChildLost as err:
                     lost.append(f"{err.backend or backend}: {err.problem}")
                     tried = order.index(err.backend) + 1 if err.backend in order else len(order)
@@ -219,7 +233,7 @@ class IsolatedDecoder:
                     logger.warning("%s: %s; retrying with %s in a fresh process", path, lost[-1], order[0])
                     continue
                 if lost:
-                    result.streams["failed_attempts"] = lost
+                    result.streams["failed_attempts"] = lost + result.streams.get("failed_attempts", [])
                 return result
 
 

@@ -1,20 +1,26 @@
-"""Benchmark: decode speed of avaf's backends against the naive approach of AVQA repositories.
+"""Benchmark: CPU-seconds per video of avaf's decoders against the naive route of the AVQA repositories.
 
-Generates a handful of realistic clips with PyAV (60 s, 640x360, H.264 High CRF 23 with B-frames and a
-keyframe every 250 frames, AAC stereo 44.1 kHz; textured scenes panning with sensor noise and a scene cut
-every 10 s, 25 and 30 fps), then times, per video, in this process:
+Generates realistic clips with PyAV (60 s, H.264 High CRF 23 with B-frames, textured scenes panning with
+sensor noise and a scene cut every 10 s, 25 and 30 fps, AAC stereo 44.1 kHz) at each ``--sizes``, with a
+keyframe every 250 frames (``--gops 250``, like YouTube) and, as a dense-keyframe variant, every 12; then
+times every route on every clip, interleaved clip by clip so load changes hit all alike:
 
-* pyav / decord: ``avaf.extract.decode.backends.decode_video(path, backend)`` (frames CLIP-resized + 16 kHz audio);
-* pyav isolated: the same through ``decode_isolated`` (a reused child process; CPU read from /proc);
-* naive: what AVQA repositories do — the ffmpeg CLI writes 1-fps JPEG frames and a 16 kHz mono WAV to disk,
-  then they are read back (PIL + the same CLIP resize, soundfile). Needs an ffmpeg binary: ``--ffmpeg``,
-  else ``ffmpeg`` on PATH, else the one shipped in the imageio-ffmpeg wheel; skipped when there is none.
+* naive: what AVQA repositories do, ``ffmpeg -i x.mp4 -vf fps=1 -q:v 2 %04d.jpg`` plus a 16 kHz mono WAV,
+  then the JPEGs and the WAV read back (PIL + the same CLIP resize, soundfile). With the ffmpeg CLI
+  (``--ffmpeg``, else on PATH) its processes are counted; without one, the route is reproduced in this
+  process with PyAV: every frame decoded (FFmpeg's threads, as the CLI), FFmpeg's fps=1 filter, an MJPEG
+  encode at qscale 2 per kept frame written to disk, the audio resampled to a 16 kHz WAV.
+* default: ``decode_video(path)`` as avaf-extract runs it (PyAV, only the packets the sampling rule needs);
+* 1 thread: the same on one decoding thread (the fewest CPU-seconds when every core decodes);
+* every frame: PyAV decoding every packet (the exact reference, and avaf's route before the packet plan);
+* decord, torchcodec: when installed (torchcodec needs the system's FFmpeg libraries).
 
-Prints the machine, then videos/s (wall clock, one video at a time), CPU-seconds per video and the 1-minute
-load average after each method (other work on the machine inflates wall times). Not a test: it never
-asserts a time.
+``--device cuda`` adds torchcodec-cuda (NVDEC decode, resize on the GPU) and counts GPU wall time too.
+CPU-seconds are user + system time of this process and its children (every thread), not wall time; the
+1-minute load average is printed before and after each table (others' work inflates wall times more than
+CPU-seconds). Not a test: it never asserts a time.
 
-    python tests/benchmarks/bench_decode.py --videos 5
+    python tests/benchmarks/bench_decode.py --sizes 640x360,1280x720,1920x1080 --workdir /tmp/clips
 """
 
 from __future__ import annotations
@@ -55,10 +61,12 @@ def _scene(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return np.clip(smooth + detail, 0, 255).astype(np.int16)
 
 
-def make_video(path: Path, seconds: int, width: int, height: int, fps: int, seed: int) -> None:
+def make_video(
+    path: Path, seconds: int, width: int, height: int, fps: int, seed: int, gop: int = 250
+) -> None:
     rng = np.random.default_rng(seed)
     with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "fast", "g": "250"})
+        video = out.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "fast", "g": str(gop)})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         audio = out.add_stream("aac", rate=44100, layout="stereo")
         scene = _scene(rng, width, height)
@@ -97,22 +105,77 @@ def find_ffmpeg(explicit: str | None) -> tuple[str | None, str]:
         return None, "none found"
 
 
-def naive(path: Path, ffmpeg: str, work: Path) -> None:
-    """ffmpeg -> 1 fps JPEGs + 16 kHz WAV on disk, then read back and CLIP-resized."""
+def naive_cli(path: Path, ffmpeg: str, work: Path) -> None:
+    """The ffmpeg CLI writes 1-fps JPEGs at -q:v 2 and a 16 kHz mono WAV; both are read back."""
+    folder = _fresh(work / path.stem)
+    quiet = [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(path)]
+    subprocess.run([*quiet, "-vf", "fps=1", "-q:v", "2", str(folder / "%04d.jpg")], check=True)
+    subprocess.run([*quiet, "-ac", "1", "-ar", "16000", str(folder / "audio.wav")], check=True)
+    _read_back(folder)
+
+
+def naive_pyav(path: Path, work: Path) -> None:
+    """The same route reproduced with PyAV (no ffmpeg CLI here): every frame decoded with FFmpeg's threads,
+    FFmpeg's fps=1 filter, an MJPEG at qscale 2 (-q:v 2) per kept frame written to disk, a 16 kHz mono WAV."""
+    folder = _fresh(work / path.stem)
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        video.thread_type = "AUTO"
+        graph = av.filter.Graph()
+        chain = [graph.add_buffer(template=video), graph.add("fps", "1"), graph.add("buffersink")]
+        graph.link_nodes(*chain).configure()
+        jpeg = av.CodecContext.create("mjpeg", "w")
+        jpeg.width, jpeg.height, jpeg.pix_fmt = video.width, video.height, "yuvj420p"
+        jpeg.time_base = video.time_base
+        jpeg.options = {"flags": "+qscale", "qmin": "2", "qmax": "2"}  # -q:v 2
+        count = 0
+
+        def write(frame) -> None:
+            nonlocal count
+            for packet in jpeg.encode(frame.reformat(format="yuvj420p")):
+                count += 1
+                (folder / f"{count:04d}.jpg").write_bytes(bytes(packet))
+
+        for frame in container.decode(video):
+            graph.push(frame)
+            while True:
+                try:
+                    write(graph.pull())
+                except (av.error.BlockingIOError, av.error.EOFError):
+                    break
+        graph.push(None)
+        while True:
+            try:
+                write(graph.pull())
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
+    with av.open(str(path)) as container, av.open(str(folder / "audio.wav"), "w") as out:
+        audio = container.streams.audio[0]
+        pcm = out.add_stream("pcm_s16le", rate=16000, layout="mono")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        for frame in container.decode(audio):
+            for piece in resampler.resample(frame):
+                out.mux(pcm.encode(piece))
+        for piece in resampler.resample(None):
+            out.mux(pcm.encode(piece))
+        out.mux(pcm.encode(None))
+    _read_back(folder)
+
+
+def _fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _read_back(folder: Path) -> None:
     import soundfile
 
     from avaf.extract.decode.common import clip_resize
 
-    frames_dir = work / path.stem
-    shutil.rmtree(frames_dir, ignore_errors=True)
-    frames_dir.mkdir()
-    quiet = [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(path)]
-    subprocess.run([*quiet, "-vf", "fps=1", str(frames_dir / "%06d.jpg")], check=True)
-    subprocess.run([*quiet, "-ac", "1", "-ar", "16000", str(frames_dir / "audio.wav")], check=True)
-    frames = [
-        clip_resize(np.asarray(Image.open(f).convert("RGB")), 224) for f in sorted(frames_dir.glob("*.jpg"))
-    ]
-    wave, _ = soundfile.read(frames_dir / "audio.wav", dtype="float32")
+    jpegs = sorted(folder.glob("*.jpg"))
+    frames = [clip_resize(np.asarray(Image.open(f).convert("RGB")), 224) for f in jpegs]
+    wave, _ = soundfile.read(folder / "audio.wav", dtype="float32")
     assert len(frames) > 0 and len(wave) > 0
 
 
@@ -132,10 +195,11 @@ def _cpu_now(extra) -> float:
     return time.process_time() + _child_cpu_s() + extra()
 
 
-def timed(methods: dict[str, tuple], videos: list[Path], repeat: int) -> None:
-    """Times every method on every video, interleaved (video by video) so load changes hit all alike."""
+def timed(methods: dict[str, tuple], videos: list[Path], repeat: int) -> dict[str, float]:
+    """Times every method on every video, interleaved (video by video); returns CPU-s per video by method."""
     wall = dict.fromkeys(methods, 0.0)
     cpu = dict.fromkeys(methods, 0.0)
+    print(f"(1-minute load average before: {os.getloadavg()[0]:.2f})")
     for run, _ in methods.values():
         run(videos[0])  # warm-up: imports, first-call costs
     for _ in range(repeat):
@@ -146,59 +210,94 @@ def timed(methods: dict[str, tuple], videos: list[Path], repeat: int) -> None:
                 wall[name] += time.perf_counter() - w0
                 cpu[name] += _cpu_now(extra) - c0
     n = len(videos) * repeat
-    print(f"{'method':<16} {'videos/s':>8} {'s/video':>10} {'CPU-s/video':>12}")
+    naive = next((cpu[k] for k in cpu if k.startswith("naive")), None)
+    print(f"{'route':<22} {'videos/s':>8} {'s/video':>8} {'CPU-s/video':>12} {'of naive':>9}")
     for name in methods:
-        print(f"{name:<16} {n / wall[name]:8.3f} {wall[name] / n:10.2f} {cpu[name] / n:12.2f}")
-    print(f"(1-minute load average at the end: {os.getloadavg()[0]:.2f})")
+        share = f"{cpu[name] / naive:9.0%}" if naive else ""
+        print(f"{name:<22} {n / wall[name]:8.3f} {wall[name] / n:8.2f} {cpu[name] / n:12.2f} {share}")
+    print(f"(1-minute load average after: {os.getloadavg()[0]:.2f})\n")
+    return {k: v / n for k, v in cpu.items()}
+
+
+def routes(args, work: Path) -> dict[str, tuple]:
+    """The decode routes to time: name -> (run(path), extra CPU-seconds counter)."""
+    from avaf.extract.decode import backends
+    from avaf.extract.decode.pyav_backend import decode_pyav
+
+    none = lambda: 0.0  # noqa: E731
+    ffmpeg, origin = find_ffmpeg(args.ffmpeg)
+    (work / "naive").mkdir(exist_ok=True)
+    if ffmpeg:
+        methods = {"naive (ffmpeg CLI)": (lambda p: naive_cli(p, ffmpeg, work / "naive"), none)}
+    else:
+        methods = {"naive (PyAV replica)": (lambda p: naive_pyav(p, work / "naive"), none)}
+    print(f"naive route: {ffmpeg or 'no ffmpeg CLI here, reproduced with PyAV'} ({origin})")
+    methods["default"] = (lambda p: backends.decode_video(p), none)
+    methods["default, 1 thread"] = (lambda p: decode_pyav(p, threads=1), none)
+    methods["every frame"] = (lambda p: decode_pyav(p, plan=False), none)
+    if backends.decord_problem() is None and not args.no_decord:
+        methods["decord"] = (lambda p: backends.decode_video(p, "decord"), none)
+    problem = backends.torchcodec_problem("cpu")
+    if problem is None:
+        methods["torchcodec"] = (lambda p: backends.decode_video(p, "torchcodec"), none)
+    else:
+        print(f"torchcodec: skipped ({problem})")
+    if args.device == "cuda":
+        problem = backends.torchcodec_problem("cuda")
+        if problem is not None:
+            raise SystemExit(f"--device cuda: {problem}")
+        methods["torchcodec-cuda"] = (lambda p: _cuda_run(backends, p), none)
+    return methods
+
+
+def _cuda_run(backends, path: Path) -> None:
+    import torch
+
+    video = backends.decode_video(path, "torchcodec-cuda")
+    assert video.frames.is_cuda
+    torch.cuda.synchronize()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--videos", type=int, default=5, help="how many clips to generate")
+    parser.add_argument("--videos", type=int, default=2, help="clips per size and keyframe interval")
     parser.add_argument("--seconds", type=int, default=60, help="length of each clip")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=360)
-    parser.add_argument("--repeat", type=int, default=2, help="passes over the clips")
-    parser.add_argument("--ffmpeg", help="ffmpeg binary for the naive baseline")
+    parser.add_argument("--sizes", default="640x360,1280x720,1920x1080", help="WIDTHxHEIGHT,...")
+    parser.add_argument("--gops", default="250,12", help="keyframe intervals (frames), one table each")
+    parser.add_argument("--repeat", type=int, default=1, help="passes over the clips")
+    parser.add_argument("--ffmpeg", help="ffmpeg binary for the naive route (default: on PATH, else PyAV)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: add torchcodec-cuda")
+    parser.add_argument("--no-decord", action="store_true", help="leave decord out")
     parser.add_argument("--workdir", type=Path, help="keep the clips here (default: a temporary folder)")
     args = parser.parse_args()
 
-    import decord
-
-    from avaf.extract.decode.backends import decode_video
-    from avaf.extract.decode.worker import IsolatedDecoder
-
     print(f"machine: {machine()}")
-    print(
-        f"PyAV {av.__version__} (libavcodec {av.library_versions['libavcodec']}), decord {decord.__version__}"
-    )
-    ffmpeg, origin = find_ffmpeg(args.ffmpeg)
-    print(f"ffmpeg CLI for the naive baseline: {ffmpeg} ({origin})")
+    print(f"PyAV {av.__version__} (libavcodec {av.library_versions['libavcodec']})")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="avaf-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    t0, videos = time.perf_counter(), []
-    for i in range(args.videos):
-        path = work / f"clip{i}_{args.width}x{args.height}_{args.seconds}s.mp4"
-        if not path.exists():
-            make_video(path, args.seconds, args.width, args.height, fps=(25, 30)[i % 2], seed=i)
-        videos.append(path)
-    mbps = np.mean([p.stat().st_size * 8 / args.seconds / 1e6 for p in videos])
-    print(
-        f"{len(videos)} clips of {args.seconds} s {args.width}x{args.height}, {mbps:.2f} Mbit/s on average",
-        end="",
-    )
-    print(f" (made in {time.perf_counter() - t0:.0f} s) in {work}; {args.repeat} passes\n")
-    methods = {
-        "pyav": (lambda p: decode_video(p, backend="pyav"), lambda: 0.0),
-        "decord": (lambda p: decode_video(p, backend="decord"), lambda: 0.0),
-    }
-    with IsolatedDecoder() as isolated:
-        child_cpu = lambda: _proc_cpu_s(isolated.pid)  # noqa: E731
-        methods["pyav isolated"] = (lambda p: isolated.decode(p, 600, backend="pyav"), child_cpu)
-        if ffmpeg:
-            (work / "naive").mkdir(exist_ok=True)
-            methods["naive ffmpeg"] = (lambda p: naive(p, ffmpeg, work / "naive"), lambda: 0.0)
-        timed(methods, videos, args.repeat)
+    methods = routes(args, work)
+    summary = []
+    for size in args.sizes.split(","):
+        width, height = (int(x) for x in size.split("x"))
+        for gop in (int(g) for g in args.gops.split(",")):
+            t0, videos = time.perf_counter(), []
+            for i in range(args.videos):
+                path = work / f"clip{i}_{width}x{height}_gop{gop}_{args.seconds}s.mp4"
+                if not path.exists():
+                    make_video(path, args.seconds, width, height, (25, 30)[i % 2], i, gop)
+                videos.append(path)
+            mbps = np.mean([p.stat().st_size * 8 / args.seconds / 1e6 for p in videos])
+            print(
+                f"{len(videos)} clips of {args.seconds} s {width}x{height}, keyframe every {gop} frames, ",
+                end="",
+            )
+            print(f"{mbps:.2f} Mbit/s (ready in {time.perf_counter() - t0:.0f} s); {args.repeat} passes")
+            cpu = timed(methods, videos, args.repeat)
+            naive = next(v for k, v in cpu.items() if k.startswith("naive"))
+            summary.append((f"{width}x{height} gop {gop}", naive, cpu["default"], cpu["default, 1 thread"]))
+    print(f"{'CPU-s/video':<22} {'naive':>7} {'default':>8} {'1 thread':>9} {'default/naive':>14}")
+    for name, naive, default, single in summary:
+        print(f"{name:<22} {naive:7.2f} {default:8.2f} {single:9.2f} {default / naive:14.0%}")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 
