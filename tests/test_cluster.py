@@ -71,39 +71,38 @@ def cluster():
         yield c, decode, gpu
 
 
-class NodeKiller(threading.Thread):
-    """Kills `node` (SIGKILL, as a crash) once `after` videos are in complete shards of `out`; then
-    optionally adds a `replacement` node, as an autoscaler would."""
+class Job(threading.Thread):
+    """run_extract in a thread: the main thread stays free to remove and add nodes (Ray allows only that one)."""
 
-    def __init__(self, cluster, node, out, after: int = 1, replacement: dict | None = None):
+    def __init__(self, cfg: ExtractConfig):
         super().__init__(daemon=True)
-        self.cluster, self.node, self.out, self.after, self.replacement = (
-            cluster,
-            node,
-            out,
-            after,
-            replacement,
-        )
-        self.at: float | None = None  # time.time() of the kill
-        self.written_before = 0
-        self.new_node = None
-        self.done = threading.Event()
+        self.cfg, self.summary, self.error = cfg, None, None
+        self.start()
 
     def run(self) -> None:
-        while len(complete_shards(shard_dir(self.out))) < self.after:
-            if self.done.wait(0.02):
-                return
-        self.written_before = len(complete_shards(shard_dir(self.out)))
-        self.at = time.time()
-        self.cluster.remove_node(self.node, allow_graceful=False)
-        if self.replacement is not None:
-            self.new_node = self.cluster.add_node(**self.replacement)
+        try:
+            self.summary = run_extract(self.cfg, progress=False)
+        except BaseException as e:  # re-raised in the test's thread by result()
+            self.error = e
 
-    def stop(self) -> None:
-        self.done.set()
-        self.join()
-        assert self.at is not None, "the run ended before the node could be killed"
-        assert self.written_before < N
+    def result(self, timeout: float = 300):
+        self.join(timeout)
+        assert not self.is_alive(), f"the run did not end within {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.summary
+
+
+def kill_when_written(cluster, node, out, job: Job, after: int = 1) -> tuple[float, int]:
+    """SIGKILL every process of `node` (a crash, not a drain) once `after` videos are in complete shards.
+    Returns the time of the kill and how many videos were written before it."""
+    while (written := len(complete_shards(shard_dir(out)))) < after:
+        assert job.is_alive(), "the run ended before the node could be killed"
+        time.sleep(0.02)
+    at = time.time()
+    cluster.remove_node(node, allow_graceful=False)
+    assert written < N, "every video was written before the kill"
+    return at, written
 
 
 def shard_videos(out) -> list[str]:
@@ -120,10 +119,10 @@ def arrivals(out) -> list[float]:
     return sorted(int(p.name.split("-")[0]) / 1e9 for p in complete_shards(shard_dir(out)))
 
 
-def recovery(killer: NodeKiller, out) -> str:
-    after = [t - killer.at for t in arrivals(out) if t > killer.at]
+def recovery(kill_at: float, out) -> str:
+    after = [t - kill_at for t in arrivals(out) if t > kill_at]
     gaps = np.diff([0.0, *after])
-    return f"{len(after)} videos after the kill, the last {after[-1]:.1f} s after it, longest wait {gaps.max():.1f} s"
+    return f"{len(after)} records after the kill, the last {after[-1]:.1f} s after it, longest wait {gaps.max():.1f} s"
 
 
 def assert_same_store(a_path, b_path) -> None:
@@ -146,11 +145,10 @@ def test_a_decode_node_lost_mid_run_is_recovered_and_every_video_written_once(
 ):
     c, decode, gpu = cluster
     out = tmp_path / "feats.h5"
-    killer = NodeKiller(c, decode, out)
-    killer.start()
-    s = run_extract(config(clips, out, address=c.address), progress=False)
-    killer.stop()
-    print(f"\ndecode node lost after {killer.written_before} of {N} videos: {recovery(killer, out)}")
+    job = Job(config(clips, out, address=c.address))
+    kill_at, before = kill_when_written(c, decode, out, job)
+    s = job.result()
+    print(f"\ndecode node lost after {before} of {N} videos: {recovery(kill_at, out)}")
     assert s.ok and s.written == N and s.skipped == 0
     assert shard_videos(out) == [f"clip{i}" for i in range(N)]  # each video once, none missing
     decoded = Counter(n["decode_node"] for n in s.nodes.values())
@@ -180,18 +178,15 @@ def test_cli_with_address_equals_in_process(clips, reference, cluster, tmp_path)
 def test_the_encoder_node_lost_and_replaced_mid_run_loses_nothing(clips, reference, cluster, tmp_path):
     c, _, gpu = cluster
     out = tmp_path / "feats.h5"
-    killer = NodeKiller(c, gpu, out, replacement=GPU)
-    killer.start()
-    s = run_extract(config(clips, out, address=c.address), progress=False)
-    killer.stop()
-    print(
-        f"\nencoder node lost after {killer.written_before} of {N} videos, replaced: {recovery(killer, out)}"
-    )
+    job = Job(config(clips, out, address=c.address))
+    kill_at, before = kill_when_written(c, gpu, out, job)
+    new = c.add_node(**GPU)  # a replacement, as an autoscaler would start
+    s = job.result()
+    print(f"\nencoder node lost after {before} of {N} videos, replaced: {recovery(kill_at, out)}")
     assert s.ok and s.written == N
     assert shard_videos(out) == [f"clip{i}" for i in range(N)]
     encoded = Counter(n["encode_node"] for n in s.nodes.values())
-    assert set(encoded) == {gpu.node_id, killer.new_node.node_id}  # the actor restarted on the new GPU node
-    assert encoded[gpu.node_id] >= killer.written_before
+    assert set(encoded) == {gpu.node_id, new.node_id} and encoded[gpu.node_id] >= before  # restarted there
     assert_same_store(reference, out)
 
 
@@ -203,21 +198,23 @@ def test_the_only_gpu_node_lost_records_the_rest_as_lost_and_the_next_run_writes
 
     c, _, gpu = cluster
     out = tmp_path / "feats.h5"
-    killer = NodeKiller(c, gpu, out)
-    killer.start()
-    ctx = ray.data.DataContext.get_current()
-    before, ctx.execution_no_progress_timeout_s = ctx.execution_no_progress_timeout_s, 15  # default 30 min
+    ctx = ray.data.DataContext.get_current()  # sealed into the job's Dataset when it is created
+    default, ctx.execution_no_progress_timeout_s = (
+        ctx.execution_no_progress_timeout_s,
+        45,
+    )  # 30 min by default
     try:
-        first = run_extract(config(clips, out, address=c.address), progress=False)
+        job = Job(config(clips, out, address=c.address))
+        kill_at, before = kill_when_written(c, gpu, out, job)
+        first = job.result()
     finally:
-        ctx.execution_no_progress_timeout_s = before
-    killer.stop()
-    print(f"\nonly GPU node lost after {killer.written_before} of {N} videos: {recovery(killer, out)}")
-    assert first.written >= killer.written_before and first.written + len(first.failed) == N
+        ctx.execution_no_progress_timeout_s = default
+    print(f"\nonly GPU node lost after {before} of {N} videos: {recovery(kill_at, out)}")
+    assert first.written >= before and first.written + len(first.failed) == N
     assert first.failed and all(e.startswith("lost: ExecutionTimeoutError") for e in first.failed.values())
     with FeatureStore(out) as fs:  # recorded in the store, not only printed
         assert sorted(v for v, _, _ in fs.failed()) == sorted(first.failed)
-    c.add_node(**GPU)  # the node comes back; the next run writes what was lost
+    c.add_node(**GPU)  # a GPU node is back; the next run writes what was lost
     again = run_extract(config(clips, out, address=c.address), progress=False)
     assert again.ok and again.skipped == first.written and again.written == len(first.failed)
     assert shard_videos(out) == [f"clip{i}" for i in range(N)]
