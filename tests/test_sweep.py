@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ TINY = {
     "optim.lr_step_epochs": 100,
     "optim.epochs": 2,
 }
+EXAMPLES = Path(__file__).parent.parent / "configs" / "sweeps"
 FLAGS = ["--dim", "32", "--lr", "1e-3", "--lr-step", "100", "--epochs", "2", "-q"]
 
 
@@ -95,6 +97,18 @@ def test_grid_files_take_flag_names_or_config_paths_and_refuse_unknown_keys(tmp_
     res = sweep(["--feats", str(feats), "--grid", str(f), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "unknown setting 'betta'" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()  # nothing planned, nothing written
+
+
+def test_the_example_grids_load_and_every_point_resolves():
+    grids = {g.name: g for g in map(grid_from_file, sorted(EXAMPLES.glob("*.yaml")))}
+    assert sorted(grids) == ["lr-batch", "tau", "time-order"]
+    assert len(grids["lr-batch"].points) == 6 and grids["lr-batch"].axis == ""
+    assert [p.x for p in grids["tau"].points] == [0.1, 0.2, 0.4, 0.8] and grids["tau"].axis == "tau"
+    blind = grids["time-order"].points[2].overrides
+    assert blind == {"model.time_positions": False, "model.no_tacl": True}
+    for g in grids.values():
+        for p in g.points:
+            load_config(None, {"data.feats": "x.h5", **p.overrides})
 
 
 def test_a_folder_holding_another_config_is_never_touched(tmp_path, feats):

@@ -111,7 +111,7 @@ def sweep_curve(points: Sequence[dict], axis_label: str, title: str, path: Path)
         err = [p["test"][group]["std"] or 0.0 for p in points]
         (line,) = ax.plot(xs, ys, marker="o", label=group, lw=2.5 if group == OVERALL else 1.2)
         if any(err):  # ± std over seeds as a band
-            lo, hi = [y - e for y, e in zip(ys, err)], [y + e for y, e in zip(ys, err)]
+            lo, hi = [max(0.0, y - e) for y, e in zip(ys, err)], [min(100.0, y + e) for y, e in zip(ys, err)]
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
     positive = [x for x in xs if x > 0]
     if positive and max(xs) / min(positive) > 20:  # e.g. α from 0 to 10
@@ -135,9 +135,9 @@ def sweep_bars(points: Sequence[dict], title: str, path: Path) -> Path:
         err = [p["test"][group]["std"] or 0.0 for p in points]
         ax.bar(xs, ys, width, yerr=err, capsize=2, label=group)
     ax.set_xticks(range(len(points)), [p["name"] for p in points], rotation=20, ha="right", fontsize=8)
-    ax.set(title=title, ylabel="test accuracy (%)", ylim=(0, 100))
+    ax.set(title=title, ylabel="test accuracy (%, ± std over seeds)", ylim=(0, 104))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncols=len(groups))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return save(fig, path)
 
 
