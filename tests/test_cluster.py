@@ -1,9 +1,11 @@
 """avaf-extract on a simulated cluster: several real Ray nodes on this machine (docs/cluster.md, issue 12 §1).
 
-The cluster: a head (1 CPU, where the driver connects), a decode node (2 CPUs) and a node that declares one
+The cluster: a head (1 CPU, where the driver connects), a decode node (1 CPU) and a node that declares one
 GPU (1 CPU, taken by the encoder actor; no CUDA here, so the actor computes on the CPU). Nodes are removed
 with SIGKILL while a job runs: every video must end written exactly once, or recorded as lost and written
-by the next run, with the same bits as an in-process run. Ray detects a dead node by missed health checks
+by the next run, with the same bits as an in-process run. Whether a kill also costs Ray a re-run (blocks
+held only by the dead node) depends on timing; the outcome checked here must hold either way, and
+tests/benchmarks/bench_cluster_recovery.py times the stall. Ray detects a dead node by missed health checks
 (about 15 s with Ray's defaults); these tests check every second, five misses, so the cases stay short.
 """
 
@@ -29,7 +31,7 @@ from conftest import DATA, local_cluster, write_clip
 
 TINY_CLIP = str(DATA / "ViT-avaf-tiny.json")
 N = 8  # clips of 1-2 s: long enough to kill a node mid-run, short enough for the default suite
-DECODE = {"num_cpus": 2}
+DECODE = {"num_cpus": 1}
 GPU = {"num_cpus": 1, "num_gpus": 1}
 FAST_HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}
 # one video per shard and per encoder call: the kill lands between videos; small fixed batches keep it quick
