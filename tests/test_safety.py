@@ -87,7 +87,7 @@ def test_a_second_train_into_the_same_folder_is_refused_and_loses_nothing(feats,
     res = CliRunner().invoke(train_main, ["--feats", str(feats), "--out", str(out), "--epochs", "1", *tiny])
     assert res.exit_code == 2
     line = one_line(res.stderr)
-    assert f": {out}: already holds a run (best/, config.json, last/, metrics.jsonl and 3 more);" in line
+    assert f": {out}: already holds a run (best/, config.json, curves.png, delta.png and 5 more);" in line
     assert "--resume" in line and "new --out" in line and "--overwrite" in line
     assert snapshot(out) == before  # metrics.jsonl, best/, last/, results, predictions: byte for byte
 

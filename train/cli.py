@@ -57,8 +57,9 @@ class EvalConfig:
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace the run in --out: its config.json, metrics.jsonl, best/, last/, results.* and "
-    "predictions.jsonl are deleted first, so nothing of it mixes with the new run; other files are kept. "
+    help="Replace the run in --out: its config.json, metrics.jsonl, best/, last/, results.*, "
+    "predictions.jsonl, curves.png, delta.png and tensorboard/ are deleted first, so nothing of it mixes with "
+    "the new run; other files are kept. "
     "Without it, an --out that holds a run is refused.",
 )
 @config_options(TrainConfig)
