@@ -72,3 +72,9 @@ def main(config_file, **flags) -> None:
     )
     if summary.failed:
         click.get_current_context().exit(1)
+
+
+for _param in main.params:  # --out is avaf-train's option, with the sweep's meaning and default
+    if _param.name == "out":
+        _param.help = "The sweep's folder: one run folder per trial, table.md, results.json and the PNGs."
+        _param.default = DEFAULT_OUT
