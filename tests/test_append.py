@@ -216,3 +216,20 @@ def test_a_journal_record_cut_short_is_ignored(tmp_path):
         fh.write(original[3 * 4096 + 5 : 3 * 4096 + 15])
     assert recover(path)
     assert path.read_bytes() == original
+
+
+def test_a_store_of_failures_only_is_built_and_then_grows_by_a_rebuild(tmp_path):
+    """A first run where every video failed: the store has no feature width yet, so it cannot be chunked to
+    grow; the next run with features rebuilds it (and later runs append)."""
+    rng = np.random.default_rng(5)
+    out = tmp_path / "feats.h5"
+    folder = shard_dir(out)
+    write_shard(folder, failures=[("a", "/v/a.mp4", "no video stream")])
+    assert build_store(complete_shards(folder), out) == {"videos": 0, "questions": 0, "runs": 1, "failed": 1}
+    write_shard(folder, [fake_video(rng, "a", 3)])
+    assert build_store(complete_shards(folder), out)["failed"] == 0
+    inode = out.stat().st_ino
+    write_shard(folder, [fake_video(rng, "b", 2)])
+    assert build_store(complete_shards(folder), out)["videos"] == 2
+    assert out.stat().st_ino == inode  # appended
+    same_store(out, rebuilt(out, tmp_path))

@@ -118,6 +118,7 @@ def create_column(
     f: h5py.File, path: str, column: schema.Column, data: np.ndarray, growable: bool = False
 ) -> None:
     """A dataset holding `data`; `growable`: resizable along the rows (a store that later shards append to)."""
+    growable = growable and 0 not in data.shape[1:]  # a width still unknown (no row yet) cannot be chunked
     extra: dict = {"maxshape": (None, *data.shape[1:])} if growable else {}
     if column.dtype == STR:
         if growable:

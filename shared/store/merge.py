@@ -71,8 +71,8 @@ def _append(shards: list[Path], out: Path) -> dict[str, int] | None:
         names = [p.name for p in shards]
         if built is None or names[: len(built)] != built:
             return None  # an older store, or shards removed or renamed since
-        growable = all(
-            t.path(c.name) in f and f[t.path(c.name)].maxshape[0] is None
+        growable = all(  # an empty column of a width not known yet is made anew (_put, _copy_ragged)
+            t.path(c.name) in f and (f[t.path(c.name)].maxshape[0] is None or f[t.path(c.name)].shape[0] == 0)
             for t in schema.TABLES
             for c in t.columns
         )
@@ -217,6 +217,10 @@ def _put(f: h5py.File, table: Table, column: schema.Column, data: np.ndarray, at
         create_column(f, table.path(column.name), column, data, growable=True)
         return
     ds = f[table.path(column.name)]
+    if ds.maxshape[0] is not None:  # empty and fixed (its width was unknown): made anew
+        del f[table.path(column.name)]
+        create_column(f, table.path(column.name), column, data, growable=True)
+        return
     ds.resize(at + len(data), axis=0)
     if len(data):
         ds[at:] = data
@@ -248,13 +252,18 @@ def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, se
             src0.shape[1:],
         )
         per_row = max(1, int(np.prod(tail, dtype=np.int64)) * np.dtype(column.dtype).itemsize)
-        if start is None:
+        fresh = start is None
+        if not fresh and f[child.path(column.name)].maxshape[0] is not None:
+            del f[child.path(column.name)]  # empty and fixed (its width was unknown): made anew
+            fresh = True
+        if fresh:
+            growable = 0 not in tail  # a width still unknown (no row yet) cannot be chunked
             ds = f.create_dataset(
                 child.path(column.name),
                 shape=(total, *tail),
-                maxshape=(None, *tail),
+                maxshape=(None, *tail) if growable else None,
                 dtype=column.dtype,
-                chunks=(min(schema.chunk_rows(per_row), max(total, 1024)), *tail),
+                chunks=(min(schema.chunk_rows(per_row), max(total, 1024)), *tail) if growable else None,
             )
         else:
             ds = f[child.path(column.name)]
