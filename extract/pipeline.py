@@ -17,6 +17,7 @@ node; the driver writes each video once per run and records any video that never
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -78,26 +79,30 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(folder)
     questions = load_questions(cfg.input.annotations, cfg.input.split)  # bad files fail before hours of work
-    encoders = load_encoders(cfg)
-    summary = ExtractSummary(out=str(out), random_weights=encoders.random_weights)
-    meta = {
-        "config": to_dict(cfg),
-        "signature": encoders.signature(),
-        "random_weights": encoders.random_weights,
-    }
-    if cfg.input.videos:
-        todo, summary.skipped = _plan_videos(cfg, folder)
-        dec = to_dict(cfg.decode) | {"image_size": encoders.image_size}
-        rows = (
-            _run_in_process(cfg, dec, encoders, todo)
-            if cfg.runtime.in_process
-            else _run_on_ray(cfg, dec, todo)
-        )
-        _write_shards(rows, todo, _Shards(folder, meta, cfg.runtime.shard_videos), summary, progress)
-    if questions:
-        summary.questions = question_stage.write(
-            questions, encoders, folder, meta, cfg.runtime.batch_size, progress
-        )
+    todo, skipped = _plan_videos(cfg, folder) if cfg.input.videos else ([], 0)
+    pending = question_stage.pending(questions, folder) if questions else []
+    summary = ExtractSummary(out=str(out), skipped=skipped)
+    if todo or pending:
+        # In process, this process encodes. On Ray the encoder actors do, and this driver loads no weights:
+        # what the shards record comes from a probe task that loads them where an actor would.
+        encoders = load_encoders(cfg) if cfg.runtime.in_process else None
+        facts = _facts(encoders) if encoders is not None else _probe_on_ray(cfg)
+        summary.random_weights = facts["random_weights"]
+        meta = {k: facts[k] for k in ("signature", "random_weights")} | {"config": to_dict(cfg)}
+        if todo:
+            dec = to_dict(cfg.decode) | {"image_size": facts["image_size"]}
+            rows = _run_in_process(cfg, dec, encoders, todo) if encoders else _run_on_ray(cfg, dec, todo)
+            _write_shards(rows, todo, _Shards(folder, meta, cfg.runtime.shard_videos), summary, progress)
+        if pending:
+            texts = question_stage.batches(pending, cfg.runtime.batch_size)
+            encoded = (
+                ((b, question_stage.encode_batch(encoders.clip, t)) for b, t in enumerate(texts))
+                if encoders
+                else _encode_text_on_ray(cfg, texts, meta["signature"])
+            )
+            summary.questions = question_stage.write(
+                pending, encoded, folder, meta, cfg.runtime.batch_size, progress
+            )
     shards = complete_shards(folder)
     if shards:
         build_store(shards, out)
@@ -106,6 +111,39 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
             summary.questions_without_video = int(sum(v not in known for v in fs.questions()["video_id"]))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _facts(encoders: Encoders) -> dict:
+    """What a run records of its encoders: the signature, the random-weight flags, the frame size."""
+    return {
+        "signature": encoders.signature(),
+        "random_weights": encoders.random_weights,
+        "image_size": encoders.image_size,
+    }
+
+
+def _probe(cfg: ExtractConfig) -> dict:
+    return _facts(load_encoders(cfg))
+
+
+def _gpus(cfg: ExtractConfig) -> float:
+    import ray
+
+    rt = cfg.runtime
+    return rt.num_gpus if rt.num_gpus >= 0 else (1.0 if ray.cluster_resources().get("GPU", 0) else 0.0)
+
+
+def _probe_on_ray(cfg: ExtractConfig) -> dict:
+    """`_facts` from a task placed like an encoder actor: the weights load there, never in the driver, and
+    a missing weight file fails here, in one line, before any video is decoded."""
+    import ray
+
+    _init_ray(cfg.runtime.address)
+    task = ray.remote(_probe).options(num_gpus=_gpus(cfg), num_cpus=cfg.runtime.num_cpus, max_retries=0)
+    try:
+        return ray.get(task.remote(cfg))
+    except ray.exceptions.RayTaskError as e:
+        raise (e.cause if isinstance(e.cause, Exception) else e) from None
 
 
 def _remove_stale_tmp(folder: Path) -> None:
@@ -192,6 +230,7 @@ class _EncoderActor:
             torch.set_num_threads(cfg.runtime.encoder_threads or os.cpu_count() or 1)
         self.encoders = load_encoders(cfg)
         self.where = {"encode_node": _node_id(), "device": str(self.encoders.clip.device)}
+        self.signature = json.dumps(self.encoders.signature(), sort_keys=True)  # the driver checks it per row
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
@@ -201,7 +240,20 @@ class _EncoderActor:
             cols
             | {"decode_node": batch["decode_node"]}
             | {k: _objects([v] * len(out)) for k, v in self.where.items()}
+            | {"signature": _objects([self.signature] * len(out))}
         )
+
+
+class _TextActor(_EncoderActor):
+    """An encoder actor for questions: each row is one batch of texts (`questions.batches`), encoded whole."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = [question_stage.encode_batch(self.encoders.clip, list(texts)) for texts in batch["texts"]]
+        return {
+            "batch": batch["batch"],
+            "features": _objects(out),
+            "signature": _objects([self.signature] * len(out)),
+        }
 
 
 def _objects(values: list) -> np.ndarray:
@@ -246,7 +298,7 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
         return iter(())
     _init_ray(cfg.runtime.address)
     rt = cfg.runtime
-    gpus = rt.num_gpus if rt.num_gpus >= 0 else (1.0 if ray.cluster_resources().get("GPU", 0) else 0.0)
+    gpus = _gpus(cfg)
     ds = ray.data.from_items([{"video_id": v, "path": p} for v, p in todo], override_num_blocks=len(todo))
     # The memory reservation is a scheduling hint for clusters, and it keeps Ray from fusing the decode
     # tasks into the encoder actor (fused, every decode would run serially inside that one actor).
@@ -261,6 +313,33 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
         **_actor_pool(rt.encoders),
     )
     return _stream(ds)
+
+
+def _encode_text_on_ray(
+    cfg: ExtractConfig, texts: list[list[str]], signature: dict
+) -> Iterator[tuple[int, list]]:
+    """(batch number, features) of every batch of texts, encoded by `runtime.encoders` text actors."""
+    import ray
+
+    rt = cfg.runtime
+    items = [{"batch": b, "texts": t} for b, t in enumerate(texts)]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * max(1, rt.encoders))))
+    ds = ds.map_batches(
+        _TextActor,
+        fn_constructor_kwargs={"cfg": cfg},
+        batch_size=1,
+        batch_format="numpy",
+        num_gpus=_gpus(cfg),
+        num_cpus=rt.num_cpus,
+        **_actor_pool(rt.encoders),
+    )
+    expected = json.dumps(signature, sort_keys=True)
+    for row in _stream(ds):
+        if row["signature"] != expected:
+            raise JobLost(
+                f"an encoder actor loaded other weights or settings than the probe: {row['signature']}"
+            )
+        yield int(row["batch"]), list(row["features"])
 
 
 def _stream(ds) -> Iterator[dict]:
@@ -331,9 +410,15 @@ def _write_shards(
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
     lost = "lost: the Ray job ended without returning this video"
     seen: set[str] = set()
+    expected = json.dumps(shards.meta["signature"], sort_keys=True)
     try:
         for row in rows:
             vid = row["video_id"]
+            if row.get("signature", expected) != expected and row["features"] is not None:
+                row = row | {
+                    "features": None,
+                    "error": f"encoded with other weights or settings than the job's: {row['signature']}",
+                }
             if vid in seen:
                 log.warning("%s came back twice (a retried task?): written once", vid)
                 summary.duplicates += 1

@@ -9,6 +9,7 @@ the new questions, and never touches its videos.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,26 +34,50 @@ def _already_encoded(folder: Path) -> set[tuple]:
     return done
 
 
-def write(
-    questions: list[Question], encoders, folder: Path, meta: dict, batch_size: int, progress: bool = True
-) -> int:
-    """Encode the questions not yet in a shard into one new shard; returns how many were encoded."""
+def pending(questions: list[Question], folder: Path) -> list[Question]:
+    """The questions not yet in a complete shard (with the same text, split, type, answer, audio video)."""
     done = _already_encoded(folder)
     todo = [q for q in questions if tuple(getattr(q, k) for k in KEY) not in done]
     log.info("%d questions, %d already encoded", len(questions), len(questions) - len(todo))
+    return todo
+
+
+def batches(todo: list[Question], batch_size: int) -> list[list[str]]:
+    """The texts in fixed batches, in order: whoever encodes a batch (this process or any encoder actor)
+    sees the same batch, so the features are the same bits (a batch's length sets the passes' shape)."""
+    return [[q.text for q in todo[a : a + batch_size]] for a in range(0, len(todo), batch_size)]
+
+
+def encode_batch(clip, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(words (L, D), sentence (D,)) float16 per text, with CLIP's text tower."""
+    return [
+        (np.asarray(wd.float().cpu(), dtype=np.float16), np.asarray(st.float().cpu(), dtype=np.float16))
+        for wd, st in clip.encode_text(texts, batch_size=len(texts))
+    ]
+
+
+def write(
+    todo: list[Question],
+    encoded: Iterator[tuple[int, list[tuple[np.ndarray, np.ndarray]]]],
+    folder: Path,
+    meta: dict,
+    batch_size: int,
+    progress: bool = True,
+) -> int:
+    """One new shard of the questions `todo`, from `encoded`: (batch number, its features) in any order,
+    batch b holding todo[b * batch_size : (b + 1) * batch_size] (`batches`); returns how many were written."""
     if not todo:
         return 0
+    n = 0
     with (
         ShardWriter(
             new_shard_path(folder, "questions"), meta["config"], meta["signature"], meta["random_weights"]
         ) as w,
         tqdm(total=len(todo), unit="question", disable=not progress, dynamic_ncols=True) as bar,
     ):
-        for a in range(0, len(todo), batch_size):
-            batch = todo[a : a + batch_size]
-            encoded = encoders.clip.encode_text([q.text for q in batch])  # [(words (L, D), sentence (D,))]
-            bar.update(len(batch))
-            for q, (wd, st) in zip(batch, encoded, strict=True):
+        for b, features in encoded:
+            first = b * batch_size
+            for q, (wd, st) in zip(todo[first : first + len(features)], features, strict=True):
                 w.add_question(
                     QuestionFeatures(
                         question_id=q.question_id,
@@ -62,8 +87,10 @@ def write(
                         text=q.text,
                         type=q.type,
                         answer=q.answer,
-                        words=np.asarray(wd.float().cpu(), dtype=np.float16),
-                        sentence=np.asarray(st.float().cpu(), dtype=np.float16),
+                        words=wd,
+                        sentence=st,
                     )
                 )
-    return len(todo)
+            n += len(features)
+            bar.update(len(features))
+    return n

@@ -196,6 +196,44 @@ def test_questions_are_added_without_touching_the_videos(extracted, tmp_path):
     assert run_extract(cfg, progress=False).questions == 0  # already encoded: nothing to do
 
 
+def test_questions_are_encoded_by_the_actors_not_the_driver(videos, tmp_path, monkeypatch):
+    """On Ray the encoder actors encode questions in fixed batches (two actors, three batches here) and the
+    driver loads no encoder: the arrays equal the in-process run's, bit for bit."""
+    texts = ["How many sounding violin are in the video", "Where is the cello", "Is there a piano sound"]
+    rows = [
+        {"video_id": "nasa_13013", "question_id": i, "type": '["Audio", "Counting"]', "anser": "two",
+         "question_content": texts[i % 3] + " number " + "one " * i, "templ_values": "[]"}
+        for i in range(10)
+    ]  # fmt: skip
+    ann = tmp_path / "avqa-test.json"
+    ann.write_text(json.dumps(rows))
+
+    def cfg(out, in_process):
+        return ExtractConfig(
+            out=str(out), input=InputConfig(annotations=(str(ann),)),
+            clip=ClipConfig(model=TINY_CLIP, pretrained="random"), vggish=VGGishConfig(weights="random"),
+            runtime=RuntimeConfig(in_process=in_process, encoders=2, batch_size=4, num_cpus=0.5),
+        )  # fmt: skip
+
+    assert run_extract(cfg(tmp_path / "local.h5", True), progress=False).questions == 10
+
+    import avaf.extract.pipeline as pipeline
+
+    def tripwire(*_):
+        raise AssertionError("the driver loaded the encoders")
+
+    monkeypatch.setattr(pipeline, "load_encoders", tripwire)  # the actors are other processes: unaffected
+    summary = run_extract(cfg(tmp_path / "ray.h5", False), progress=False)
+    assert summary.questions == 10 and summary.random_weights == ["clip", "vggish"]
+    with FeatureStore(tmp_path / "local.h5") as a, FeatureStore(tmp_path / "ray.h5") as b:
+        qa, qb = a.questions(), b.questions()
+        assert qa["question_id"].tolist() == qb["question_id"].tolist() == list(range(10))
+        np.testing.assert_array_equal(qa["sentence"], qb["sentence"])
+        for qid in range(10):
+            np.testing.assert_array_equal(a.question_words(qid), b.question_words(qid))
+        assert a.signature == b.signature and b.random_weights == ["clip", "vggish"]
+
+
 def test_missing_weights_say_what_to_do_and_lose_nothing(videos, tmp_path):
     empty = tmp_path / "weights"
     empty.mkdir()
