@@ -20,26 +20,29 @@ DESIGN.md §3 "Sampling" and "Decoding". ``decode_video(path)`` returns a ``Deco
   ``has_audio`` False.
 * Audio-only files (wav, flac, mp3, m4a, ...) load through librosa (PyAV when librosa cannot read the
   format): ``has_video`` False, ``frames`` of shape (0, S, S, 3), T from the audio's duration.
-* Backends: "pyav" (one sequential pass, frames picked by timestamp, non-reference frames far from every
-  t + 0.5 s left undecoded, stops after the last needed frame) and "decord" (``get_batch`` at the nearest
-  indices; refuses MPEG-TS/PS and AVI, whose frames it gets wrong, and rotated videos, which it turns
-  wrongly). "auto" tries them in AUTO_ORDER and
-  falls back on a backend failure; ``decoder`` records which one served.
+* Backends: "pyav" (one sequential pass, frames picked by timestamp; a demux pass plans which packets the
+  frames taken need and only those are decoded, exactly: plan.py; stops after the last needed frame),
+  "decord" (``get_batch`` at the nearest indices; refuses MPEG-TS/PS and AVI, whose frames it gets wrong,
+  and rotated videos, which it turns wrongly), "torchcodec" and "torchcodec-cuda" (the plan's frame
+  indices; on the GPU the frames stay a CUDA tensor; both fall back to PyAV, with one line, where torchcodec,
+  the system's FFmpeg or CUDA is missing). "auto" tries ``auto_order()`` (torchcodec-cuda where it works,
+  then AUTO_ORDER) and falls back on a backend failure; ``decoder`` records which one served, and
+  ``streams["failed_attempts"]`` the failures before it.
 * decord is optional (``pip install 'avaf[decord]'``: its wheels exist for x86-64 Linux and Windows only).
   Without it "auto" uses PyAV alone (``check_backend`` logs it; a video PyAV cannot decode fails with the
   fix in its error), and asking for "decord" is a one-line error naming the fix, before any work
   (``check_backend``), or this video's ``DecodeError`` on a Ray worker that lacks decord.
 
-Speed, from ``tests/benchmarks/bench_decode.py`` (generated 60 s H.264 High CRF 23 + AAC stereo clips,
-25/30 fps, keyframe every 250 frames; decode alone, one video at a time, 2 passes; 2-core AMD EPYC VM shared
-with other work, 1-minute load 1.7-3.3; PyAV 18.1 / FFmpeg 8, decord 0.6.0; naive = ffmpeg CLI 1-fps JPEGs
-+ 16 kHz WAV on disk, read back):
+Speed, from ``tests/benchmarks/bench_decode.py`` (generated 60 s H.264 High CRF 23 + AAC clips at 25 fps, a
+keyframe every 250 or every 12 frames; CPU-seconds per video, one video at a time, 2 passes; 2-core AMD EPYC
+VM shared with other work, 1-minute load 5-12; PyAV 18.1 / FFmpeg 8, decord 0.6.0; naive = the AVQA
+repositories' ffmpeg -> 1-fps JPEG (-q:v 2) + 16 kHz WAV, read back, reproduced with PyAV):
 
-    640x360 (5 clips, 0.62 Mbit/s)    videos/s   CPU-s/video     1280x720 (3 clips, 1.6 Mbit/s)
-    pyav                                1.17        1.01            0.375 videos/s   2.56 CPU-s
-    decord                              1.09        1.35            0.299            3.80
-    pyav in decode_isolated             1.16        1.05            0.388            2.54
-    naive ffmpeg -> JPEG + WAV          0.97        1.36            0.315            3.53
+    keyframe every 250 frames      640x360   1280x720   1920x1080     every 12 frames: 360p   720p   1080p
+    pyav (default: packet plan)      0.99       2.48       5.51                        0.92   2.64    5.22
+    pyav decoding every frame        1.20       3.39       7.63                        1.90   5.85   13.14
+    decord                           1.48       4.21       9.56                        2.09   5.51   11.29
+    naive ffmpeg -> JPEG + WAV       1.50       4.37       9.86                        2.33   6.81   15.22
 
 so "auto" starts with PyAV. ``decode_isolated`` (worker.py) runs the same decode in a child process
 with a timeout, so a hung or crashing decoder costs one video.

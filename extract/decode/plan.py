@@ -92,3 +92,29 @@ def plan_packets(scan: PacketScan, targets: np.ndarray) -> np.ndarray:
     action[sent] = NONREF
     action[needed] = SEND
     return action
+
+
+class PacketFeeder:
+    """Sends each video packet (decode order) to the decoder as ``plan_packets`` says; with no plan, every one."""
+
+    def __init__(self, codec_context, actions: np.ndarray | None) -> None:
+        self.ctx, self.actions, self.count = codec_context, actions, 0
+        self.mode = "DEFAULT"
+        sent = np.flatnonzero(actions != SKIP) if actions is not None else np.zeros(0, int)
+        self._last_sent = int(sent[-1]) + 1 if len(sent) else 0
+
+    @property
+    def finished(self) -> bool:
+        """Every packet the plan sends has been sent."""
+        return self.actions is not None and self.count >= self._last_sent
+
+    def wants(self, packet) -> bool:
+        """Whether to decode ``packet`` (setting skip_frame for it); empty packets (the flush) always."""
+        if self.actions is None or not packet.size:
+            return True
+        index, self.count = self.count, self.count + 1
+        action = self.actions[index] if index < len(self.actions) else SEND
+        mode = "NONREF" if action == NONREF else "DEFAULT"
+        if mode != self.mode:
+            self.ctx.skip_frame = self.mode = mode
+        return action != SKIP

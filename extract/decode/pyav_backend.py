@@ -1,9 +1,10 @@
 """PyAV decode backend (DESIGN.md §3 "Decoding"), and all audio decoding.
 
-One sequential pass over the chosen video and audio streams (``thread_type="AUTO"``): frames are picked by
-timestamp (never by seeking, a trap when keyframes are far apart), converted and resized only when chosen,
-non-reference frames far from every t + 0.5 s are not decoded at all (FFmpeg's skip_frame), and decoding
-stops once the last needed frame and second of audio are in. AVI timestamps count frames in decode order
+One sequential pass over the chosen video and audio streams (FFmpeg's threads, or one: ``threads``): frames
+are picked by timestamp (never by seeking, a trap when keyframes are far apart), converted and resized only
+when chosen. A demux pass first plans which video packets the frames taken need (plan.py: exact): the rest
+are not decoded (non-reference frames skipped by FFmpeg's skip_frame, keyframe intervals without a needed
+frame never sent), and decoding stops once the last needed frame and second of audio are in. AVI timestamps count frames in decode order
 (B-frames come out with scrambled pts), so AVI frames are timed by their output index. Streams are FFmpeg's
 "best" (``av_find_best_stream``: for video the largest picture among default streams, audio in the same
 program).
@@ -44,7 +45,7 @@ from avaf.extract.decode.common import (
     upright,
     whole_seconds,
 )
-from avaf.extract.decode.plan import NONREF, SEND, SKIP, plan_packets, scan_packets
+from avaf.extract.decode.plan import NONREF, SEND, PacketFeeder, plan_packets, scan_packets
 
 logger = logging.getLogger(__name__)
 
@@ -302,42 +303,12 @@ def read_audio(container, stream, origin: float, seconds: int, path: str | Path,
     return collector.finish(seconds)
 
 
-class _Feeder:
-    """Sends each video packet to the decoder as the plan says (plan.py); without a plan, every packet."""
-
-    def __init__(self, video, actions: np.ndarray | None) -> None:
-        self.ctx, self.actions, self.count = video.codec_context, actions, 0
-        self.mode = "DEFAULT"
-
-    @property
-    def finished(self) -> bool:
-        """Every packet the plan sends has been sent."""
-        return self.actions is not None and self.count >= self._last_sent
-
-    def start(self) -> None:
-        if self.actions is not None:
-            sent = np.flatnonzero(self.actions != SKIP)
-            self._last_sent = int(sent[-1]) + 1 if len(sent) else 0
-
-    def wants(self, packet) -> bool:
-        """Whether to decode ``packet`` (setting skip_frame for it); empty packets (the flush) always."""
-        if self.actions is None or not packet.size:
-            return True
-        index, self.count = self.count, self.count + 1
-        action = self.actions[index] if index < len(self.actions) else SEND
-        mode = "NONREF" if action == NONREF else "DEFAULT"
-        if mode != self.mode:
-            self.ctx.skip_frame = self.mode = mode
-        return action != SKIP
-
-
 def _decode_pass(container, video, picker, collector, plan, path, origin) -> tuple[float | None, int]:
     """One demux pass feeding ``picker`` and ``collector``; returns (end of the video, bad packets)."""
     rate = video.average_rate or video.guessed_rate
     frame_step = 1.0 / float(rate) if rate else 0.0
     by_index = container.format.name in FRAME_COUNT_CONTAINERS
-    feeder = _Feeder(video, plan)
-    feeder.start()
+    feeder = PacketFeeder(video.codec_context, plan)
     first = stream_start(video) - origin  # where an AVI's frame 0 sits on the timeline
     frames_end, index, errors, video_done = None, 0, [], False
     streams = [video] + ([collector.stream] if collector is not None else [])

@@ -56,12 +56,19 @@ BATCH = 16  # frames per get_frames_at call: bounds the full-resolution frames h
 def torchcodec_problem(device: str = "cpu") -> str | None:
     """None when torchcodec can decode on ``device`` here, else why not (one line, the fix included)."""
     try:
-        from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads the system's FFmpeg libraries)
+        from torchcodec import _core
+
+        load = getattr(_core, "get_ffmpeg_library_versions", None)
+        if load is not None:
+            load()  # torchcodec loads its FFmpeg libraries on first use: do it now
     except ImportError:
         return TORCHCODEC_MISSING
-    except Exception as err:  # RuntimeError: no usable FFmpeg libraries; a broken install must not break PyAV
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"torchcodec cannot load the system's FFmpeg libraries ({first[:160]}); install FFmpeg 4-8"
+    except Exception as err:  # RuntimeError: no usable FFmpeg; a broken install must not break the PyAV path
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return (
+            f"torchcodec cannot load its FFmpeg libraries ({text.removesuffix(' Likely causes:')[:120]}): "
+            "install the system's FFmpeg (4 or later), or a torchcodec built for this torch"
+        )
     if device == "cuda":
         import torch
 

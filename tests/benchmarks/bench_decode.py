@@ -12,7 +12,7 @@ times every route on every clip, interleaved clip by clip so load changes hit al
   encode at qscale 2 per kept frame written to disk, the audio resampled to a 16 kHz WAV.
 * default: ``decode_video(path)`` as avaf-extract runs it (PyAV, only the packets the sampling rule needs);
 * 1 thread: the same on one decoding thread (the fewest CPU-seconds when every core decodes);
-* every frame: PyAV decoding every packet (the exact reference, and avaf's route before the packet plan);
+* every frame: PyAV decoding every packet (the exact reference the tests compare with);
 * decord, torchcodec: when installed (torchcodec needs the system's FFmpeg libraries).
 
 ``--device cuda`` adds torchcodec-cuda (NVDEC decode, resize on the GPU) and counts GPU wall time too.
