@@ -171,7 +171,11 @@ def _decode_row(vid: str, path: str, cfg_decode: dict) -> dict:
     """Decode one video; a failure becomes an error string on the row, never an exception."""
     try:
         decoded = decode_isolated(
-            path, cfg_decode["timeout_s"], backend=cfg_decode["backend"], image_size=cfg_decode["image_size"]
+            path,
+            cfg_decode["timeout_s"],
+            backend=cfg_decode["backend"],
+            image_size=cfg_decode["image_size"],
+            threads=cfg_decode["threads"],
         )
         return {"video_id": vid, "path": path, "decoded": decoded, "error": ""}
     except DecodeError as e:
