@@ -60,6 +60,7 @@ class ExtractSummary:
     questions_without_video: int = 0
     random_weights: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    question_seconds: float = 0.0  # encoding and writing the questions (on Ray: the actors' start included)
     # Ray runs only: where each video went ({"decode_node", "encode_node": Ray node id, "device": torch's})
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     duplicates: int = 0  # rows Ray handed back twice (a retried task); each video is written once
@@ -100,9 +101,11 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
                 if encoders
                 else _encode_text_on_ray(cfg, texts, meta["signature"])
             )
+            begin = time.perf_counter()
             summary.questions = question_stage.write(
                 pending, encoded, folder, meta, cfg.runtime.batch_size, progress
             )
+            summary.question_seconds = time.perf_counter() - begin
     shards = complete_shards(folder)
     if shards:
         build_store(shards, out)
