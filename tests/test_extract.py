@@ -88,7 +88,7 @@ def test_local_ray_gives_the_same_arrays_as_in_process(videos, extracted, tmp_pa
     ray_summary = run_extract(tiny_cfg(videos, tmp_path / "ray.h5", in_process=False), progress=False)
     assert ray_summary.written == summary.written and sorted(ray_summary.failed) == sorted(summary.failed)
     with FeatureStore(out) as a, FeatureStore(tmp_path / "ray.h5") as b:
-        assert a.video_ids == b.video_ids
+        assert sorted(a.video_ids) == sorted(b.video_ids)  # in the order they were done: Ray's may differ
         for vid in a.video_ids:
             x, y = a.video(vid), b.video(vid)
             for name in schema.SECONDS.names:
