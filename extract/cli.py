@@ -12,6 +12,7 @@ from avaf.shared.cli import (
     USER_ERRORS,
     Command,
     common_options,
+    config_file_option,
     config_options,
     from_flags,
     show_progress,
@@ -31,12 +32,7 @@ class ExtractCommand(Command):
 
 @click.command("avaf-extract", cls=ExtractCommand, context_settings=CONTEXT)
 @common_options
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="YAML/TOML config file; flags override it.",
-)
+@config_file_option()
 @config_options(ExtractConfig)
 def main(config_file, **flags) -> None:
     """Decode every video under --videos at 1 fps and 16 kHz mono, encode frames with a frozen CLIP ViT

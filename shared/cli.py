@@ -180,6 +180,11 @@ def config_options(cls: type) -> Callable:
     return decorate
 
 
+def config_file_option(help: str = "YAML/TOML config file; flags override it.") -> Callable:
+    """`--config FILE`, passed to the command as `config_file`: declared here once for every command."""
+    return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help=help)
+
+
 def given(cls: type, flags: dict) -> dict:
     """The flags the user gave on the command line (or in the environment), keyed by their dotted config
     path ("optim.lr"); flags left at their default are dropped, so they never override a --config file."""

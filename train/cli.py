@@ -12,6 +12,7 @@ from avaf.shared.cli import (
     CONTEXT,
     Command,
     common_options,
+    config_file_option,
     config_options,
     from_flags,
     given,
@@ -43,12 +44,7 @@ class EvalConfig:
 
 @click.command("avaf-train", cls=Command, context_settings=CONTEXT)
 @common_options(base=logging.INFO)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="YAML/TOML config; flags override it.",
-)
+@config_file_option()
 @click.option(
     "--resume",
     is_flag=True,

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import click
 
-from avaf.shared.cli import CONTEXT, Command, common_options, config_options, from_flags, given, option
+from avaf.shared.cli import (
+    CONTEXT,
+    Command,
+    common_options,
+    config_file_option,
+    config_options,
+    from_flags,
+    given,
+    option,
+)
 
 from .config import TrainConfig
 
@@ -34,11 +43,8 @@ class SweepConfig:
 
 @click.command("avaf-sweep", cls=Command, context_settings=CONTEXT)
 @common_options(base=logging.INFO)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="avaf-train YAML/TOML config for every trial; flags override it, grid points override both.",
+@config_file_option(
+    "avaf-train YAML/TOML config for every trial; flags override it, grid points override both."
 )
 @config_options(SweepConfig)
 @config_options(TrainConfig)
