@@ -168,7 +168,9 @@ def config_options(cls: type) -> Callable:
     def decorate(fn: Callable) -> Callable:
         for _path, f, hint in reversed(list(_fields(cls))):
             name, dest, default = _flag(f), _dest(f), _default(f)
-            common = dict(help=f.metadata["help"], default=default, required=f.metadata["required"])
+            common = dict(help=f.metadata["help"], required=f.metadata["required"])
+            if not (f.metadata["path"] is not None and default in ("", None)):
+                common["default"] = default  # an empty path is no default: click would check it exists
             if hint is bool:
                 decl = f"--{name}/--no-{name}" if default else f"--{name}"
                 fn = click.option(decl, dest, is_flag=True, show_default=bool(default), **common)(fn)

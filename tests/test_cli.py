@@ -138,3 +138,16 @@ def test_every_command_is_named_after_its_script_and_says_errors_on_one_line(scr
     res = CliRunner().invoke(cmd, ["--zzz"])
     assert res.exit_code == 2
     assert res.stderr == f"{script}: No such option '--zzz'. (try '{script} -h')\n"
+
+
+def test_a_missing_feature_file_is_named_as_missing_not_as_an_empty_path(tmp_path):
+    """`--feats` may come from a flag, a --config file or the run's own config.json (--resume), so avaf-train
+    checks it after all three; an empty default path is never handed to click to check for existence."""
+    from avaf.train.cli import eval_main
+    from avaf.train.cli import main as train_main
+
+    r = CliRunner().invoke(train_main, ["--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "avaf-train: Missing option '--feats'" in r.output
+    assert "File ''" not in r.output and not (tmp_path / "run").exists()
+    r = CliRunner().invoke(eval_main, ["--checkpoint", str(tmp_path)])
+    assert r.exit_code == 2 and "Missing option '--feats'" in r.output

@@ -68,6 +68,8 @@ def main(config_file, resume, overwrite, **flags) -> None:
     if resume and config_file is None:  # the run's own resolved config, then the flags given now
         config_file = f"{load_config(None, over).run.out_dir}/config.json"
     cfg = load_config(config_file, over)
+    if not cfg.data.feats:
+        raise click.UsageError("Missing option '--feats' (the feature file from avaf-extract)")
     results = train(cfg, resume=resume, progress=show_progress(), overwrite=overwrite)
     click.echo(open(f"{cfg.run.out_dir}/results.md").read())
     click.echo(f"best epoch {results['best_epoch'] + 1} (selected on val); outputs in {cfg.run.out_dir}/")

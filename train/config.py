@@ -120,7 +120,9 @@ class DataConfig:
     """Where the features come from and which questions to use (extended by the data loader)."""
 
     feats: str = option(
-        "", "Feature file from avaf-extract.", required=True, path={"exists": True, "dir_okay": False}
+        "",
+        "Feature file from avaf-extract (required: here, in --config, or the run's own with --resume).",
+        path={"exists": True, "dir_okay": False},
     )
     subset: str = option("all", "all, or real (MUSIC-AVQA-Real: real videos only).", choices=("all", "real"))
     memory_budget: str = option(
