@@ -39,7 +39,7 @@ def main(config_file, **flags) -> None:
     (all tokens) and audio with VGGish, encode --annotations questions with CLIP's text tower, and write
     resumable shards plus one self-describing feats.h5. Re-running into the same --out is how a run is
     resumed, not an overwrite: it skips what is done, retries what failed and adds new videos and questions.
-    Exit status 1 when any video failed."""
+    Exit status 1 when any video failed or the questions could not be written."""
     from avaf.extract.pipeline import run_extract
 
     cfg = from_flags(ExtractConfig, flags, config_file)
@@ -55,11 +55,13 @@ def main(config_file, **flags) -> None:
     )
     for vid, err in sorted(s.failed.items()):
         click.echo(f"  failed {vid}: {err}")
+    if s.questions_lost:
+        click.echo(f"  questions not written, the same command encodes them: {s.questions_lost}")
     if s.questions_without_video:
         click.echo(
             f"  {s.questions_without_video} questions ask about videos not in the store (kept out of training)"
         )
-    sys.exit(1 if s.failed else 0)
+    sys.exit(0 if s.ok else 1)
 
 
 @click.command("avaf-fetch-weights", cls=ExtractCommand, context_settings=CONTEXT)

@@ -60,6 +60,7 @@ class ExtractSummary:
     questions_without_video: int = 0
     random_weights: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    questions_lost: str = ""  # why the questions of this run were not written (the Ray job stopped)
     question_seconds: float = 0.0  # encoding and writing the questions (on Ray: the actors' start included)
     # Ray runs only: where each video went ({"decode_node", "encode_node": Ray node id, "device": torch's})
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -67,7 +68,7 @@ class ExtractSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.questions_lost
 
 
 def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
@@ -102,9 +103,12 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
                 else _encode_text_on_ray(cfg, texts, meta["signature"])
             )
             begin = time.perf_counter()
-            summary.questions = question_stage.write(
-                pending, encoded, folder, meta, cfg.runtime.batch_size, progress
-            )
+            try:
+                summary.questions = question_stage.write(
+                    pending, encoded, folder, meta, cfg.runtime.batch_size, progress
+                )
+            except JobLost as e:  # the videos' shards stand; the questions are encoded by the next run
+                summary.questions_lost = f"lost: {e}"
             summary.question_seconds = time.perf_counter() - begin
     shards = complete_shards(folder)
     if shards:
