@@ -374,6 +374,8 @@ def _init_ray(address: str | None) -> None:
     else:  # the embedded default: a new local instance, never a cluster that happens to run on this machine
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # Ray Data's plan per job: only with -vv
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 class _Shards:
