@@ -154,8 +154,23 @@ def test_a_decode_node_lost_mid_run_is_recovered_and_every_video_written_once(
     assert s.ok and s.written == N and s.skipped == 0
     assert shard_videos(out) == [f"clip{i}" for i in range(N)]  # each video once, none missing
     decoded = Counter(n["decode_node"] for n in s.nodes.values())
-    assert decode.node_id in decoded and len(decoded) == 2  # spread: the decode node and the head
+    # the decode node's share may be lost whole and redone on the head (it depends on when the kill falls),
+    # so the spread is asserted on the uninterrupted run below
+    assert set(decoded) <= {c.head_node.node_id, decode.node_id}
     assert gpu.node_id not in decoded  # its one CPU is the encoder's
+    assert {(n["encode_node"], n["device"]) for n in s.nodes.values()} == {(gpu.node_id, "cpu")}
+    assert_same_store(reference, out)
+
+
+def test_decode_tasks_spread_over_the_nodes_and_the_encoder_sits_on_the_gpu_node(
+    clips, reference, cluster, tmp_path
+):
+    c, decode, gpu = cluster
+    out = tmp_path / "feats.h5"
+    s = run_extract(config(clips, out, address=c.address), progress=False)
+    assert s.ok and s.written == N
+    decoded = Counter(n["decode_node"] for n in s.nodes.values())
+    assert set(decoded) == {c.head_node.node_id, decode.node_id}, decoded  # both 1-CPU nodes decode
     assert {(n["encode_node"], n["device"]) for n in s.nodes.values()} == {(gpu.node_id, "cpu")}
     assert_same_store(reference, out)
 
