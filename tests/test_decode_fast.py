@@ -95,7 +95,7 @@ def assert_same(fast, full) -> None:
 @pytest.mark.parametrize("threads", [0, 1])
 @pytest.mark.parametrize("name", CLIPS)
 def test_default_decode_equals_decoding_every_frame(clips, name, threads):
-    if name not in clips:
+    if name not in clips:  # PyAV wheels ship libx265 on x86-64 Linux (this machine, CI); other builds may not
         pytest.skip("this PyAV build cannot encode HEVC (libx265)")
     full = decode_pyav(clips[name], plan=False, threads=threads)
     fast = decode_video(clips[name], threads=threads)
@@ -125,7 +125,7 @@ def test_the_frames_taken_are_the_nearest_ones(clips):
 def test_a_needed_leading_picture_gets_its_previous_segment(clips):
     """In the open-GOP HEVC clip second 1 takes frame 35, shown before its keyframe (frame 36) and predicted
     from the segment before, which the plan then decodes in full (else frame 35 would come out wrong)."""
-    if "hevc open gop" not in clips:
+    if "hevc open gop" not in clips:  # as above: runs wherever PyAV has libx265, CI included
         pytest.skip("this PyAV build cannot encode HEVC (libx265)")
     scan = scan_packets(clips["hevc open gop"], 0, 0.0)
     shown = np.searchsorted(HEVC_TIMES, scan.times - 1e-6)  # frame index of each packet, decode order
@@ -164,7 +164,9 @@ TORCHCODEC_CUDA = dec.torchcodec_problem("cuda")
 @pytest.mark.skipif(TORCHCODEC_CUDA is None, reason="torchcodec decodes on a GPU here")
 @pytest.mark.parametrize("backend", ["torchcodec", "torchcodec-cuda"])
 def test_torchcodec_missing_falls_back_to_pyav_saying_why(clips, backend, caplog):
-    if backend == "torchcodec" and TORCHCODEC is None:
+    if (
+        backend == "torchcodec" and TORCHCODEC is None
+    ):  # then test_torchcodec_cpu_takes_the_same_frames runs instead
         pytest.skip("torchcodec decodes on the CPU here")
     problem = dec.torchcodec_problem(dec.TORCHCODEC_DEVICE[backend])
     with caplog.at_level(logging.WARNING):
@@ -181,7 +183,7 @@ def test_torchcodec_missing_falls_back_to_pyav_saying_why(clips, backend, caplog
 
 
 def test_torchcodec_problem_names_the_fix():
-    if TORCHCODEC is None:
+    if TORCHCODEC is None:  # a usable torchcodec has no problem to name; its own tests below run then
         pytest.skip("torchcodec is usable here")
     assert "pip install 'avaf[torchcodec]'" in TORCHCODEC or "FFmpeg" in TORCHCODEC
     assert "\n" not in TORCHCODEC
