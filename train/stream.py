@@ -266,11 +266,10 @@ def open_splits(
 ) -> dict[str, SplitData | StreamedSplit]:
     """The splits in memory when their visual tokens fit `memory_budget` together, else each streamed in
     blocks of a quarter of the budget (two alive per split: the one in use and the one read ahead)."""
-    with FeatureStore(path) as fs:
-        need = sum(visual_bytes(fs, s, subset) for s in splits)
     budget = resolve_budget(memory_budget)
-    if need <= budget:
-        with FeatureStore(path) as fs:
+    with FeatureStore(path) as fs:  # one open (and validation) of the file, whichever way it goes
+        need = sum(visual_bytes(fs, s, subset) for s in splits)
+        if need <= budget:
             return {s: load_split(fs, s, subset, device, variant) for s in splits}
     log.warning(
         "%s: the visual tokens need %.1f GB, more than the memory budget of %.1f GB: streaming them from "
