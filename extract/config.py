@@ -34,10 +34,11 @@ class InputConfig:
 class DecodeConfig:
     backend: str = option(
         "auto",
-        "Video decoder: auto (torchcodec-cuda where torchcodec and a GPU are there, else PyAV; decord if PyAV "
-        "fails), pyav, decord, torchcodec or torchcodec-cuda (both fall back to PyAV, saying why).",
+        "Video decoder: auto (pyav-cuda where a GPU with NVDEC is there, else PyAV on the CPU; decord if PyAV "
+        "fails), pyav, pyav-cuda (NVDEC, frames kept on the GPU), decord, torchcodec or torchcodec-cuda (pyav-cuda "
+        "and both torchcodec ones fall back to PyAV, saying why).",
         flag="decoder",
-        choices=("auto", "pyav", "decord", "torchcodec", "torchcodec-cuda"),
+        choices=("auto", "pyav", "pyav-cuda", "decord", "torchcodec", "torchcodec-cuda"),
     )
     threads: int = option(
         0,

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,15 @@ import numpy as np
 
 from avaf.extract import questions as question_stage
 from avaf.extract.config import ExtractConfig
-from avaf.extract.decode.backends import DecodeError, check_backend, find_media, video_id
+from avaf.extract.decode.backends import (
+    GPU_BACKENDS,
+    DecodeError,
+    backend_problem,
+    check_backend,
+    decode_video,
+    find_media,
+    video_id,
+)
 from avaf.extract.decode.worker import decode_isolated
 from avaf.extract.encoders.stage import Encoders, encode_videos, load_encoders
 from avaf.shared.avqa.annotations import load_questions
@@ -93,6 +102,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
         meta = {k: facts[k] for k in ("signature", "random_weights")} | {"config": to_dict(cfg)}
         if todo:
             dec = to_dict(cfg.decode) | {"image_size": facts["image_size"]}
+            dec["on_gpu"] = decodes_on_gpu(cfg.decode.backend, facts)
             rows = _run_in_process(cfg, dec, encoders, todo) if encoders else _run_on_ray(cfg, dec, todo)
             _write_shards(rows, todo, _Shards(folder, meta, cfg.runtime.shard_videos), summary, progress)
         if pending:
@@ -122,10 +132,12 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
 
 def _facts(encoders: Encoders) -> dict:
     """What a run records of its encoders: the signature, the random-weight flags, the frame size."""
+    on_gpu = encoders.clip.device.type == "cuda"
     return {
         "signature": encoders.signature(),
         "random_weights": encoders.random_weights,
         "image_size": encoders.image_size,
+        "gpu_decoder": gpu_decoder() if on_gpu else None,
     }
 
 
@@ -192,6 +204,36 @@ def _decode_row(vid: str, path: str, cfg_decode: dict) -> dict:
         return {"video_id": vid, "path": path, "decoded": None, "error": f"{type(e).__name__}: {e}"}
 
 
+def _decode_here(vid: str, path: str, cfg_decode: dict) -> dict:
+    """Decode one video in this process (a GPU decoder: its frames stay on this process's GPU)."""
+    try:
+        decoded = decode_video(path, cfg_decode["backend"], cfg_decode["image_size"], cfg_decode["threads"])
+        return {"video_id": vid, "path": path, "decoded": decoded, "error": ""}
+    except DecodeError as e:
+        return {"video_id": vid, "path": path, "decoded": None, "error": str(e)}
+    except Exception as e:
+        log.exception("unexpected error decoding %s", path)
+        return {"video_id": vid, "path": path, "decoded": None, "error": f"{type(e).__name__}: {e}"}
+
+
+def _decode_rows_here(rows: list[dict], cfg_decode: dict) -> list[dict]:
+    """A GPU decoder's videos, decoded by the process that encodes them, all at once on threads (NVDEC has
+    several engines; PyAV and torch release the GIL), their frames left on the GPU for the encoders."""
+    with ThreadPoolExecutor(max(1, len(rows))) as pool:
+        return list(pool.map(lambda r: _decode_here(r["video_id"], r["path"], cfg_decode), rows))
+
+
+def gpu_decoder() -> str | None:
+    """The GPU decoder that works in this process (NVDEC through PyAV first), or None."""
+    return next((name for name in GPU_BACKENDS if backend_problem(name) is None), None)
+
+
+def decodes_on_gpu(backend: str, facts: dict) -> bool:
+    """Whether videos are decoded where they are encoded, on the encoders' GPU, their frames never leaving
+    it: a GPU decoder asked for, or "auto" where the encoders' process found one (``facts``)."""
+    return backend in GPU_BACKENDS or (backend == "auto" and facts.get("gpu_decoder") is not None)
+
+
 def _encode_rows(encoders: Encoders, rows: list[dict]) -> list[dict]:
     """Encode decoded videos together; rows that failed to decode pass their error on.
 
@@ -227,13 +269,18 @@ def _run_in_process(
 ) -> Iterator[dict]:
     step = cfg.runtime.videos_per_call
     for a in range(0, len(todo), step):
-        yield from _encode_rows(encoders, [_decode_row(v, p, dec) for v, p in todo[a : a + step]])
+        part = todo[a : a + step]
+        if dec["on_gpu"]:
+            rows = _decode_rows_here([{"video_id": v, "path": p} for v, p in part], dec)
+        else:
+            rows = [_decode_row(v, p, dec) for v, p in part]
+        yield from _encode_rows(encoders, rows)
 
 
 class _EncoderActor:
     """One per GPU (or per `encoders` on CPU): loads the frozen encoders once, encodes batches of videos."""
 
-    def __init__(self, cfg: ExtractConfig):
+    def __init__(self, cfg: ExtractConfig, decode: dict | None = None):
         import torch
 
         # Ray pins a 1-CPU worker to one thread; an encoder on a CPU node wants them all.
@@ -242,9 +289,13 @@ class _EncoderActor:
         self.encoders = load_encoders(cfg)
         self.where = {"encode_node": _node_id(), "device": str(self.encoders.clip.device)}
         self.signature = json.dumps(self.encoders.signature(), sort_keys=True)  # the driver checks it per row
+        self.decode = decode  # a GPU decoder's settings: this actor decodes its videos itself
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+        if self.decode is not None:
+            rows = _decode_rows_here(rows, self.decode)
+            batch = batch | {"decode_node": _objects([self.where["encode_node"]] * len(rows))}
         out = _encode_rows(self.encoders, rows)
         cols = {k: _objects([o[k] for o in out]) for k in ("video_id", "path", "features", "error")}
         return (
@@ -311,12 +362,22 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
     rt = cfg.runtime
     gpus = _gpus(cfg)
     ds = ray.data.from_items([{"video_id": v, "path": p} for v, p in todo], override_num_blocks=len(todo))
-    # The memory reservation is a scheduling hint for clusters, and it keeps Ray from fusing the decode
-    # tasks into the encoder actor (fused, every decode would run serially inside that one actor).
-    ds = ds.map(lambda r: _decode_on_node(r, dec), num_cpus=1, memory=DECODE_MEMORY)
+    here = dec["on_gpu"]
+    if here and not gpus:
+        log.warning(
+            "--decoder %s: the encoders have no GPU here; decoding with PyAV on the CPU", dec["backend"]
+        )
+        dec, here = dec | {"backend": "pyav"}, False
+    if not here:
+        # Each decode task holds one CPU and decodes its own video: FFmpeg's threads ("auto", 0) would only
+        # oversubscribe the cores, so auto is one thread per task. The memory reservation is a scheduling
+        # hint for clusters, and it keeps Ray from fusing the decode tasks into the encoder actor (fused,
+        # every decode would run serially inside that one actor).
+        task_dec = dec | {"threads": dec["threads"] or 1}
+        ds = ds.map(lambda r: _decode_on_node(r, task_dec), num_cpus=1, memory=DECODE_MEMORY)
     ds = ds.map_batches(
         _EncoderActor,
-        fn_constructor_kwargs={"cfg": cfg},
+        fn_constructor_kwargs={"cfg": cfg, "decode": dec if here else None},
         batch_size=rt.videos_per_call,
         batch_format="numpy",
         num_gpus=gpus,

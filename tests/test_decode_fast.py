@@ -159,6 +159,7 @@ def test_plan_of_a_hand_made_stream():
 
 TORCHCODEC = dec.torchcodec_problem("cpu")
 TORCHCODEC_CUDA = dec.torchcodec_problem("cuda")
+NVDEC = dec.backend_problem("pyav-cuda")
 
 
 @pytest.mark.skipif(TORCHCODEC_CUDA is None, reason="torchcodec decodes on a GPU here")
@@ -197,6 +198,27 @@ def test_torchcodec_cpu_takes_the_same_frames(clips):
         np.testing.assert_array_equal(theirs.timestamps, ours.timestamps)
         assert [frame_index(f) for f in theirs.frames] == [frame_index(f) for f in ours.frames]
         assert np.abs(theirs.frames.astype(int) - ours.frames).mean() < 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(NVDEC is not None, reason=f"pyav-cuda: {NVDEC}")
+def test_pyav_cuda_decodes_with_nvdec_the_same_frames(clips):
+    """NVDEC through PyAV, the same packet plan: the same frames and timestamps as the CPU decode, kept on
+    the GPU; converted and resized there within a grey level or two."""
+    for name in clips:
+        ours, theirs = decode_video(clips[name]), decode_video(clips[name], backend="pyav-cuda")
+        assert theirs.decoder == "pyav-cuda" and theirs.frames.is_cuda, name
+        assert tuple(theirs.frames.shape) == ours.frames.shape
+        np.testing.assert_array_equal(theirs.timestamps, ours.timestamps)
+        np.testing.assert_array_equal(theirs.audio, ours.audio)
+        frames = theirs.frames.cpu().numpy()
+        assert [frame_index(f) for f in frames] == [frame_index(f) for f in ours.frames], name
+        assert np.abs(frames.astype(int) - ours.frames).mean() < 2.0, name
+        assert theirs.streams["packets_sent"] == ours.streams["packets_sent"]
+    assert dec.auto_order()[0] == "pyav-cuda"
+    with IsolatedDecoder() as isolated:  # across a process the frames come back as a NumPy array
+        there = isolated.decode(clips["h264 gop 250"], timeout_s=120, backend="pyav-cuda")
+    assert there.decoder == "pyav-cuda" and isinstance(there.frames, np.ndarray)
 
 
 @pytest.mark.gpu

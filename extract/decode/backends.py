@@ -73,6 +73,7 @@ from avaf.extract.decode.pyav_backend import (
     decode_pyav,
     describe_streams,
     header_duration,
+    nvdec_problem,
     open_container,
     read_audio,
     stream_start,
@@ -84,11 +85,13 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "DECORD_MISSING",
+    "GPU_BACKENDS",
     "TORCHCODEC_MISSING",
     "DecodeError",
     "DecodedVideo",
     "MediaError",
     "auto_order",
+    "backend_problem",
     "check_backend",
     "decode_audio_file",
     "decode_video",
@@ -137,8 +140,8 @@ def require_known_backend(backend: str) -> None:
 def check_backend(backend: str) -> None:
     """Refuse, before any work, a backend that is unknown or not installed here (ValueError, one line).
 
-    torchcodec is the exception: without it (or the system's FFmpeg, or CUDA) one line says so and PyAV
-    decodes instead; each video records which decoder served it.
+    torchcodec and pyav-cuda are the exception: without torchcodec (or the system's FFmpeg), CUDA or NVDEC
+    one line says so and PyAV decodes on the CPU instead; each video records which decoder served it.
     """
     require_known_backend(backend)
     problem = decord_problem() if backend in ("auto", "decord") else None
@@ -146,15 +149,21 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"--decoder decord: {problem}; or use --decoder auto (PyAV)")
     if problem:
         logger.info("--decoder auto uses PyAV alone (%s)", problem)
-    if backend in FALLBACKS and (problem := torchcodec_problem(TORCHCODEC_DEVICE[backend])):
+    if backend in FALLBACKS and (problem := backend_problem(backend)):
         logger.warning("--decoder %s: %s; decoding with PyAV instead", backend, problem)
 
 
+def backend_problem(backend: str) -> str | None:
+    """Why ``backend`` (one of FALLBACKS) cannot decode in this process, or None."""
+    if backend == "pyav-cuda":
+        return nvdec_problem()
+    return torchcodec_problem(TORCHCODEC_DEVICE[backend])
+
+
 def auto_order() -> tuple[str, ...]:
-    """The backends "auto" tries, in order: torchcodec-cuda first where it can decode on a GPU here."""
-    if torchcodec_problem("cuda") is None:
-        return ("torchcodec-cuda", *AUTO_ORDER)
-    return tuple(AUTO_ORDER)
+    """The backends "auto" tries, in order: on a GPU, NVDEC through PyAV (then torchcodec's) where it works."""
+    gpu = tuple(name for name in GPU_BACKENDS if backend_problem(name) is None)
+    return (*gpu, *AUTO_ORDER)
 
 
 def _decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
@@ -174,6 +183,10 @@ def _decode_torchcodec_cuda(path: str | Path, image_size: int = 224, threads: in
     return decode_torchcodec(path, image_size, "cuda", threads)
 
 
+def _decode_pyav_cuda(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
+    return decode_pyav(path, image_size, device="cuda")
+
+
 def _decode_decord_any(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
     return _decode_decord(path, image_size)
 
@@ -183,10 +196,13 @@ BACKENDS: dict[str, Callable[..., DecodedVideo]] = {
     "decord": _decode_decord_any,
     "torchcodec": _decode_torchcodec_cpu,
     "torchcodec-cuda": _decode_torchcodec_cuda,
+    "pyav-cuda": _decode_pyav_cuda,
 }
 TORCHCODEC_DEVICE = {"torchcodec": "cpu", "torchcodec-cuda": "cuda"}
-# asked for by name, these fall back to PyAV on a failure (missing library, FFmpeg or GPU; a refused file)
-FALLBACKS = {name: (name, "pyav") for name in TORCHCODEC_DEVICE}
+GPU_BACKENDS = ("pyav-cuda", "torchcodec-cuda")  # their frames come back as CUDA tensors
+# asked for by name, these fall back to PyAV on a failure (missing library, FFmpeg, GPU or NVDEC; a refused
+# file)
+FALLBACKS = {name: (name, "pyav") for name in (*TORCHCODEC_DEVICE, "pyav-cuda")}
 
 
 def is_audio_file(path: str | Path) -> bool:

@@ -204,7 +204,12 @@ class NearestFramePicker:
         while len(self.chosen) < seconds and self._prev is not None:
             self._take(*self._prev)
         self._prev = None
-        return np.stack(self.chosen[:seconds]), np.asarray(self.times[:seconds], dtype=np.float64)
+        frames = self.chosen[:seconds]
+        if frames and not isinstance(frames[0], np.ndarray):  # CUDA tensors (pyav-cuda)
+            import torch
+
+            return torch.stack(frames), np.asarray(self.times[:seconds], dtype=np.float64)
+        return np.stack(frames), np.asarray(self.times[:seconds], dtype=np.float64)
 
 
 def clip_resize(rgb: np.ndarray, image_size: int) -> np.ndarray:

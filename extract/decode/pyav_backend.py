@@ -20,6 +20,8 @@ stereo tone by sqrt(2); the mean keeps amplitudes, like librosa.
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 import math
 import os
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.codec.hwaccel import HWAccel
 
 from avaf.extract.decode.common import (
     SAMPLE_RATE,
@@ -45,6 +48,7 @@ from avaf.extract.decode.common import (
     upright,
     whole_seconds,
 )
+from avaf.extract.decode.gpu_frames import resize_cuda, upright_cuda, yuv_to_rgb
 from avaf.extract.decode.plan import NONREF, SEND, PacketFeeder, plan_packets, scan_packets
 
 logger = logging.getLogger(__name__)
@@ -58,8 +62,9 @@ FRAME_COUNT_CONTAINERS = frozenset({"avi"})
 AUDIO_JUMP_S = 0.04
 
 
-def open_container(path: str | Path) -> av.container.InputContainer:
-    """Open ``path`` with PyAV, or raise MediaError naming what is wrong with the file."""
+def open_container(path: str | Path, hwaccel=None) -> av.container.InputContainer:
+    """Open ``path`` with PyAV (decoding video with ``hwaccel`` when given), or raise MediaError naming what is
+    wrong with the file."""
     try:
         info = os.stat(path)
     except OSError as err:
@@ -69,7 +74,7 @@ def open_container(path: str | Path) -> av.container.InputContainer:
     if stat.S_ISREG(info.st_mode) and info.st_size == 0:
         raise MediaError(path, "zero-byte file")
     try:
-        return av.open(str(path), mode="r", metadata_errors="ignore")
+        return av.open(str(path), mode="r", metadata_errors="ignore", hwaccel=hwaccel)
     except av.error.FFmpegError as err:
         reason = err.strerror or type(err).__name__
         raise MediaError(path, f"not a readable media file, or truncated or corrupt ({reason})") from None
@@ -186,15 +191,29 @@ def first_orientation(path: str | Path, index: int) -> tuple[int, bool] | None:
     return 0, False
 
 
-class Upright:
-    """Frames -> upright RGB by their display matrix; remembers the first orientation for the video's record."""
+def frame_to_cuda_rgb(frame: av.VideoFrame, path: str | Path):
+    """(H, W, 3) uint8 RGB CUDA tensor from an NVDEC frame that stayed on the GPU (DLPack, no copy to the CPU)."""
+    import torch
 
-    def __init__(self, path: str | Path) -> None:
+    if frame.format.name != "cuda":
+        raise DecodeError(path, f"NVDEC handed back a {frame.format.name} frame, not a GPU one")
+    torch.cuda.synchronize()  # FFmpeg's copy out of the decoder's surface is done before torch reads it
+    luma, chroma = (torch.from_dlpack(plane) for plane in frame.planes[:2])
+    return yuv_to_rgb(luma, chroma, frame.colorspace, frame.color_range)
+
+
+class Upright:
+    """Frames -> upright RGB by their display matrix; remembers the first orientation for the video's record.
+
+    On ``cuda`` the frames are NVDEC's, and the RGB a CUDA tensor."""
+
+    def __init__(self, path: str | Path, cuda: bool = False) -> None:
         self.path = path
+        self.cuda = cuda
         self.seen: tuple[int, bool] | None = None
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        rgb = frame_to_rgb(frame)
+        rgb = frame_to_cuda_rgb(frame, self.path) if self.cuda else frame_to_rgb(frame)
         matrix = display_matrix(frame)
         turn = orientation(matrix)
         if turn is None:
@@ -204,7 +223,7 @@ class Upright:
             turn = (0, False)
         if self.seen is None:
             self.seen = turn
-        return upright(rgb, *turn)
+        return upright_cuda(rgb, *turn) if self.cuda else upright(rgb, *turn)
 
     def info(self) -> dict:
         turns, mirrored = self.seen or (0, False)
@@ -350,21 +369,29 @@ def _drain(video, path: str | Path, errors: list[str]) -> list:
     return frames
 
 
-def decode_pyav(path: str | Path, image_size: int = 224, threads: int = 0, plan: bool = True) -> DecodedVideo:
+def decode_pyav(
+    path: str | Path, image_size: int = 224, threads: int = 0, plan: bool = True, device: str = "cpu"
+) -> DecodedVideo:
     """Decode ``path`` with PyAV: T frames at t + 0.5 s and T seconds of 16 kHz mono audio.
 
     threads: 0 lets FFmpeg choose (frame and slice threads: the shortest wall time on idle cores), 1 decodes
     on one thread (the fewest CPU-seconds, for machines whose cores all decode), n uses n threads.
     plan: decode only the packets the sampling rule needs (plan.py; exact); False decodes every packet (the
     reference the tests compare with).
+    device: "cuda" decodes the video on the GPU with NVDEC (FFmpeg's hwaccel, in the FFmpeg PyAV bundles) and
+    converts, turns and resizes the frames there: ``frames`` is a uint8 CUDA tensor. The same packet plan and
+    frames as on the CPU; DecodeError (the PyAV CPU path takes over) where NVDEC cannot decode the stream.
     """
-    with open_container(path) as container:
+    cuda = device == "cuda"
+    if cuda and (problem := nvdec_problem()):
+        raise DecodeError(path, problem)
+    with open_container(path, _nvdec() if cuda else None) as container:
         video, audio = choose_streams(container, path)
         streams = describe_streams(container, video, audio)
         origin = stream_origin(video, audio)
         declared = declared_end(container, video, origin)
         max_seconds = check_seconds(path, declared) if declared is not None else None
-        _set_threads(video, threads)
+        _set_threads(video, 1 if cuda else threads)  # NVDEC decodes; the CPU only parses
         scan = None
         if plan and container.format.name not in FRAME_COUNT_CONTAINERS:
             scan = scan_packets(path, video.index, origin)
@@ -372,10 +399,17 @@ def decode_pyav(path: str | Path, image_size: int = 224, threads: int = 0, plan:
         if scan is not None:
             count = max_seconds if max_seconds is not None else whole_seconds(scan.end) + 1
             actions = plan_packets(scan, sample_times(count))
-        turn = Upright(path)
-        picker = NearestFramePicker(max_seconds, lambda frame: clip_resize(turn(frame), image_size))
+        turn = Upright(path, cuda)
+        if cuda:
+            picker = NearestFramePicker(
+                max_seconds, lambda frame: resize_cuda(turn(frame)[None], image_size)[0]
+            )
+        else:
+            picker = NearestFramePicker(max_seconds, lambda frame: clip_resize(turn(frame), image_size))
         collector = AudioCollector(audio, origin) if audio is not None else None
         frames_end, errors = _decode_pass(container, video, picker, collector, actions, path, origin)
+        if cuda and errors:  # NVDEC refused packets (or the file is corrupt): the CPU decode tells which
+            raise DecodeError(path, f"NVDEC failed on {errors} packets")
         if frames_end is None:
             raise DecodeError(path, f"no video frame could be decoded ({errors} corrupt packets)")
         if errors:
@@ -396,7 +430,45 @@ def decode_pyav(path: str | Path, image_size: int = 224, threads: int = 0, plan:
     streams["corrupt_packets"] = errors
     if actions is not None:
         streams["packets_sent"] = [int((actions == SEND).sum() + (actions == NONREF).sum()), len(actions)]
-    return DecodedVideo(frames, wave, valid, times, duration, audio is not None, "pyav", streams)
+    name = "pyav-cuda" if cuda else "pyav"
+    return DecodedVideo(frames, wave, valid, times, duration, audio is not None, name, streams)
+
+
+def _nvdec(allow_software: bool = False):
+    """PyAV's hardware decoding on the current CUDA device, the frames kept there (DLPack)."""
+    import torch
+
+    device = str(torch.cuda.current_device())
+    return HWAccel("cuda", device, allow_software_fallback=allow_software, is_hw_owned=True)
+
+
+@functools.cache
+def nvdec_problem() -> str | None:
+    """None when PyAV can decode H.264 with NVDEC into CUDA frames here, else why not (one line); tried once
+    per process on a tiny clip made on the spot."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to this process"
+    if "cuda" not in av.codec.hwaccel.hwdevices_available():
+        return "this PyAV's FFmpeg has no CUDA hardware decoding"
+    clip = io.BytesIO()
+    with av.open(clip, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=25, options={"g": "4"})
+        stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+        for i in range(8):
+            image = np.full((128, 128, 3), 30 * i, np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode(None))
+    try:
+        with av.open(io.BytesIO(clip.getvalue()), hwaccel=_nvdec()) as container:
+            frames = list(container.decode(container.streams.video[0]))
+            frame_to_cuda_rgb(frames[-1], "NVDEC test clip")
+    except Exception as err:  # FFmpegError (no libnvcuvid, no NVDEC on this GPU), DecodeError, DLPack errors
+        return f"NVDEC does not decode here ({type(err).__name__}: {str(err)[:160]})"
+    return None
 
 
 def _set_threads(video, threads: int) -> None:

@@ -33,6 +33,7 @@ from avaf.extract.decode.common import (
     sample_times,
     seconds_decoded,
 )
+from avaf.extract.decode.gpu_frames import resize_cuda
 from avaf.extract.decode.plan import scan_packets
 from avaf.extract.decode.pyav_backend import (
     FRAME_COUNT_CONTAINERS,
@@ -75,23 +76,6 @@ def torchcodec_problem(device: str = "cpu") -> str | None:
         if not torch.cuda.is_available():
             return "no CUDA device is visible to this process"
     return None
-
-
-def resize_cuda(frames, image_size: int):
-    """(B, H, W, 3) uint8 CUDA -> (B, S, S, 3) uint8 CUDA: shorter side to S (bicubic, antialiased), centre crop."""
-    import torch
-    import torch.nn.functional as F
-
-    height, width = frames.shape[1:3]
-    short, long = min(width, height), max(width, height)
-    new_long = int(image_size * long / short)
-    new_w, new_h = (image_size, new_long) if width <= height else (new_long, image_size)
-    x = frames.permute(0, 3, 1, 2).float()  # (B, 3, H, W)
-    if (new_w, new_h) != (width, height):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
-    top, left = int(round((new_h - image_size) / 2.0)), int(round((new_w - image_size) / 2.0))
-    x = x[:, :, top : top + image_size, left : left + image_size]
-    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (B, S, S, 3)
 
 
 def _read_frames(decoder, indices: np.ndarray, image_size: int, cuda: bool, path):

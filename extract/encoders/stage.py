@@ -107,8 +107,8 @@ def encode_videos(enc: Encoders, items: list[tuple[str, str, DecodedVideo]]) -> 
     """Encode several decoded videos together: all their frames (and seconds of audio) share batches."""
     lengths = [d.num_seconds for _, _, d in items]
     seen = [d.num_seconds if d.has_video else 0 for _, _, d in items]  # audio-only files: no frames
-    frames = np.concatenate([d.frames for _, _, d in items])  # (sum T of videos, S, S, 3)
-    tokens, pooled = enc.clip.encode_images(frames)  # (sum T, N, D), (sum T, D)
+    tokens, pooled = enc.clip.encode_images(_all_frames([d.frames for _, _, d in items], enc.clip.device))
+    # (sum T, N, D), (sum T, D)
     tokens, pooled = (
         _fill_audio_only(tokens.split(seen), lengths),
         _fill_audio_only(pooled.split(seen), lengths),
@@ -135,6 +135,16 @@ def encode_videos(enc: Encoders, items: list[tuple[str, str, DecodedVideo]]) -> 
             )
         )
     return out
+
+
+def _all_frames(parts: list, device):
+    """The videos' frames (sum T, S, S, 3) in one array; one tensor on ``device`` when a GPU decoder left some
+    there (they never come back to the CPU)."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts)
+    import torch
+
+    return torch.cat([torch.as_tensor(p).to(device) for p in parts])
 
 
 def _fill_audio_only(parts, lengths: list[int]) -> list:
