@@ -10,17 +10,23 @@ times every route on every clip, interleaved clip by clip so load changes hit al
   (``--ffmpeg``, else on PATH) its processes are counted; without one, the route is reproduced in this
   process with PyAV: every frame decoded (FFmpeg's threads, as the CLI), FFmpeg's fps=1 filter, an MJPEG
   encode at qscale 2 per kept frame written to disk, the audio resampled to a 16 kHz WAV.
-* default: ``decode_video(path)`` as avaf-extract runs it (PyAV, only the packets the sampling rule needs);
-* 1 thread: the same on one decoding thread (the fewest CPU-seconds when every core decodes);
-* every frame: PyAV decoding every packet (the exact reference the tests compare with);
+* avaf-extract on Ray (1 thread per decode task): ``decode_video(path, "pyav", threads=1)``, as each Ray
+  decode task runs it on a machine without a GPU (the task holds one CPU and decodes its own video; PyAV,
+  only the packets the sampling rule needs);
+* one video alone (FFmpeg threads): ``decode_video(path, "pyav")``, the same decode on FFmpeg's threads
+  (the shortest wall time on idle cores, more CPU-seconds);
+* every frame: PyAV decoding every packet on FFmpeg's threads (the exact reference the tests compare with);
 * decord, torchcodec: when installed (torchcodec needs the system's FFmpeg libraries).
 
-``--device cuda`` adds torchcodec-cuda (NVDEC decode, resize on the GPU) and counts GPU wall time too.
+``--device cuda`` adds torchcodec-cuda and pyav-cuda (NVDEC decode, frames kept on the GPU, resize there)
+and counts their GPU wall time too (``torch.cuda.synchronize``); a route that cannot run here (no CUDA, no
+NVDEC, a fall-back to the CPU) prints one line and the others go on.
+
 CPU-seconds are user + system time of this process and its children (every thread), not wall time; the
 1-minute load average is printed before and after each table (others' work inflates wall times more than
 CPU-seconds). Not a test: it never asserts a time.
 
-    python tests/benchmarks/bench_decode.py --sizes 640x360,1280x720,1920x1080 --workdir /tmp/clips
+    python tests/benchmarks/bench_decode.py --sizes 640x360,1280x720,1920x1080 --gops 250,12 --workdir /tmp/clips
 """
 
 from __future__ import annotations
@@ -200,8 +206,12 @@ def timed(methods: dict[str, tuple], videos: list[Path], repeat: int) -> dict[st
     wall = dict.fromkeys(methods, 0.0)
     cpu = dict.fromkeys(methods, 0.0)
     print(f"(1-minute load average before: {os.getloadavg()[0]:.2f})")
-    for run, _ in methods.values():
-        run(videos[0])  # warm-up: imports, first-call costs
+    for name, (run, _) in list(methods.items()):
+        try:
+            run(videos[0])  # warm-up: imports, first-call costs
+        except Exception as err:  # a GPU route on a machine where it cannot run: say so, time the others
+            print(f"{name}: skipped ({type(err).__name__}: {str(err)[:200]})")
+            del methods[name], wall[name], cpu[name]
     for _ in range(repeat):
         for path in videos:
             for name, (run, extra) in methods.items():
@@ -211,12 +221,17 @@ def timed(methods: dict[str, tuple], videos: list[Path], repeat: int) -> dict[st
                 cpu[name] += _cpu_now(extra) - c0
     n = len(videos) * repeat
     naive = next((cpu[k] for k in cpu if k.startswith("naive")), None)
-    print(f"{'route':<22} {'videos/s':>8} {'s/video':>8} {'CPU-s/video':>12} {'of naive':>9}")
+    width = max(map(len, methods))
+    print(f"{'route':<{width}} {'videos/s':>8} {'s/video':>8} {'CPU-s/video':>12} {'of naive':>9}")
     for name in methods:
         share = f"{cpu[name] / naive:9.0%}" if naive else ""
-        print(f"{name:<22} {n / wall[name]:8.3f} {wall[name] / n:8.2f} {cpu[name] / n:12.2f} {share}")
+        print(f"{name:<{width}} {n / wall[name]:8.3f} {wall[name] / n:8.2f} {cpu[name] / n:12.2f} {share}")
     print(f"(1-minute load average after: {os.getloadavg()[0]:.2f})\n")
     return {k: v / n for k, v in cpu.items()}
+
+
+RAY = "avaf-extract on Ray (1 thread per decode task)"
+ALONE = "one video alone (FFmpeg threads)"
 
 
 def routes(args, work: Path) -> dict[str, tuple]:
@@ -232,9 +247,9 @@ def routes(args, work: Path) -> dict[str, tuple]:
     else:
         methods = {"naive (PyAV replica)": (lambda p: naive_pyav(p, work / "naive"), none)}
     print(f"naive route: {ffmpeg or 'no ffmpeg CLI here, reproduced with PyAV'} ({origin})")
-    methods["default"] = (lambda p: backends.decode_video(p), none)
-    methods["default, 1 thread"] = (lambda p: decode_pyav(p, threads=1), none)
-    methods["every frame"] = (lambda p: decode_pyav(p, plan=False), none)
+    methods[RAY] = (lambda p: backends.decode_video(p, "pyav", threads=1), none)
+    methods[ALONE] = (lambda p: backends.decode_video(p, "pyav"), none)
+    methods["every frame (FFmpeg threads)"] = (lambda p: decode_pyav(p, plan=False), none)
     if backends.decord_problem() is None and not args.no_decord:
         methods["decord"] = (lambda p: backends.decode_video(p, "decord"), none)
     problem = backends.torchcodec_problem("cpu")
@@ -243,18 +258,22 @@ def routes(args, work: Path) -> dict[str, tuple]:
     else:
         print(f"torchcodec: skipped ({problem})")
     if args.device == "cuda":
-        problem = backends.torchcodec_problem("cuda")
-        if problem is not None:
-            raise SystemExit(f"--device cuda: {problem}")
-        methods["torchcodec-cuda"] = (lambda p: _cuda_run(backends, p), none)
+        for name, backend in (("torchcodec-cuda", "torchcodec-cuda"), ("pyav-cuda (NVDEC)", "pyav-cuda")):
+            problem = backends.backend_problem(backend)
+            if problem is None:
+                methods[name] = (lambda p, b=backend: _cuda_run(backends, p, b), none)
+            else:
+                print(f"{name}: skipped ({problem})")
     return methods
 
 
-def _cuda_run(backends, path: Path) -> None:
+def _cuda_run(backends, path: Path, backend: str) -> None:
+    """One GPU decode, waited for (the GPU's work is asynchronous); an error if it fell back to the CPU."""
     import torch
 
-    video = backends.decode_video(path, "torchcodec-cuda")
-    assert video.frames.is_cuda
+    video = backends.decode_video(path, backend)
+    if not getattr(video.frames, "is_cuda", False):
+        raise RuntimeError(f"{backend} fell back to {video.decoder} on the CPU")
     torch.cuda.synchronize()
 
 
@@ -266,7 +285,7 @@ def main() -> None:
     parser.add_argument("--gops", default="250,12", help="keyframe intervals (frames), one table each")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the clips")
     parser.add_argument("--ffmpeg", help="ffmpeg binary for the naive route (default: on PATH, else PyAV)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: add torchcodec-cuda")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: add the GPU decoders")
     parser.add_argument("--no-decord", action="store_true", help="leave decord out")
     parser.add_argument("--workdir", type=Path, help="keep the clips here (default: a temporary folder)")
     args = parser.parse_args()
@@ -294,10 +313,11 @@ def main() -> None:
             print(f"{mbps:.2f} Mbit/s (ready in {time.perf_counter() - t0:.0f} s); {args.repeat} passes")
             cpu = timed(methods, videos, args.repeat)
             naive = next(v for k, v in cpu.items() if k.startswith("naive"))
-            summary.append((f"{width}x{height} gop {gop}", naive, cpu["default"], cpu["default, 1 thread"]))
-    print(f"{'CPU-s/video':<22} {'naive':>7} {'default':>8} {'1 thread':>9} {'default/naive':>14}")
-    for name, naive, default, single in summary:
-        print(f"{name:<22} {naive:7.2f} {default:8.2f} {single:9.2f} {default / naive:14.0%}")
+            summary.append((f"{width}x{height} gop {gop}", naive, cpu[RAY], cpu[ALONE]))
+    print(f"CPU-s/video: {RAY} = Ray; {ALONE} = alone")
+    print(f"{'clips':<22} {'naive':>7} {'Ray':>7} {'alone':>7} {'Ray/naive':>10} {'alone/naive':>12}")
+    for name, naive, ray, alone in summary:
+        print(f"{name:<22} {naive:7.2f} {ray:7.2f} {alone:7.2f} {ray / naive:10.0%} {alone / naive:12.0%}")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 
