@@ -61,7 +61,18 @@ from bench_decode import find_ffmpeg, machine, make_video
 from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, RuntimeConfig, VGGishConfig
 
 SECONDS, WIDTH, HEIGHT = 60, 640, 360  # fixed by the issue: never shrink them
-SKIPPABLE = ("decode", "inprocess", "ray", "naive", "encoders", "gpu")
+SKIPPABLE = ("decode", "inprocess", "ray", "naive", "encoders", "gpu", "sizing")
+# Dense fp16/bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, for the sizing
+# model's estimates; the GPU this script runs on is measured instead.
+GPU_CLASSES = {
+    "T4": 65,
+    "L4": 121,
+    "A10": 125,
+    "RTX 4090": 165,  # fp32 accumulation, as torch's fp16 matmuls use
+    "A100": 312,
+    "L40S": 362,
+    "H100 SXM / H200": 989,
+}
 
 
 @dataclass
@@ -88,6 +99,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=RuntimeConfig().batch_size, help="frames per CLIP pass")
     p.add_argument("--decode-passes", type=int, default=2, help="passes over the clips for decode alone")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="encoders alone")
+    p.add_argument(
+        "--sizing-sizes",
+        default="640x360,1280x720",
+        help="clip sizes whose CPU decode cost the sizing model measures (2 clips each, 60 s)",
+    )
+    p.add_argument("--nvdec-threads", default="1,4,8,16", help="concurrent pyav-cuda decodes to time (GPU)")
     return p.parse_args()
 
 
@@ -144,16 +161,27 @@ class Clock:
         return Row(name, videos, wall, cpu, others, (self.load, _load()), notes)
 
 
+def make_all(jobs: list[tuple[Path, int, int, int, int]]) -> None:
+    """Generate the clips (path, width, height, fps, seed) not there yet, one process per core."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    todo = [j for j in jobs if not j[0].exists()]
+    with ProcessPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+        list(pool.map(_make_one, todo))
+
+
+def _make_one(job: tuple[Path, int, int, int, int]) -> None:
+    path, width, height, fps, seed = job
+    make_video(path, SECONDS, width, height, fps=fps, seed=seed)
+
+
 def make_clips(work: Path, n: int) -> list[Path]:
     """n clips in work/clips (a folder holding nothing else, since the stage scans it), reused if there."""
     folder = work / "clips"
     folder.mkdir(parents=True, exist_ok=True)
-    t0, paths = time.perf_counter(), []
-    for i in range(n):
-        path = folder / f"clip{i}_{WIDTH}x{HEIGHT}_{SECONDS}s.mp4"
-        if not path.exists():
-            make_video(path, SECONDS, WIDTH, HEIGHT, fps=(25, 30)[i % 2], seed=i)
-        paths.append(path)
+    t0 = time.perf_counter()
+    paths = [folder / f"clip{i}_{WIDTH}x{HEIGHT}_{SECONDS}s.mp4" for i in range(n)]
+    make_all([(p, WIDTH, HEIGHT, (25, 30)[i % 2], i) for i, p in enumerate(paths)])
     for extra in set(folder.iterdir()) - set(paths):
         raise SystemExit(f"{extra}: {folder} must hold only the generated clips")
     mbps = np.mean([p.stat().st_size * 8 / SECONDS / 1e6 for p in paths])
@@ -351,14 +379,153 @@ def print_rows(rows: list[Row]) -> None:
 def print_machine(ffmpeg: str | None, origin: str) -> None:
     import av
     import open_clip
-    import ray
 
+    try:
+        import ray
+
+        ray_version = ray.__version__
+    except ImportError:  # a GPU box measured for the sizing model alone (--skip ray)
+        ray_version = "not installed"
+    gpu = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no CUDA"
     print(f"date: {time.strftime('%Y-%m-%d %H:%M')}, machine: {machine()}")
     print(
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), open_clip {open_clip.__version__}, "
-        f"Ray {ray.__version__}, PyAV {av.__version__}, CUDA {'yes' if torch.cuda.is_available() else 'no'}"
+        f"Ray {ray_version}, PyAV {av.__version__}, {gpu}"
     )
     print(f"ffmpeg for the naive baseline: {ffmpeg} ({origin}); 1-minute load average {_load():.2f}")
+
+
+def flops_per_second_of_video() -> tuple[float, float]:
+    """FLOPs (2 per multiply-add, torch's FlopCounterMode) of one frame through ViT-B/32's image tower and of
+    one VGGish example (its network; the log-mel front end is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from avaf.extract.encoders.clip_encoder import load_clip
+    from avaf.extract.encoders.vggish_encoder import load_vggish
+
+    clip, vggish = load_clip("ViT-B-32", "random"), load_vggish("random")
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel is invisible to the counter
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            clip.model.encode_image(torch.zeros(2, 3, 224, 224))
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    with FlopCounterMode(display=False) as audio, torch.no_grad():
+        vggish.model(torch.zeros(2, 1, 96, 64))  # the network alone: encode_examples pads to its batch
+    return counter.get_total_flops() / 2, audio.get_total_flops() / 2
+
+
+def encoder_rates(device: str, batches: tuple[int, ...], repeats: int = 3) -> dict:
+    """CLIP frames/s at each batch size and VGGish audio-seconds/s, as the pipeline calls them."""
+    from avaf.extract.encoders.clip_encoder import load_clip
+    from avaf.extract.encoders.vggish_encoder import load_vggish
+
+    cuda = device == "cuda"
+    precision = "fp16" if cuda else "fp32"
+    rng, rates = np.random.default_rng(0), {"precision": precision}
+    for batch in batches:
+        clip = load_clip("ViT-B-32", "random", device=device, precision=precision, batch_size=batch)
+        frames = torch.from_numpy(rng.integers(0, 256, (batch * 4, 224, 224, 3), dtype=np.uint8))
+        rates[batch] = len(frames) / _best_s(lambda c=clip, f=frames: c.encode_images(f), repeats, cuda)
+    vggish = load_vggish("random", device=device, precision=precision)
+    audio = [rng.uniform(-1, 1, (SECONDS, 16000)).astype(np.float32) for _ in range(8)]
+    rates["vggish"] = 8 * SECONDS / _best_s(lambda: vggish.encode_batch(audio, [SECONDS] * 8), repeats, cuda)
+    return rates
+
+
+def decode_costs(work: Path, sizes: list[tuple[int, int]]) -> dict[str, float]:
+    """CPU-seconds per 60 s clip of the CPU decode as a Ray decode task runs it (PyAV, one thread), per size."""
+    from avaf.extract.decode.pyav_backend import decode_pyav
+
+    costs = {}
+    (work / "sizing").mkdir(parents=True, exist_ok=True)
+    clips_of = {(w, h): [work / "sizing" / f"clip{i}_{w}x{h}.mp4" for i in range(2)] for w, h in sizes}
+    make_all([(p, w, h, (25, 30)[i], 100 + i) for (w, h), ps in clips_of.items() for i, p in enumerate(ps)])
+    for width, height in sizes:
+        clips = clips_of[(width, height)]
+        decode_pyav(clips[0], threads=1)  # warm-up
+        clock = Clock()
+        for path in clips:
+            decode_pyav(path, threads=1)
+        costs[f"{height}p"] = clock.row("", len(clips), []).cpu / len(clips)
+    return costs
+
+
+def nvdec_rates(work: Path, sizes: list[tuple[int, int]], threads: list[int]) -> list[str]:
+    """pyav-cuda (NVDEC) decodes of the sizing clips, k at a time on threads as an encoder actor runs them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from avaf.extract.decode.backends import backend_problem, decode_video
+
+    problem = backend_problem("pyav-cuda")
+    if problem:
+        return [f"  pyav-cuda (NVDEC): not measured ({problem})"]
+    lines = []
+    for width, height in sizes:
+        paths = sorted((work / "sizing").glob(f"*_{width}x{height}.mp4"))
+        decode_video(paths[0], "pyav-cuda")  # warm-up: the CUDA context, NVDEC's first session
+        for k in threads:
+            jobs = [paths[i % len(paths)] for i in range(max(k, 4) * 2)]
+            clock = Clock()
+            with ThreadPoolExecutor(k) as pool:
+                served = set(pool.map(lambda p: decode_video(p, "pyav-cuda").decoder, jobs))
+            torch.cuda.synchronize()
+            r = clock.row("", len(jobs), [])
+            lines.append(
+                f"  pyav-cuda (NVDEC) {height}p, {k:2d} at a time: {len(jobs) / r.wall:7.2f} videos/s, "
+                f"{r.cpu / len(jobs):.2f} CPU-s/video (served by {', '.join(sorted(served))})"
+            )
+    return lines
+
+
+def sizing_model(args: argparse.Namespace, work: Path) -> list[str]:
+    """The throughput model: encoder appetite per GPU class, and the decode cores it takes to feed one."""
+    sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizing_sizes.split(",") if s]
+    costs = decode_costs(work, sizes)
+    clip_flops, vggish_flops = flops_per_second_of_video()
+    video_flops = SECONDS * (clip_flops + vggish_flops)
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    device = "cuda" if cuda else "cpu"
+    batches = (args.batch_size, 256) if cuda else (args.batch_size,)
+    rates = encoder_rates(device, batches)
+    video_s = SECONDS / rates[args.batch_size] + SECONDS / rates["vggish"]  # encoder-seconds per video
+    cost_text = ", ".join(f"{k} {v:.2f}" for k, v in costs.items())
+    lines = [
+        "",
+        "throughput model (a 60 s video: 60 frames through ViT-B/32, 60 examples through VGGish)",
+        f"  per frame {clip_flops / 1e9:.2f} GFLOP (ViT-B/32 image tower), per second of audio "
+        f"{vggish_flops / 1e9:.2f} GFLOP (VGGish network): {video_flops / 1e9:.0f} GFLOP per video",
+        f"  CPU decode as a Ray decode task runs it (PyAV, 1 thread), CPU-s per video: {cost_text}",
+        f"  encoders here on {device} ({rates['precision']}): CLIP "
+        + ", ".join(f"{rates[b]:,.0f} frames/s at batch {b}" for b in batches)
+        + f"; VGGish {rates['vggish']:,.0f} audio-s/s (8 videos per call) -> {1 / video_s:,.1f} videos/s",
+    ]
+    if cuda:
+        lines += nvdec_rates(work, sizes, [int(k) for k in args.nvdec_threads.split(",") if k])
+    name = torch.cuda.get_device_name() if cuda else "this CPU"
+    header = f"  {'GPU':<26} {'TFLOP/s':>8} {'videos/s':>9}" + "".join(f" {'cores @' + k:>11}" for k in costs)
+    lines += ["", header]
+    util = 0.25
+    if cuda:
+        peak = next((v for k, v in GPU_CLASSES.items() if any(p in name for p in k.split(" / "))), None)
+        if peak:
+            util = video_flops / video_s / (peak * 1e12)
+        lines.append(_model_row(f"{name} (measured)", peak or 0, 1 / video_s, costs))
+    for gpu, peak in GPU_CLASSES.items():
+        lines.append(_model_row(f"{gpu} (est.)", peak, util * peak * 1e12 / video_flops, costs))
+    basis = f"{util:.1%} of peak, as measured on {name}" if util != 0.25 else "25% of peak (no GPU measured)"
+    lines += [
+        f"  estimates: the encoders at {basis}, at batch {args.batch_size}. cores: CPU cores of PyAV decode",
+        "  tasks (one thread and 1 GiB reserved each) that keep one such GPU busy = videos/s x CPU-s/video.",
+    ]
+    return lines
+
+
+def _model_row(name: str, peak: float, videos: float, costs: dict[str, float]) -> str:
+    return f"  {name:<26} {peak:8.0f} {videos:9,.1f}" + "".join(
+        f" {videos * c:11,.0f}" for c in costs.values()
+    )
 
 
 def run_modes(args: argparse.Namespace, work: Path, videos: list[Path], ffmpeg: str | None) -> list[Row]:
@@ -396,6 +563,8 @@ def main() -> None:
         print("\n".join(["", *bench_encoders(device, args.batch_size)]))
     for note in notes:
         print(note)
+    if "sizing" not in args.skip:
+        print("\n".join(sizing_model(args, work)))
     print(f"\n1-minute load average at the end: {_load():.2f}")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
