@@ -198,7 +198,8 @@ def frame_to_cuda_rgb(frame: av.VideoFrame, path: str | Path):
     if frame.format.name != "cuda":
         raise DecodeError(path, f"NVDEC handed back a {frame.format.name} frame, not a GPU one")
     torch.cuda.synchronize()  # FFmpeg's copy out of the decoder's surface is done before torch reads it
-    luma, chroma = (torch.from_dlpack(plane) for plane in frame.planes[:2])
+    # the capsule itself: PyAV refuses the stream torch would pass to __dlpack__ (synchronised above)
+    luma, chroma = (torch.from_dlpack(plane.__dlpack__()) for plane in frame.planes[:2])
     return yuv_to_rgb(luma, chroma, frame.colorspace, frame.color_range)
 
 
@@ -435,11 +436,18 @@ def decode_pyav(
 
 
 def _nvdec(allow_software: bool = False):
-    """PyAV's hardware decoding on the current CUDA device, the frames kept there (DLPack)."""
+    """PyAV's hardware decoding on the current CUDA device, the frames kept there (DLPack).
+
+    FFmpeg runs in torch's CUDA context (current_ctx), made current on this thread first: asked for the
+    primary context instead, FFmpeg refuses it once torch holds it (other scheduling flags: EOPNOTSUPP)."""
     import torch
 
-    device = str(torch.cuda.current_device())
-    return HWAccel("cuda", device, allow_software_fallback=allow_software, is_hw_owned=True)
+    index = torch.cuda.current_device()
+    torch.cuda.synchronize(index)  # the runtime makes the device's primary context current on this thread
+    options = {"primary_ctx": "0", "current_ctx": "1"}
+    return HWAccel(
+        "cuda", str(index), allow_software_fallback=allow_software, options=options, is_hw_owned=True
+    )
 
 
 @functools.cache
