@@ -34,9 +34,9 @@ class InputConfig:
 class DecodeConfig:
     backend: str = option(
         "auto",
-        "Video decoder: auto (pyav-cuda where a GPU with NVDEC is there, else PyAV on the CPU; decord if PyAV "
-        "fails), pyav, pyav-cuda (NVDEC, frames kept on the GPU), decord, torchcodec or torchcodec-cuda (pyav-cuda "
-        "and both torchcodec ones fall back to PyAV, saying why).",
+        "Video decoder: auto (PyAV on the CPU; decord if PyAV fails), pyav, pyav-cuda (NVDEC; the encoders' "
+        "process decodes, frames stay on the GPU), decord, torchcodec or torchcodec-cuda (pyav-cuda and both "
+        "torchcodec ones fall back to PyAV, saying why).",
         flag="decoder",
         choices=("auto", "pyav", "pyav-cuda", "decord", "torchcodec", "torchcodec-cuda"),
     )

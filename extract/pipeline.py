@@ -33,7 +33,6 @@ from avaf.extract.config import ExtractConfig
 from avaf.extract.decode.backends import (
     GPU_BACKENDS,
     DecodeError,
-    backend_problem,
     check_backend,
     decode_video,
     find_media,
@@ -102,7 +101,7 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
         meta = {k: facts[k] for k in ("signature", "random_weights")} | {"config": to_dict(cfg)}
         if todo:
             dec = to_dict(cfg.decode) | {"image_size": facts["image_size"]}
-            dec["on_gpu"] = decodes_on_gpu(cfg.decode.backend, facts)
+            dec["on_gpu"] = decodes_on_gpu(cfg.decode.backend)
             rows = _run_in_process(cfg, dec, encoders, todo) if encoders else _run_on_ray(cfg, dec, todo)
             _write_shards(rows, todo, _Shards(folder, meta, cfg.runtime.shard_videos), summary, progress)
         if pending:
@@ -132,12 +131,10 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
 
 def _facts(encoders: Encoders) -> dict:
     """What a run records of its encoders: the signature, the random-weight flags, the frame size."""
-    on_gpu = encoders.clip.device.type == "cuda"
     return {
         "signature": encoders.signature(),
         "random_weights": encoders.random_weights,
         "image_size": encoders.image_size,
-        "gpu_decoder": gpu_decoder() if on_gpu else None,
     }
 
 
@@ -223,15 +220,10 @@ def _decode_rows_here(rows: list[dict], cfg_decode: dict) -> list[dict]:
         return list(pool.map(lambda r: _decode_here(r["video_id"], r["path"], cfg_decode), rows))
 
 
-def gpu_decoder() -> str | None:
-    """The GPU decoder that works in this process (NVDEC through PyAV first), or None."""
-    return next((name for name in GPU_BACKENDS if backend_problem(name) is None), None)
-
-
-def decodes_on_gpu(backend: str, facts: dict) -> bool:
-    """Whether videos are decoded where they are encoded, on the encoders' GPU, their frames never leaving
-    it: a GPU decoder asked for, or "auto" where the encoders' process found one (``facts``)."""
-    return backend in GPU_BACKENDS or (backend == "auto" and facts.get("gpu_decoder") is not None)
+def decodes_on_gpu(backend: str) -> bool:
+    """Whether videos are decoded where they are encoded, on the encoders' GPU, their frames never leaving it
+    (a GPU decoder asked for)."""
+    return backend in GPU_BACKENDS
 
 
 def _encode_rows(encoders: Encoders, rows: list[dict]) -> list[dict]:

@@ -206,7 +206,12 @@ def test_pyav_cuda_decodes_with_nvdec_the_same_frames(clips):
     """NVDEC through PyAV, the same packet plan: the same frames and timestamps as the CPU decode, kept on
     the GPU; converted and resized there within a grey level or two."""
     for name in clips:
-        ours, theirs = decode_video(clips[name]), decode_video(clips[name], backend="pyav-cuda")
+        ours, theirs = decode_video(clips[name], "pyav"), decode_video(clips[name], backend="pyav-cuda")
+        if name == "hevc open gop":  # 128x72: under NVDEC's HEVC minimum (144x144) it falls back, saying why
+            assert theirs.decoder == "pyav" and theirs.streams["failed_attempts"][0].startswith(
+                "pyav-cuda: NVDEC"
+            )
+            continue
         assert theirs.decoder == "pyav-cuda" and theirs.frames.is_cuda, name
         assert tuple(theirs.frames.shape) == ours.frames.shape
         np.testing.assert_array_equal(theirs.timestamps, ours.timestamps)
@@ -215,7 +220,6 @@ def test_pyav_cuda_decodes_with_nvdec_the_same_frames(clips):
         assert [frame_index(f) for f in frames] == [frame_index(f) for f in ours.frames], name
         assert np.abs(frames.astype(int) - ours.frames).mean() < 2.0, name
         assert theirs.streams["packets_sent"] == ours.streams["packets_sent"]
-    assert dec.auto_order()[0] == "pyav-cuda"
     with IsolatedDecoder() as isolated:  # across a process the frames come back as a NumPy array
         there = isolated.decode(clips["h264 gop 250"], timeout_s=120, backend="pyav-cuda")
     assert there.decoder == "pyav-cuda" and isinstance(there.frames, np.ndarray)
@@ -225,14 +229,13 @@ def test_pyav_cuda_decodes_with_nvdec_the_same_frames(clips):
 @pytest.mark.skipif(TORCHCODEC_CUDA is not None, reason=f"torchcodec-cuda: {TORCHCODEC_CUDA}")
 def test_torchcodec_cuda_decodes_on_the_gpu(clips):
     for name in ("h264 gop 250", "h264 vfr"):
-        ours, theirs = decode_video(clips[name]), decode_video(clips[name], backend="torchcodec-cuda")
+        ours, theirs = decode_video(clips[name], "pyav"), decode_video(clips[name], backend="torchcodec-cuda")
         assert theirs.decoder == "torchcodec-cuda" and theirs.frames.is_cuda
         assert tuple(theirs.frames.shape) == ours.frames.shape
         np.testing.assert_array_equal(theirs.timestamps, ours.timestamps)
         frames = theirs.frames.cpu().numpy()
         assert [frame_index(f) for f in frames] == [frame_index(f) for f in ours.frames]
         assert np.abs(frames.astype(int) - ours.frames).mean() < 2.0  # GPU bicubic against PIL's
-    assert dec.auto_order()[0] == "torchcodec-cuda"
     with IsolatedDecoder() as isolated:  # across a process the frames come back as a NumPy array
-        there = isolated.decode(clips["h264 gop 250"], timeout_s=120)
+        there = isolated.decode(clips["h264 gop 250"], timeout_s=120, backend="torchcodec-cuda")
     assert there.decoder == "torchcodec-cuda" and isinstance(there.frames, np.ndarray)

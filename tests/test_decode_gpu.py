@@ -102,19 +102,16 @@ def test_upright_on_the_device_equals_numpy(turns, mirrored):
 def test_without_cuda_pyav_cuda_falls_back_to_pyav_and_says_why(tmp_path):
     clip = write_clip(tmp_path / "c.mp4", seconds=2)
     assert nvdec_problem() == "no CUDA device is visible to this process"
-    assert "pyav-cuda" not in dec.auto_order()
     video = decode_video(clip, backend="pyav-cuda")
     assert video.decoder == "pyav" and isinstance(video.frames, np.ndarray)
     assert video.streams["failed_attempts"] == ["pyav-cuda: no CUDA device is visible to this process"]
     np.testing.assert_array_equal(video.frames, decode_video(clip, backend="pyav").frames)
 
 
-def test_gpu_decoders_decode_where_they_are_encoded():
-    assert decodes_on_gpu("pyav-cuda", {}) and decodes_on_gpu("torchcodec-cuda", {"gpu_decoder": None})
-    assert decodes_on_gpu("auto", {"gpu_decoder": "pyav-cuda"})
-    assert not decodes_on_gpu("auto", {"gpu_decoder": None}) and not decodes_on_gpu(
-        "pyav", {"gpu_decoder": "x"}
-    )
+def test_gpu_decoders_decode_where_they_are_encoded_and_auto_never_picks_one():
+    assert decodes_on_gpu("pyav-cuda") and decodes_on_gpu("torchcodec-cuda")
+    assert not decodes_on_gpu("auto") and not decodes_on_gpu("pyav")
+    assert dec.auto_order() == dec.AUTO_ORDER == ("pyav", "decord")
 
 
 @pytest.mark.skipif(CUDA, reason="the fallback needs a machine without CUDA")
@@ -142,17 +139,16 @@ def test_extract_with_pyav_cuda_decodes_in_the_encoding_process(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA or nvdec_problem() is not None, reason=f"pyav-cuda: {nvdec_problem()}")
 def test_extract_on_the_gpu_decodes_with_nvdec_in_process(tmp_path):
-    """--in-process on a GPU with "auto": NVDEC decodes in this process and the frames go to the encoders
-    on the GPU; the features are the CPU decode's within the resize's grey level."""
+    """--in-process --decoder pyav-cuda on a GPU: NVDEC decodes in this process and the frames go to the
+    encoders on the GPU; the features are the CPU decode's within the resize's grey level."""
     videos = tmp_path / "videos"
     for i in range(3):
         write_clip(videos / f"clip{i}.mp4", seconds=3 + i, size=(320, 180))
     runtime = {"videos_per_call": 3}
-    gpu = run_extract(tiny_cfg(videos, tmp_path / "gpu.h5", **runtime), progress=False)
-    cfg = tiny_cfg(videos, tmp_path / "cpu.h5", **runtime)
-    cpu = run_extract(
-        dataclasses.replace(cfg, decode=dataclasses.replace(cfg.decode, backend="pyav")), progress=False
-    )
+    cfg = tiny_cfg(videos, tmp_path / "gpu.h5", **runtime)
+    nvdec = dataclasses.replace(cfg, decode=dataclasses.replace(cfg.decode, backend="pyav-cuda"))
+    gpu = run_extract(nvdec, progress=False)
+    cpu = run_extract(tiny_cfg(videos, tmp_path / "cpu.h5", **runtime), progress=False)
     assert gpu.written == cpu.written == 3
     with FeatureStore(tmp_path / "gpu.h5") as got, FeatureStore(tmp_path / "cpu.h5") as want:
         for vid in want.video_ids:

@@ -23,11 +23,12 @@ DESIGN.md §3 "Sampling" and "Decoding". ``decode_video(path)`` returns a ``Deco
 * Backends: "pyav" (one sequential pass, frames picked by timestamp; a demux pass plans which packets the
   frames taken need and only those are decoded, exactly: plan.py; stops after the last needed frame),
   "decord" (``get_batch`` at the nearest indices; refuses MPEG-TS/PS and AVI, whose frames it gets wrong,
-  and rotated videos, which it turns wrongly), "torchcodec" and "torchcodec-cuda" (the plan's frame
-  indices; on the GPU the frames stay a CUDA tensor; both fall back to PyAV, with one line, where torchcodec,
-  the system's FFmpeg or CUDA is missing). "auto" tries ``auto_order()`` (torchcodec-cuda where it works,
-  then AUTO_ORDER) and falls back on a backend failure; ``decoder`` records which one served, and
-  ``streams["failed_attempts"]`` the failures before it.
+  and rotated videos, which it turns wrongly), "pyav-cuda" (PyAV's pass and packet plan with NVDEC, the
+  frames converted and resized on the GPU and left there as a CUDA tensor), "torchcodec" and
+  "torchcodec-cuda" (the plan's frame indices; on the GPU the frames stay a CUDA tensor). The last three
+  fall back to PyAV, with one line, where torchcodec, the system's FFmpeg, CUDA or NVDEC is missing.
+  "auto" tries ``auto_order()`` (AUTO_ORDER: never a GPU decoder, see there) and falls back on a backend
+  failure; ``decoder`` records which one served, and ``streams["failed_attempts"]`` the failures before it.
 * decord is optional (``pip install 'avaf[decord]'``: its wheels exist for x86-64 Linux and Windows only).
   Without it "auto" uses PyAV alone (``check_backend`` logs it; a video PyAV cannot decode fails with the
   fix in its error), and asking for "decord" is a one-line error naming the fix, before any work
@@ -161,9 +162,10 @@ def backend_problem(backend: str) -> str | None:
 
 
 def auto_order() -> tuple[str, ...]:
-    """The backends "auto" tries, in order: on a GPU, NVDEC through PyAV (then torchcodec's) where it works."""
-    gpu = tuple(name for name in GPU_BACKENDS if backend_problem(name) is None)
-    return (*gpu, *AUTO_ORDER)
+    """The backends "auto" tries, in order. Never a GPU decoder: on an H200 node NVDEC through PyAV decoded
+    1.6-2.1 videos/s at any concurrency, where its CPU cores decode ~12 (360p) and the encoders take ~80
+    (docs/benchmarks.md); pyav-cuda and torchcodec-cuda are there when asked for."""
+    return tuple(AUTO_ORDER)
 
 
 def _decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
