@@ -42,8 +42,8 @@ class DecodeConfig:
     )
     threads: int = option(
         0,
-        "FFmpeg decoding threads per video: 0 FFmpeg's choice (shortest wall time on idle cores), 1 the "
-        "fewest CPU-seconds (when every core decodes).",
+        "FFmpeg decoding threads per video: 0 auto (one in each Ray decode task, where every core decodes its "
+        "own video: the fewest CPU-seconds; FFmpeg's choice in process, one video at a time), or n.",
         flag="decode-threads",
     )
     image_size: int | None = (
