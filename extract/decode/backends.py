@@ -34,16 +34,18 @@ DESIGN.md §3 "Sampling" and "Decoding". ``decode_video(path)`` returns a ``Deco
   fix in its error), and asking for "decord" is a one-line error naming the fix, before any work
   (``check_backend``), or this video's ``DecodeError`` on a Ray worker that lacks decord.
 
-Speed, from ``tests/benchmarks/bench_decode.py`` (generated 60 s H.264 High CRF 23 + AAC clips at 25 fps, a
-keyframe every 250 or every 12 frames; CPU-seconds per video, one video at a time, 2 passes; 2-core AMD EPYC
-VM shared with other work, 1-minute load 5-12; PyAV 18.1 / FFmpeg 8, decord 0.6.0; naive = the AVQA
-repositories' ffmpeg -> 1-fps JPEG (-q:v 2) + 16 kHz WAV, read back, reproduced with PyAV):
+Speed, from ``tests/benchmarks/bench_decode.py`` (generated 60 s H.264 High CRF 23 + AAC clips at 25 and 30
+fps, a keyframe every 250 or every 12 frames; CPU-seconds per video, one video at a time, 1 pass; 2-core AMD
+EPYC VM, 1-minute load 1.0-2.0 with the benchmark's own ~1, 2026-11-30; PyAV 18.1 / FFmpeg 8; decord 0.6.0
+from an earlier run at load 5-12; naive = the AVQA repositories' ffmpeg -> 1-fps JPEG (-q:v 2) + 16 kHz WAV,
+read back, reproduced with PyAV):
 
     keyframe every 250 frames      640x360   1280x720   1920x1080     every 12 frames: 360p   720p   1080p
-    pyav (default: packet plan)      0.99       2.48       5.51                        0.92   2.64    5.22
-    pyav decoding every frame        1.20       3.39       7.63                        1.90   5.85   13.14
-    decord                           1.48       4.21       9.56                        2.09   5.51   11.29
-    naive ffmpeg -> JPEG + WAV       1.50       4.37       9.86                        2.33   6.81   15.22
+    pyav, 1 thread (a Ray task)      0.98       2.49       5.24                        1.01   2.41    5.14
+    pyav, FFmpeg threads (alone)     1.18       3.14       6.20                        1.09   2.88    5.67
+    pyav decoding every frame        1.44       4.08       8.87                        2.37   7.11   13.84
+    decord (earlier run)             1.48       4.21       9.56                        2.09   5.51   11.29
+    naive ffmpeg -> JPEG + WAV       1.88       5.15       9.83                        2.73   7.88   16.86
 
 so "auto" starts with PyAV. ``decode_isolated`` (worker.py) runs the same decode in a child process
 with a timeout, so a hung or crashing decoder costs one video.
