@@ -9,6 +9,7 @@ a real GPU is marked gpu (tests/test_decode_fast.py, beside torchcodec-cuda's).
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import av
@@ -158,3 +159,38 @@ def test_extract_on_the_gpu_decodes_with_nvdec_in_process(tmp_path):
             np.testing.assert_array_equal(a["audio"], b["audio"])
             diff = np.abs(a["visual_tokens"].astype(np.float32) - b["visual_tokens"].astype(np.float32))
             assert diff.mean() < 0.05, (vid, diff.mean())
+
+
+def test_on_ray_a_gpu_decoder_decodes_in_the_encoder_actor(tmp_path):
+    """--decoder pyav-cuda on Ray: no decode tasks; the encoder actor, placed on a GPU (declared here), decodes
+    its batch itself. Without CUDA in the actor each video falls back to PyAV there and records the attempt;
+    the arrays equal an in-process PyAV run's."""
+    import ray
+
+    videos = tmp_path / "videos"
+    for i in range(3):
+        write_clip(videos / f"clip{i}.mp4", seconds=2 + i)
+    ray.shutdown()
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        cfg = tiny_cfg(videos, tmp_path / "ray.h5", in_process=False, videos_per_call=3)
+        cfg = dataclasses.replace(cfg, decode=dataclasses.replace(cfg.decode, backend="pyav-cuda"))
+        summary = run_extract(cfg, progress=False)
+    finally:
+        ray.shutdown()
+    assert summary.written == 3 and not summary.failed
+    assert all(n["decode_node"] == n["encode_node"] for n in summary.nodes.values())
+    run_extract(tiny_cfg(videos, tmp_path / "cpu.h5", videos_per_call=3), progress=False)
+    with FeatureStore(tmp_path / "ray.h5") as got, FeatureStore(tmp_path / "cpu.h5") as want:
+        for vid in want.video_ids:
+            a, b = got.video(vid), want.video(vid)
+            assert a["decoder"] == "pyav" and "pyav-cuda: no CUDA" in json.dumps(a["streams"])
+            for key in ("visual_tokens", "audio", "timestamp"):
+                np.testing.assert_array_equal(a[key], b[key])
