@@ -3,7 +3,9 @@
 The only module that imports Ray. On Ray Data: a manifest of the videos still to do, a CPU decode stage
 (each decode isolated in a child process with a timeout), an encoder actor pool (one actor per GPU), and
 the driver as the single shard writer. `in_process=True` runs the same functions without Ray, for
-debugging; both give identical arrays.
+debugging; both give identical arrays. A GPU decoder (``--decoder pyav-cuda``) has no decode stage: the
+encoder actor (or this process) decodes its batch of videos itself, on threads, so the frames never leave
+the GPU.
 
     from avaf.extract.config import ExtractConfig
     from avaf.extract.pipeline import run_extract
@@ -183,16 +185,18 @@ def _plan_videos(cfg: ExtractConfig, folder: Path) -> tuple[list[tuple[str, str]
     return todo, len(media) - len(todo)
 
 
-def _decode_row(vid: str, path: str, cfg_decode: dict) -> dict:
-    """Decode one video; a failure becomes an error string on the row, never an exception."""
+def _decode_row(vid: str, path: str, cfg_decode: dict, isolated: bool = True) -> dict:
+    """Decode one video; a failure becomes an error string on the row, never an exception. ``isolated``: in a
+    child process with a timeout (the CPU decoders); else in this process (a GPU decoder: its frames stay
+    on this process's GPU)."""
+    backend, size, threads = cfg_decode["backend"], cfg_decode["image_size"], cfg_decode["threads"]
     try:
-        decoded = decode_isolated(
-            path,
-            cfg_decode["timeout_s"],
-            backend=cfg_decode["backend"],
-            image_size=cfg_decode["image_size"],
-            threads=cfg_decode["threads"],
-        )
+        if isolated:
+            decoded = decode_isolated(
+                path, cfg_decode["timeout_s"], backend=backend, image_size=size, threads=threads
+            )
+        else:
+            decoded = decode_video(path, backend, size, threads)
         return {"video_id": vid, "path": path, "decoded": decoded, "error": ""}
     except DecodeError as e:
         return {"video_id": vid, "path": path, "decoded": None, "error": str(e)}
@@ -201,23 +205,11 @@ def _decode_row(vid: str, path: str, cfg_decode: dict) -> dict:
         return {"video_id": vid, "path": path, "decoded": None, "error": f"{type(e).__name__}: {e}"}
 
 
-def _decode_here(vid: str, path: str, cfg_decode: dict) -> dict:
-    """Decode one video in this process (a GPU decoder: its frames stay on this process's GPU)."""
-    try:
-        decoded = decode_video(path, cfg_decode["backend"], cfg_decode["image_size"], cfg_decode["threads"])
-        return {"video_id": vid, "path": path, "decoded": decoded, "error": ""}
-    except DecodeError as e:
-        return {"video_id": vid, "path": path, "decoded": None, "error": str(e)}
-    except Exception as e:
-        log.exception("unexpected error decoding %s", path)
-        return {"video_id": vid, "path": path, "decoded": None, "error": f"{type(e).__name__}: {e}"}
-
-
 def _decode_rows_here(rows: list[dict], cfg_decode: dict) -> list[dict]:
     """A GPU decoder's videos, decoded by the process that encodes them, all at once on threads (NVDEC has
     several engines; PyAV and torch release the GIL), their frames left on the GPU for the encoders."""
     with ThreadPoolExecutor(max(1, len(rows))) as pool:
-        return list(pool.map(lambda r: _decode_here(r["video_id"], r["path"], cfg_decode), rows))
+        return list(pool.map(lambda r: _decode_row(r["video_id"], r["path"], cfg_decode, False), rows))
 
 
 def decodes_on_gpu(backend: str) -> bool:
