@@ -19,6 +19,7 @@ node; the driver writes each video once per run and records any video that never
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -34,13 +35,11 @@ from avaf.extract import questions as question_stage
 from avaf.extract.config import ExtractConfig
 from avaf.extract.decode.backends import (
     GPU_BACKENDS,
-    DecodeError,
     check_backend,
-    decode_video,
     find_media,
     video_id,
 )
-from avaf.extract.decode.worker import decode_isolated
+from avaf.extract.decode.worker import decode_on_node, decode_row
 from avaf.extract.encoders.stage import Encoders, encode_videos, load_encoders
 from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.config import to_dict
@@ -51,7 +50,7 @@ from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_pat
 
 log = logging.getLogger(__name__)
 
-DECODE_MEMORY = 1 << 30  # bytes a decode task may use (its worker measured ~550 MB on a 224² clip)
+DECODE_MEMORY = 1 << 30  # bytes a decode task may use: its worker (180 MB peak on a 60 s 360p clip) and its child
 
 
 class JobLost(Exception):
@@ -185,31 +184,11 @@ def _plan_videos(cfg: ExtractConfig, folder: Path) -> tuple[list[tuple[str, str]
     return todo, len(media) - len(todo)
 
 
-def _decode_row(vid: str, path: str, cfg_decode: dict, isolated: bool = True) -> dict:
-    """Decode one video; a failure becomes an error string on the row, never an exception. ``isolated``: in a
-    child process with a timeout (the CPU decoders); else in this process (a GPU decoder: its frames stay
-    on this process's GPU)."""
-    backend, size, threads = cfg_decode["backend"], cfg_decode["image_size"], cfg_decode["threads"]
-    try:
-        if isolated:
-            decoded = decode_isolated(
-                path, cfg_decode["timeout_s"], backend=backend, image_size=size, threads=threads
-            )
-        else:
-            decoded = decode_video(path, backend, size, threads)
-        return {"video_id": vid, "path": path, "decoded": decoded, "error": ""}
-    except DecodeError as e:
-        return {"video_id": vid, "path": path, "decoded": None, "error": str(e)}
-    except Exception as e:  # a decoder bug must cost one video, not the job: record it with its type
-        log.exception("unexpected error decoding %s", path)
-        return {"video_id": vid, "path": path, "decoded": None, "error": f"{type(e).__name__}: {e}"}
-
-
 def _decode_rows_here(rows: list[dict], cfg_decode: dict) -> list[dict]:
     """A GPU decoder's videos, decoded by the process that encodes them, all at once on threads (NVDEC has
     several engines; PyAV and torch release the GIL), their frames left on the GPU for the encoders."""
     with ThreadPoolExecutor(max(1, len(rows))) as pool:
-        return list(pool.map(lambda r: _decode_row(r["video_id"], r["path"], cfg_decode, False), rows))
+        return list(pool.map(lambda r: decode_row(r["video_id"], r["path"], cfg_decode, False), rows))
 
 
 def decodes_on_gpu(backend: str) -> bool:
@@ -257,7 +236,7 @@ def _run_in_process(
         if dec["on_gpu"]:
             rows = _decode_rows_here([{"video_id": v, "path": p} for v, p in part], dec)
         else:
-            rows = [_decode_row(v, p, dec) for v, p in part]
+            rows = [decode_row(v, p, dec) for v, p in part]
         yield from _encode_rows(encoders, rows)
 
 
@@ -327,10 +306,6 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _decode_on_node(r: dict, dec: dict) -> dict:
-    return _decode_row(r["video_id"], r["path"], dec) | {"decode_node": _node_id()}
-
-
 def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> Iterator[dict]:
     """The rows of a Ray Data job. The work of a lost node is redone by Ray Data's defaults (checked on
     2.60, tests/test_cluster.py): tasks retried without limit, encoder actors restarted without limit on a
@@ -357,8 +332,8 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
         # oversubscribe the cores, so auto is one thread per task. The memory reservation is a scheduling
         # hint for clusters, and it keeps Ray from fusing the decode tasks into the encoder actor (fused,
         # every decode would run serially inside that one actor).
-        task_dec = dec | {"threads": dec["threads"] or 1}
-        ds = ds.map(lambda r: _decode_on_node(r, task_dec), num_cpus=1, memory=DECODE_MEMORY)
+        task = functools.partial(decode_on_node, cfg_decode=dec | {"threads": dec["threads"] or 1})
+        ds = ds.map(task, num_cpus=1, memory=DECODE_MEMORY)
     ds = ds.map_batches(
         _EncoderActor,
         fn_constructor_kwargs={"cfg": cfg, "decode": dec if here else None},
