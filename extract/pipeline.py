@@ -50,7 +50,9 @@ from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_pat
 
 log = logging.getLogger(__name__)
 
-DECODE_MEMORY = 1 << 30  # bytes a decode task may use: its worker (180 MB peak on a 60 s 360p clip) and its child
+DECODE_MEMORY = (
+    1 << 30
+)  # bytes a decode task may use: its worker (180 MB peak on a 60 s 360p clip) and its child
 
 
 class JobLost(Exception):
