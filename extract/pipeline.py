@@ -187,8 +187,9 @@ def _plan_videos(cfg: ExtractConfig, folder: Path) -> tuple[list[tuple[str, str]
 
 
 def _decode_rows_here(rows: list[dict], cfg_decode: dict) -> list[dict]:
-    """A GPU decoder's videos, decoded by the process that encodes them, all at once on threads (NVDEC has
-    several engines; PyAV and torch release the GIL), their frames left on the GPU for the encoders."""
+    """A GPU decoder's videos, decoded by the process that encodes them, all at once on threads, their frames
+    left on the GPU for the encoders. (On an H200, NVDEC through PyAV gave 1.6-2.1 videos/s however many
+    decoded at once: something serialises them; docs/extraction.md.)"""
     with ThreadPoolExecutor(max(1, len(rows))) as pool:
         return list(pool.map(lambda r: decode_row(r["video_id"], r["path"], cfg_decode, False), rows))
 
