@@ -10,6 +10,7 @@ fallback to PyAV when torchcodec, the system's FFmpeg or CUDA is missing, and th
 from __future__ import annotations
 
 import logging
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -95,7 +96,9 @@ def assert_same(fast, full) -> None:
 @pytest.mark.parametrize("threads", [0, 1])
 @pytest.mark.parametrize("name", CLIPS)
 def test_default_decode_equals_decoding_every_frame(clips, name, threads):
-    if name not in clips:  # PyAV wheels ship libx265 on x86-64 Linux (this machine, CI); other builds may not
+    if name not in clips:
+        # The open-GOP HEVC clip is made with libx265, which PyAV's wheels for x86-64 Linux ship (so it runs
+        # here and in CI); a PyAV built without it cannot make the clip, and there is nothing else to test.
         pytest.skip("this PyAV build cannot encode HEVC (libx265)")
     full = decode_pyav(clips[name], plan=False, threads=threads)
     fast = decode_video(clips[name], threads=threads)
@@ -125,7 +128,8 @@ def test_the_frames_taken_are_the_nearest_ones(clips):
 def test_a_needed_leading_picture_gets_its_previous_segment(clips):
     """In the open-GOP HEVC clip second 1 takes frame 35, shown before its keyframe (frame 36) and predicted
     from the segment before, which the plan then decodes in full (else frame 35 would come out wrong)."""
-    if "hevc open gop" not in clips:  # as above: runs wherever PyAV has libx265, CI included
+    if "hevc open gop" not in clips:
+        # Needs the open-GOP HEVC clip, made with libx265: runs wherever PyAV's wheel has it (this machine, CI).
         pytest.skip("this PyAV build cannot encode HEVC (libx265)")
     scan = scan_packets(clips["hevc open gop"], 0, 0.0)
     shown = np.searchsorted(HEVC_TIMES, scan.times - 1e-6)  # frame index of each packet, decode order
@@ -165,9 +169,10 @@ NVDEC = dec.backend_problem("pyav-cuda")
 @pytest.mark.skipif(TORCHCODEC_CUDA is None, reason="torchcodec decodes on a GPU here")
 @pytest.mark.parametrize("backend", ["torchcodec", "torchcodec-cuda"])
 def test_torchcodec_missing_falls_back_to_pyav_saying_why(clips, backend, caplog):
-    if (
-        backend == "torchcodec" and TORCHCODEC is None
-    ):  # then test_torchcodec_cpu_takes_the_same_frames runs instead
+    if backend == "torchcodec" and TORCHCODEC is None:
+        # Nothing to fall back from: torchcodec works on the CPU here, and its counterpart,
+        # test_torchcodec_cpu_takes_the_same_frames, asserts its frames instead. The torchcodec-cuda case
+        # of this test still runs wherever there is no GPU (this machine and CI: no torchcodec at all).
         pytest.skip("torchcodec decodes on the CPU here")
     problem = dec.torchcodec_problem(dec.TORCHCODEC_DEVICE[backend])
     with caplog.at_level(logging.WARNING):
@@ -183,11 +188,15 @@ def test_torchcodec_missing_falls_back_to_pyav_saying_why(clips, backend, caplog
     assert dec.auto_order() == dec.AUTO_ORDER  # auto does not try it
 
 
-def test_torchcodec_problem_names_the_fix():
-    if TORCHCODEC is None:  # a usable torchcodec has no problem to name; its own tests below run then
-        pytest.skip("torchcodec is usable here")
-    assert "pip install 'avaf[torchcodec]'" in TORCHCODEC or "FFmpeg" in TORCHCODEC
-    assert "\n" not in TORCHCODEC
+def test_torchcodec_problem_names_the_fix(monkeypatch):
+    """Wherever torchcodec is installed or not: made unimportable, the problem is the one-line fix; and the
+    problem found here (if any) names a fix too."""
+    monkeypatch.setitem(sys.modules, "torchcodec", None)  # `import torchcodec` now raises ImportError
+    assert dec.torchcodec_problem.__wrapped__("cpu") == dec.TORCHCODEC_MISSING
+    assert "pip install 'avaf[torchcodec]'" in dec.TORCHCODEC_MISSING
+    if TORCHCODEC is not None:
+        assert "pip install 'avaf[torchcodec]'" in TORCHCODEC or "FFmpeg" in TORCHCODEC
+        assert "\n" not in TORCHCODEC
 
 
 @pytest.mark.skipif(TORCHCODEC is not None, reason=f"torchcodec: {TORCHCODEC}")
