@@ -1,6 +1,7 @@
 """The extraction pipeline (DESIGN.md §3): videos -> decode (CPU) -> encode (GPU/CPU) -> shards -> feats.h5.
 
-The only module that imports Ray. On Ray Data: a manifest of the videos still to do, a CPU decode stage
+The module that runs Ray (its decode tasks are `decode.worker.decode_on_node`, so decode workers import
+PyAV, not torch). On Ray Data: a manifest of the videos still to do, a CPU decode stage
 (each decode isolated in a child process with a timeout), an encoder actor pool (one actor per GPU), and
 the driver as the single shard writer. `in_process=True` runs the same functions without Ray, for
 debugging; both give identical arrays. A GPU decoder (``--decoder pyav-cuda``) has no decode stage: the
@@ -39,7 +40,7 @@ from avaf.extract.decode.backends import (
     find_media,
     video_id,
 )
-from avaf.extract.decode.worker import decode_on_node, decode_row
+from avaf.extract.decode.worker import decode_on_node, decode_row, node_id
 from avaf.extract.encoders.stage import Encoders, encode_videos, load_encoders
 from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.config import to_dict
@@ -50,9 +51,8 @@ from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_pat
 
 log = logging.getLogger(__name__)
 
-DECODE_MEMORY = (
-    1 << 30
-)  # bytes a decode task may use: its worker (180 MB peak on a 60 s 360p clip) and its child
+# bytes a decode task may use: its worker (180 MB peak on a 60 s 360p clip) and its child
+DECODE_MEMORY = 1 << 30
 
 
 class JobLost(Exception):
@@ -104,7 +104,6 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
         meta = {k: facts[k] for k in ("signature", "random_weights")} | {"config": to_dict(cfg)}
         if todo:
             dec = to_dict(cfg.decode) | {"image_size": facts["image_size"]}
-            dec["on_gpu"] = decodes_on_gpu(cfg.decode.backend)
             rows = _run_in_process(cfg, dec, encoders, todo) if encoders else _run_on_ray(cfg, dec, todo)
             _write_shards(rows, todo, _Shards(folder, meta, cfg.runtime.shard_videos), summary, progress)
         if pending:
@@ -236,7 +235,7 @@ def _run_in_process(
     step = cfg.runtime.videos_per_call
     for a in range(0, len(todo), step):
         part = todo[a : a + step]
-        if dec["on_gpu"]:
+        if decodes_on_gpu(dec["backend"]):
             rows = _decode_rows_here([{"video_id": v, "path": p} for v, p in part], dec)
         else:
             rows = [decode_row(v, p, dec) for v, p in part]
@@ -253,7 +252,7 @@ class _EncoderActor:
         if not torch.cuda.is_available():
             torch.set_num_threads(cfg.runtime.encoder_threads or os.cpu_count() or 1)
         self.encoders = load_encoders(cfg)
-        self.where = {"encode_node": _node_id(), "device": str(self.encoders.clip.device)}
+        self.where = {"encode_node": node_id(), "device": str(self.encoders.clip.device)}
         self.signature = json.dumps(self.encoders.signature(), sort_keys=True)  # the driver checks it per row
         self.decode = decode  # a GPU decoder's settings: this actor decodes its videos itself
 
@@ -303,12 +302,6 @@ def _actor_pool(size: int) -> dict:
     return {"concurrency": size} if (major, minor) < (2, 51) else {"compute": ActorPoolStrategy(size=size)}
 
 
-def _node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
-
-
 def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> Iterator[dict]:
     """The rows of a Ray Data job. The work of a lost node is redone by Ray Data's defaults (checked on
     2.60, tests/test_cluster.py): tasks retried without limit, encoder actors restarted without limit on a
@@ -324,7 +317,7 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
     rt = cfg.runtime
     gpus = _gpus(cfg)
     ds = ray.data.from_items([{"video_id": v, "path": p} for v, p in todo], override_num_blocks=len(todo))
-    here = dec["on_gpu"]
+    here = decodes_on_gpu(dec["backend"])
     if here and not gpus:
         log.warning(
             "--decoder %s: the encoders have no GPU here; decoding with PyAV on the CPU", dec["backend"]
