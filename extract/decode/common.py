@@ -204,12 +204,21 @@ class NearestFramePicker:
         while len(self.chosen) < seconds and self._prev is not None:
             self._take(*self._prev)
         self._prev = None
-        frames = self.chosen[:seconds]
+        frames, stack = self.chosen[:seconds], np.stack
         if frames and not isinstance(frames[0], np.ndarray):  # CUDA tensors (pyav-cuda)
             import torch
 
-            return torch.stack(frames), np.asarray(self.times[:seconds], dtype=np.float64)
-        return np.stack(frames), np.asarray(self.times[:seconds], dtype=np.float64)
+            stack = torch.stack
+        return stack(frames), np.asarray(self.times[:seconds], dtype=np.float64)
+
+
+def clip_geometry(width: int, height: int, image_size: int) -> tuple[int, int, int, int]:
+    """(new width, new height, top, left) of CLIP's preprocess: torchvision's Resize(S) (shorter side to S,
+    longer side int(S * long / short)), then CenterCrop(S) at offsets int(round((size - S) / 2))."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(image_size * long / short)
+    new_w, new_h = (image_size, new_long) if width <= height else (new_long, image_size)
+    return new_w, new_h, int(round((new_h - image_size) / 2.0)), int(round((new_w - image_size) / 2.0))
 
 
 def clip_resize(rgb: np.ndarray, image_size: int) -> np.ndarray:
@@ -223,11 +232,7 @@ def clip_resize(rgb: np.ndarray, image_size: int) -> np.ndarray:
     ``box`` does not: the box is float32, which moves the taps (at 720p 81 of 150,528 values differ by 1).
     """
     height, width = rgb.shape[:2]
-    short, long = (width, height) if width <= height else (height, width)
-    new_long = int(image_size * long / short)
-    new_w, new_h = (image_size, new_long) if width <= height else (new_long, image_size)
-    top = int(round((new_h - image_size) / 2.0))
-    left = int(round((new_w - image_size) / 2.0))
+    new_w, new_h, top, left = clip_geometry(width, height, image_size)
     img = Image.fromarray(rgb)
     # PIL's order: horizontal first unless the height shrinks more than twice as much as the width.
     if 0 < height - new_h and (width - new_w) * 2 < height - new_h:

@@ -10,6 +10,8 @@ the functions: the CPU decode path never needs it.
 
 from __future__ import annotations
 
+from avaf.extract.decode.common import clip_geometry
+
 # (Kr, Kb) of each AVColorSpace FFmpeg tags frames with; anything else converts as BT.601, like swscale
 _MATRIX = {1: (0.2126, 0.0722), 9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
 _BT601 = (0.299, 0.114)
@@ -51,12 +53,9 @@ def resize_cuda(frames, image_size: int):
     import torch.nn.functional as F
 
     height, width = frames.shape[1:3]
-    short, long = min(width, height), max(width, height)
-    new_long = int(image_size * long / short)
-    new_w, new_h = (image_size, new_long) if width <= height else (new_long, image_size)
+    new_w, new_h, top, left = clip_geometry(width, height, image_size)
     x = frames.permute(0, 3, 1, 2).float()  # (B, 3, H, W)
     if (new_w, new_h) != (width, height):
         x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
-    top, left = int(round((new_h - image_size) / 2.0)), int(round((new_w - image_size) / 2.0))
     x = x[:, :, top : top + image_size, left : left + image_size]
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (B, S, S, 3)

@@ -402,11 +402,10 @@ def decode_pyav(
             actions = plan_packets(scan, sample_times(count))
         turn = Upright(path, cuda)
         if cuda:
-            picker = NearestFramePicker(
-                max_seconds, lambda frame: resize_cuda(turn(frame)[None], image_size)[0]
-            )
+            convert = lambda frame: resize_cuda(turn(frame)[None], image_size)[0]
         else:
-            picker = NearestFramePicker(max_seconds, lambda frame: clip_resize(turn(frame), image_size))
+            convert = lambda frame: clip_resize(turn(frame), image_size)
+        picker = NearestFramePicker(max_seconds, convert)
         collector = AudioCollector(audio, origin) if audio is not None else None
         frames_end, errors = _decode_pass(container, video, picker, collector, actions, path, origin)
         if cuda and errors:  # NVDEC refused packets (or the file is corrupt): the CPU decode tells which
@@ -435,7 +434,7 @@ def decode_pyav(
     return DecodedVideo(frames, wave, valid, times, duration, audio is not None, name, streams)
 
 
-def _nvdec(allow_software: bool = False):
+def _nvdec():
     """PyAV's hardware decoding on the current CUDA device, the frames kept there (DLPack).
 
     FFmpeg runs in torch's CUDA context (current_ctx), made current on this thread first: asked for the
@@ -445,9 +444,7 @@ def _nvdec(allow_software: bool = False):
     index = torch.cuda.current_device()
     torch.cuda.synchronize(index)  # the runtime makes the device's primary context current on this thread
     options = {"primary_ctx": "0", "current_ctx": "1"}
-    return HWAccel(
-        "cuda", str(index), allow_software_fallback=allow_software, options=options, is_hw_owned=True
-    )
+    return HWAccel("cuda", str(index), allow_software_fallback=False, options=options, is_hw_owned=True)
 
 
 @functools.cache
