@@ -213,17 +213,22 @@ def _copy_table(
 def _put(f: h5py.File, table: Table, column: schema.Column, data: np.ndarray, at: int | None) -> None:
     """`data` as a new dataset (at None, growable), or written as rows at.. of the existing one."""
     data = data.astype(object) if column.dtype == STR else data
-    if at is None:
+    if at is None or _dropped_if_fixed(f, table.path(column.name)):
         create_column(f, table.path(column.name), column, data, growable=True)
         return
     ds = f[table.path(column.name)]
-    if ds.maxshape[0] is not None:  # empty and fixed (its width was unknown): made anew
-        del f[table.path(column.name)]
-        create_column(f, table.path(column.name), column, data, growable=True)
-        return
     ds.resize(at + len(data), axis=0)
     if len(data):
         ds[at:] = data
+
+
+def _dropped_if_fixed(f: h5py.File, path: str) -> bool:
+    """Delete the column at ``path`` if it was written fixed (empty: its width was not known yet), so it is
+    made anew, growable; True when it was."""
+    if f[path].maxshape[0] is None:
+        return False
+    del f[path]
+    return True
 
 
 def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, selected, start) -> None:
@@ -252,11 +257,7 @@ def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, se
             src0.shape[1:],
         )
         per_row = max(1, int(np.prod(tail, dtype=np.int64)) * np.dtype(column.dtype).itemsize)
-        fresh = start is None
-        if not fresh and f[child.path(column.name)].maxshape[0] is not None:
-            del f[child.path(column.name)]  # empty and fixed (its width was unknown): made anew
-            fresh = True
-        if fresh:
+        if start is None or _dropped_if_fixed(f, child.path(column.name)):
             growable = 0 not in tail  # a width still unknown (no row yet) cannot be chunked
             ds = f.create_dataset(
                 child.path(column.name),
