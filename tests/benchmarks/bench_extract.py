@@ -318,27 +318,15 @@ def _best_s(fn, repeats: int, cuda: bool) -> float:
 
 
 def bench_encoders(device: str, batch: int, repeats: int = 2) -> list[str]:
-    """CLIP frames/s at `batch` and at batch 1, VGGish audio-seconds/s, as the pipeline calls them."""
-    from avaf.extract.encoders.clip_encoder import load_clip
-    from avaf.extract.encoders.vggish_encoder import load_vggish
-
-    precision, cuda = ("fp16", True) if device == "cuda" else ("fp32", False)
-    clip = load_clip("ViT-B-32", "random", device=device, precision=precision, batch_size=batch)
-    vggish = load_vggish("random", device=device, precision=precision)
-    rng, clock = np.random.default_rng(0), Clock()
-    frames = rng.integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
-    batched = batch / _best_s(lambda: clip.encode_images(frames), repeats, cuda)
-    ones = frames[:8]
-    single = len(ones) / _best_s(
-        lambda: [clip.encode_images(f[None], batch_size=1) for f in ones], repeats, cuda
-    )
-    audio = rng.uniform(-1, 1, (SECONDS, 16000)).astype(np.float32)
-    vgg = SECONDS / _best_s(lambda: vggish.encode(audio), repeats, cuda)
-    threads = f", {torch.get_num_threads()} torch threads" if not cuda else ""
+    """CLIP frames/s at `batch` and at batch 1, VGGish audio-seconds/s of one video per call."""
+    clock = Clock()
+    rates = encoder_rates(device, (batch, 1), repeats, vggish_videos=1)
+    batched, single, vgg = rates[batch], rates[1], rates["vggish"]
+    threads = f", {torch.get_num_threads()} torch threads" if device != "cuda" else ""
     r = clock.row(device, 1, [])
     others = r.others / (r.wall * len(os.sched_getaffinity(0)))
     return [
-        f"encoders alone on {device} ({precision}{threads}; best of {repeats}; others {others:.0%}, "
+        f"encoders alone on {device} ({rates['precision']}{threads}; best of {repeats}; others {others:.0%}, "
         f"load {r.load[0]:.2f} -> {r.load[1]:.2f}):",
         f"  CLIP ViT-B-32 images  {batched:8.2f} frames/s at batch {batch}, {single:.2f} at batch 1"
         f"  -> {SECONDS / batched:.1f} s per 60 s video",
@@ -416,8 +404,9 @@ def flops_per_second_of_video() -> tuple[float, float]:
     return counter.get_total_flops() / 2, audio.get_total_flops() / 2
 
 
-def encoder_rates(device: str, batches: tuple[int, ...], repeats: int = 3) -> dict:
-    """CLIP frames/s at each batch size and VGGish audio-seconds/s, as the pipeline calls them."""
+def encoder_rates(device: str, batches: tuple[int, ...], repeats: int = 3, vggish_videos: int = 8) -> dict:
+    """CLIP frames/s at each batch size (4 passes' worth of frames) and VGGish audio-seconds/s with
+    `vggish_videos` 60 s videos per call, as the pipeline calls them (fp16 on a GPU)."""
     from avaf.extract.encoders.clip_encoder import load_clip
     from avaf.extract.encoders.vggish_encoder import load_vggish
 
@@ -428,9 +417,11 @@ def encoder_rates(device: str, batches: tuple[int, ...], repeats: int = 3) -> di
         clip = load_clip("ViT-B-32", "random", device=device, precision=precision, batch_size=batch)
         frames = torch.from_numpy(rng.integers(0, 256, (batch * 4, 224, 224, 3), dtype=np.uint8))
         rates[batch] = len(frames) / _best_s(lambda c=clip, f=frames: c.encode_images(f), repeats, cuda)
-    vggish = load_vggish("random", device=device, precision=precision)
-    audio = [rng.uniform(-1, 1, (SECONDS, 16000)).astype(np.float32) for _ in range(8)]
-    rates["vggish"] = 8 * SECONDS / _best_s(lambda: vggish.encode_batch(audio, [SECONDS] * 8), repeats, cuda)
+    # passes of the pipeline's batch, as load_encoders makes them (--batch-size examples per VGGish pass)
+    vggish = load_vggish("random", device=device, precision=precision, batch_size=batches[0])
+    audio = [rng.uniform(-1, 1, (SECONDS, 16000)).astype(np.float32) for _ in range(vggish_videos)]
+    per_call = lambda: vggish.encode_batch(audio, [SECONDS] * vggish_videos)
+    rates["vggish"] = vggish_videos * SECONDS / _best_s(per_call, repeats, cuda)
     return rates
 
 
