@@ -65,10 +65,14 @@ def write(
     progress: bool = True,
 ) -> int:
     """One new shard of the questions `todo`, from `encoded`: (batch number, its features) in any order,
-    batch b holding todo[b * batch_size : (b + 1) * batch_size] (`batches`); returns how many were written."""
+    batch b holding todo[b * batch_size : (b + 1) * batch_size] (`batches`); returns how many were written.
+
+    The shard keeps the annotation order whatever order the batches arrive in (two encoder actors finish
+    in either order): a batch that arrives early waits in memory for the ones before it."""
     if not todo:
         return 0
     n = 0
+    early: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     with (
         ShardWriter(
             new_shard_path(folder, "questions"), meta["config"], meta["signature"], meta["random_weights"]
@@ -76,21 +80,25 @@ def write(
         tqdm(total=len(todo), unit="question", disable=not progress, dynamic_ncols=True) as bar,
     ):
         for b, features in encoded:
-            first = b * batch_size
-            for q, (wd, st) in zip(todo[first : first + len(features)], features, strict=True):
-                w.add_question(
-                    QuestionFeatures(
-                        question_id=q.question_id,
-                        video_id=q.video_id,
-                        audio_video_id=q.audio_video_id,
-                        split=q.split,
-                        text=q.text,
-                        type=q.type,
-                        answer=q.answer,
-                        words=wd,
-                        sentence=st,
-                    )
-                )
-            n += len(features)
+            early[b] = features
             bar.update(len(features))
+            while n // batch_size in early:
+                ready = early.pop(n // batch_size)
+                for q, (wd, st) in zip(todo[n : n + len(ready)], ready, strict=True):
+                    w.add_question(
+                        QuestionFeatures(
+                            question_id=q.question_id,
+                            video_id=q.video_id,
+                            audio_video_id=q.audio_video_id,
+                            split=q.split,
+                            text=q.text,
+                            type=q.type,
+                            answer=q.answer,
+                            words=wd,
+                            sentence=st,
+                        )
+                    )
+                n += len(ready)
+    if early:
+        raise RuntimeError(f"question batches {sorted(early)} arrived without the ones before them")
     return n

@@ -261,3 +261,29 @@ def test_a_malformed_annotation_file_stops_before_any_work(extracted, tmp_path):
     assert res.exit_code == 2
     assert f"{bad}: row 0: missing key 'type'" in res.output
     assert first.read_bytes() == before  # the existing store is untouched
+
+
+def test_questions_keep_the_annotation_order_whatever_order_the_batches_arrive_in(tmp_path):
+    """Two encoder actors finish their batches in either order (CI once saw batch 2 before batch 1): the
+    shard still lists the questions as the annotation file does, each with its own features."""
+    from avaf.extract import questions as question_stage
+    from avaf.shared.avqa.annotations import Question
+
+    todo = [
+        Question(question_id=10 + i, video_id="v", split="test", text=f"q{i}", type="Audio/Counting",
+                 answer="two", template=f"q{i}", templ_values=())
+        for i in range(7)
+    ]  # fmt: skip
+    feats = [(np.full((i + 1, 4), i, np.float16), np.full(4, i, np.float16)) for i in range(7)]
+    batches = [(b, feats[3 * b : 3 * b + 3]) for b in range(3)]  # 3 + 3 + 1 questions
+    meta = {"config": {}, "signature": {}, "random_weights": ["clip"]}
+    n = question_stage.write(todo, iter([batches[2], batches[0], batches[1]]), tmp_path, meta, 3, False)
+    assert n == 7
+    (shard,) = complete_shards(tmp_path)
+    with FeatureStore(shard) as s:
+        q = s.questions()
+        assert q["question_id"].tolist() == list(range(10, 17))
+        assert q["sentence"][:, 0].tolist() == list(range(7))
+        assert [s.question_words(10 + i).shape[0] for i in range(7)] == list(range(1, 8))
+    with pytest.raises(RuntimeError, match=r"batches \[2\] arrived without"):
+        question_stage.write(todo, iter([batches[0], batches[2]]), tmp_path / "b", meta, 3, False)
