@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ from avaf.extract.decode.backends import (
     video_id,
 )
 from avaf.extract.decode.worker import decode_on_node, decode_row, node_id
-from avaf.extract.encoders.stage import Encoders, encode_videos, load_encoders
+from avaf.extract.encoders.stage import Encoders, encode_videos, find_weights, frame_size, load_encoders
 from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.config import to_dict
 from avaf.shared.files import TMP_MARK
@@ -97,13 +97,24 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     summary = ExtractSummary(out=str(out), skipped=skipped)
     if todo or pending:
         # In process, this process encodes. On Ray the encoder actors do, and this driver loads no weights:
-        # what the shards record comes from a probe task that loads them where an actor would.
+        # what the shards record comes from a probe task that loads them where an actor would, started
+        # first so that it loads while the job starts; the frames' size is read from the model's config.
         encoders = load_encoders(cfg) if cfg.runtime.in_process else None
-        facts = _facts(encoders) if encoders is not None else _probe_on_ray(cfg)
-        summary.random_weights = facts["random_weights"]
-        meta = {k: facts[k] for k in ("signature", "random_weights")} | {"config": to_dict(cfg)}
+        if encoders is None and not _ray_address(cfg.runtime.address):  # the actors will look on this machine
+            find_weights(cfg)  # a missing file stops the run here, in one line, before Ray starts
+        facts = functools.partial(_facts, encoders) if encoders is not None else _probe_on_ray(cfg)
+        size = encoders.image_size if encoders is not None else frame_size(cfg)
+
+        def meta() -> dict:
+            f = facts()
+            if f["image_size"] != size:
+                raise RuntimeError(
+                    f"{cfg.clip.model} takes {f['image_size']} px frames, its config says {size}"
+                )
+            return {k: f[k] for k in ("signature", "random_weights")} | {"config": to_dict(cfg)}
+
         if todo:
-            dec = to_dict(cfg.decode) | {"image_size": facts["image_size"]}
+            dec = to_dict(cfg.decode) | {"image_size": size}
             rows = _run_in_process(cfg, dec, encoders, todo) if encoders else _run_on_ray(cfg, dec, todo)
             _write_shards(rows, todo, _Shards(folder, meta, cfg.runtime.shard_videos), summary, progress)
         if pending:
@@ -111,16 +122,17 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
             encoded = (
                 ((b, question_stage.encode_batch(encoders.clip, t)) for b, t in enumerate(texts))
                 if encoders
-                else _encode_text_on_ray(cfg, texts, meta["signature"])
+                else _encode_text_on_ray(cfg, texts, facts()["signature"])
             )
             begin = time.perf_counter()
             try:
                 summary.questions = question_stage.write(
-                    pending, encoded, folder, meta, cfg.runtime.batch_size, progress
+                    pending, encoded, folder, meta(), cfg.runtime.batch_size, progress
                 )
             except JobLost as e:  # the videos' shards stand; the questions are encoded by the next run
                 summary.questions_lost = f"lost: {e}"
             summary.question_seconds = time.perf_counter() - begin
+        summary.random_weights = facts()["random_weights"]
     shards = complete_shards(folder)
     if shards:
         build_store(shards, out)
@@ -151,17 +163,27 @@ def _gpus(cfg: ExtractConfig) -> float:
     return rt.num_gpus if rt.num_gpus >= 0 else (1.0 if ray.cluster_resources().get("GPU", 0) else 0.0)
 
 
-def _probe_on_ray(cfg: ExtractConfig) -> dict:
-    """`_facts` from a task placed like an encoder actor: the weights load there, never in the driver, and
-    a missing weight file fails here, in one line, before any video is decoded."""
+def _probe_on_ray(cfg: ExtractConfig) -> Callable[[], dict]:
+    """Starts a task placed like an encoder actor that loads the weights there, never in the driver, and
+    returns the wait for its `_facts` (a missing weight file raises there, in one line).
+
+    Started before the job, the probe loads while the job's actors start: on 2 cores, probing first and
+    then starting the job put 5.7 s more before the first video (on a GPU the actor waits for the probe's
+    GPU, as before)."""
     import ray
 
     _init_ray(cfg.runtime.address)
     task = ray.remote(_probe).options(num_gpus=_gpus(cfg), num_cpus=cfg.runtime.num_cpus, max_retries=0)
-    try:
-        return ray.get(task.remote(cfg))
-    except ray.exceptions.RayTaskError as e:
-        raise (e.cause if isinstance(e.cause, Exception) else e) from None
+    ref = task.remote(cfg)
+
+    @functools.cache
+    def facts() -> dict:
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            raise (e.cause if isinstance(e.cause, Exception) else e) from None
+
+    return facts
 
 
 def _remove_stale_tmp(folder: Path) -> None:
@@ -379,12 +401,17 @@ def _stream(ds) -> Iterator[dict]:
         raise JobLost(f"{type(e).__name__}: {first[:300]}") from e
 
 
+def _ray_address(address: str | None) -> str | None:
+    """The cluster to join (--address, else RAY_ADDRESS); None: a local instance on this machine."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def _init_ray(address: str | None) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = _ray_address(address)
     if address:
         ray.init(address=address, log_to_driver=False)
     else:  # the embedded default: a new local instance, never a cluster that happens to run on this machine
@@ -395,16 +422,17 @@ def _init_ray(address: str | None) -> None:
 
 
 class _Shards:
-    """Rows -> shards of `per_shard` videos, each committed atomically; `close` commits the one in flight."""
+    """Rows -> shards of `per_shard` videos, each committed atomically; `close` commits the one in flight.
+    `meta` (what every shard records) is asked for once, at the first row."""
 
-    def __init__(self, folder: Path, meta: dict, per_shard: int):
-        self.folder, self.meta, self.per_shard = folder, meta, per_shard
+    def __init__(self, folder: Path, meta: Callable[[], dict], per_shard: int):
+        self.folder, self.meta, self.per_shard = folder, functools.cache(meta), per_shard
         self.writer: ShardWriter | None = None
         self.n = 0
 
     def add(self, row: dict, summary: ExtractSummary) -> None:
         if self.writer is None:
-            m = self.meta
+            m = self.meta()
             path = new_shard_path(self.folder)
             self.writer = ShardWriter(path, m["config"], m["signature"], m["random_weights"])
         if row["features"] is None:
@@ -439,10 +467,10 @@ def _write_shards(
     bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
     lost = "lost: the Ray job ended without returning this video"
     seen: set[str] = set()
-    expected = json.dumps(shards.meta["signature"], sort_keys=True)
     try:
         for row in rows:
             vid = row["video_id"]
+            expected = json.dumps(shards.meta()["signature"], sort_keys=True)
             if row.get("signature", expected) != expected and row["features"] is not None:
                 row = row | {
                     "features": None,

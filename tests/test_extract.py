@@ -234,22 +234,37 @@ def test_questions_are_encoded_by_the_actors_not_the_driver(videos, tmp_path, mo
         assert a.signature == b.signature and b.random_weights == ["clip", "vggish"]
 
 
-def test_missing_weights_say_what_to_do_and_lose_nothing(videos, tmp_path):
+@pytest.mark.parametrize("mode", ["--in-process", "--num-cpus=0.5"])
+def test_missing_weights_say_what_to_do_and_lose_nothing(videos, tmp_path, mode):
+    """In process the driver fails to load them; with local Ray the driver looks for them (on the machine
+    the actors will run on) before Ray starts."""
     empty = tmp_path / "weights"
     empty.mkdir()
-    args = [
-        "--videos",
-        str(videos),
-        "--out",
-        str(tmp_path / "f.h5"),
-        "--in-process",
-        "--weights-dir",
-        str(empty),
-    ]
+    args = ["--videos", str(videos), "--out", str(tmp_path / "f.h5"), mode, "--weights-dir", str(empty)]
     res = CliRunner().invoke(extract_main, [*args, "--clip-model", "ViT-B-32", "--vggish-weights", "random"])
     assert res.exit_code == 2
     assert "has no ViT-B-32 'openai' checkpoint" in res.output and "avaf-fetch-weights" in res.output
-    assert not (tmp_path / "f.h5").exists()
+    assert not (tmp_path / "f.h5").exists() and not complete_shards(shard_dir(tmp_path / "f.h5"))
+
+
+def test_weights_missing_on_the_cluster_are_the_probes_one_line_and_lose_nothing(
+    videos, tmp_path, monkeypatch
+):
+    """With --address the driver cannot look: the probe and the job's actors start together and both fail.
+    The probe's error is what is raised, not Ray's ActorDiedError or a JobLost, and no shard is written."""
+    import avaf.extract.pipeline as pipeline
+    from avaf.extract.encoders.weights import WeightsUnavailable
+
+    monkeypatch.setattr(pipeline, "find_weights", lambda cfg: None)  # a driver that is not on the nodes
+    (tmp_path / "weights").mkdir()
+    cfg = ExtractConfig(
+        out=str(tmp_path / "f.h5"), input=InputConfig(videos=str(videos)), clip=ClipConfig(model="ViT-B-32"),
+        vggish=VGGishConfig(weights="random"),
+        runtime=RuntimeConfig(weights_dir=str(tmp_path / "weights"), num_cpus=0.5),
+    )  # fmt: skip
+    with pytest.raises(WeightsUnavailable, match="has no ViT-B-32 'openai' checkpoint"):
+        run_extract(cfg, progress=False)
+    assert not (tmp_path / "f.h5").exists() and not complete_shards(shard_dir(tmp_path / "f.h5"))
 
 
 def test_a_malformed_annotation_file_stops_before_any_work(extracted, tmp_path):

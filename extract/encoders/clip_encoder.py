@@ -107,6 +107,14 @@ def load_clip(
     )
 
 
+def input_size(model_name: str) -> int:
+    """The image side `model_name` takes (what `ClipEncoder.image_size` will be), from its open_clip config,
+    without building the model: decoding can start while the weights load elsewhere."""
+    _check_architecture(model_name)
+    size = open_clip.get_model_config(model_name)["vision_cfg"].get("image_size", 224)  # CLIPVisionCfg's
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
 def _check_architecture(model_name: str) -> None:
     """Refuse, before building anything, towers whose token 0 is not the pooled embedding."""
     if ":" in model_name:
@@ -135,6 +143,14 @@ def _check_architecture(model_name: str) -> None:
             f"attentional_pool={attn!r}; only CLS-pooled ViTs (pool_type='tok') give tokens whose token 0 "
             "is the pooled embedding"
         )
+
+
+def find_weights(
+    model_name: str, pretrained: str, weights_dir: str | os.PathLike | None = None
+) -> Path | None:
+    """The checkpoint `load_clip` will read (None: random), found as it finds it (a tag is downloaded if it
+    must be), nothing loaded: a missing file raises its one-line fix before any other work."""
+    return _resolve_source(model_name, pretrained, weights_dir).path
 
 
 def _resolve_source(model_name: str, pretrained: str, weights_dir: str | os.PathLike | None) -> _Source:

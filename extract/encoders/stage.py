@@ -15,7 +15,8 @@ import numpy as np
 
 from avaf.extract.config import ExtractConfig
 from avaf.extract.decode.backends import DecodedVideo
-from avaf.extract.encoders.clip_encoder import ClipEncoder, load_clip
+from avaf.extract.encoders import clip_encoder, vggish_encoder
+from avaf.extract.encoders.clip_encoder import ClipEncoder, input_size, load_clip
 from avaf.extract.encoders.vggish_encoder import VGGishEncoder, load_vggish
 from avaf.shared.store import schema
 from avaf.shared.store.schema import FPS, SAMPLE_RATE
@@ -79,10 +80,7 @@ def load_encoders(cfg: ExtractConfig) -> Encoders:
         weights_dir=rt.weights_dir,
         batch_size=rt.batch_size,  # 4x (256) padded a 60 s video's 60 examples to 256: 3.5 s instead of 0.9
     )
-    if cfg.decode.image_size not in (None, clip.image_size):
-        raise ValueError(
-            f"decode.image_size {cfg.decode.image_size} differs from {cfg.clip.model}'s input size {clip.image_size}"
-        )
+    _check_frame_size(cfg, clip.image_size)
     enc = Encoders(clip, vggish, clip.image_size, rt.batch_size)
     if enc.random_weights:
         log.warning(
@@ -91,6 +89,27 @@ def load_encoders(cfg: ExtractConfig) -> Encoders:
             ", ".join(enc.random_weights),
         )
     return enc
+
+
+def find_weights(cfg: ExtractConfig) -> None:
+    """Find both encoders' weights as `load_encoders` will, loading nothing: a missing file stops a run in
+    one line before any other work."""
+    clip_encoder.find_weights(clip_model_name(cfg.clip.model), cfg.clip.pretrained, cfg.runtime.weights_dir)
+    vggish_encoder.find_weights(cfg.vggish.weights, cfg.runtime.weights_dir)
+
+
+def frame_size(cfg: ExtractConfig) -> int:
+    """The side of the decoded frames: the CLIP's input size, read from its config without loading it (what
+    `load_encoders(cfg).image_size` will be)."""
+    return _check_frame_size(cfg, input_size(clip_model_name(cfg.clip.model)))
+
+
+def _check_frame_size(cfg: ExtractConfig, size: int) -> int:
+    if cfg.decode.image_size not in (None, size):
+        raise ValueError(
+            f"decode.image_size {cfg.decode.image_size} differs from {cfg.clip.model}'s input size {size}"
+        )
+    return size
 
 
 def clip_model_name(model: str) -> str:

@@ -123,7 +123,7 @@ def load_vggish(
     torch.hub's cache, downloading it once), a local .pth/.bin/.safetensors state dict, or "random"
     (random initialisation from `seed`, for tests and offline smoke runs)."""
     check_precision(precision)
-    path = None if weights == "random" else _resolve_weights(weights, weights_dir)
+    path = find_weights(weights, weights_dir)
     if path is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -144,7 +144,11 @@ def load_vggish(
     )
 
 
-def _resolve_weights(weights: str, weights_dir: str | os.PathLike | None) -> Path:
+def find_weights(weights: str, weights_dir: str | os.PathLike | None = None) -> Path | None:
+    """The file `load_vggish` will read (None: random), found as it finds it (downloaded once if it must be),
+    nothing loaded."""
+    if weights == "random":
+        return None
     if weights != "default":
         path = Path(weights).expanduser()
         if not path.is_file():
