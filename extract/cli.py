@@ -45,7 +45,7 @@ def main(config_file, **flags) -> None:
     cfg = from_flags(ExtractConfig, flags, config_file)
     if not cfg.input.videos and not cfg.input.annotations:
         raise click.UsageError("give --videos and/or --annotations")
-    s = run_extract(cfg, progress=show_progress())
+    s = run_extract(cfg, progress=show_progress(), echo=click.echo)
     if s.random_weights:
         click.echo(
             f"!!! RANDOM WEIGHTS ({', '.join(s.random_weights)}): features for tests only, recorded in {s.out} !!!"
@@ -85,7 +85,8 @@ def fetch_weights(folder: str, **flags) -> None:
 @config_options(DemoConfig)
 def demo(**flags) -> None:
     """The whole pipeline in a few minutes on this machine: generate a music-scene set with known answers,
-    extract features on a local Ray instance, train AVAF-Net, print the per-type table."""
+    extract features (in this process, or on local Ray with --no-in-process), train AVAF-Net, print the
+    per-type table."""
     from avaf.extract.demo import run_demo
 
     c = from_flags(DemoConfig, flags)

@@ -80,7 +80,17 @@ class RuntimeConfig:
     address: str | None = option(
         None, "Ray cluster address (else RAY_ADDRESS, else a local Ray instance on this machine)."
     )
-    in_process: bool = option(False, "Run without Ray, in this process (debugging; identical output).")
+    in_process: bool | None = option(
+        None,
+        "--in-process: without Ray, in this process; --no-in-process: on Ray. Neither: on Ray with --address "
+        "or RAY_ADDRESS; on this machine in this process below --local-ray-min-videos videos to do and one "
+        "encoder (Ray's start-up costs more than it saves there), else on a local Ray instance. The mode is "
+        "printed; the arrays are the same.",
+    )
+    local_ray_min_videos: int = option(
+        100,
+        "Without --address, a job with at least this many videos to do runs on local Ray (see --in-process).",
+    )
     num_gpus: float = option(-1.0, "GPUs per encoder actor (-1: one if this machine has a GPU).")
     num_cpus: float = option(1.0, "CPUs per encoder actor.")
     encoder_threads: int = option(0, "Torch threads of a CPU encoder actor (0: every core of its node).")
@@ -132,7 +142,10 @@ class DemoConfig:
         "without them; random: random encoders.",
         choices=("auto", "default", "random"),
     )
-    in_process: bool = option(False, "Extract without Ray (debugging).")
+    in_process: bool | None = option(
+        None,
+        "--in-process: extract without Ray; --no-in-process: on a local Ray instance; neither: as avaf-extract.",
+    )
     clip_model: str = option("ViT-B-32", "open_clip model name (or a model-config JSON).")
     train_config: str | None = option(
         None, "YAML/TOML for avaf-train's --config.", path={"exists": True, "dir_okay": False}

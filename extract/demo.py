@@ -1,9 +1,10 @@
 """`avaf-demo`: the whole pipeline on one machine, on a generated music-scene set with known answers.
 
-    avaf-demo --out demo/          # generate -> avaf-extract (local Ray) -> avaf-train -> the per-type table
+    avaf-demo --out demo/          # generate -> avaf-extract -> avaf-train -> the per-type table
 
 Step 1 writes real mp4 files and MUSIC-AVQA-format annotations (`extract/synth.py`); step 2 extracts
-features on a local Ray instance with the default encoder weights when it can get them, and otherwise
+features where avaf-extract would (in this process for 48 videos, `pipeline.choose_mode`; --no-in-process:
+on a local Ray instance) with the default encoder weights when it can get them, and otherwise
 says loudly that it falls back to random encoders (and the feature file records it); step 3 runs
 `avaf-train` on the feature file, in its own process: the file is the whole interface between the stages.
 A folder that already holds a demo's outputs (`DEMO_FILES`) is refused unless `overwrite`, which deletes them.
@@ -65,7 +66,7 @@ def run_demo(
     seed: int = 0,
     weights: str = "auto",
     clip_model: str = "ViT-B-32",
-    in_process: bool = False,
+    in_process: bool | None = None,
     echo: Callable[[str], None] = print,
     train_args: tuple[str, ...] = (),
     overwrite: bool = False,
@@ -77,10 +78,7 @@ def run_demo(
     echo(f"      questions per split: {synth['questions_per_split']}")
     clip_pretrained, vggish_weights = choose_weights(weights, clip_model, echo)
     feats = out / "feats.h5"
-    where = "in this process" if in_process else "on a local Ray instance"
-    echo(
-        f"[2/3] avaf-extract {where}: CLIP {clip_model} ({clip_pretrained}) + VGGish ({vggish_weights}) -> {feats}"
-    )
+    echo(f"[2/3] avaf-extract: CLIP {clip_model} ({clip_pretrained}) + VGGish ({vggish_weights}) -> {feats}")
     cfg = ExtractConfig(
         out=str(feats),
         input=InputConfig(
@@ -90,7 +88,7 @@ def run_demo(
         vggish=VGGishConfig(weights=vggish_weights),
     )
     cfg = _with_runtime(cfg, in_process, seconds)
-    summary: ExtractSummary = run_extract(cfg)
+    summary: ExtractSummary = run_extract(cfg, echo=lambda line: echo(f"      {line}"))
     echo(f"      written {summary.written}, skipped {summary.skipped}, failed {len(summary.failed)}, "
          f"questions {summary.questions} ({summary.seconds:.0f} s)")  # fmt: skip
     run = out / "run"
@@ -106,7 +104,7 @@ def run_demo(
     return {"feats": str(feats), "run": str(run), "results": str(run / "results.json"), "synth": synth}
 
 
-def _with_runtime(cfg: ExtractConfig, in_process: bool, seconds: int) -> ExtractConfig:
+def _with_runtime(cfg: ExtractConfig, in_process: bool | None, seconds: int) -> ExtractConfig:
     """One encoder call holds videos_per_call short clips: passes of exactly that many frames (encoders pad
     every pass to batch_size, so a larger batch would only encode padding)."""
     batch = min(cfg.runtime.batch_size, cfg.runtime.videos_per_call * seconds)

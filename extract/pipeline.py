@@ -3,12 +3,12 @@
 The module that runs Ray (its decode tasks are `decode.worker.decode_on_node`, so decode workers import
 PyAV, not torch). On Ray Data: a manifest of the videos still to do, a CPU decode stage
 (each decode isolated in a child process with a timeout), an encoder actor pool (one actor per GPU), and
-the driver as the single shard writer. `in_process=True` runs the same functions without Ray, for
-debugging; both give identical arrays. A GPU decoder (``--decoder pyav-cuda``) has no decode stage: the
+the driver as the single shard writer. `in_process=True` runs the same functions without Ray; both give
+identical arrays. Unset, a local job runs in process below `local_ray_min_videos` videos (`choose_mode`). A GPU decoder (``--decoder pyav-cuda``) has no decode stage: the
 encoder actor (or this process) decodes its batch of videos itself, on threads, so the frames never leave
 the GPU.
 
-    from avaf.extract.config import ExtractConfig
+    from avaf.extract.config import ExtractConfig, RuntimeConfig
     from avaf.extract.pipeline import run_extract
     summary = run_extract(ExtractConfig(out="feats.h5", input=InputConfig(videos="videos/")))
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from avaf.extract import questions as question_stage
-from avaf.extract.config import ExtractConfig
+from avaf.extract.config import ExtractConfig, RuntimeConfig
 from avaf.extract.decode.backends import (
     GPU_BACKENDS,
     check_backend,
@@ -76,14 +76,18 @@ class ExtractSummary:
     # Ray runs only: where each video went ({"decode_node", "encode_node": Ray node id, "device": torch's})
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     duplicates: int = 0  # rows Ray handed back twice (a retried task); each video is written once
+    mode: str = ""  # where the work ran and why (`choose_mode`); empty when there was nothing to do
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.questions_lost
 
 
-def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
-    """Extract every video not yet done and every question given, then rebuild `cfg.out`."""
+def run_extract(
+    cfg: ExtractConfig, progress: bool = True, echo: Callable[[str], None] | None = None
+) -> ExtractSummary:
+    """Extract every video not yet done and every question given, then rebuild `cfg.out`; `echo` is told
+    the mode chosen (`choose_mode`) before the work starts."""
     start = time.perf_counter()
     if cfg.input.videos:
         check_backend(cfg.decode.backend)  # e.g. --decoder decord without decord: one line, before any work
@@ -99,7 +103,11 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
         # In process, this process encodes. On Ray the encoder actors do, and this driver loads no weights:
         # what the shards record comes from a probe task that loads them where an actor would, started
         # first so that it loads while the job starts; the frames' size is read from the model's config.
-        encoders = load_encoders(cfg) if cfg.runtime.in_process else None
+        in_process, summary.mode = choose_mode(cfg.runtime, len(todo))
+        log.info("mode: %s", summary.mode)
+        if echo is not None:
+            echo(f"mode: {summary.mode}")
+        encoders = load_encoders(cfg) if in_process else None
         if encoders is None and not _ray_address(cfg.runtime.address):  # the actors will look on this machine
             find_weights(cfg)  # a missing file stops the run here, in one line, before Ray starts
         facts = functools.partial(_facts, encoders) if encoders is not None else _probe_on_ray(cfg)
@@ -141,6 +149,33 @@ def run_extract(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
             summary.questions_without_video = int(sum(v not in known for v in fs.questions()["video_id"]))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def choose_mode(rt: RuntimeConfig, videos: int) -> tuple[bool, str]:
+    """(in process?, the reason, said to the user) for a job of `videos` videos to do.
+
+    `rt.in_process` decides when set. Unset, a cluster address means Ray; on this machine a job below
+    `rt.local_ray_min_videos` videos with one encoder runs in process. Measured on 2 cores (20 clips of
+    60 s, docs/benchmarks.md): local Ray writes its first video ~18 s later than this process (its worker
+    processes import torch and load the weights anew) and then each ~0.2 s sooner, so it pays from ~100 videos.
+    """
+    if rt.in_process is not None:
+        return (
+            rt.in_process,
+            "in this process (--in-process)" if rt.in_process else "on Ray (--no-in-process)",
+        )
+    address = _ray_address(rt.address)
+    if address:
+        return False, f"on the Ray cluster at {address}"
+    if rt.encoders > 1:
+        return False, f"on a local Ray instance ({rt.encoders} encoder actors asked for)"
+    if videos < rt.local_ray_min_videos:
+        return True, (
+            f"in this process, without Ray: {videos} videos to do, fewer than --local-ray-min-videos "
+            f"{rt.local_ray_min_videos}, where local Ray's start-up costs more than it saves "
+            "(--no-in-process: Ray all the same)"
+        )
+    return False, f"on a local Ray instance: {videos} videos to do (--in-process: without Ray)"
 
 
 def _facts(encoders: Encoders) -> dict:

@@ -174,6 +174,8 @@ def config_options(cls: type) -> Callable:
             if hint is bool:
                 decl = f"--{name}/--no-{name}" if default else f"--{name}"
                 fn = click.option(decl, dest, is_flag=True, show_default=bool(default), **common)(fn)
+            elif hint == bool | None:  # three states: --x, --no-x, or neither (None: the code decides)
+                fn = click.option(f"--{name}/--no-{name}", dest, **common)(fn)
             else:
                 show = default is not None and default not in ("", ())
                 fn = click.option(f"--{name}", dest, show_default=show, **_click_type(hint, f), **common)(fn)

@@ -57,6 +57,7 @@ class _Cfg:
     tags: tuple[str, ...] = option((), "Repeatable.")
     size: tuple[int, int] | None = option(None, "Two numbers.")
     fast: bool = option(False, "A switch.")
+    local: bool | None = option(None, "Three states: --local, --no-local, or neither (None).")
     kind: str = option("a", "One of two.", choices=("a", "b"))
     inner: _Inner = field(default_factory=_Inner)
 
@@ -81,15 +82,17 @@ def test_options_come_from_the_fields_and_only_given_flags_override_the_file(tmp
     )
     assert out.exit_code == 0, out.output
     assert (
-        "_Cfg(name='y', tags=('a', 'b'), size=(3, 4), fast=True, kind='a', inner=_Inner(lr=0.0001, hidden=7))"
-        in out.output
+        "_Cfg(name='y', tags=('a', 'b'), size=(3, 4), fast=True, local=None, kind='a', "
+        "inner=_Inner(lr=0.0001, hidden=7))" in out.output
     )
+    assert "local=True" in runner.invoke(_main, ["--local"]).output
+    assert "local=False" in runner.invoke(_main, ["--no-local"]).output
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text("name: from-file\ninner:\n  lr: 0.5\n")
+    cfg_file.write_text("name: from-file\nlocal: false\ninner:\n  lr: 0.5\n")
     out = runner.invoke(_main, ["--config", str(cfg_file), "--lr", "0.25"])
     assert (
-        "name='from-file'" in out.output and "lr=0.25" in out.output
-    )  # flag over file, default never over file
+        "name='from-file'" in out.output and "local=False" in out.output and "lr=0.25" in out.output
+    )  # flag over file, default never over file (nor a three-state flag left unset)
     assert runner.invoke(_main, ["--kind", "c"]).exit_code == 2  # choices are enforced
 
 

@@ -84,8 +84,11 @@ def test_every_video_is_recorded_and_broken_ones_never_stop_the_run(extracted):
 
 
 def test_local_ray_gives_the_same_arrays_as_in_process(videos, extracted, tmp_path):
+    """Unset, `in_process` is chosen by the job's size: here 7 videos, at least local_ray_min_videos."""
     summary, out = extracted
-    ray_summary = run_extract(tiny_cfg(videos, tmp_path / "ray.h5", in_process=False), progress=False)
+    cfg = tiny_cfg(videos, tmp_path / "ray.h5", in_process=None, local_ray_min_videos=7)
+    ray_summary = run_extract(cfg, progress=False)
+    assert ray_summary.mode.startswith("on a local Ray instance: 7 videos to do")
     assert ray_summary.written == summary.written and sorted(ray_summary.failed) == sorted(summary.failed)
     with FeatureStore(out) as a, FeatureStore(tmp_path / "ray.h5") as b:
         assert sorted(a.video_ids) == sorted(b.video_ids)  # in the order they were done: Ray's may differ
@@ -98,10 +101,12 @@ def test_local_ray_gives_the_same_arrays_as_in_process(videos, extracted, tmp_pa
 def test_cli_equals_library_and_exits_1_on_failures(videos, extracted, tmp_path):
     _, out = extracted
     res = CliRunner().invoke(
-        extract_main,
-        ["--videos", str(videos), "--out", str(tmp_path / "cli.h5"), "--in-process", *TINY_FLAGS],
+        extract_main, ["--videos", str(videos), "--out", str(tmp_path / "cli.h5"), *TINY_FLAGS]
     )
     assert res.exit_code == 1, res.output
+    assert res.output.startswith(  # said first: neither --in-process nor --address, 7 videos
+        "mode: in this process, without Ray: 7 videos to do, fewer than --local-ray-min-videos 100,"
+    )
     assert "written 4, skipped as done 0, failed 3" in res.output and "RANDOM WEIGHTS" in res.output
     with FeatureStore(out) as a, FeatureStore(tmp_path / "cli.h5") as b:
         for vid in a.video_ids:
@@ -112,6 +117,33 @@ def test_cli_equals_library_and_exits_1_on_failures(videos, extracted, tmp_path)
         ["--videos", str(videos), "--out", str(tmp_path / "cli.h5"), "--in-process", *TINY_FLAGS],
     )
     assert "written 0, skipped as done 4, failed 3" in again.output  # only the failed ones are retried
+    assert again.output.startswith("mode: in this process (--in-process)\n")
+
+
+@pytest.mark.parametrize(
+    "runtime, env, videos, expected",
+    [
+        ({}, None, 99, (True, "in this process, without Ray: 99 videos to do")),
+        ({}, None, 100, (False, "on a local Ray instance: 100 videos to do")),
+        ({"local_ray_min_videos": 5}, None, 5, (False, "on a local Ray instance: 5 videos to do")),
+        ({}, None, 0, (True, "in this process, without Ray: 0 videos to do")),  # questions only
+        ({"encoders": 2}, None, 3, (False, "on a local Ray instance (2 encoder actors asked for)")),
+        ({"address": "10.0.0.1:6379"}, None, 3, (False, "on the Ray cluster at 10.0.0.1:6379")),
+        ({}, "10.0.0.2:6379", 3, (False, "on the Ray cluster at 10.0.0.2:6379")),
+        ({"in_process": True, "address": "h:1"}, None, 500, (True, "in this process (--in-process)")),
+        ({"in_process": False}, None, 1, (False, "on Ray (--no-in-process)")),
+    ],
+)
+def test_the_mode_follows_the_flags_then_the_address_then_the_job_size(
+    runtime, env, videos, expected, monkeypatch
+):
+    from avaf.extract.pipeline import choose_mode
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if env:
+        monkeypatch.setenv("RAY_ADDRESS", env)
+    in_process, why = choose_mode(RuntimeConfig(**runtime), videos)
+    assert (in_process, why[: len(expected[1])]) == expected
 
 
 RUN = "import sys; from avaf.extract.cli import main; sys.exit(main())"
@@ -234,7 +266,7 @@ def test_questions_are_encoded_by_the_actors_not_the_driver(videos, tmp_path, mo
         assert a.signature == b.signature and b.random_weights == ["clip", "vggish"]
 
 
-@pytest.mark.parametrize("mode", ["--in-process", "--num-cpus=0.5"])
+@pytest.mark.parametrize("mode", ["--in-process", "--no-in-process"])
 def test_missing_weights_say_what_to_do_and_lose_nothing(videos, tmp_path, mode):
     """In process the driver fails to load them; with local Ray the driver looks for them (on the machine
     the actors will run on) before Ray starts."""
@@ -260,7 +292,7 @@ def test_weights_missing_on_the_cluster_are_the_probes_one_line_and_lose_nothing
     cfg = ExtractConfig(
         out=str(tmp_path / "f.h5"), input=InputConfig(videos=str(videos)), clip=ClipConfig(model="ViT-B-32"),
         vggish=VGGishConfig(weights="random"),
-        runtime=RuntimeConfig(weights_dir=str(tmp_path / "weights"), num_cpus=0.5),
+        runtime=RuntimeConfig(in_process=False, weights_dir=str(tmp_path / "weights"), num_cpus=0.5),
     )  # fmt: skip
     with pytest.raises(WeightsUnavailable, match="has no ViT-B-32 'openai' checkpoint"):
         run_extract(cfg, progress=False)

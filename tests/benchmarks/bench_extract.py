@@ -6,7 +6,8 @@ textured panning scenes with noise and cuts, 25/30 fps), then, in one run, on th
 1. decode alone: avaf's decoder, backend "auto", in its isolated child process (as the pipeline runs it);
 2. the whole stage in-process: ``run_extract`` with ``RuntimeConfig(in_process=True)``;
 3. the whole stage on a local Ray instance (``in_process=False``): decode tasks and the encoder actor
-   overlap, one CPU each;
+   overlap, one CPU each. The last line says which of the two ``avaf-extract`` picks for these videos
+   when neither is asked for (``pipeline.choose_mode``);
 4. naive, as the AVQA repositories do it: the ffmpeg CLI writes 1-fps JPEGs (``-vf fps=1``) and a 16 kHz
    mono WAV to disk; each JPEG is loaded with PIL, put through open_clip's preprocess transform and
    encoded alone (batch 1) by the same CLIP; the WAV goes through torchvggish's
@@ -232,6 +233,13 @@ def bench_stage(clips: Path, work: Path, in_process: bool, args: argparse.Namesp
 
 def _worker_threads() -> tuple[int, str | None]:
     return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
+def default_mode(videos: int) -> str:
+    """Where `avaf-extract` runs a local job of `videos` videos when neither mode is asked for."""
+    from avaf.extract.pipeline import choose_mode
+
+    return choose_mode(RuntimeConfig(), videos)[1]
 
 
 def start_ray() -> list[str]:
@@ -549,6 +557,7 @@ def main() -> None:
     videos = make_clips(work, args.videos)
     rows = run_modes(args, work, videos, ffmpeg)
     print_rows(rows)
+    print(f"avaf-extract without --in-process or --address, {len(videos)} videos: {default_mode(len(videos))}")
     devices, notes = encoder_devices(args.device, args.skip)
     for device in devices:
         print("\n".join(["", *bench_encoders(device, args.batch_size)]))
