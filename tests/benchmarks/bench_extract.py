@@ -557,7 +557,9 @@ def main() -> None:
     videos = make_clips(work, args.videos)
     rows = run_modes(args, work, videos, ffmpeg)
     print_rows(rows)
-    print(f"avaf-extract without --in-process or --address, {len(videos)} videos: {default_mode(len(videos))}")
+    print(
+        f"avaf-extract without --in-process or --address, {len(videos)} videos: {default_mode(len(videos))}"
+    )
     devices, notes = encoder_devices(args.device, args.skip)
     for device in devices:
         print("\n".join(["", *bench_encoders(device, args.batch_size)]))

@@ -42,7 +42,12 @@ def child(mode: str, n: int, batch: int, out: str) -> None:
     runtime = {
         "in-process": {"in_process": True},
         "ray-1": {"in_process": False, "encoders": 1, "num_cpus": cores, "encoder_threads": cores},
-        "ray-2": {"in_process": False, "encoders": 2, "num_cpus": max(1, cores // 2), "encoder_threads": max(1, cores // 2)},
+        "ray-2": {
+            "in_process": False,
+            "encoders": 2,
+            "num_cpus": max(1, cores // 2),
+            "encoder_threads": max(1, cores // 2),
+        },
     }[mode]
     cfg = ExtractConfig(
         out=out,
