@@ -337,9 +337,14 @@ def test_cli_import_equals_library_call_and_exits_1_on_skips(foreign, tmp_path):
     lines = import_npy(root, out, (annotations,)).lines()
     with FeatureStore(out) as fs:
         library = fs.load_videos().arrays["visual_tokens"].tobytes(), fs.questions()["question_id"].tolist()
-    result = CliRunner().invoke(
-        import_main, ["--npy", str(root), "--out", str(out), "--annotations", str(annotations)]
+    args = ["--npy", str(root), "--out", str(out), "--annotations", str(annotations)]
+    before = out.read_bytes()
+    refused = CliRunner().invoke(import_main, args)  # an existing store is never replaced unasked
+    assert refused.exit_code == 2 and refused.output == (
+        f"avaf-import: {out}: already exists; choose a new --out, or pass --overwrite to replace it\n"
     )
+    assert out.read_bytes() == before and not list(tmp_path.glob(".out.h5*"))  # no work was started
+    result = CliRunner().invoke(import_main, [*args, "--overwrite"])
     assert result.exit_code == 1
     assert result.output == "\n".join(lines) + "\n" and len(lines) == len(EXPECTED_SKIPS) + 1
     with FeatureStore(out) as fs:
@@ -356,6 +361,11 @@ def test_cli_clean_import_exits_0_and_errors_exit_2(source, tmp_path):
     (tmp_path / "bare").mkdir()
     bad = CliRunner().invoke(import_main, ["--npy", str(tmp_path / "bare"), "--out", str(tmp_path / "x.h5")])
     assert bad.exit_code == 2 and "avaf-import:" in bad.output and "bare" in bad.output
+    before = (tmp_path / "copy.h5").read_bytes()
+    failed = CliRunner().invoke(  # --overwrite replaces only with a complete store: a failed import keeps it
+        import_main, ["--npy", str(tmp_path / "bare"), "--out", str(tmp_path / "copy.h5"), "--overwrite"]
+    )
+    assert failed.exit_code == 2 and (tmp_path / "copy.h5").read_bytes() == before
 
 
 @pytest.mark.parametrize("command", [export_main, import_main])

@@ -282,13 +282,14 @@ def test_a_shard_or_store_on_a_full_disk_is_one_line_and_the_next_run_completes(
     assert first.returncode == 0, first.stderr
     before = out.read_bytes()
     size = len(before)
-    shard = command("avaf-import", ["--npy", str(npy), "--out", str(out)], 50_000)
+    again_args = ["--npy", str(npy), "--out", str(out), "--overwrite"]  # replaced only once complete
+    shard = command("avaf-import", again_args, 50_000)
     assert shard.returncode == 2
     line = one_line(shard.stderr)
     assert f"{tmp_path}/.feats.h5.import-" in line and "-videos-" in line, line  # its first shard
     assert ".h5: cannot write about" in line and "File too large" in line, line
     store = command(
-        "avaf-import", ["--npy", str(npy), "--out", str(out)], int(0.75 * size)
+        "avaf-import", again_args, int(0.75 * size)
     )  # every 64-video shard fits, the store of all of them does not
     assert store.returncode == 2
     line = one_line(store.stderr)
@@ -297,7 +298,7 @@ def test_a_shard_or_store_on_a_full_disk_is_one_line_and_the_next_run_completes(
     with FeatureStore(out) as fs:
         assert len(fs.video_ids) == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.h5"]  # no temporary left behind
-    again = command("avaf-import", ["--npy", str(npy), "--out", str(out)])
+    again = command("avaf-import", again_args)
     assert again.returncode == 0, again.stderr
 
 
@@ -350,7 +351,7 @@ def test_read_only_places_are_one_line(feats, tiny, npy, tmp_path):
         cases = [
             ("avaf-train", ["--feats", str(feats), "--out", str(locked / "run"), *tiny]),
             ("avaf-export", ["--feats", str(feats), "--out", str(locked / "npy")]),
-            ("avaf-import", ["--npy", str(npy), "--out", str(locked / "feats.h5")]),
+            ("avaf-import", ["--npy", str(npy), "--out", str(locked / "feats.h5"), "--overwrite"]),
             ("avaf-synth", ["--out", str(locked / "s"), "--videos", "1", "--size", "48x48"]),
         ]
         for target, args in cases:

@@ -76,7 +76,12 @@ class ImportConfig:
         required=True,
         path={"file_okay": False, "exists": True},
     )
-    out: str = option(None, "The feature store to write.", required=True, path={"dir_okay": False})
+    out: str = option(
+        None,
+        "The feature store to write (an existing one only with --overwrite).",
+        required=True,
+        path={"dir_okay": False},
+    )
     annotations: tuple[str, ...] = option(
         (),
         "MUSIC-AVQA annotation file or folder (repeatable): question text, type, answer and split. "
@@ -96,6 +101,9 @@ class ImportConfig:
     )
     pad_short_audio: bool = option(
         False, "Zero-fill audio shorter than the visual features and flag it, instead of skipping."
+    )
+    overwrite: bool = option(
+        False, "Replace an existing OUT (only once the new store is complete); without it OUT is refused."
     )
 
 
@@ -130,7 +138,9 @@ def import_main(**flags) -> None:
     skipped and listed with the reason; the rest is imported. Exit status 1 when anything was skipped,
     2 when nothing could be imported. -v lists every skipped item as it happens."""
     c = from_flags(ImportConfig, flags)
-    report = import_npy(c.npy, c.out, c.annotations, c.split, c.word_length, c.pad_short_audio)
+    report = import_npy(
+        c.npy, c.out, c.annotations, c.split, c.word_length, c.pad_short_audio, overwrite=c.overwrite
+    )
     for line in report.lines():
         click.echo(line)
     sys.exit(1 if report.skipped else 0)

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from avaf.shared.avqa.annotations import load_questions
-from avaf.shared.errors import ExchangeError
+from avaf.shared.errors import ExchangeError, OutputError
 from avaf.shared.files import atomic_path, check_fresh_output
 from avaf.shared.store import schema
 from avaf.shared.store.merge import build_store
@@ -241,14 +241,20 @@ def import_npy(
     word_length: str = "auto",
     pad_short_audio: bool = False,
     videos_per_shard: int = 64,
+    overwrite: bool = False,
 ) -> ImportReport:
     """Build a store at `out` from an .npy folder; inconsistent items are skipped and reported, never fatal.
+
+    An existing `out` is refused unless `overwrite`; even then it is replaced only when the new store is
+    complete, so a failed import leaves it as it was.
 
     Questions come from `annotations` (files or folders; `split` for files whose name does not say it) or,
     when none are given, from the folder's avaf manifest. `pad_short_audio`: audio shorter than the visual
     features is zero-filled and flagged (as avaf-extract does) instead of skipping the video.
     """
     npy_dir, out = Path(npy_dir), Path(out)
+    if out.exists() and not overwrite:  # e.g. the feats.h5 of a long extraction, named by mistake
+        raise OutputError(f"{out}: already exists; choose a new --out, or pass --overwrite to replace it")
     if word_length not in WORD_LENGTHS:
         raise ValueError(f"word_length must be one of {WORD_LENGTHS}, got {word_length!r}")
     if not (npy_dir / AUDIO).is_dir() and not (npy_dir / VISUAL).is_dir():
