@@ -4,11 +4,11 @@ The module that runs Ray (its decode tasks are `decode.worker.decode_on_node`, s
 PyAV, not torch). On Ray Data: a manifest of the videos still to do, a CPU decode stage
 (each decode isolated in a child process with a timeout), an encoder actor pool (one actor per GPU), and
 the driver as the single shard writer. `in_process=True` runs the same functions without Ray; both give
-identical arrays. Unset, a local job runs in process below `local_ray_min_videos` videos (`choose_mode`). A GPU decoder (``--decoder pyav-cuda``) has no decode stage: the
-encoder actor (or this process) decodes its batch of videos itself, on threads, so the frames never leave
-the GPU.
+identical arrays. Unset, a local job runs in process below `local_ray_min_videos` videos (`choose_mode`).
+A GPU decoder (``--decoder pyav-cuda``) has no decode stage: the encoder actor (or this process) decodes
+its batch of videos itself, on threads, so the frames never leave the GPU.
 
-    from avaf.extract.config import ExtractConfig, RuntimeConfig
+    from avaf.extract.config import ExtractConfig, InputConfig
     from avaf.extract.pipeline import run_extract
     summary = run_extract(ExtractConfig(out="feats.h5", input=InputConfig(videos="videos/")))
 
@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +107,9 @@ def run_extract(
         log.info("mode: %s", summary.mode)
         if echo is not None:
             echo(f"mode: {summary.mode}")
+        ran = replace(
+            cfg, runtime=replace(cfg.runtime, in_process=in_process)
+        )  # the file says which mode ran
         encoders = load_encoders(cfg) if in_process else None
         if encoders is None and not _ray_address(cfg.runtime.address):  # the actors will look on this machine
             find_weights(cfg)  # a missing file stops the run here, in one line, before Ray starts
@@ -119,7 +122,7 @@ def run_extract(
                 raise RuntimeError(
                     f"{cfg.clip.model} takes {f['image_size']} px frames, its config says {size}"
                 )
-            return {k: f[k] for k in ("signature", "random_weights")} | {"config": to_dict(cfg)}
+            return {k: f[k] for k in ("signature", "random_weights")} | {"config": to_dict(ran)}
 
         if todo:
             dec = to_dict(cfg.decode) | {"image_size": size}
@@ -155,9 +158,10 @@ def choose_mode(rt: RuntimeConfig, videos: int) -> tuple[bool, str]:
     """(in process?, the reason, said to the user) for a job of `videos` videos to do.
 
     `rt.in_process` decides when set. Unset, a cluster address means Ray; on this machine a job below
-    `rt.local_ray_min_videos` videos with one encoder runs in process. Measured on 2 cores (20 clips of
-    60 s, docs/benchmarks.md): local Ray writes its first video ~18 s later than this process (its worker
-    processes import torch and load the weights anew) and then each ~0.2 s sooner, so it pays from ~100 videos.
+    `rt.local_ray_min_videos` videos with one encoder runs in process. Measured on 2 cores with clips of
+    60 s (docs/benchmarks.md): local Ray writes its first video 18-25 s after this process (its worker
+    processes import torch and load the weights anew), then each 0.1-0.9 s sooner; on 100 videos the two
+    took 599 and 593 s.
     """
     if rt.in_process is not None:
         return (

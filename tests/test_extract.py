@@ -89,6 +89,8 @@ def test_local_ray_gives_the_same_arrays_as_in_process(videos, extracted, tmp_pa
     cfg = tiny_cfg(videos, tmp_path / "ray.h5", in_process=None, local_ray_min_videos=7)
     ray_summary = run_extract(cfg, progress=False)
     assert ray_summary.mode.startswith("on a local Ray instance: 7 videos to do")
+    with FeatureStore(tmp_path / "ray.h5") as fs:
+        assert fs.config["runtime"]["in_process"] is False  # the mode that ran, not the unset flag
     assert ray_summary.written == summary.written and sorted(ray_summary.failed) == sorted(summary.failed)
     with FeatureStore(out) as a, FeatureStore(tmp_path / "ray.h5") as b:
         assert sorted(a.video_ids) == sorted(b.video_ids)  # in the order they were done: Ray's may differ
