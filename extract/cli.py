@@ -85,7 +85,7 @@ def fetch_weights(folder: str, **flags) -> None:
 @config_options(DemoConfig)
 def demo(**flags) -> None:
     """The whole pipeline in a few minutes on this machine: generate a music-scene set with known answers,
-    extract features (in this process, or on local Ray with --no-in-process), train AVAF-Net, print the
+    extract features on a local Ray instance (--in-process: without Ray), train AVAF-Net, print the
     per-type table."""
     from avaf.extract.demo import run_demo
 

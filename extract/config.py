@@ -142,9 +142,10 @@ class DemoConfig:
         "without them; random: random encoders.",
         choices=("auto", "default", "random"),
     )
-    in_process: bool | None = option(
-        None,
-        "--in-process: extract without Ray; --no-in-process: on a local Ray instance; neither: as avaf-extract.",
+    in_process: bool = option(
+        False,
+        "Extract without Ray, in this process: faster for a set this small (avaf-extract itself would, below "
+        "100 videos); without it the demo runs the pipeline as a real job does, on a local Ray instance.",
     )
     clip_model: str = option("ViT-B-32", "open_clip model name (or a model-config JSON).")
     train_config: str | None = option(

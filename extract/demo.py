@@ -1,10 +1,10 @@
 """`avaf-demo`: the whole pipeline on one machine, on a generated music-scene set with known answers.
 
-    avaf-demo --out demo/          # generate -> avaf-extract -> avaf-train -> the per-type table
+    avaf-demo --out demo/          # generate -> avaf-extract (local Ray) -> avaf-train -> the per-type table
 
 Step 1 writes real mp4 files and MUSIC-AVQA-format annotations (`extract/synth.py`); step 2 extracts
-features where avaf-extract would (in this process for 48 videos, `pipeline.choose_mode`; --no-in-process:
-on a local Ray instance) with the default encoder weights when it can get them, and otherwise
+features on a local Ray instance (`--in-process`: without Ray) with the default encoder weights when it
+can get them, and otherwise
 says loudly that it falls back to random encoders (and the feature file records it); step 3 runs
 `avaf-train` on the feature file, in its own process: the file is the whole interface between the stages.
 A folder that already holds a demo's outputs (`DEMO_FILES`) is refused unless `overwrite`, which deletes them.
@@ -66,7 +66,7 @@ def run_demo(
     seed: int = 0,
     weights: str = "auto",
     clip_model: str = "ViT-B-32",
-    in_process: bool | None = None,
+    in_process: bool = False,
     echo: Callable[[str], None] = print,
     train_args: tuple[str, ...] = (),
     overwrite: bool = False,
@@ -104,8 +104,10 @@ def run_demo(
     return {"feats": str(feats), "run": str(run), "results": str(run / "results.json"), "synth": synth}
 
 
-def _with_runtime(cfg: ExtractConfig, in_process: bool | None, seconds: int) -> ExtractConfig:
+def _with_runtime(cfg: ExtractConfig, in_process: bool, seconds: int) -> ExtractConfig:
     """One encoder call holds videos_per_call short clips: passes of exactly that many frames (encoders pad
-    every pass to batch_size, so a larger batch would only encode padding)."""
+    every pass to batch_size, so a larger batch would only encode padding). Without `in_process`, Ray
+    whatever the set's size (as avaf-extract chooses it for a real job: `pipeline.choose_mode`)."""
     batch = min(cfg.runtime.batch_size, cfg.runtime.videos_per_call * seconds)
-    return replace(cfg, runtime=replace(cfg.runtime, in_process=in_process, batch_size=batch))
+    mode = {"in_process": True} if in_process else {"in_process": None, "local_ray_min_videos": 0}
+    return replace(cfg, runtime=replace(cfg.runtime, **mode, batch_size=batch))

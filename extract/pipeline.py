@@ -163,14 +163,15 @@ def choose_mode(rt: RuntimeConfig, videos: int) -> tuple[bool, str]:
     processes import torch and load the weights anew), then each 0.1-0.9 s sooner; on 100 videos the two
     took 599 and 593 s.
     """
+    address = _ray_address(rt.address)
+    ray = f"on the Ray cluster at {address}" if address else "on a local Ray instance"
     if rt.in_process is not None:
         return (
             rt.in_process,
-            "in this process (--in-process)" if rt.in_process else "on Ray (--no-in-process)",
+            "in this process (--in-process)" if rt.in_process else f"{ray} (--no-in-process)",
         )
-    address = _ray_address(rt.address)
     if address:
-        return False, f"on the Ray cluster at {address}"
+        return False, ray
     if rt.encoders > 1:
         return False, f"on a local Ray instance ({rt.encoders} encoder actors asked for)"
     if videos < rt.local_ray_min_videos:

@@ -70,3 +70,23 @@ def test_eval_command_prints_the_per_type_table(demo):
         "| test (all) |"
     )
     assert len(row.split("|")) == len(header.split("|"))
+
+
+@pytest.mark.parametrize(
+    "in_process, expected",
+    [
+        (False, (False, "on a local Ray instance: 48 videos to do (--in-process: without Ray)")),
+        (True, (True, "in this process (--in-process)")),
+    ],
+)
+def test_the_demo_extracts_on_local_ray_whatever_the_size_unless_in_process(
+    in_process, expected, monkeypatch
+):
+    """avaf-extract would run 48 videos in process; the demo shows the pipeline a real job runs, and says so."""
+    from avaf.extract.config import ExtractConfig
+    from avaf.extract.demo import _with_runtime
+    from avaf.extract.pipeline import choose_mode
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    runtime = _with_runtime(ExtractConfig(), in_process, seconds=8).runtime
+    assert choose_mode(runtime, 48) == expected and runtime.batch_size == 32  # 4 videos of 8 s per call

@@ -133,7 +133,8 @@ def test_cli_equals_library_and_exits_1_on_failures(videos, extracted, tmp_path)
         ({"address": "10.0.0.1:6379"}, None, 3, (False, "on the Ray cluster at 10.0.0.1:6379")),
         ({}, "10.0.0.2:6379", 3, (False, "on the Ray cluster at 10.0.0.2:6379")),
         ({"in_process": True, "address": "h:1"}, None, 500, (True, "in this process (--in-process)")),
-        ({"in_process": False}, None, 1, (False, "on Ray (--no-in-process)")),
+        ({"in_process": False}, None, 1, (False, "on a local Ray instance (--no-in-process)")),
+        ({"in_process": False}, "h:2", 1, (False, "on the Ray cluster at h:2 (--no-in-process)")),
     ],
 )
 def test_the_mode_follows_the_flags_then_the_address_then_the_job_size(
