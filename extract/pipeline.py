@@ -107,9 +107,8 @@ def run_extract(
         log.info("mode: %s", summary.mode)
         if echo is not None:
             echo(f"mode: {summary.mode}")
-        ran = replace(
-            cfg, runtime=replace(cfg.runtime, in_process=in_process)
-        )  # the file says which mode ran
+        # the file's config says which mode ran, not the flag left unset
+        ran = replace(cfg, runtime=replace(cfg.runtime, in_process=in_process))
         encoders = load_encoders(cfg) if in_process else None
         if encoders is None and not _ray_address(cfg.runtime.address):  # the actors will look on this machine
             find_weights(cfg)  # a missing file stops the run here, in one line, before Ray starts
@@ -173,14 +172,14 @@ def choose_mode(rt: RuntimeConfig, videos: int) -> tuple[bool, str]:
     if address:
         return False, ray
     if rt.encoders > 1:
-        return False, f"on a local Ray instance ({rt.encoders} encoder actors asked for)"
+        return False, f"{ray} ({rt.encoders} encoder actors asked for)"
     if videos < rt.local_ray_min_videos:
         return True, (
             f"in this process, without Ray: {videos} videos to do, fewer than --local-ray-min-videos "
             f"{rt.local_ray_min_videos}, where local Ray's start-up costs more than it saves "
             "(--no-in-process: Ray all the same)"
         )
-    return False, f"on a local Ray instance: {videos} videos to do (--in-process: without Ray)"
+    return False, f"{ray}: {videos} videos to do (--in-process: without Ray)"
 
 
 def _facts(encoders: Encoders) -> dict:
