@@ -1,4 +1,5 @@
-"""feats.h5 grows by appending new shards in place (issue 13 §4), and a killed append leaves the old store.
+"""feats.h5 grows by appending new shards in place (docs/schema.md, "Self-contained, not links"), and a killed
+append leaves the old store (docs/reliability.md, "Runs and outputs").
 
 The append goes through a rollback journal (shared/store/journal.py): these tests kill real appender
 processes at several moments and check that the store is then byte for byte the previous one, and that the
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from avaf.shared.errors import StoreError
-from avaf.shared.store.journal import JournaledFile, journal_path, recover
+from avaf.shared.store.journal import HEADER, MAGIC, JournaledFile, journal_path, recover
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.writer import complete_shards, shard_dir
@@ -146,10 +147,14 @@ def test_a_killed_append_leaves_the_previous_store_byte_for_byte(grown, tmp_path
     time.sleep(delay)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    if journal_path(out).exists():  # killed mid-append (delay 0 always is: the journal had just appeared)
+    journal = journal_path(out)
+    if journal.exists():  # killed mid-append (delay 0 always is: the journal had just appeared)
         assert out.stat().st_size >= len(grown.read_bytes())  # the kill left a half-appended file
-        assert recover(out)  # what every reader and writer does first
-        assert sha(out) == before and not journal_path(out).exists()
+        # recover() (what every reader and writer does first) rolls back when the journal's header was
+        # written; a kill before that (a loaded machine) left the file untouched and an empty journal to drop
+        head = journal.read_bytes()[: len(MAGIC) + HEADER.size]
+        assert recover(out) == (len(head) == len(MAGIC) + HEADER.size and head.startswith(MAGIC))
+        assert sha(out) == before and not journal.exists()
         with FeatureStore(out) as fs:
             assert len(fs.video_ids) == 40
     else:  # the append committed before the kill: then it is whole, never half
@@ -219,6 +224,17 @@ def test_a_journal_record_cut_short_is_ignored(tmp_path):
         fh.write(original[3 * 4096 + 5 : 3 * 4096 + 15])
     assert recover(path)
     assert path.read_bytes() == original
+
+
+@pytest.mark.parametrize("kept", [0, 5, len(MAGIC) + HEADER.size - 1])
+def test_a_journal_killed_inside_its_header_is_dropped_and_the_file_left_alone(tmp_path, kept):
+    """The appender died before its journal's header was whole: it had not touched the file yet."""
+    path = tmp_path / "f.bin"
+    original = bytes(range(256)) * 20
+    path.write_bytes(original)
+    journal_path(path).write_bytes((MAGIC + HEADER.pack(len(original)))[:kept])
+    assert not recover(path)
+    assert path.read_bytes() == original and not journal_path(path).exists()
 
 
 def test_a_store_of_failures_only_is_built_and_then_grows_by_a_rebuild(tmp_path):
