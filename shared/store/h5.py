@@ -118,20 +118,31 @@ def create_column(
     f: h5py.File, path: str, column: schema.Column, data: np.ndarray, growable: bool = False
 ) -> None:
     """A dataset holding `data`; `growable`: resizable along the rows (a store that later shards append to)."""
-    growable = growable and 0 not in data.shape[1:]  # a width still unknown (no row yet) cannot be chunked
-    extra: dict = {"maxshape": (None, *data.shape[1:])} if growable else {}
+    dtype = schema.numpy_dtype(column) if column.dtype == STR else data.dtype
+    layout = growable_layout(data.shape, dtype) if growable else {}
     if column.dtype == STR:
-        if growable:
-            extra["chunks"] = (1024,)
-        f.create_dataset(path, data=data, dtype=h5py.string_dtype("utf-8"), **extra)
+        f.create_dataset(path, data=data, dtype=h5py.string_dtype("utf-8"), **layout)
         return
-    rows = data.shape[0]
-    per_row = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
-    if growable:  # room to grow: chunks of ~1 MB, or of 1024 rows for a small column
-        chunks = (min(schema.chunk_rows(per_row), max(rows, 1024)), *data.shape[1:])
+    if not layout:
+        rows = data.shape[0]
+        per_row = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
+        layout = {"chunks": (min(rows, schema.chunk_rows(per_row)), *data.shape[1:]) if rows else None}
+    f.create_dataset(path, data=data, **layout)
+
+
+def growable_layout(shape: tuple[int, ...], dtype: np.dtype) -> dict:
+    """`create_dataset` keywords for a dataset of `shape` that rows are later appended to: resizable along
+    the rows, chunks of about 1 MB, or of 1024 rows for a small or string (object) column. {} while a width
+    is still unknown (no row yet): such a dataset cannot be chunked, and is made anew when rows come."""
+    tail = tuple(shape[1:])
+    if 0 in tail:
+        return {}
+    if dtype.kind == "O":
+        chunks = (1024, *tail)
     else:
-        chunks = (min(rows, schema.chunk_rows(per_row)), *data.shape[1:]) if rows else None
-    f.create_dataset(path, data=data, chunks=chunks, **extra)
+        per_row = int(np.prod(tail, dtype=np.int64)) * dtype.itemsize
+        chunks = (min(schema.chunk_rows(per_row), max(shape[0], 1024)), *tail)
+    return {"maxshape": (None, *tail), "chunks": chunks}
 
 
 def root_attrs(kind: str, config: dict, random_weights: list[str], signature: dict) -> dict:
