@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from avaf.shared.exchange.cli import export_main, import_main
-from avaf.shared.exchange.formats import ExchangeError, export_npy, import_npy
+from avaf.shared.exchange.npy_folders import ExchangeError, export_npy, import_npy
 from avaf.shared.store import schema
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
@@ -119,7 +119,7 @@ def test_export_warns_when_tokens_are_not_the_repositories_shape(tmp_path, caplo
     with ShardWriter(new_shard_path(shard_dir(path)), CONFIG) as w:
         w.add_video(fake_video(rng, "1", 2))  # 5 tokens of width 8
     build_store(complete_shards(shard_dir(path)), path)
-    with caplog.at_level("WARNING", logger="avaf.shared.exchange.formats"):
+    with caplog.at_level("WARNING", logger="avaf.shared.exchange.npy_folders"):
         report = export_npy(path, tmp_path / "npy")
     assert "visual tokens are (5, 8) per second; the repositories expect (50, 512)" in caplog.text
     assert (report.videos, report.questions) == (1, 0) and np.load(

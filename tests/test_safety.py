@@ -27,7 +27,7 @@ from avaf.extract.cli import fetch_weights as fetch_main
 from avaf.extract.cli import main as extract_main
 from avaf.extract.synth.cli import main as synth_main
 from avaf.shared.exchange.cli import export_main, import_main
-from avaf.shared.exchange.formats import export_npy
+from avaf.shared.exchange.npy_folders import export_npy
 from avaf.shared.store.inspect_cli import main as inspect_main
 from avaf.shared.store.reader import FeatureStore
 from avaf.train.cli import eval_main

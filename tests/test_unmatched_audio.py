@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from avaf.shared.avqa.annotations import load_annotations
 from avaf.shared.dataset import AVQADataset, collate
-from avaf.shared.exchange.formats import export_npy, import_npy
+from avaf.shared.exchange.npy_folders import export_npy, import_npy
 from avaf.shared.store import schema
 from avaf.shared.store.describe import describe_store
 from avaf.shared.store.inspect_cli import main as inspect_main

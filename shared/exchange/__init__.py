@@ -1,8 +1,8 @@
 """Exchange with other AVQA codebases: export a store to their per-video .npy layouts, import them back.
 
-formats  export_npy / import_npy and the layouts;  cli  avaf-export, avaf-import
+npy_folders  export_npy / import_npy and the layouts;  cli  avaf-export, avaf-import
 """
 
-from avaf.shared.exchange.formats import export_npy, import_npy
+from avaf.shared.exchange.npy_folders import export_npy, import_npy
 
 __all__ = ["export_npy", "import_npy"]

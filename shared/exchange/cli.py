@@ -3,7 +3,7 @@
     avaf-export --feats feats.h5 --format npy --out npy/
     avaf-import --npy npy/ --out feats.h5 --annotations json_update/
 
-The work is in `avaf.shared.exchange.formats` (`export_npy`, `import_npy`); these commands parse, call and print.
+The work is in `avaf.shared.exchange.npy_folders` (`export_npy`, `import_npy`); these commands parse, call and print.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import click
 
 from avaf.shared.cli import CONTEXT, Command, common_options, config_options, from_flags, option
-from avaf.shared.exchange.formats import (
+from avaf.shared.exchange.npy_folders import (
     CONTEXT_LENGTH,
     DTYPES,
     LAYOUTS,

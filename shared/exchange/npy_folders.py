@@ -1,0 +1,474 @@
+"""Feature exchange with the public AVQA code: `feats.h5` <-> per-file `.npy` folders (issue 7).
+
+Export writes the folders the AVQA repositories load (GeWu-Lab/MUSIC-AVQA, PSTP-Net, TSPM, AIM-SKKU/QA-TIGER,
+Yuzuriha-Inori-x/AVAF-Net; which reads what is listed in `avaf-export --help`), so their code trains on avaf's
+features; import turns such a folder into a valid `feats.h5`, so `avaf-train` runs without re-extracting:
+
+    DIR/vggish/{video_id}.npy             (T, 128)        VGGish, every repository
+    DIR/clip_vit_b32/{video_id}.npy       (T, N, D)       CLIP tokens, CLS first: (T, 50, 512) for ViT-B/32
+    DIR/clip_vit_b32_pooled/{video}.npy   (T, D)          pooled image embedding (avaf's, for exact round trips)
+    DIR/clip_word/{question_id}.npy       (1, 77, D)      L real rows (start, BPE tokens, end), then zero rows
+    DIR/clip_qst/{question_id}.npy        (1, D)          sentence feature (the end token's projected output)
+    DIR/manifest.json                                     source config, signature, random_weights, per-video
+                                                          metadata, per-question text/type/answer/split/L
+
+`layout="exact"` writes clip_word as (L, D) and clip_qst as (D,) instead. The repositories' own clip_word
+files hold the transformer's outputs at the 77 - L padding positions, which avaf does not store: ours are
+zeros there (a model attending over all 77 rows unmasked, like PSTP-Net, sees that difference). The true L is
+in the manifest; without one, import takes it from `word_length`: "auto" drops trailing all-zero rows,
+"tokenizer" counts the CLIP BPE tokens of the question text (needs open_clip), "all" keeps every row.
+Features are written as float32 (or float16); float16 -> float32 -> float16 is exact, so export then import
+reproduces every array of the store bit for bit.
+
+Import checks every video (both files present and readable, audio (T, 128), visual (T, 1 + k², D) with one N
+and D for all, the same T in both, finite in float16) and every question; an inconsistent item is reported
+with its id and reason and the rest is imported. Missing metadata gets documented values: timestamps t + 0.5,
+source path = the visual npy, size = its bytes, duration = T, decoder "imported", all audio valid.
+
+    from avaf.shared.exchange.npy_folders import export_npy, import_npy
+    export_npy("feats.h5", "npy/")              # = avaf-export --feats feats.h5 --format npy --out npy/
+    report = import_npy("npy/", "copy.h5")      # = avaf-import --npy npy/ --out copy.h5
+"""
+
+# Over STYLE.md's ~400 lines on purpose: export and import are two halves of one file format (folder names,
+# shapes, manifest), kept in one module so they cannot drift apart.
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avaf.shared.avqa.annotations import load_questions
+from avaf.shared.errors import ExchangeError, OutputError
+from avaf.shared.files import atomic_path, check_fresh_output
+from avaf.shared.store import schema
+from avaf.shared.store.merge import build_store
+from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.writer import (
+    QuestionFeatures,
+    ShardWriter,
+    VideoFeatures,
+    complete_shards,
+    new_shard_path,
+)
+from avaf.shared.version import avaf_version
+
+log = logging.getLogger(__name__)
+
+AUDIO, VISUAL, POOLED = "vggish", "clip_vit_b32", "clip_vit_b32_pooled"  # one file per video
+WORDS, SENTENCE = "clip_word", "clip_qst"  # one file per question
+MANIFEST = "manifest.json"
+EXPORT_DIRS = (AUDIO, VISUAL, POOLED, WORDS, SENTENCE)
+MANIFEST_FORMAT = "avaf-npy-export"
+CONTEXT_LENGTH = 77  # CLIP's text context: the repositories pad word features to it
+DTYPES = ("float32", "float16")
+LAYOUTS = ("repos", "exact")
+WORD_LENGTHS = ("auto", "tokenizer", "all")
+IMPORTED_DECODER = "imported"
+RESTORED = ("source_path", "source_size", "duration", "has_audio", "decoder", "streams")
+VIDEO_META = ("video_id", "length", *RESTORED, "audio_valid", "timestamp")
+QUESTION_META = ("question_id", "video_id", "audio_video_id", "split", "text", "type", "answer")
+QUESTIONS_PER_READ = 4096
+QUESTIONS_PER_SHARD = 8192
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    """np.save under a temporary name, then rename: a killed export leaves no half-written file (no fsync
+    per file, as before the shared helper: an export writes one file per video and per question)."""
+    with atomic_path(path, durable=False) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+@dataclass
+class ExportReport:
+    out: Path
+    videos: int
+    questions: int
+    files: int
+    dtype: str
+    layout: str
+    word_shape: str
+
+    def lines(self) -> list[str]:
+        return [
+            f"wrote {self.videos} videos and {self.questions} questions to {self.out} "
+            f"({self.files} files, {self.dtype}, layout {self.layout}: {WORDS} {self.word_shape})",
+            f"manifest: {self.out / MANIFEST}",
+        ]
+
+
+def export_npy(
+    feats: str | os.PathLike,
+    out: str | os.PathLike,
+    dtype: str = "float32",
+    layout: str = "repos",
+    context_length: int = CONTEXT_LENGTH,
+    overwrite: bool = False,
+) -> ExportReport:
+    """Write every video and question of `feats` as .npy files in the AVQA repositories' layout, and a manifest.
+
+    A folder that already holds any of these files or folders (an earlier export, or the repositories' own
+    features) is refused unless `overwrite`, which deletes exactly those first; nothing else there is touched.
+    """
+    if dtype not in DTYPES or layout not in LAYOUTS:
+        raise ValueError(f"dtype must be one of {DTYPES} and layout one of {LAYOUTS}")
+    out = Path(out)
+    with FeatureStore(feats) as fs:  # the input first: a bad store leaves no folder behind
+        check_fresh_output(out, "an export", (*EXPORT_DIRS, MANIFEST), overwrite, "choose a new --out")
+        for name in EXPORT_DIRS:
+            (out / name).mkdir(exist_ok=True)
+        shape = fs.shape(schema.SECONDS, "visual_tokens")[1:]
+        if shape != (50, 512):
+            log.warning(
+                "%s: visual tokens are %s per second; the repositories expect (50, 512)", feats, shape
+            )
+        videos = [_export_video(fs, vid, out, dtype) for vid in fs.video_ids]
+        questions = _export_questions(fs, out, dtype, layout, context_length)
+        width = fs.shape(schema.WORDS, "features")[1]
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": 1,
+            "avaf_version": avaf_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source": str(fs.path),
+            "schema_version": fs.schema_version,
+            "config": fs.config,
+            "signature": fs.signature,
+            "random_weights": fs.random_weights,
+            "dtype": dtype,
+            "layout": layout,
+            "context_length": context_length,
+            "videos": videos,
+            "questions": questions,
+        }
+    manifest["files"] = [f"{d}/{v['video_id']}.npy" for d in (AUDIO, VISUAL, POOLED) for v in videos]
+    manifest["files"] += [f"{d}/{q['question_id']}.npy" for d in (WORDS, SENTENCE) for q in questions]
+    with atomic_path(out / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    word_shape = f"(1, {context_length}, {width})" if layout == "repos" else f"(L, {width})"
+    log.info("exported %d videos and %d questions to %s", len(videos), len(questions), out)
+    return ExportReport(out, len(videos), len(questions), len(manifest["files"]), dtype, layout, word_shape)
+
+
+def _export_video(fs: FeatureStore, vid: str, out: Path, dtype: str) -> dict:
+    v = fs.video(vid)
+    _save(out / AUDIO / f"{vid}.npy", v["audio"].astype(dtype))
+    _save(out / VISUAL / f"{vid}.npy", v["visual_tokens"].astype(dtype))
+    _save(out / POOLED / f"{vid}.npy", v["visual_pooled"].astype(dtype))
+    # numpy values to JSON ones; float64 -> JSON -> float64 is exact (shortest repr round-trips)
+    return {k: v[k].tolist() if isinstance(v[k], (np.ndarray, np.generic)) else v[k] for k in VIDEO_META}
+
+
+def _export_questions(fs: FeatureStore, out: Path, dtype: str, layout: str, context: int) -> list[dict]:
+    q = fs.questions()
+    entries = []
+    for a in range(0, len(q["question_id"]), QUESTIONS_PER_READ):
+        part = slice(a, a + QUESTIONS_PER_READ)
+        words, offset = fs.load_words(q["word_offset"][part], q["word_length"][part])
+        for i, row in enumerate(range(a, a + len(offset))):
+            qid, n = int(q["question_id"][row]), int(q["word_length"][row])
+            w, s = words[offset[i] : offset[i] + n].astype(dtype), q["sentence"][row].astype(dtype)
+            if layout == "repos":
+                if n > context:
+                    raise ExchangeError(
+                        f"question {qid} has {n} word rows, more than --context-length {context}"
+                    )
+                w = np.concatenate([w, np.zeros((context - n, w.shape[1]), dtype)])[None]  # (1, C, D)
+                s = s[None]  # (1, D)
+            _save(out / WORDS / f"{qid}.npy", w)
+            _save(out / SENTENCE / f"{qid}.npy", s)
+            entries.append(
+                {k: str(q[k][row]) for k in QUESTION_META[1:]} | {"question_id": qid, "word_length": n}
+            )
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------- import
+
+
+@dataclass
+class Skipped:
+    kind: str  # "video" or "question"
+    id: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    out: Path
+    videos: int = 0
+    questions: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def count(self, kind: str) -> int:
+        return sum(s.kind == kind for s in self.skipped)
+
+    def lines(self, limit: int = 50) -> list[str]:
+        """One line per skipped item (at most `limit` per kind), then the summary."""
+        lines = []
+        for kind in ("video", "question"):
+            items = [s for s in self.skipped if s.kind == kind]
+            lines += [f"skipped {kind} {s.id}: {s.reason}" for s in items[:limit]]
+            if len(items) > limit:
+                lines.append(f"... and {len(items) - limit} more skipped {kind}s")
+        lines.append(
+            f"imported {self.videos} videos and {self.questions} questions into {self.out}; "
+            f"skipped {self.count('video')} videos and {self.count('question')} questions"
+        )
+        return lines
+
+
+class _Skip(Exception):
+    """One video or question that cannot be imported; the message is the reason."""
+
+
+def import_npy(
+    npy_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    annotations: tuple[str | os.PathLike, ...] = (),
+    split: str | None = None,
+    word_length: str = "auto",
+    pad_short_audio: bool = False,
+    videos_per_shard: int = 64,
+    overwrite: bool = False,
+) -> ImportReport:
+    """Build a store at `out` from an .npy folder; inconsistent items are skipped and reported, never fatal.
+
+    An existing `out` is refused unless `overwrite`; even then it is replaced only when the new store is
+    complete, so a failed import leaves it as it was.
+
+    Questions come from `annotations` (files or folders; `split` for files whose name does not say it) or,
+    when none are given, from the folder's avaf manifest. `pad_short_audio`: audio shorter than the visual
+    features is zero-filled and flagged (as avaf-extract does) instead of skipping the video.
+    """
+    npy_dir, out = Path(npy_dir), Path(out)
+    if out.exists() and not overwrite:  # e.g. the feats.h5 of a long extraction, named by mistake
+        raise OutputError(f"{out}: already exists; choose a new --out, or pass --overwrite to replace it")
+    if word_length not in WORD_LENGTHS:
+        raise ValueError(f"word_length must be one of {WORD_LENGTHS}, got {word_length!r}")
+    if not (npy_dir / AUDIO).is_dir() and not (npy_dir / VISUAL).is_dir():
+        raise ExchangeError(f"{npy_dir}: no {AUDIO}/ or {VISUAL}/ folder of .npy files")
+    manifest = _read_manifest(npy_dir)
+    table = _question_table(annotations, split, manifest)
+    meta = _store_meta(npy_dir, manifest, word_length)
+    report = ImportReport(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
+    try:
+        dims: dict[str, int] = {}
+        imported = _import_videos(
+            npy_dir, manifest, folder, meta, dims, report, pad_short_audio, videos_per_shard
+        )
+        _import_questions(npy_dir, table, imported, folder, meta, dims, report, word_length)
+        if not report.videos and not report.questions:
+            reasons = "; ".join(f"{s.id}: {s.reason}" for s in report.skipped[:3])
+            raise ExchangeError(
+                f"{npy_dir}: nothing could be imported ({reasons or 'the folders are empty'})"
+            )
+        build_store(complete_shards(folder), out)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    log.info("%s", report.lines()[-1])
+    return report
+
+
+def _read_manifest(npy_dir: Path) -> dict | None:
+    path = npy_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExchangeError(f"{path}: not a JSON manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ExchangeError(f"{path}: not an avaf-export manifest (format is not {MANIFEST_FORMAT!r})")
+    return manifest
+
+
+def _store_meta(npy_dir: Path, manifest: dict | None, word_length: str) -> dict:
+    """Config, signature and random weights of the imported store."""
+    config = {"imported_from": str(npy_dir.resolve()), "importer": "avaf-import", "word_length": word_length}
+    if manifest is None:
+        config["encoders"] = "unknown: features as found in the folder"
+        return {
+            "config": config,
+            "signature": {"encoders": "unknown", "imported": True},
+            "random_weights": [],
+        }
+    # An avaf export: the numbers are the source store's, so its signature and random-weight record carry over.
+    config["encoders"] = "as in source_config (avaf-export manifest)"
+    config["source_config"] = manifest.get("config", {})
+    return {
+        "config": config,
+        "signature": manifest.get("signature", {}),
+        "random_weights": list(manifest.get("random_weights", [])),
+    }
+
+
+def _question_table(annotations, split: str | None, manifest: dict | None) -> dict[int, dict]:
+    """question_id -> video_id, split, text, type, answer and word_length (None when unknown)."""
+    lengths = {int(q["question_id"]): int(q["word_length"]) for q in (manifest or {}).get("questions", [])}
+    if not annotations:
+        return {int(q["question_id"]): dict(q) for q in (manifest or {}).get("questions", [])}
+    table: dict[int, dict] = {}
+    for q in load_questions(annotations, split):
+        table[q.question_id] = {k: getattr(q, k) for k in QUESTION_META}
+        table[q.question_id]["word_length"] = lengths.get(q.question_id)
+    return table
+
+
+def _load(npy_dir: Path, folder: str, name: str) -> np.ndarray:
+    rel = f"{folder}/{name}.npy"
+    if not (npy_dir / rel).is_file():
+        raise _Skip(f"missing {'audio' if folder == AUDIO else folder} file {rel}")
+    try:
+        a = np.load(npy_dir / rel, allow_pickle=False)
+    except Exception as e:  # any unreadable file is one skipped item, never fatal
+        raise _Skip(f"cannot read {rel}: {e}") from None
+    if not np.issubdtype(a.dtype, np.floating):
+        raise _Skip(f"{rel} has dtype {a.dtype}, expected floating point")
+    h = a.astype(np.float16)
+    if not np.isfinite(h).all():
+        raise _Skip(f"{rel} has values that are NaN or beyond float16's range (±65504)")
+    return h
+
+
+def _same(dims: dict[str, int], key: str, value: int, what: str) -> None:
+    """All items of one store share N and D: the first item imported fixes them."""
+    if dims.get(key, value) != value:
+        raise _Skip(f"{what} is {value}, earlier imported files have {dims[key]}")
+
+
+def _read_video(
+    npy_dir: Path, vid: str, entry: dict | None, dims: dict, pad_short_audio: bool
+) -> VideoFeatures:
+    visual = _load(npy_dir, VISUAL, vid)
+    audio = _load(npy_dir, AUDIO, vid)
+    if visual.ndim != 3:
+        raise _Skip(
+            f"{VISUAL}/{vid}.npy has shape {visual.shape}, expected (T, N, D) tokens, CLS first"
+        )  # not pooled
+    t, n, d = visual.shape
+    if n < 2 or round((n - 1) ** 0.5) ** 2 != n - 1:
+        raise _Skip(f"{VISUAL}/{vid}.npy has {n} tokens per second, expected CLS + a square grid (e.g. 50)")
+    _same(dims, "D", d, f"the width of {VISUAL}/{vid}.npy")
+    _same(dims, "N", n, f"the token count of {VISUAL}/{vid}.npy")
+    if audio.ndim != 2 or audio.shape[1] != schema.AUDIO_DIM:
+        raise _Skip(f"{AUDIO}/{vid}.npy has shape {audio.shape}, expected (T, {schema.AUDIO_DIM})")
+    valid = np.ones(t, bool)
+    if audio.shape[0] < t and pad_short_audio:
+        valid[audio.shape[0] :] = False
+        audio = np.concatenate([audio, np.zeros((t - audio.shape[0], schema.AUDIO_DIM), np.float16)])
+    if audio.shape[0] != t or t == 0:
+        raise _Skip(f"audio has T = {audio.shape[0]} seconds, visual has T = {t}")
+    pooled = visual[:, 0]
+    if (npy_dir / POOLED / f"{vid}.npy").is_file():
+        pooled = _load(npy_dir, POOLED, vid)
+        if pooled.shape != (t, d):
+            raise _Skip(f"{POOLED}/{vid}.npy has shape {pooled.shape}, expected {(t, d)}")
+    path = npy_dir / VISUAL / f"{vid}.npy"
+    v = VideoFeatures(
+        vid, str(path), visual, pooled, audio, valid, np.arange(t) + 0.5, decoder=IMPORTED_DECODER
+    )
+    v.source_size, v.duration, v.has_audio = path.stat().st_size, float(t), bool(valid.any())
+    if entry is not None:  # an avaf export: restore what the manifest recorded
+        if entry["length"] != t or len(entry["timestamp"]) != t:
+            raise _Skip(f"the manifest says T = {entry['length']}, the files have T = {t}")
+        for k in RESTORED:
+            setattr(v, k, entry[k])
+        v.audio_valid, v.timestamp = np.array(entry["audio_valid"], bool), np.array(entry["timestamp"], float)
+    dims.update(D=d, N=n)
+    return v
+
+
+def _video_ids(npy_dir: Path, manifest: dict | None) -> tuple[list[str], list[str]]:
+    """(videos to import, unlisted stems): with a manifest, its videos in its order (the source store's) and
+    the stems it does not list (stale files of an earlier export); without one, every stem, sorted."""
+    found = {p.stem for f in (AUDIO, VISUAL) if (npy_dir / f).is_dir() for p in (npy_dir / f).glob("*.npy")}
+    if manifest is None:
+        return sorted(found), []
+    ids = [v["video_id"] for v in manifest.get("videos", [])]
+    return ids, sorted(found - set(ids))
+
+
+def _import_videos(npy_dir, manifest, folder, meta, dims, report, pad_short_audio, per_shard) -> set[str]:
+    entries = {v["video_id"]: v for v in (manifest or {}).get("videos", [])}
+    (ids, unlisted), imported = _video_ids(npy_dir, manifest), set()
+    for vid in unlisted:
+        report.skipped.append(
+            Skipped("video", vid, f"not listed in {MANIFEST} (a file of an earlier export?)")
+        )
+    for a in range(0, len(ids), per_shard):
+        with ShardWriter(new_shard_path(folder, "videos"), **meta) as w:
+            for vid in ids[a : a + per_shard]:
+                try:
+                    w.add_video(_read_video(npy_dir, vid, entries.get(vid), dims, pad_short_audio))
+                    imported.add(vid)
+                except _Skip as e:
+                    log.warning("%s: video %s skipped: %s", npy_dir, vid, e)
+                    report.skipped.append(Skipped("video", vid, str(e)))
+                    w.add_failure(vid, str(npy_dir / VISUAL / f"{vid}.npy"), f"avaf-import: {e}")
+    report.videos = len(imported)
+    return imported
+
+
+def _true_length(words: np.ndarray, known: int | None, mode: str, text: str) -> int:
+    if known is not None:
+        return known
+    if mode == "all":
+        return len(words)
+    if mode == "tokenizer":
+        import open_clip  # only this option needs it
+
+        return min(len(words), int(open_clip.tokenize([text])[0].argmax()) + 1)  # end token: the largest id
+    rows = np.flatnonzero(np.any(words != 0, axis=1))
+    return int(rows[-1]) + 1 if len(rows) else 0
+
+
+def _read_question(npy_dir: Path, q: dict, dims: dict, mode: str) -> QuestionFeatures:
+    qid = q["question_id"]
+    words, sentence = _load(npy_dir, WORDS, str(qid)), _load(npy_dir, SENTENCE, str(qid))
+    words = words[0] if words.ndim == 3 and words.shape[0] == 1 else words  # (1, C, D) -> (C, D)
+    sentence = sentence[0] if sentence.ndim == 2 and sentence.shape[0] == 1 else sentence  # (1, D) -> (D,)
+    if words.ndim != 2 or sentence.ndim != 1 or words.shape[1] != sentence.shape[0]:
+        raise _Skip(f"{WORDS} {words.shape} and {SENTENCE} {sentence.shape}: expected (1, C, D) and (1, D)")
+    _same(dims, "D", words.shape[1], f"the width of {WORDS}/{qid}.npy")
+    n = _true_length(words, q.get("word_length"), mode, q["text"])
+    if not 0 < n <= len(words):
+        raise _Skip(f"{WORDS}/{qid}.npy: {n} real word rows out of {len(words)}")
+    dims["D"] = words.shape[1]
+    meta = {k: q[k] for k in QUESTION_META if k in q}  # a manifest before audio_video_id: its own video
+    return QuestionFeatures(**meta, words=words[:n], sentence=sentence)
+
+
+def _import_questions(npy_dir, table, imported, folder, meta, dims, report, mode) -> None:
+    rows = list(table.values())
+    if not rows and (npy_dir / WORDS).is_dir() and any((npy_dir / WORDS).glob("*.npy")):
+        reason = f"no --annotations and no {MANIFEST}: nothing gives their text, type, answer and split"
+        report.skipped.append(Skipped("question", f"{WORDS}/*.npy", reason))
+    for a in range(0, len(rows), QUESTIONS_PER_SHARD):
+        with ShardWriter(new_shard_path(folder, "questions"), **meta) as w:
+            for q in rows[a : a + QUESTIONS_PER_SHARD]:
+                try:
+                    if q["video_id"] not in imported:
+                        raise _Skip(f"its video {q['video_id']} is not imported")
+                    if q.get("audio_video_id", q["video_id"]) not in imported:
+                        raise _Skip(f"the video of its audio, {q['audio_video_id']}, is not imported")
+                    w.add_question(_read_question(npy_dir, q, dims, mode))
+                    report.questions += 1
+                except _Skip as e:
+                    report.skipped.append(Skipped("question", str(q["question_id"]), str(e)))
+    missing = report.count("question")
+    if missing:
+        log.warning("%s: %d questions skipped (e.g. %s)", npy_dir, missing, report.skipped[-1].reason)
