@@ -25,7 +25,7 @@ from avaf.extract.encoders import clip_encoder, vggish_encoder, weights
 from avaf.extract.encoders.clip_encoder import load_clip
 from avaf.extract.encoders.vggish_encoder import build_vggish, load_vggish, log_mel_examples, mel_matrix
 from avaf.extract.encoders.weights import (
-    CheckpointError,
+    WeightsFileError,
     WeightsUnavailable,
     clip_weights_filename,
     fetch_default_weights,
@@ -92,8 +92,8 @@ def test_vit_b32_gives_50_tokens_of_512_and_token0_is_pooled(vit_b32):
 
 
 def test_a_video_encodes_to_the_same_bits_alone_and_among_others(vit_b32):
-    """Issue 12 §0: passes of one fixed shape, so a frame's (and a second's) features never depend on which
-    other videos shared its batch, on any CPU. Without the padding VGGish's seconds differ by ~1e-8 between
+    """DESIGN.md §3 "Determinism": passes of one fixed shape, so a frame's (and a second's) features never
+    depend on which other videos shared its batch, on any CPU. Without the padding VGGish's seconds differ by ~1e-8 between
     a pass of 3 and a pass of 8 (AVX2 and AVX-512 alike); CLIP's pooled vector, once computed apart from the
     tokens, differed from token 0 in the last bits."""
     enc = load_clip("ViT-B-32", "random", batch_size=8)
@@ -263,10 +263,10 @@ def test_wrong_checkpoints_give_errors_naming_the_file(tmp_path):
     sd = tiny_state_dict(2)
     sd["visual.proj"] = torch.zeros(64, 16)  # another embedding width
     save_file(sd, str(tmp_path / "wrong_width.safetensors"))
-    with pytest.raises(CheckpointError, match=r"wrong_width\.safetensors.*ViT-avaf-tiny"):
+    with pytest.raises(WeightsFileError, match=r"wrong_width\.safetensors.*ViT-avaf-tiny"):
         load_clip(TINY, str(tmp_path / "wrong_width.safetensors"))
     torch.save([1, 2, 3], tmp_path / "not_a_state_dict.bin")
-    with pytest.raises(CheckpointError, match=r"not_a_state_dict\.bin"):
+    with pytest.raises(WeightsFileError, match=r"not_a_state_dict\.bin"):
         load_clip(TINY, str(tmp_path / "not_a_state_dict.bin"))
     with pytest.raises(ValueError, match="neither an open_clip tag"):
         load_clip(TINY, str(tmp_path / "missing.safetensors"))
@@ -277,7 +277,7 @@ def test_torchscript_is_refused_and_can_be_converted(tmp_path):
     model = open_clip.create_model(TINY).eval()
     traced = torch.jit.trace_module(model, {"encode_image": (torch.ones(1, 3, 32, 32),)}, check_trace=False)
     traced.save(str(tmp_path / "tiny-openai.pt"))
-    with pytest.raises(CheckpointError, match=r"tiny-openai\.pt is a TorchScript archive"):
+    with pytest.raises(WeightsFileError, match=r"tiny-openai\.pt is a TorchScript archive"):
         load_clip(TINY, str(tmp_path / "tiny-openai.pt"))
     dst = weights.convert_torchscript_checkpoint(
         tmp_path / "tiny-openai.pt", tmp_path / "tiny-openai.safetensors"
@@ -412,6 +412,6 @@ def test_vggish_released_layout_loads_and_others_are_refused(tmp_path):
     assert load_vggish("default", weights_dir=tmp_path).weights_sha256 == state_dict_sha256(sd)
     del sd["embeddings.4.bias"]
     torch.save(sd, tmp_path / "truncated.pth")
-    with pytest.raises(CheckpointError, match=r"truncated\.pth.*embeddings\.4\.bias"):
+    with pytest.raises(WeightsFileError, match=r"truncated\.pth.*embeddings\.4\.bias"):
         load_vggish(str(tmp_path / "truncated.pth"))
     assert load_file(str(tmp_path / "vggish.safetensors")).keys() == set(RELEASED_VGGISH_KEYS)

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from avaf.extract.encoders.batching import pad_batch
 from avaf.extract.encoders.weights import (
     OFFLINE_FIX,
-    CheckpointError,
+    WeightsFileError,
     WeightsUnavailable,
     check_precision,
     clip_weights_filename,
@@ -220,7 +220,7 @@ def _build(model_name: str, source: _Source, quick_gelu: bool, seed: int) -> nn.
             torch.manual_seed(seed)
             return open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu)
     if is_torchscript(path):
-        raise CheckpointError(
+        raise WeightsFileError(
             f"{path} is a TorchScript archive (OpenAI's original .pt format), which avaf does not unpickle. "
             "Convert it once with avaf.extract.encoders.weights.convert_torchscript_checkpoint(src, dst.safetensors), "
             "or use the safetensors file written by `fetch_default_weights`."
@@ -229,7 +229,7 @@ def _build(model_name: str, source: _Source, quick_gelu: bool, seed: int) -> nn.
         with skip_init():  # open_clip loads strictly: every persistent tensor is overwritten
             return open_clip.create_model(model_name, pretrained=str(path), force_quick_gelu=quick_gelu)
     except Exception as e:
-        raise CheckpointError(
+        raise WeightsFileError(
             f"{path} cannot be loaded into open_clip {model_name!r} (wrong architecture or not a "
             f"state dict?): {type(e).__name__}: {' '.join(str(e).split())[:600]}"
         ) from e

@@ -33,7 +33,7 @@ from avaf.extract.encoders.batching import pad_batch
 from avaf.extract.encoders.weights import (
     OFFLINE_FIX,
     VGGISH_FILENAME,
-    CheckpointError,
+    WeightsFileError,
     WeightsUnavailable,
     check_precision,
     download_vggish,
@@ -186,7 +186,7 @@ def _load_file(path: Path) -> nn.Module:
         sd = {k: v.float() for k, v in sd.items()}
         model.load_state_dict(sd, strict=True, assign=True)
     except Exception as e:
-        raise CheckpointError(
+        raise WeightsFileError(
             f"{path} is not a VGGish state dict in torchvggish's layout (vggish-10086976.pth keys "
             f"features.N.* / embeddings.N.*): {type(e).__name__}: {_one_line(e)}"
         ) from e

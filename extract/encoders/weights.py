@@ -48,8 +48,8 @@ class WeightsUnavailable(RuntimeError):
     """The requested weights are neither on disk nor downloadable from here (usually: no network)."""
 
 
-class CheckpointError(ValueError):
-    """A local checkpoint file that cannot be loaded into the requested model; the message names the file."""
+class WeightsFileError(ValueError):
+    """A local weights file that cannot be loaded into the requested model; the message names the file."""
 
 
 def no_network_error(what: str, tried: list[str], cause: BaseException | None) -> WeightsUnavailable:
