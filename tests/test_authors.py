@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from avaf.shared.avqa.annotations import load_annotations
+from avaf.train.attention import CrossAttention
 from avaf.train.authors_losses import compute_authors_losses
 from avaf.train.authors_model import AuthorsNet
 from avaf.train.authors_spatial import authors_spatial_loss, spatial_term
 from avaf.train.authors_temporal import fnac_loss, max_pair_logits, normalise_over_time
-from avaf.train.avcm import CrossAttention
 from avaf.train.config import ConfigError, ModelConfig, load_config
 from avaf.train.model import build_model
 

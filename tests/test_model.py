@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from avaf.train.avcm import CrossAttention, FeedForward
+from avaf.train.attention import CrossAttention, FeedForward
 from avaf.train.config import ConfigError, ModelConfig, TrainConfig, load_config
 from avaf.train.losses import compute_losses
 from avaf.train.model import build_model

@@ -15,9 +15,9 @@ Inputs are those of `AVAFNet.forward`, laid out by the data loader for this vari
 `sentence` is CLIP's text output at position 0 (the start token, the same for every question), `words`
 the outputs at positions 1, 2, ..., and `words_mask` is True at positions 1..n.
 
-Blocks reused from the paper variant. The time attention is `temporal.AudioTimeAttention` (1 head, FFN
+Blocks reused from the paper variant. The time attention is `time_attention.AudioTimeAttention` (1 head, FFN
 2048, post-norm, dropout 0.1, learned positions on queries and keys). The four cross-attention blocks are
-`avcm.CrossAttentionBlock` (4 heads, FFN 2048, dropout 0.1, post-norm). Their key projections (these
+`attention.CrossAttentionBlock` (4 heads, FFN 2048, dropout 0.1, post-norm). Their key projections (these
 blocks' and the time attention's) have no bias where theirs have one: a key bias b_k adds q . b_k to
 every score of query q, the same for all its keys, so softmax cancels it and the function is the same (it
 would also never receive a gradient; tests/test_authors.py checks it against nn.MultiheadAttention with a
@@ -44,10 +44,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .avcm import CrossAttentionBlock
+from .attention import CrossAttentionBlock
 from .config import ModelConfig
 from .inputs import prepare_inputs
-from .temporal import AudioTimeAttention
+from .time_attention import AudioTimeAttention
 
 
 class AttFlat(nn.Module):

@@ -10,7 +10,7 @@ the sentence feature (B, D), and two masks. Padded seconds and words are zeroed 
 everywhere after (attention keys, pooling, TACL and SACL), so what they hold never matters.
 
 Time order (DESIGN.md §5, issue 11). Everything after the projections treats the seconds as a set, so the
-audio time attention (`temporal.py`, the authors' placement: right after TACL's audio projection, before
+audio time attention (`time_attention.py`, the authors' placement: right after TACL's audio projection, before
 TACL's pooling, AVCM and QOAF) is the one place order enters; `ModelConfig.time_positions=False` keeps
 the layer without positions, the order-blind control. Measured on generated features where only order
 answers (tests/order_features.py, tests/test_order_learning.py; D = 32, 3 patches, one question kind per
@@ -41,7 +41,7 @@ from .config import ModelConfig
 from .inputs import prepare_inputs
 from .qoaf import QuestionOrientedFusion
 from .tacl import TemporalAlignment
-from .temporal import AudioTimeAttention
+from .time_attention import AudioTimeAttention
 
 
 class AVAFNet(nn.Module):

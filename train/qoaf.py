@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .avcm import CrossAttentionBlock
+from .attention import CrossAttentionBlock
 
 
 class QuestionOrientedFusion(nn.Module):

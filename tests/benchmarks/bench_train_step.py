@@ -30,8 +30,8 @@ import time
 
 import torch
 
+from avaf.train.attention import CrossAttention
 from avaf.train.authors_losses import compute_authors_losses
-from avaf.train.avcm import CrossAttention
 from avaf.train.config import VARIANT_RECIPES, LossConfig, ModelConfig
 from avaf.train.losses import compute_losses
 from avaf.train.model import build_model

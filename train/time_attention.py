@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .avcm import FeedForward
+from .attention import FeedForward
 
 
 class AudioTimeAttention(nn.Module):
