@@ -30,7 +30,7 @@ from avaf.extract.decode.backends import (
     scan_media,
     video_id,
 )
-from avaf.extract.decode.common import NearestFramePicker, clip_resize, nearest_indices, whole_seconds
+from avaf.extract.decode.sampling import NearestFramePicker, clip_resize, nearest_indices, whole_seconds
 from avaf.extract.decode.worker import IsolatedDecoder, decode_isolated
 
 from conftest import AMP, TONES, write_clip

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avaf.extract.decode.common import clip_resize
+from avaf.extract.decode.sampling import clip_resize
 
 # Landscape, portrait and square; 4:3, 16:9, 21:9 and phones' 20:9; odd sizes; upscaled (short side < 224);
 # very tall portraits (PIL resamples those vertically first).

@@ -17,7 +17,7 @@ import pytest
 
 from avaf.extract.decode import backends as dec
 from avaf.extract.decode.backends import decode_video, decode_with_fallback
-from avaf.extract.decode.common import DecodeError, orientation, upright
+from avaf.extract.decode.sampling import DecodeError, orientation, upright
 
 SR = 16_000
 TONE_HZ = [300.0, 500.0, 700.0, 900.0, 1100.0, 1300.0, 1500.0]

@@ -61,16 +61,6 @@ from pathlib import Path
 
 import numpy as np
 
-from avaf.extract.decode.common import (
-    SAMPLE_RATE,
-    DecodedVideo,
-    DecodeError,
-    MediaError,
-    assemble_audio,
-    check_seconds,
-    sample_times,
-    whole_seconds,
-)
 from avaf.extract.decode.pyav_backend import (
     choose_streams,
     decode_pyav,
@@ -80,6 +70,16 @@ from avaf.extract.decode.pyav_backend import (
     open_container,
     read_audio,
     stream_start,
+)
+from avaf.extract.decode.sampling import (
+    SAMPLE_RATE,
+    DecodedVideo,
+    DecodeError,
+    MediaError,
+    assemble_audio,
+    check_seconds,
+    sample_times,
+    whole_seconds,
 )
 from avaf.extract.decode.torchcodec_backend import TORCHCODEC_MISSING, decode_torchcodec, torchcodec_problem
 

@@ -19,16 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from avaf.extract.decode.common import (
-    SAMPLE_RATE,
-    DecodedVideo,
-    DecodeError,
-    check_seconds,
-    clip_resize,
-    nearest_indices,
-    sample_times,
-    seconds_decoded,
-)
 from avaf.extract.decode.pyav_backend import (
     choose_streams,
     declared_end,
@@ -39,6 +29,16 @@ from avaf.extract.decode.pyav_backend import (
     stream_origin,
     stream_start,
     timeline_info,
+)
+from avaf.extract.decode.sampling import (
+    SAMPLE_RATE,
+    DecodedVideo,
+    DecodeError,
+    check_seconds,
+    clip_resize,
+    nearest_indices,
+    sample_times,
+    seconds_decoded,
 )
 
 logger = logging.getLogger(__name__)

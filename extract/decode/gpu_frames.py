@@ -10,7 +10,7 @@ the functions: the CPU decode path never needs it.
 
 from __future__ import annotations
 
-from avaf.extract.decode.common import clip_geometry
+from avaf.extract.decode.sampling import clip_geometry
 
 # (Kr, Kb) of each AVColorSpace FFmpeg tags frames with; anything else converts as BT.601, like swscale
 _MATRIX = {1: (0.2126, 0.0722), 9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
@@ -40,7 +40,7 @@ def yuv_to_rgb(luma, chroma, colorspace: int = 0, color_range: int = 0):
 
 
 def upright_cuda(rgb, turns: int, mirrored: bool):
-    """``common.upright`` for a (H, W, 3) tensor: ``turns`` quarter turns counter-clockwise, then the mirror."""
+    """``sampling.upright`` for a (H, W, 3) tensor: ``turns`` quarter turns counter-clockwise, then the mirror."""
     import torch
 
     out = torch.rot90(rgb, turns, dims=(0, 1)) if turns else rgb

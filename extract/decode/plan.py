@@ -30,7 +30,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from avaf.extract.decode.common import nearest_indices
+from avaf.extract.decode.sampling import nearest_indices
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,9 @@ import av
 import numpy as np
 from av.codec.hwaccel import HWAccel
 
-from avaf.extract.decode.common import (
+from avaf.extract.decode.gpu_frames import resize_cuda, upright_cuda, yuv_to_rgb
+from avaf.extract.decode.plan import NONREF, SEND, PacketFeeder, plan_packets, scan_packets
+from avaf.extract.decode.sampling import (
     SAMPLE_RATE,
     DecodedVideo,
     DecodeError,
@@ -48,8 +50,6 @@ from avaf.extract.decode.common import (
     upright,
     whole_seconds,
 )
-from avaf.extract.decode.gpu_frames import resize_cuda, upright_cuda, yuv_to_rgb
-from avaf.extract.decode.plan import NONREF, SEND, PacketFeeder, plan_packets, scan_packets
 
 logger = logging.getLogger(__name__)
 

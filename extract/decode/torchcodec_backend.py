@@ -23,16 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from avaf.extract.decode.common import (
-    SAMPLE_RATE,
-    DecodedVideo,
-    DecodeError,
-    check_seconds,
-    clip_resize,
-    nearest_indices,
-    sample_times,
-    seconds_decoded,
-)
 from avaf.extract.decode.gpu_frames import resize_cuda
 from avaf.extract.decode.plan import scan_packets
 from avaf.extract.decode.pyav_backend import (
@@ -45,6 +35,16 @@ from avaf.extract.decode.pyav_backend import (
     read_audio,
     stream_origin,
     timeline_info,
+)
+from avaf.extract.decode.sampling import (
+    SAMPLE_RATE,
+    DecodedVideo,
+    DecodeError,
+    check_seconds,
+    clip_resize,
+    nearest_indices,
+    sample_times,
+    seconds_decoded,
 )
 
 logger = logging.getLogger(__name__)

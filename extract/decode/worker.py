@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from avaf.extract.decode import backends
-from avaf.extract.decode.common import DecodedVideo, DecodeError
+from avaf.extract.decode.sampling import DecodedVideo, DecodeError
 
 logger = logging.getLogger(__name__)
 

@@ -177,7 +177,7 @@ def _fresh(folder: Path) -> Path:
 def _read_back(folder: Path) -> None:
     import soundfile
 
-    from avaf.extract.decode.common import clip_resize
+    from avaf.extract.decode.sampling import clip_resize
 
     jpegs = sorted(folder.glob("*.jpg"))
     frames = [clip_resize(np.asarray(Image.open(f).convert("RGB")), 224) for f in jpegs]

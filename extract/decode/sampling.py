@@ -1,10 +1,13 @@
-"""What every decode backend shares: the result type, the error type and the sampling rules (DESIGN.md §3).
+"""The sampling rules every decode backend shares (DESIGN.md §3 "Sampling"): one frame and one second of audio
+per second of video, and the result and error types they produce.
 
-Sampling: T = the number of whole seconds of the video; second t is represented by the frame nearest to
-t + 0.5 s and by the audio samples [t * 16000, (t + 1) * 16000), both on one presentation timeline (see
-``timeline_origin``). Frames are turned upright (the display matrix), then resized exactly like CLIP's
-preprocess (shorter side to ``image_size`` with PIL bicubic, then a centre crop) and kept as uint8, so an
-encoder only has to normalise. The public entry points are in ``avaf.extract.decode.backends``.
+T = the whole seconds of the video (``whole_seconds``); second t is represented by the frame nearest t + 0.5 s
+(``nearest_indices``, or ``NearestFramePicker`` for frames that arrive in order) and by the audio samples
+[t * 16000, (t + 1) * 16000) (``assemble_audio``), both on one presentation timeline (``timeline_origin``).
+Frames are turned upright (the display matrix: ``orientation``, ``upright``), then resized exactly like
+CLIP's preprocess (``clip_resize``) and kept as uint8, so an encoder only has to normalise. ``DecodedVideo``
+and the errors live here because these rules raise them (a clip under one second, a truncated file). The
+public entry points are in ``avaf.extract.decode.backends``.
 """
 
 from __future__ import annotations
