@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from avaf.shared.exchange import EXPORTERS
 from avaf.shared.exchange.cli import export_main, import_main
-from avaf.shared.exchange.npy_folders import ExchangeError, export_npy, import_npy
+from avaf.shared.exchange.npy_folders import (
+    ExchangeError,
+    ExportOptions,
+    ExportReport,
+    ImportOptions,
+    export_npy,
+    import_npy,
+)
 from avaf.shared.store import schema
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
@@ -74,7 +83,7 @@ def test_export_writes_the_repositories_layout_and_a_manifest(source, tmp_path):
 @pytest.mark.parametrize("dtype,layout", [("float32", "repos"), ("float16", "exact")])
 def test_export_then_import_is_exact(source, tmp_path, dtype, layout):
     out = tmp_path / "npy"
-    export_npy(source, out, dtype=dtype, layout=layout)
+    export_npy(source, out, ExportOptions(dtype=dtype, layout=layout))
     if layout == "exact":
         assert (
             np.load(out / "clip_word" / "40.npy").shape[0] < 77
@@ -129,7 +138,7 @@ def test_export_warns_when_tokens_are_not_the_repositories_shape(tmp_path, caplo
 
 def test_export_refuses_questions_longer_than_the_context(source, tmp_path):
     with pytest.raises(ExchangeError, match="more than --context-length 2"):
-        export_npy(source, tmp_path / "npy", context_length=2)
+        export_npy(source, tmp_path / "npy", ExportOptions(context_length=2))
 
 
 # ------------------------------------------------------------------------------------- foreign folders
@@ -216,7 +225,7 @@ EXPECTED_SKIPS = [
 
 def test_import_reports_each_bad_item_and_imports_the_rest(foreign, tmp_path):
     root, annotations, lengths = foreign
-    report = import_npy(root, tmp_path / "out.h5", annotations=(annotations,))
+    report = import_npy(root, tmp_path / "out.h5", ImportOptions(annotations=(annotations,)))
     assert [(s.kind, s.id, s.reason) for s in report.skipped] == EXPECTED_SKIPS
     assert (report.videos, report.questions) == (2, 3)
     assert report.lines()[-1].endswith("; skipped 4 videos and 5 questions")
@@ -268,7 +277,7 @@ def test_question_files_without_annotations_are_reported_not_guessed(foreign, tm
 
 def test_short_audio_can_be_zero_filled_and_flagged(foreign, tmp_path):
     root, annotations, _ = foreign
-    report = import_npy(root, tmp_path / "out.h5", (annotations,), pad_short_audio=True)
+    report = import_npy(root, tmp_path / "out.h5", ImportOptions((annotations,), pad_short_audio=True))
     assert [s.id for s in report.skipped if s.kind == "video"] == ["b", "c", "f"]
     with FeatureStore(tmp_path / "out.h5") as fs:
         d = fs.video("d")
@@ -287,7 +296,7 @@ def test_word_length_modes(foreign, tmp_path):
     assert eot == 9  # start token, 8 BPE tokens, end token
     got = {}
     for mode in ("auto", "all", "tokenizer"):
-        import_npy(root, tmp_path / f"{mode}.h5", (annotations,), word_length=mode)
+        import_npy(root, tmp_path / f"{mode}.h5", ImportOptions((annotations,), word_length=mode))
         with FeatureStore(tmp_path / f"{mode}.h5") as fs:
             got[mode] = fs.question_words(1).shape[0]
     assert got == {"auto": 77, "all": 77, "tokenizer": eot + 1}
@@ -316,7 +325,7 @@ def _files(folder):
 
 def test_cli_export_equals_library_call(source, tmp_path):
     out = tmp_path / "npy"
-    lines = export_npy(source, out, dtype="float16").lines()
+    lines = export_npy(source, out, ExportOptions(dtype="float16")).lines()
     library_files, library_manifest = _files(out), json.loads((out / "manifest.json").read_text())
     result = CliRunner().invoke(
         export_main,
@@ -331,10 +340,31 @@ def test_cli_export_equals_library_call(source, tmp_path):
     }
 
 
+def test_cli_export_calls_the_exporter_its_format_names(source, tmp_path, monkeypatch):
+    """--format is read: avaf-export calls EXPORTERS[format] with the options its flags give; a format
+    not in the table is refused by click before any work."""
+    calls = []
+
+    def exporter(feats, out, options):
+        calls.append((feats, out, options))
+        return ExportReport(Path(out), 1, 2, 7, options.dtype, options.layout, "(L, 8)")
+
+    monkeypatch.setitem(EXPORTERS, "npy", exporter)
+    out = tmp_path / "npy"
+    args = ["--feats", str(source), "--out", str(out), "--layout", "exact", "--context-length", "5"]
+    result = CliRunner().invoke(export_main, [*args, "--format", "npy"])
+    assert result.exit_code == 0, result.output
+    assert calls == [(str(source), str(out), ExportOptions(layout="exact", context_length=5))]
+    assert result.output.startswith("wrote 1 videos and 2 questions to ") and not out.exists()
+    refused = CliRunner().invoke(export_main, [*args, "--format", "tspm"])
+    assert refused.exit_code == 2 and "Invalid value for '--format': 'tspm' is not 'npy'" in refused.output
+    assert len(calls) == 1 and not out.exists()
+
+
 def test_cli_import_equals_library_call_and_exits_1_on_skips(foreign, tmp_path):
     root, annotations, _ = foreign
     out = tmp_path / "out.h5"
-    lines = import_npy(root, out, (annotations,)).lines()
+    lines = import_npy(root, out, ImportOptions((annotations,))).lines()
     with FeatureStore(out) as fs:
         library = fs.load_videos().arrays["visual_tokens"].tobytes(), fs.questions()["question_id"].tolist()
     args = ["--npy", str(root), "--out", str(out), "--annotations", str(annotations)]

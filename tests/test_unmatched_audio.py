@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from avaf.shared.avqa.annotations import load_annotations
 from avaf.shared.dataset import AVQADataset, collate
-from avaf.shared.exchange.npy_folders import export_npy, import_npy
+from avaf.shared.exchange.npy_folders import ExportOptions, export_npy, import_npy
 from avaf.shared.store import schema
 from avaf.shared.store.describe import describe_store
 from avaf.shared.store.inspect_cli import main as inspect_main
@@ -119,7 +119,7 @@ def test_dataset_items_take_the_audio_of_the_audio_video(store, in_memory):
 
 def test_export_and_import_keep_the_audio_video(store, tmp_path):
     path, _ = store
-    export_npy(path, tmp_path / "npy", layout="exact")
+    export_npy(path, tmp_path / "npy", ExportOptions(layout="exact"))
     manifest = json.loads((tmp_path / "npy" / "manifest.json").read_text())
     assert {q["question_id"]: q["audio_video_id"] for q in manifest["questions"]} == {
         1: "B",

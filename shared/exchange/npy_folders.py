@@ -1,33 +1,13 @@
-"""Feature exchange with the public AVQA code: `feats.h5` <-> per-file `.npy` folders (issue 7).
+"""The per-file `.npy` folders the public AVQA code reads: `feats.h5` <-> vggish/, clip_vit_b32/, clip_word/, ...
 
-Export writes the folders the AVQA repositories load (GeWu-Lab/MUSIC-AVQA, PSTP-Net, TSPM, AIM-SKKU/QA-TIGER,
-Yuzuriha-Inori-x/AVAF-Net; which reads what is listed in `avaf-export --help`), so their code trains on avaf's
-features; import turns such a folder into a valid `feats.h5`, so `avaf-train` runs without re-extracting:
+Export writes the folders GeWu-Lab/MUSIC-AVQA, PSTP-Net, TSPM, QA-TIGER and AVAF-Net load, so their code trains
+on avaf's features; import turns such a folder back into a valid `feats.h5`, so `avaf-train` runs without
+re-extracting (DESIGN.md §1: the feature file is meant for other AVQA models too). Export then import gives
+back the store's arrays bit for bit. Folder names, shapes, the two layouts, how import finds each question's
+real word count and what it checks: docs/reuse.md, "The AVQA repositories' `.npy` layout".
 
-    DIR/vggish/{video_id}.npy             (T, 128)        VGGish, every repository
-    DIR/clip_vit_b32/{video_id}.npy       (T, N, D)       CLIP tokens, CLS first: (T, 50, 512) for ViT-B/32
-    DIR/clip_vit_b32_pooled/{video}.npy   (T, D)          pooled image embedding (avaf's, for exact round trips)
-    DIR/clip_word/{question_id}.npy       (1, 77, D)      L real rows (start, BPE tokens, end), then zero rows
-    DIR/clip_qst/{question_id}.npy        (1, D)          sentence feature (the end token's projected output)
-    DIR/manifest.json                                     source config, signature, random_weights, per-video
-                                                          metadata, per-question text/type/answer/split/L
-
-`layout="exact"` writes clip_word as (L, D) and clip_qst as (D,) instead. The repositories' own clip_word
-files hold the transformer's outputs at the 77 - L padding positions, which avaf does not store: ours are
-zeros there (a model attending over all 77 rows unmasked, like PSTP-Net, sees that difference). The true L is
-in the manifest; without one, import takes it from `word_length`: "auto" drops trailing all-zero rows,
-"tokenizer" counts the CLIP BPE tokens of the question text (needs open_clip), "all" keeps every row.
-Features are written as float32 (or float16); float16 -> float32 -> float16 is exact, so export then import
-reproduces every array of the store bit for bit.
-
-Import checks every video (both files present and readable, audio (T, 128), visual (T, 1 + k², D) with one N
-and D for all, the same T in both, finite in float16) and every question; an inconsistent item is reported
-with its id and reason and the rest is imported. Missing metadata gets documented values: timestamps t + 0.5,
-source path = the visual npy, size = its bytes, duration = T, decoder "imported", all audio valid.
-
-    from avaf.shared.exchange.npy_folders import export_npy, import_npy
-    export_npy("feats.h5", "npy/")              # = avaf-export --feats feats.h5 --format npy --out npy/
-    report = import_npy("npy/", "copy.h5")      # = avaf-import --npy npy/ --out copy.h5
+    export_npy("feats.h5", "npy/")                                  # = avaf-export --feats feats.h5 --out npy/
+    import_npy("npy/", "copy.h5", ImportOptions(pad_short_audio=True))  # = avaf-import --npy npy/ --out copy.h5 ...
 """
 
 # Over STYLE.md's ~400 lines on purpose: export and import are two halves of one file format (folder names,
@@ -90,6 +70,18 @@ def _save(path: Path, array: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------- export
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """How `export_npy` writes (docs/reuse.md): the dtype of the files, the question layout ("repos":
+    clip_word (1, context_length, D) zero-padded and clip_qst (1, D); "exact": (L, D) and (D,)), and whether
+    an earlier export in the folder is replaced."""
+
+    dtype: str = "float32"
+    layout: str = "repos"
+    context_length: int = CONTEXT_LENGTH
+    overwrite: bool = False
+
+
 @dataclass
 class ExportReport:
     out: Path
@@ -109,23 +101,20 @@ class ExportReport:
 
 
 def export_npy(
-    feats: str | os.PathLike,
-    out: str | os.PathLike,
-    dtype: str = "float32",
-    layout: str = "repos",
-    context_length: int = CONTEXT_LENGTH,
-    overwrite: bool = False,
+    feats: str | os.PathLike, out: str | os.PathLike, options: ExportOptions | None = None
 ) -> ExportReport:
     """Write every video and question of `feats` as .npy files in the AVQA repositories' layout, and a manifest.
 
     A folder that already holds any of these files or folders (an earlier export, or the repositories' own
-    features) is refused unless `overwrite`, which deletes exactly those first; nothing else there is touched.
+    features) is refused unless `options.overwrite`, which deletes exactly those first; nothing else there
+    is touched.
     """
-    if dtype not in DTYPES or layout not in LAYOUTS:
+    o = options or ExportOptions()
+    if o.dtype not in DTYPES or o.layout not in LAYOUTS:
         raise ValueError(f"dtype must be one of {DTYPES} and layout one of {LAYOUTS}")
     out = Path(out)
     with FeatureStore(feats) as fs:  # the input first: a bad store leaves no folder behind
-        check_fresh_output(out, "an export", (*EXPORT_DIRS, MANIFEST), overwrite, "choose a new --out")
+        check_fresh_output(out, "an export", (*EXPORT_DIRS, MANIFEST), o.overwrite, "choose a new --out")
         for name in EXPORT_DIRS:
             (out / name).mkdir(exist_ok=True)
         shape = fs.shape(schema.SECONDS, "visual_tokens")[1:]
@@ -133,8 +122,8 @@ def export_npy(
             log.warning(
                 "%s: visual tokens are %s per second; the repositories expect (50, 512)", feats, shape
             )
-        videos = [_export_video(fs, vid, out, dtype) for vid in fs.video_ids]
-        questions = _export_questions(fs, out, dtype, layout, context_length)
+        videos = [_export_video(fs, vid, out, o.dtype) for vid in fs.video_ids]
+        questions = _export_questions(fs, out, o)
         width = fs.shape(schema.WORDS, "features")[1]
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -146,9 +135,9 @@ def export_npy(
             "config": fs.config,
             "signature": fs.signature,
             "random_weights": fs.random_weights,
-            "dtype": dtype,
-            "layout": layout,
-            "context_length": context_length,
+            "dtype": o.dtype,
+            "layout": o.layout,
+            "context_length": o.context_length,
             "videos": videos,
             "questions": questions,
         }
@@ -156,9 +145,11 @@ def export_npy(
     manifest["files"] += [f"{d}/{q['question_id']}.npy" for d in (WORDS, SENTENCE) for q in questions]
     with atomic_path(out / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
-    word_shape = f"(1, {context_length}, {width})" if layout == "repos" else f"(L, {width})"
+    word_shape = f"(1, {o.context_length}, {width})" if o.layout == "repos" else f"(L, {width})"
     log.info("exported %d videos and %d questions to %s", len(videos), len(questions), out)
-    return ExportReport(out, len(videos), len(questions), len(manifest["files"]), dtype, layout, word_shape)
+    return ExportReport(
+        out, len(videos), len(questions), len(manifest["files"]), o.dtype, o.layout, word_shape
+    )
 
 
 def _export_video(fs: FeatureStore, vid: str, out: Path, dtype: str) -> dict:
@@ -170,7 +161,8 @@ def _export_video(fs: FeatureStore, vid: str, out: Path, dtype: str) -> dict:
     return {k: v[k].tolist() if isinstance(v[k], (np.ndarray, np.generic)) else v[k] for k in VIDEO_META}
 
 
-def _export_questions(fs: FeatureStore, out: Path, dtype: str, layout: str, context: int) -> list[dict]:
+def _export_questions(fs: FeatureStore, out: Path, options: ExportOptions) -> list[dict]:
+    dtype, layout, context = options.dtype, options.layout, options.context_length
     q = fs.questions()
     entries = []
     for a in range(0, len(q["question_id"]), QUESTIONS_PER_READ):
@@ -233,44 +225,63 @@ class _Skip(Exception):
     """One video or question that cannot be imported; the message is the reason."""
 
 
+@dataclass(frozen=True)
+class ImportOptions:
+    """How `import_npy` reads a folder (docs/reuse.md).
+
+    annotations, split: where questions come from (files or folders; the split of files whose name does not
+    say it); none: the folder's avaf manifest. word_length: how a question's real clip_word rows are found
+    where the manifest does not say ("auto", "tokenizer", "all"). pad_short_audio: audio shorter than the
+    visual features is zero-filled and flagged (as avaf-extract does) instead of skipping the video.
+    overwrite: an existing store is replaced (only once the new one is complete).
+    """
+
+    annotations: tuple[str | os.PathLike, ...] = ()
+    split: str | None = None
+    word_length: str = "auto"
+    pad_short_audio: bool = False
+    videos_per_shard: int = 64
+    overwrite: bool = False
+
+
+@dataclass
+class _Job:
+    """One import under way: where from, where its shards go, and what its items must agree on."""
+
+    npy_dir: Path
+    folder: Path  # the temporary folder of shards the store is built from
+    meta: dict  # the shards' config, signature and random weights (_store_meta)
+    options: ImportOptions
+    report: ImportReport
+    dims: dict[str, int] = field(default_factory=dict)  # N and D: the first item imported fixes them
+
+
 def import_npy(
-    npy_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    annotations: tuple[str | os.PathLike, ...] = (),
-    split: str | None = None,
-    word_length: str = "auto",
-    pad_short_audio: bool = False,
-    videos_per_shard: int = 64,
-    overwrite: bool = False,
+    npy_dir: str | os.PathLike, out: str | os.PathLike, options: ImportOptions | None = None
 ) -> ImportReport:
     """Build a store at `out` from an .npy folder; inconsistent items are skipped and reported, never fatal.
 
-    An existing `out` is refused unless `overwrite`; even then it is replaced only when the new store is
-    complete, so a failed import leaves it as it was.
-
-    Questions come from `annotations` (files or folders; `split` for files whose name does not say it) or,
-    when none are given, from the folder's avaf manifest. `pad_short_audio`: audio shorter than the visual
-    features is zero-filled and flagged (as avaf-extract does) instead of skipping the video.
+    An existing `out` is refused unless `options.overwrite`; even then it is replaced only when the new store
+    is complete, so a failed import leaves it as it was.
     """
+    o = options or ImportOptions()
     npy_dir, out = Path(npy_dir), Path(out)
-    if out.exists() and not overwrite:  # e.g. the feats.h5 of a long extraction, named by mistake
+    if out.exists() and not o.overwrite:  # e.g. the feats.h5 of a long extraction, named by mistake
         raise OutputError(f"{out}: already exists; choose a new --out, or pass --overwrite to replace it")
-    if word_length not in WORD_LENGTHS:
-        raise ValueError(f"word_length must be one of {WORD_LENGTHS}, got {word_length!r}")
+    if o.word_length not in WORD_LENGTHS:
+        raise ValueError(f"word_length must be one of {WORD_LENGTHS}, got {o.word_length!r}")
     if not (npy_dir / AUDIO).is_dir() and not (npy_dir / VISUAL).is_dir():
         raise ExchangeError(f"{npy_dir}: no {AUDIO}/ or {VISUAL}/ folder of .npy files")
     manifest = _read_manifest(npy_dir)
-    table = _question_table(annotations, split, manifest)
-    meta = _store_meta(npy_dir, manifest, word_length)
+    table = _question_table(o.annotations, o.split, manifest)
+    meta = _store_meta(npy_dir, manifest, o.word_length)
     report = ImportReport(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
     try:
-        dims: dict[str, int] = {}
-        imported = _import_videos(
-            npy_dir, manifest, folder, meta, dims, report, pad_short_audio, videos_per_shard
-        )
-        _import_questions(npy_dir, table, imported, folder, meta, dims, report, word_length)
+        job = _Job(npy_dir, folder, meta, o, report)
+        imported = _import_videos(job, manifest)
+        _import_questions(job, table, imported)
         if not report.videos and not report.questions:
             reasons = "; ".join(f"{s.id}: {s.reason}" for s in report.skipped[:3])
             raise ExchangeError(
@@ -350,9 +361,8 @@ def _same(dims: dict[str, int], key: str, value: int, what: str) -> None:
         raise _Skip(f"{what} is {value}, earlier imported files have {dims[key]}")
 
 
-def _read_video(
-    npy_dir: Path, vid: str, entry: dict | None, dims: dict, pad_short_audio: bool
-) -> VideoFeatures:
+def _read_video(job: _Job, vid: str, entry: dict | None) -> VideoFeatures:
+    npy_dir, dims = job.npy_dir, job.dims
     visual = _load(npy_dir, VISUAL, vid)
     audio = _load(npy_dir, AUDIO, vid)
     if visual.ndim != 3:
@@ -367,7 +377,7 @@ def _read_video(
     if audio.ndim != 2 or audio.shape[1] != schema.AUDIO_DIM:
         raise _Skip(f"{AUDIO}/{vid}.npy has shape {audio.shape}, expected (T, {schema.AUDIO_DIM})")
     valid = np.ones(t, bool)
-    if audio.shape[0] < t and pad_short_audio:
+    if audio.shape[0] < t and job.options.pad_short_audio:
         valid[audio.shape[0] :] = False
         audio = np.concatenate([audio, np.zeros((t - audio.shape[0], schema.AUDIO_DIM), np.float16)])
     if audio.shape[0] != t or t == 0:
@@ -402,7 +412,9 @@ def _video_ids(npy_dir: Path, manifest: dict | None) -> tuple[list[str], list[st
     return ids, sorted(found - set(ids))
 
 
-def _import_videos(npy_dir, manifest, folder, meta, dims, report, pad_short_audio, per_shard) -> set[str]:
+def _import_videos(job: _Job, manifest: dict | None) -> set[str]:
+    """Every video of the folder into shards of `videos_per_shard`; returns the ids imported."""
+    npy_dir, report, per_shard = job.npy_dir, job.report, job.options.videos_per_shard
     entries = {v["video_id"]: v for v in (manifest or {}).get("videos", [])}
     (ids, unlisted), imported = _video_ids(npy_dir, manifest), set()
     for vid in unlisted:
@@ -410,10 +422,10 @@ def _import_videos(npy_dir, manifest, folder, meta, dims, report, pad_short_audi
             Skipped("video", vid, f"not listed in {MANIFEST} (a file of an earlier export?)")
         )
     for a in range(0, len(ids), per_shard):
-        with ShardWriter(new_shard_path(folder, "videos"), **meta) as w:
+        with ShardWriter(new_shard_path(job.folder, "videos"), **job.meta) as w:
             for vid in ids[a : a + per_shard]:
                 try:
-                    w.add_video(_read_video(npy_dir, vid, entries.get(vid), dims, pad_short_audio))
+                    w.add_video(_read_video(job, vid, entries.get(vid)))
                     imported.add(vid)
                 except _Skip as e:
                     log.warning("%s: video %s skipped: %s", npy_dir, vid, e)
@@ -436,7 +448,8 @@ def _true_length(words: np.ndarray, known: int | None, mode: str, text: str) -> 
     return int(rows[-1]) + 1 if len(rows) else 0
 
 
-def _read_question(npy_dir: Path, q: dict, dims: dict, mode: str) -> QuestionFeatures:
+def _read_question(job: _Job, q: dict) -> QuestionFeatures:
+    npy_dir, dims, mode = job.npy_dir, job.dims, job.options.word_length
     qid = q["question_id"]
     words, sentence = _load(npy_dir, WORDS, str(qid)), _load(npy_dir, SENTENCE, str(qid))
     words = words[0] if words.ndim == 3 and words.shape[0] == 1 else words  # (1, C, D) -> (C, D)
@@ -452,20 +465,21 @@ def _read_question(npy_dir: Path, q: dict, dims: dict, mode: str) -> QuestionFea
     return QuestionFeatures(**meta, words=words[:n], sentence=sentence)
 
 
-def _import_questions(npy_dir, table, imported, folder, meta, dims, report, mode) -> None:
-    rows = list(table.values())
+def _import_questions(job: _Job, table: dict[int, dict], imported: set[str]) -> None:
+    """The questions of `table` whose videos were imported, in shards of QUESTIONS_PER_SHARD."""
+    npy_dir, report, rows = job.npy_dir, job.report, list(table.values())
     if not rows and (npy_dir / WORDS).is_dir() and any((npy_dir / WORDS).glob("*.npy")):
         reason = f"no --annotations and no {MANIFEST}: nothing gives their text, type, answer and split"
         report.skipped.append(Skipped("question", f"{WORDS}/*.npy", reason))
     for a in range(0, len(rows), QUESTIONS_PER_SHARD):
-        with ShardWriter(new_shard_path(folder, "questions"), **meta) as w:
+        with ShardWriter(new_shard_path(job.folder, "questions"), **job.meta) as w:
             for q in rows[a : a + QUESTIONS_PER_SHARD]:
                 try:
                     if q["video_id"] not in imported:
                         raise _Skip(f"its video {q['video_id']} is not imported")
                     if q.get("audio_video_id", q["video_id"]) not in imported:
                         raise _Skip(f"the video of its audio, {q['audio_video_id']}, is not imported")
-                    w.add_question(_read_question(npy_dir, q, dims, mode))
+                    w.add_question(_read_question(job, q))
                     report.questions += 1
                 except _Skip as e:
                     report.skipped.append(Skipped("question", str(q["question_id"]), str(e)))
