@@ -1,4 +1,4 @@
-"""avaf-extract on a simulated cluster: several real Ray nodes on this machine (docs/cluster.md, issue 12 §1).
+"""avaf-extract on a simulated cluster: several real Ray nodes on this machine (docs/cluster.md).
 
 The cluster: a head (1 CPU, where the driver connects), a decode node (1 CPU) and a node that declares one
 GPU (1 CPU, taken by the encoder actor; no CUDA here, so the actor computes on the CPU). Nodes are removed
@@ -7,6 +7,8 @@ by the next run, with the same bits as an in-process run. Whether a kill also co
 held only by the dead node) depends on timing; the outcome checked here must hold either way, and
 tests/benchmarks/bench_cluster_recovery.py times the stall. Ray detects a dead node by missed health checks
 (about 15 s with Ray's defaults); these tests check every second, five misses, so the cases stay short.
+Each case starts a cluster of its own and takes tens of seconds: all are marked slow. The default suite
+runs the Ray engine on a local instance (tests/test_extract.py, the parity of the two engines).
 """
 
 from __future__ import annotations
@@ -20,34 +22,27 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from test_extract import TINY_FLAGS, tiny_cfg
 
-from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, RuntimeConfig, VGGishConfig
+from avaf.extract.config import ExtractConfig
 from avaf.extract.pipeline import run_extract
 from avaf.shared.store import schema
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.writer import complete_shards, shard_dir
 
-from conftest import DATA, local_cluster, write_clip
+from conftest import local_cluster, write_clip
 
-TINY_CLIP = str(DATA / "ViT-avaf-tiny.json")
-N = 8  # clips of 1-2 s: long enough to kill a node mid-run, short enough for the default suite
+N = 8  # clips of 1-2 s: long enough to kill a node mid-run, short enough for a case in under a minute
 DECODE = {"num_cpus": 1}
 GPU = {"num_cpus": 1, "num_gpus": 1}
 FAST_HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}
 # one video per shard and per encoder call: the kill lands between videos; small fixed batches keep it quick
 RUNTIME = {"shard_videos": 1, "videos_per_call": 1, "batch_size": 4}
-FLAGS = ["--clip-model", TINY_CLIP, "--clip-pretrained", "random", "--vggish-weights", "random"]
-FLAGS += ["--shard-videos", "1", "--videos-per-call", "1", "--batch-size", "4"]
+FLAGS = [*TINY_FLAGS, "--shard-videos", "1", "--videos-per-call", "1", "--batch-size", "4"]
 
 
 def config(clips, out, **runtime) -> ExtractConfig:
-    return ExtractConfig(
-        out=str(out),
-        input=InputConfig(videos=str(clips)),
-        clip=ClipConfig(model=TINY_CLIP, pretrained="random"),
-        vggish=VGGishConfig(weights="random"),
-        runtime=RuntimeConfig(**RUNTIME, **runtime),
-    )
+    return tiny_cfg(clips, out, **{"in_process": None, **RUNTIME, **runtime})
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +137,7 @@ def assert_same_store(a_path, b_path) -> None:
             np.testing.assert_array_equal(ra[name][order[0]], rb[name][order[1]], err_msg=name)
 
 
+@pytest.mark.slow
 def test_a_decode_node_lost_mid_run_is_recovered_and_every_video_written_once(
     clips, reference, cluster, tmp_path
 ):
@@ -162,6 +158,7 @@ def test_a_decode_node_lost_mid_run_is_recovered_and_every_video_written_once(
     assert_same_store(reference, out)
 
 
+@pytest.mark.slow
 def test_decode_tasks_spread_over_the_nodes_and_the_encoder_sits_on_the_gpu_node(
     clips, reference, cluster, tmp_path
 ):

@@ -75,8 +75,8 @@ def test_eval_command_prints_the_per_type_table(demo):
 @pytest.mark.parametrize(
     "in_process, expected",
     [
-        (False, (False, "on a local Ray instance: 48 videos to do (--in-process: without Ray)")),
-        (True, (True, "in this process (--in-process)")),
+        (False, ("RayEngine", "on a local Ray instance: 48 videos to do (--in-process: without Ray)")),
+        (True, ("InProcessEngine", "in this process (--in-process)")),
     ],
 )
 def test_the_demo_extracts_on_local_ray_whatever_the_size_unless_in_process(
@@ -89,4 +89,5 @@ def test_the_demo_extracts_on_local_ray_whatever_the_size_unless_in_process(
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     runtime = _with_runtime(ExtractConfig(), in_process, seconds=8).runtime
-    assert choose_mode(runtime, 48) == expected and runtime.batch_size == 32  # 4 videos of 8 s per call
+    engine, why = choose_mode(runtime, 48)
+    assert (engine.__name__, why) == expected and runtime.batch_size == 32  # 4 videos of 8 s per call

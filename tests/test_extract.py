@@ -7,15 +7,24 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from avaf.extract import questions as question_stage
 from avaf.extract.cli import main as extract_main
 from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, RuntimeConfig, VGGishConfig
-from avaf.extract.pipeline import run_extract
+from avaf.extract.decode.backends import find_media, video_id
+from avaf.extract.decode.worker import decode_row
+from avaf.extract.encoders.stage import encode_videos, load_encoders
+from avaf.extract.engine import InProcessEngine
+from avaf.extract.pipeline import choose_mode, run_extract
+from avaf.extract.ray_engine import RayEngine
+from avaf.shared.avqa.annotations import load_questions
+from avaf.shared.config import to_dict
 from avaf.shared.store import schema
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.writer import complete_shards, shard_dir
@@ -83,21 +92,84 @@ def test_every_video_is_recorded_and_broken_ones_never_stop_the_run(extracted):
         assert fs.signature["clip"]["model_name"] == "ViT-avaf-tiny"
 
 
-def test_local_ray_gives_the_same_arrays_as_in_process(videos, extracted, tmp_path):
-    """Unset, `in_process` is chosen by the job's size: here 7 videos, at least local_ray_min_videos."""
-    summary, out = extracted
-    cfg = tiny_cfg(videos, tmp_path / "ray.h5", in_process=None, local_ray_min_videos=7)
-    ray_summary = run_extract(cfg, progress=False)
-    assert ray_summary.mode.startswith("on a local Ray instance: 7 videos to do")
-    with FeatureStore(tmp_path / "ray.h5") as fs:
-        assert fs.config["runtime"]["in_process"] is False  # the mode that ran, not the unset flag
-    assert ray_summary.written == summary.written and sorted(ray_summary.failed) == sorted(summary.failed)
-    with FeatureStore(out) as a, FeatureStore(tmp_path / "ray.h5") as b:
-        assert sorted(a.video_ids) == sorted(b.video_ids)  # in the order they were done: Ray's may differ
-        for vid in a.video_ids:
-            x, y = a.video(vid), b.video(vid)
+@pytest.fixture(scope="module")
+def annotations(tmp_path_factory) -> Path:
+    """Ten questions about nasa_13013, in fixed batches of 4: three batches to encode."""
+    texts = ["How many sounding violin are in the video", "Where is the cello", "Is there a piano sound"]
+    rows = [
+        {"video_id": "nasa_13013", "question_id": i, "type": '["Audio", "Counting"]', "anser": "two",
+         "question_content": texts[i % 3] + " number " + "one " * i, "templ_values": "[]"}
+        for i in range(10)
+    ]  # fmt: skip
+    path = tmp_path_factory.mktemp("annotations") / "avqa-test.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def engine_cfg(videos, annotations, out, **runtime) -> ExtractConfig:
+    cfg = tiny_cfg(videos, out, batch_size=4, num_cpus=0.5, **runtime)
+    return replace(cfg, input=replace(cfg.input, annotations=(str(annotations),)))
+
+
+@pytest.fixture(scope="module")
+def direct(videos, annotations, tmp_path_factory):
+    """What the encoders give when called directly, without an engine: each video decoded and encoded on its
+    own, the questions in their fixed batches; and the encoders' signature."""
+    cfg = engine_cfg(videos, annotations, tmp_path_factory.mktemp("direct") / "unused.h5")
+    enc = load_encoders(cfg)
+    dec = to_dict(cfg.decode) | {"image_size": enc.image_size}
+    feats = {}
+    for path in find_media(videos):
+        row = decode_row(video_id(path), str(path), dec)
+        if row["decoded"] is not None:
+            (feats[row["video_id"]],) = encode_videos(enc, [(row["video_id"], row["path"], row["decoded"])])
+    texts = question_stage.batches(load_questions((str(annotations),)), cfg.runtime.batch_size)
+    questions = [wd_st for t in texts for wd_st in question_stage.encode_batch(enc.clip, t)]
+    return feats, questions, json.loads(json.dumps(enc.signature()))
+
+
+@pytest.mark.parametrize(
+    "engine, runtime, mode",
+    [
+        (InProcessEngine, {}, "in this process, without Ray: 7 videos to do"),
+        (RayEngine, {"local_ray_min_videos": 7}, "on a local Ray instance: 7 videos to do"),
+    ],
+)
+def test_in_process_and_on_ray_the_same_arrays(
+    engine, runtime, mode, videos, annotations, direct, tmp_path, monkeypatch
+):
+    """Each engine writes the arrays the encoders give when called directly, video by video, and the
+    questions in the annotation order (batches that arrive out of order: the test after the last). Unset,
+    `in_process` is chosen by the job's size (`choose_mode`); on Ray the driver loads no encoder: the
+    actors and the probe, other processes, do."""
+    feats, questions, signature = direct
+
+    def tripwire(*_):
+        raise AssertionError("the driver loaded the encoders")
+
+    if engine is RayEngine:
+        for module in ("avaf.extract.engine", "avaf.extract.ray_engine"):
+            monkeypatch.setattr(f"{module}.load_encoders", tripwire)
+    out = tmp_path / "feats.h5"
+    summary = run_extract(engine_cfg(videos, annotations, out, in_process=None, **runtime), progress=False)
+    assert summary.mode.startswith(mode)
+    assert summary.written == len(GOOD) and sorted(summary.failed) == sorted(BAD)
+    assert summary.questions == 10 and summary.random_weights == ["clip", "vggish"]
+    # on Ray, where each video was decoded and encoded (docs/cluster.md); in process, nowhere to say
+    assert sorted(summary.nodes) == (sorted([*GOOD, *BAD]) if engine is RayEngine else [])
+    with FeatureStore(out) as fs:
+        # the config records the mode that ran, not the unset flag
+        assert fs.config["runtime"]["in_process"] is engine.in_process
+        assert fs.signature == signature and fs.random_weights == ["clip", "vggish"]
+        assert sorted(fs.video_ids) == sorted(GOOD)  # in the order they were done: Ray's may differ
+        for vid in fs.video_ids:
             for name in schema.SECONDS.names:
-                np.testing.assert_array_equal(x[name], y[name])
+                np.testing.assert_array_equal(fs.video(vid)[name], getattr(feats[vid], name))
+        q = fs.questions()
+        assert q["question_id"].tolist() == list(range(10))
+        np.testing.assert_array_equal(q["sentence"], np.stack([st for _, st in questions]))
+        for qid in range(10):
+            np.testing.assert_array_equal(fs.question_words(qid), questions[qid][0])
 
 
 def test_cli_equals_library_and_exits_1_on_failures(videos, extracted, tmp_path):
@@ -125,28 +197,31 @@ def test_cli_equals_library_and_exits_1_on_failures(videos, extracted, tmp_path)
 @pytest.mark.parametrize(
     "runtime, env, videos, expected",
     [
-        ({}, None, 99, (True, "in this process, without Ray: 99 videos to do")),
-        ({}, None, 100, (False, "on a local Ray instance: 100 videos to do")),
-        ({"local_ray_min_videos": 5}, None, 5, (False, "on a local Ray instance: 5 videos to do")),
-        ({}, None, 0, (True, "in this process, without Ray: 0 videos to do")),  # questions only
-        ({"encoders": 2}, None, 3, (False, "on a local Ray instance (2 encoder actors asked for)")),
-        ({"address": "10.0.0.1:6379"}, None, 3, (False, "on the Ray cluster at 10.0.0.1:6379")),
-        ({}, "10.0.0.2:6379", 3, (False, "on the Ray cluster at 10.0.0.2:6379")),
-        ({"in_process": True, "address": "h:1"}, None, 500, (True, "in this process (--in-process)")),
-        ({"in_process": False}, None, 1, (False, "on a local Ray instance (--no-in-process)")),
-        ({"in_process": False}, "h:2", 1, (False, "on the Ray cluster at h:2 (--no-in-process)")),
+        ({}, None, 99, (InProcessEngine, "in this process, without Ray: 99 videos to do")),
+        ({}, None, 100, (RayEngine, "on a local Ray instance: 100 videos to do")),
+        ({"local_ray_min_videos": 5}, None, 5, (RayEngine, "on a local Ray instance: 5 videos to do")),
+        ({}, None, 0, (InProcessEngine, "in this process, without Ray: 0 videos to do")),  # questions only
+        ({"encoders": 2}, None, 3, (RayEngine, "on a local Ray instance (2 encoder actors asked for)")),
+        ({"address": "10.0.0.1:6379"}, None, 3, (RayEngine, "on the Ray cluster at 10.0.0.1:6379")),
+        ({}, "10.0.0.2:6379", 3, (RayEngine, "on the Ray cluster at 10.0.0.2:6379")),
+        (
+            {"in_process": True, "address": "h:1"},
+            None,
+            500,
+            (InProcessEngine, "in this process (--in-process)"),
+        ),
+        ({"in_process": False}, None, 1, (RayEngine, "on a local Ray instance (--no-in-process)")),
+        ({"in_process": False}, "h:2", 1, (RayEngine, "on the Ray cluster at h:2 (--no-in-process)")),
     ],
 )
 def test_the_mode_follows_the_flags_then_the_address_then_the_job_size(
     runtime, env, videos, expected, monkeypatch
 ):
-    from avaf.extract.pipeline import choose_mode
-
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     if env:
         monkeypatch.setenv("RAY_ADDRESS", env)
-    in_process, why = choose_mode(RuntimeConfig(**runtime), videos)
-    assert (in_process, why[: len(expected[1])]) == expected
+    engine, why = choose_mode(RuntimeConfig(**runtime), videos)
+    assert (engine, why[: len(expected[1])]) == expected
 
 
 RUN = "import sys; from avaf.extract.cli import main; sys.exit(main())"
@@ -209,8 +284,6 @@ def test_questions_are_added_without_touching_the_videos(extracted, tmp_path):
     )  # fmt: skip
     summary = run_extract(cfg, progress=False)
     assert summary.questions == 3 and summary.questions_without_video == 1
-    from avaf.extract.encoders.stage import load_encoders
-
     clip = load_encoders(cfg).clip
     with FeatureStore(first) as a, FeatureStore(out) as b:
         for vid in a.video_ids:
@@ -231,44 +304,6 @@ def test_questions_are_added_without_touching_the_videos(extracted, tmp_path):
     assert run_extract(cfg, progress=False).questions == 0  # already encoded: nothing to do
 
 
-def test_questions_are_encoded_by_the_actors_not_the_driver(videos, tmp_path, monkeypatch):
-    """On Ray the encoder actors encode questions in fixed batches (two actors, three batches here) and the
-    driver loads no encoder: the arrays equal the in-process run's, bit for bit."""
-    texts = ["How many sounding violin are in the video", "Where is the cello", "Is there a piano sound"]
-    rows = [
-        {"video_id": "nasa_13013", "question_id": i, "type": '["Audio", "Counting"]', "anser": "two",
-         "question_content": texts[i % 3] + " number " + "one " * i, "templ_values": "[]"}
-        for i in range(10)
-    ]  # fmt: skip
-    ann = tmp_path / "avqa-test.json"
-    ann.write_text(json.dumps(rows))
-
-    def cfg(out, in_process):
-        return ExtractConfig(
-            out=str(out), input=InputConfig(annotations=(str(ann),)),
-            clip=ClipConfig(model=TINY_CLIP, pretrained="random"), vggish=VGGishConfig(weights="random"),
-            runtime=RuntimeConfig(in_process=in_process, encoders=2, batch_size=4, num_cpus=0.5),
-        )  # fmt: skip
-
-    assert run_extract(cfg(tmp_path / "local.h5", True), progress=False).questions == 10
-
-    import avaf.extract.pipeline as pipeline
-
-    def tripwire(*_):
-        raise AssertionError("the driver loaded the encoders")
-
-    monkeypatch.setattr(pipeline, "load_encoders", tripwire)  # the actors are other processes: unaffected
-    summary = run_extract(cfg(tmp_path / "ray.h5", False), progress=False)
-    assert summary.questions == 10 and summary.random_weights == ["clip", "vggish"]
-    with FeatureStore(tmp_path / "local.h5") as a, FeatureStore(tmp_path / "ray.h5") as b:
-        qa, qb = a.questions(), b.questions()
-        assert qa["question_id"].tolist() == qb["question_id"].tolist() == list(range(10))
-        np.testing.assert_array_equal(qa["sentence"], qb["sentence"])
-        for qid in range(10):
-            np.testing.assert_array_equal(a.question_words(qid), b.question_words(qid))
-        assert a.signature == b.signature and b.random_weights == ["clip", "vggish"]
-
-
 @pytest.mark.parametrize("mode", ["--in-process", "--no-in-process"])
 def test_missing_weights_say_what_to_do_and_lose_nothing(videos, tmp_path, mode):
     """In process the driver fails to load them; with local Ray the driver looks for them (on the machine
@@ -287,10 +322,9 @@ def test_weights_missing_on_the_cluster_are_the_probes_one_line_and_lose_nothing
 ):
     """With --address the driver cannot look: the probe and the job's actors start together and both fail.
     The probe's error is what is raised, not Ray's ActorDiedError or a JobLost, and no shard is written."""
-    import avaf.extract.pipeline as pipeline
     from avaf.extract.encoders.weights import WeightsUnavailable
 
-    monkeypatch.setattr(pipeline, "find_weights", lambda cfg: None)  # a driver that is not on the nodes
+    monkeypatch.setattr("avaf.extract.ray_engine.find_weights", lambda cfg: None)  # a driver not on the nodes
     (tmp_path / "weights").mkdir()
     cfg = ExtractConfig(
         out=str(tmp_path / "f.h5"), input=InputConfig(videos=str(videos)), clip=ClipConfig(model="ViT-B-32"),

@@ -1,6 +1,6 @@
 """Benchmark: how long avaf-extract takes to recover when a node of its Ray cluster dies mid-run.
 
-Issue 12 §1. The simulated cluster of tests/test_cluster.py (a head, a decode node with 2 CPUs, a node
+The figures of docs/cluster.md, "When a node dies". The simulated cluster of tests/test_cluster.py (a head, a decode node with 2 CPUs, a node
 declaring one GPU whose CPU the encoder actor takes; all on this machine, tiny random encoders), clips
 generated with PyAV. For each case a fresh cluster runs the same extraction; once the first video is
 written, one node is SIGKILLed:

@@ -1,6 +1,7 @@
 """Benchmark: videos/s of avaf's extraction stage against the naive approach of AVQA repositories.
 
-Issue 3's speed part. Generates N realistic 60 s 640x360 H.264 + AAC clips (bench_decode's generator:
+The figures of docs/benchmarks.md ("Whole extraction stage", "Local Ray against in-process", the GPU
+sizing model). Generates N realistic 60 s 640x360 H.264 + AAC clips (bench_decode's generator:
 textured panning scenes with noise and cuts, 25/30 fps), then, in one run, on the same clips:
 
 1. decode alone: avaf's decoder, backend "auto", in its isolated child process (as the pipeline runs it);
@@ -61,7 +62,7 @@ from bench_decode import find_ffmpeg, machine, make_video
 
 from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, RuntimeConfig, VGGishConfig
 
-SECONDS, WIDTH, HEIGHT = 60, 640, 360  # fixed by the issue: never shrink them
+SECONDS, WIDTH, HEIGHT = 60, 640, 360  # MUSIC-AVQA's clips, the size every figure is given for: never shrink
 SKIPPABLE = ("decode", "inprocess", "ray", "naive", "encoders", "gpu", "sizing")
 # Dense fp16/bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, for the sizing
 # model's estimates; the GPU this script runs on is measured instead.
@@ -246,10 +247,10 @@ def start_ray() -> list[str]:
     """Start the local Ray instance as run_extract does, timed apart; what a 1-CPU worker gets."""
     import ray
 
-    from avaf.extract.pipeline import _init_ray  # the pipeline's own start-up, same settings
+    from avaf.extract.ray_engine import start_ray as extraction_start  # the Ray engine's own, same settings
 
     t0 = time.perf_counter()
-    _init_ray(None)
+    extraction_start(None)
     started = time.perf_counter() - t0
     threads, omp = ray.get(ray.remote(num_cpus=1)(_worker_threads).remote())
     return [
