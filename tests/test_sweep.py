@@ -15,10 +15,11 @@ from matplotlib.image import imread
 
 from avaf.train.cli import eval_main
 from avaf.train.config import load_config
-from avaf.train.grids import GRIDS, PAPER_BETA, PAPER_PHI, grid_from_file, plan
 from avaf.train.loop import train
-from avaf.train.sweep import run_sweep
-from avaf.train.sweep_cli import main as sweep_main
+from avaf.train.sweep.cli import main as sweep_main
+from avaf.train.sweep.config import SweepConfig
+from avaf.train.sweep.grids import GRIDS, PAPER_BETA, PAPER_PHI, grid_from_file, plan
+from avaf.train.sweep.runner import run_sweep
 
 from conftest import known_answer_store, local_cluster
 
@@ -283,7 +284,9 @@ def test_a_sweep_on_a_cluster_spreads_its_trials_over_the_nodes(feats, tmp_path,
     grid = grid_from_file(_write(tmp_path / "a.yaml", "grid:\n  alpha: [0.0, 0.1, 1.0]\n"))
     flags = {**TINY, "data.feats": str(feats), "optim.epochs": 3}
     with local_cluster({"num_cpus": 1}, {"num_cpus": 1}) as (cluster, _):
-        summary = run_sweep([grid], tmp_path / "sweep", tiny_yaml, flags, address=cluster.address)
+        summary = run_sweep(
+            [grid], tmp_path / "sweep", tiny_yaml, flags, SweepConfig(address=cluster.address)
+        )
         ray.init(address=cluster.address, log_to_driver=False)
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert (summary.ran, summary.failed) == (3, 0)

@@ -1,5 +1,5 @@
-"""avaf-sweep's cost (issue 15): trials/hour with 1 and 2 concurrent trials, and the sweep layer's overhead
-against the same trials run with plain avaf-train one after another (a shell loop).
+"""avaf-sweep's cost (docs/sweeps.md, "Measured"): trials/hour with 1 and 2 concurrent trials, and the sweep
+layer's overhead against the same trials run with plain avaf-train one after another (a shell loop).
 
 On a generated feature file (tests/conftest.py `known_answer_store`: audio and visual counting questions
 with known answers) and the tiny model of tests/test_train.py (D = 32, FFN 64), every mode trains the same
@@ -33,7 +33,7 @@ import ray
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: conftest
-from avaf.train.grids import ALPHAS  # noqa: E402
+from avaf.train.sweep.grids import ALPHAS  # noqa: E402
 
 from conftest import known_answer_store  # noqa: E402
 

@@ -28,8 +28,7 @@ from typing import Any
 from avaf.shared.cli import one_line
 from avaf.shared.config import read_file
 from avaf.shared.errors import ConfigError
-
-from .config import TrainConfig, load_config
+from avaf.train.config import TrainConfig, load_config
 
 TRIAL_FILE = "trial.json"  # in each run folder: node, host, seconds, error of the trial's last attempt
 

@@ -1,18 +1,12 @@
-"""`avaf-sweep`: the paper's experiment tables as grids of `avaf-train` runs on Ray Tune, resumable, aggregated
-over seeds (Tables 3-5: ablations, φ, β; and any grid over avaf-train's options).
+"""Runs a sweep's trials on Ray Tune (docs/sweeps.md, "Where trials run"), then writes its report.
 
-    avaf-sweep --feats feats.h5 --grid ablations --seeds 3 --out sweeps/table3
-
-Every (grid point, seed) is a trial with its own resolved `TrainConfig` and its own ordinary run folder,
-`<out>/<grid>/<point>/seed-<s>` (avaf-eval works on it). Planning looks at each folder: finished results of
-the same config are done and never run again; a config.json without results is resumed from its last
-checkpoint (`train(cfg, resume=True)`, avaf-train --resume); a point whose config does not resolve fails
-without running. The trials left run as Ray Tune trials: each trains in its own worker and reads the
-feature file itself (nothing goes through the object store), one per GPU on GPU nodes, `cpus_per_trial`
-CPUs each otherwise. A trial that raises is recorded (`trial.json` in its folder) and the others go on; a
-worker or node that dies is retried by Tune, resuming from the trial's checkpoint. Tune's own experiment
-folder is scratch (`<out>/.tune`, removed afterwards): the run folders are the record, so a second run of the
-same command needs nothing of Tune's. The plan: `grids.py`; the report: `sweep_report.py`.
+Each trial trains with `avaf.train.loop.train` in its own Ray worker and reads the feature file itself
+(nothing goes through the object store): one per GPU on GPU nodes, `cpus_per_trial` CPUs each otherwise.
+A trial whose folder holds a config.json without results resumes from its last checkpoint (`train(cfg,
+resume=True)`). A trial that raises is recorded (`trial.json` in its folder) and the others go on; a worker
+or node that dies is retried by Tune, resuming from the trial's checkpoint. Tune's own experiment folder is
+scratch (`<out>/.tune`, removed afterwards): the run folders are the record, so a second run of the same
+command needs nothing of Tune's. The plan: `grids.py`; the report: `report.py`.
 """
 
 from __future__ import annotations
@@ -28,11 +22,13 @@ from pathlib import Path
 
 from avaf.shared.cli import one_line
 from avaf.shared.files import write_text
+from avaf.shared.ray_session import init_ray
+from avaf.train.config import TrainConfig
+from avaf.train.loop import train
 
-from .config import TrainConfig
+from .config import SweepConfig
 from .grids import TRIAL_FILE, Grid, Trial, plan
-from .loop import train
-from .sweep_report import write_report
+from .report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +67,6 @@ def _trainable(config: dict) -> None:
     from ray import tune
 
     tune.report(run_trial(config["trial"]))
-
-
-def init_ray(address: str) -> bool:
-    """Connect to `address` (or RAY_ADDRESS), else start a local Ray instance; nothing if Ray is already
-    initialised (a caller's cluster). True if this call started the connection (the caller shuts it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS", "")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:  # the embedded default: a new local instance, never a cluster that happens to run on this machine
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-    return True
 
 
 def trial_resources(cpus: float, gpus: float) -> dict[str, float]:
@@ -175,22 +156,20 @@ def run_sweep(
     out: str | Path,
     config_file: str | None = None,
     flags: dict | None = None,
-    seeds: int = 1,
-    address: str = "",
-    cpus_per_trial: float = 1.0,
-    gpus_per_trial: float = -1.0,
-    max_concurrent: int = 0,
+    settings: SweepConfig | None = None,
 ) -> SweepSummary:
-    """Plan, run what is not done on Ray Tune, and aggregate into `out` (table.md, results.json, PNGs)."""
+    """Plan, run what is not done on Ray Tune, and aggregate into `out` (table.md, results.json, PNGs).
+    `flags` set every trial (dotted config paths); `settings` says how the trials run (its `grid` names
+    are `grids`, already resolved)."""
     start = time.perf_counter()
-    out = Path(out)
-    if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    out, s = Path(out), settings or SweepConfig()
+    if s.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {s.seeds}")
     names = [g.name for g in grids]
     if len(set(names)) < len(names):
         raise ValueError(f"--grid: two grids named {max(names, key=names.count)!r} would share their folders")
-    threads = max(1, int(cpus_per_trial))
-    trials = plan(grids, config_file, dict(flags or {}), out, seeds, threads)
+    threads = max(1, int(s.cpus_per_trial))
+    trials = plan(grids, config_file, dict(flags or {}), out, s.seeds, threads)
     todo = [t for t in trials if t.status in ("new", "resume")]
     skipped = sum(t.status == "done" for t in trials)
     log.info("%d trials: %d to run (%d to resume), %d done before, %d failed to configure",
@@ -199,14 +178,14 @@ def run_sweep(
     if todo:
         import ray
 
-        started = init_ray(address)
+        started = init_ray(s.address)
         try:
-            resources = trial_resources(cpus_per_trial, gpus_per_trial)
+            resources = trial_resources(s.cpus_per_trial, s.gpus_per_trial)
             scratch = (out / ".tune").resolve()
-            run_on_tune(todo, resources, max_concurrent, scratch)
+            run_on_tune(todo, resources, s.max_concurrent, scratch)
             shutil.rmtree(scratch, ignore_errors=True)
         finally:
             if started:
                 ray.shutdown()
-    failed = write_report(out, grids, trials, seeds)
+    failed = write_report(out, grids, trials, s.seeds)
     return SweepSummary(len(todo), skipped, failed, round(time.perf_counter() - start, 2))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from avaf.shared.avqa.question_types import OVERALL, table_columns
 from avaf.shared.files import write_text
+from avaf.train import plots
 
-from . import plots
 from .grids import TRIAL_FILE, Grid, Trial
 
 
