@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from avaf.extract.config import ClipConfig, DemoConfig, ExtractConfig
+from avaf.extract.config import ClipConfig, ExtractConfig
 from avaf.shared.cli import (
     CONTEXT,
     USER_ERRORS,
@@ -82,25 +82,59 @@ def fetch_weights(folder: str, **flags) -> None:
 
 @click.command("avaf-demo", cls=ExtractCommand, context_settings=CONTEXT)
 @common_options
-@config_options(DemoConfig)
-def demo(**flags) -> None:
+@click.option(
+    "--out",
+    default="avaf-demo",
+    show_default=True,
+    help="Folder for the generated set, features and run (synth/, feats.h5, feats.h5.shards/, run/). One that "
+    "already holds them is refused unless --overwrite.",
+)
+@click.option(
+    "--videos",
+    type=int,
+    default=48,
+    show_default=True,
+    help="Generated videos (70% train, 10% val, 20% test).",
+)
+@click.option("--seconds", type=int, default=8, show_default=True, help="Length of each generated video.")
+@click.option("--epochs", type=int, default=5, show_default=True, help="Training epochs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated set.")
+@click.option(
+    "--weights",
+    type=click.Choice(["auto", "default", "random"]),
+    default="auto",
+    show_default=True,
+    help="auto: the default CLIP/VGGish weights when available, else random (said loudly); default: fail "
+    "without them; random: random encoders.",
+)
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="Extract without Ray, in this process: faster for a set this small (avaf-extract itself would, below "
+    "100 videos); without it the demo runs the pipeline as a real job does, on a local Ray instance.",
+)
+@click.option(
+    "--clip-model",
+    default=ClipConfig.model,
+    show_default=True,
+    help="open_clip model name (or a model-config JSON).",
+)
+@click.option(
+    "--train-config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML/TOML for avaf-train's --config.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Delete the demo's earlier synth/, feats.h5, feats.h5.shards/ and run/ in --out first (nothing else "
+    "there), so the new demo starts clean.",
+)
+def demo(out: str, train_config: str | None, **options) -> None:
     """The whole pipeline in a few minutes on this machine: generate a music-scene set with known answers,
     extract features on a local Ray instance (--in-process: without Ray), train AVAF-Net, print the
     per-type table."""
     from avaf.extract.demo import run_demo
 
-    c = from_flags(DemoConfig, flags)
-    extra = ("--config", c.train_config) if c.train_config else ()
-    run_demo(
-        c.out,
-        c.videos,
-        c.seconds,
-        c.epochs,
-        c.seed,
-        c.weights,
-        c.clip_model,
-        c.in_process,
-        click.echo,
-        extra,
-        c.overwrite,
-    )
+    extra = ("--config", train_config) if train_config else ()
+    run_demo(out, echo=click.echo, train_args=extra, **options)  # options: as run_demo names them

@@ -121,38 +121,3 @@ class ExtractConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     vggish: VGGishConfig = field(default_factory=VGGishConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """`avaf-demo`: the generated set, and how to extract and train on it."""
-
-    out: str = option(
-        "avaf-demo",
-        "Folder for the generated set, features and run (synth/, feats.h5, feats.h5.shards/, run/). One that "
-        "already holds them is refused unless --overwrite.",
-    )
-    videos: int = option(48, "Generated videos (70% train, 10% val, 20% test).")
-    seconds: int = option(8, "Length of each generated video.")
-    epochs: int = option(5, "Training epochs.")
-    seed: int = option(0, "Seed of the generated set.")
-    weights: str = option(
-        "auto",
-        "auto: the default CLIP/VGGish weights when available, else random (said loudly); default: fail "
-        "without them; random: random encoders.",
-        choices=("auto", "default", "random"),
-    )
-    in_process: bool = option(
-        False,
-        "Extract without Ray, in this process: faster for a set this small (avaf-extract itself would, below "
-        "100 videos); without it the demo runs the pipeline as a real job does, on a local Ray instance.",
-    )
-    clip_model: str = option("ViT-B-32", "open_clip model name (or a model-config JSON).")
-    train_config: str | None = option(
-        None, "YAML/TOML for avaf-train's --config.", path={"exists": True, "dir_okay": False}
-    )
-    overwrite: bool = option(
-        False,
-        "Delete the demo's earlier synth/, feats.h5, feats.h5.shards/ and run/ in --out first (nothing else "
-        "there), so the new demo starts clean.",
-    )

@@ -1,24 +1,18 @@
-"""How every avaf command is declared: options generated from config dataclasses, one logging setup.
+"""How avaf commands are declared: options generated from a config dataclass, one logging setup, one-line errors.
 
-A setting that a command exposes is a dataclass field made with `option`, which carries its help (and,
-where needed, its flag name and choices) as field metadata; the default lives in the dataclass only.
+The two real configs, `ExtractConfig` and `TrainConfig` (STYLE.md "One typed config per stage"), make each
+setting a dataclass field with `option` (its help, flag name and choices as field metadata; the default in the
+dataclass only); `config_options(cls)` turns the fields into flags and `from_flags(cls, flags, file)` layers
+defaults, then the --config file, then only the flags the user gave (`given`). One-off commands (avaf-inspect,
+avaf-export, avaf-synth, ...) declare plain click options. Every command is a `Command` with `common_options`
+(-v/-q, --version): bad input ends as one line on stderr, "COMMAND: message" naming the file and the problem,
+and exit status 2, never a traceback (-vv logs it).
 
-    @dataclass(frozen=True)
-    class OptimConfig:
-        lr: float = option(1e-4, "Adam learning rate.")
-
-    @click.command(context_settings=CONTEXT)
-    @common_options                      # -v/-q (one logging setup) and --version
-    @config_options(TrainConfig)         # --lr ... generated from the fields, defaults shown
+    @click.command("avaf-train", cls=Command, context_settings=CONTEXT)
+    @common_options
+    @config_options(TrainConfig)
     def main(**flags):
         cfg = from_flags(TrainConfig, flags)
-
-A flag left at its default is not passed on (click tells where each value came from), so it never
-overrides a --config file (STYLE.md: defaults, then the file, then the flags).
-
-Every command is a `Command` (`@click.command(cls=Command, ...)`): bad input, whether a usage error, an
-avaf error (`avaf.shared.errors`), a ValueError or an OSError, ends with one line on stderr,
-"COMMAND: message" naming the file and the problem, and exit status 2; never a traceback (-vv logs it).
 """
 
 from __future__ import annotations

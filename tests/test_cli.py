@@ -1,5 +1,6 @@
-"""Every command is declared one way (avaf.shared.cli): options generated from config dataclass fields,
-defaults shown, -v/-q and --version everywhere, and a flag overrides a --config file only when given."""
+"""How commands are declared (avaf.shared.cli): every command has -v/-q and --version, shows its defaults and
+says bad input on one line; options generated from config dataclass fields override a --config file only
+when given."""
 
 from __future__ import annotations
 

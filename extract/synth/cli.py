@@ -5,45 +5,10 @@ avaf-synth --out synth --videos 200 --seed 0 --seconds 5 15 --size 224x224
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import click
 
-from avaf.extract.synth.generate import generate
-from avaf.shared.cli import (
-    CONTEXT,
-    Command,
-    common_options,
-    config_options,
-    from_flags,
-    option,
-    show_progress,
-)
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """`avaf-synth`: how many generated videos, how long, how large."""
-
-    out: str = option(
-        None,
-        "Output folder (created). One that already holds a set is refused unless --overwrite.",
-        required=True,
-        path={"file_okay": False},
-    )
-    videos: int = option(None, "Number of videos.", required=True)
-    seed: int = option(0, "Same seed, same videos and annotation bytes.")
-    seconds: tuple[int, int] | None = option(None, "MIN MAX: each length drawn from [MIN, MAX] s.")
-    duration: int = option(10, "Length of every video (s), if no --seconds.")
-    size: str = option("224x224", "Frame WIDTHxHEIGHT (even).")
-    fps: int = option(8, "Frames per second.")
-    splits: tuple[float, float, float] = option((0.7, 0.1, 0.2), "Train/val/test shares of the videos.")
-    workers: int | None = option(None, "Rendering processes (default: all CPUs).")
-    overwrite: bool = option(
-        False,
-        "Delete the set already in --out first (videos/, annotations/, scenes.json; nothing else there), so no "
-        "video of the old set stays beside the new ones.",
-    )
+from avaf.extract.synth.generate import DEFAULT_SPLITS, generate
+from avaf.shared.cli import CONTEXT, Command, common_options, show_progress
 
 
 def _size(value: str) -> tuple[int, int]:
@@ -58,23 +23,45 @@ def _size(value: str) -> tuple[int, int]:
 
 @click.command("avaf-synth", cls=Command, context_settings=CONTEXT)
 @common_options
-@config_options(SynthConfig)
-def main(**flags) -> None:
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (created). One that already holds a set is refused unless --overwrite.",
+)
+@click.option("--videos", type=int, required=True, help="Number of videos.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Same seed, same videos and annotation bytes."
+)
+@click.option("--seconds", type=int, nargs=2, help="MIN MAX: each length drawn from [MIN, MAX] s.")
+@click.option(
+    "--duration", type=int, default=10, show_default=True, help="Length of every video (s), if no --seconds."
+)
+@click.option("--size", default="224x224", show_default=True, help="Frame WIDTHxHEIGHT (even).")
+@click.option("--fps", type=int, default=8, show_default=True, help="Frames per second.")
+@click.option(
+    "--splits",
+    type=float,
+    nargs=3,
+    default=DEFAULT_SPLITS,
+    show_default=True,
+    help="Train/val/test shares of the videos.",
+)
+@click.option("--workers", type=int, help="Rendering processes (default: all CPUs).")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Delete the set already in --out first (videos/, annotations/, scenes.json; nothing else there), so no "
+    "video of the old set stays beside the new ones.",
+)
+def main(out: str, videos: int, seconds: tuple[int, int] | None, duration: int, size: str, **options) -> None:
     """Write DIR/videos/*.mp4, DIR/annotations/avqa-{train,val,test}.json and DIR/scenes.json."""
-    c = from_flags(SynthConfig, flags)
-    summary = generate(
-        c.out,
-        c.videos,
-        c.seed,
-        c.seconds or (c.duration, c.duration),
-        _size(c.size),
-        c.fps,
-        c.splits,
-        c.workers,
-        progress=show_progress(),
-        overwrite=c.overwrite,
-    )
-    click.echo(f"{len(summary['videos'])} videos {summary['videos_per_split']} in {c.out}/videos")
+    length = seconds or (
+        duration,
+        duration,
+    )  # options: seed, fps, splits, workers, overwrite, as generate names them
+    summary = generate(out, videos, seconds=length, size=_size(size), progress=show_progress(), **options)
+    click.echo(f"{len(summary['videos'])} videos {summary['videos_per_split']} in {out}/videos")
     click.echo(
-        f"questions {summary['questions_per_split']} in {c.out}/annotations; ground truth in {summary['scenes']}"
+        f"questions {summary['questions_per_split']} in {out}/annotations; ground truth in {summary['scenes']}"
     )
