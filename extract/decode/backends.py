@@ -61,16 +61,14 @@ from pathlib import Path
 
 import numpy as np
 
-from avaf.extract.decode.pyav_backend import (
+from avaf.extract.decode.probe import (
     choose_streams,
-    decode_pyav,
     describe_streams,
     header_duration,
-    nvdec_problem,
     open_container,
-    read_audio,
     stream_start,
 )
+from avaf.extract.decode.pyav_backend import decode_pyav, nvdec_problem, read_audio
 from avaf.extract.decode.sampling import (
     SAMPLE_RATE,
     DecodedVideo,

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from avaf.extract.decode.pyav_backend import (
+from avaf.extract.decode.probe import (
     choose_streams,
     declared_end,
     describe_streams,
     first_orientation,
     open_container,
-    read_audio,
     stream_origin,
     stream_start,
     timeline_info,
 )
+from avaf.extract.decode.pyav_backend import read_audio
 from avaf.extract.decode.sampling import (
     SAMPLE_RATE,
     DecodedVideo,

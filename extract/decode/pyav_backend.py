@@ -1,21 +1,14 @@
 """PyAV decode backend (DESIGN.md §3 "Decoding"), and all audio decoding.
 
 One sequential pass over the chosen video and audio streams (FFmpeg's threads, or one: ``threads``): frames
-are picked by timestamp (never by seeking, a trap when keyframes are far apart), converted and resized only
-when chosen. A demux pass first plans which video packets the frames taken need (plan.py: exact): the rest
-are not decoded (non-reference frames skipped by FFmpeg's skip_frame, keyframe intervals without a needed
-frame never sent), and decoding stops once the last needed frame and second of audio are in. AVI timestamps count frames in decode order
-(B-frames come out with scrambled pts), so AVI frames are timed by their output index. Streams are FFmpeg's
-"best" (``av_find_best_stream``: for video the largest picture among default streams, audio in the same
-program).
-Timing: frames and audio are placed by their presentation timestamps on one timeline (``timeline_origin``:
-the video's start, or the audio's when it leads by more than 0.1 s), so a late audio track, a video that
-starts after its audio and variable frame rate all keep second t of audio with second t of video. A jump in
-the audio timestamps (a gap) re-places the audio that follows at its own time; the gap stays zero and its
-seconds are flagged invalid. Frames are turned upright by their display matrix (phone videos) before the
-resize.
-Audio is resampled to 16 kHz keeping its channels, then averaged to mono: FFmpeg's own downmix would scale a
-stereo tone by sqrt(2); the mean keeps amplitudes, like librosa.
+are picked by timestamp (never by seeking, a trap when keyframes are far apart), turned upright, converted
+and resized only when chosen. A demux pass first plans which video packets the frames taken need (plan.py,
+exact): the rest are not decoded, and decoding stops once the last needed frame and second of audio are in.
+AVI timestamps count frames in decode order, so AVI frames are timed by their output index. Audio is placed
+by its timestamps on the video's timeline (a gap stays a gap, flagged invalid), resampled to 16 kHz keeping
+its channels, then averaged to mono: FFmpeg's own downmix would scale a stereo tone by sqrt(2), the mean keeps
+amplitudes, like librosa. ``device="cuda"`` decodes with NVDEC (pyav-cuda; gpu_frames.py). How much this
+saves: docs/extraction.md, "Decoding only what is needed".
 """
 
 from __future__ import annotations
@@ -24,8 +17,6 @@ import functools
 import io
 import logging
 import math
-import os
-import stat
 from pathlib import Path
 
 import av
@@ -33,12 +24,22 @@ import numpy as np
 from av.codec.hwaccel import HWAccel
 
 from avaf.extract.decode.gpu_frames import resize_cuda, upright_cuda, yuv_to_rgb
-from avaf.extract.decode.plan import NONREF, SEND, PacketFeeder, plan_packets, scan_packets
+from avaf.extract.decode.plan import NONREF, SEND, PacketFeeder, PacketScan, plan_packets, scan_packets
+from avaf.extract.decode.probe import (
+    FRAME_COUNT_CONTAINERS,
+    choose_streams,
+    declared_end,
+    describe_streams,
+    display_matrix,
+    open_container,
+    stream_origin,
+    stream_start,
+    timeline_info,
+)
 from avaf.extract.decode.sampling import (
     SAMPLE_RATE,
     DecodedVideo,
     DecodeError,
-    MediaError,
     NearestFramePicker,
     assemble_audio,
     check_seconds,
@@ -46,7 +47,6 @@ from avaf.extract.decode.sampling import (
     orientation,
     sample_times,
     seconds_decoded,
-    timeline_origin,
     upright,
     whole_seconds,
 )
@@ -54,115 +54,9 @@ from avaf.extract.decode.sampling import (
 logger = logging.getLogger(__name__)
 
 AUDIO_MARGIN_S = 0.2  # keep decoding audio this far past T so the resampler has emitted second T - 1
-# Containers whose video timestamps count frames in decode order: H.264 with B-frames comes out with scrambled
-# pts (measured on AVI), so frames are timed by their output index instead, with every frame decoded.
-FRAME_COUNT_CONTAINERS = frozenset({"avi"})
 # Audio timestamps further than this from where the samples already decoded put them are a gap (or an
 # overlap): the audio is re-placed at its timestamp. Under one video frame at 25 fps; Matroska rounds to 1 ms.
 AUDIO_JUMP_S = 0.04
-
-
-def open_container(path: str | Path, hwaccel=None) -> av.container.InputContainer:
-    """Open ``path`` with PyAV (decoding video with ``hwaccel`` when given), or raise MediaError naming what is
-    wrong with the file."""
-    try:
-        info = os.stat(path)
-    except OSError as err:
-        raise MediaError(path, f"cannot read the file ({err.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise MediaError(path, "is a folder, not a media file")
-    if stat.S_ISREG(info.st_mode) and info.st_size == 0:
-        raise MediaError(path, "zero-byte file")
-    try:
-        return av.open(str(path), mode="r", metadata_errors="ignore", hwaccel=hwaccel)
-    except av.error.FFmpegError as err:
-        reason = err.strerror or type(err).__name__
-        raise MediaError(path, f"not a readable media file, or truncated or corrupt ({reason})") from None
-
-
-def choose_streams(container, path: str | Path, need_video: bool = True):
-    """(video stream or None, audio stream or None): FFmpeg's best of each kind."""
-    video = container.streams.best("video") if container.streams.video else None
-    if need_video and video is None:
-        raise MediaError(path, "no video stream")
-    audio = None
-    if container.streams.audio:
-        audio = container.streams.best("audio", related=video) if video is not None else None
-        audio = audio or container.streams.best("audio")
-    return video, audio
-
-
-def stream_start(stream) -> float:
-    """Seconds at which ``stream`` starts, in stream time."""
-    if stream is None or stream.start_time is None:
-        return 0.0
-    return float(stream.start_time * stream.time_base)
-
-
-def stream_origin(video, audio) -> float:
-    """Time 0 of the timeline in stream time, for the chosen streams (see ``timeline_origin``)."""
-    audio_start = stream_start(audio) if audio is not None and audio.start_time is not None else None
-    return timeline_origin(stream_start(video), audio_start)
-
-
-def timeline_info(video, audio, origin: float) -> dict:
-    """Where each chosen stream starts on the timeline, for the per-video stream info."""
-    starts = {"video_start": video, "audio_start": audio}
-    return {k: None if s is None else round(stream_start(s) - origin, 6) for k, s in starts.items()}
-
-
-def _parse_clock(text: str) -> float | None:
-    """'HH:MM:SS.fffffffff' (Matroska's per-stream DURATION tag) -> seconds."""
-    try:
-        hours, minutes, seconds = text.strip().split(":")
-        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-    except ValueError:
-        return None
-
-
-def declared_end(container, stream, origin: float) -> float | None:
-    """Where the file declares ``stream`` ends, on the timeline: its own duration from its start, a Matroska
-    DURATION tag (an end time), else the container's end."""
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base) + (stream_start(stream) - origin)
-    tagged = _parse_clock(stream.metadata.get("DURATION", ""))
-    if tagged is not None:
-        return tagged - origin
-    if container.duration is not None:  # AV_TIME_BASE units, from the container's start
-        return container.duration / 1e6 + ((container.start_time or 0) / 1e6 - origin)
-    return None
-
-
-def header_duration(container, stream) -> float | None:
-    """The duration the file declares for ``stream``: its own, a Matroska tag, else the container's."""
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    tagged = _parse_clock(stream.metadata.get("DURATION", ""))
-    if tagged is not None:
-        return tagged
-    if container.duration is not None:
-        return container.duration / 1e6  # AV_TIME_BASE units
-    return None
-
-
-def describe_streams(container, video, audio) -> dict:
-    """What was found and chosen, for the feature store's per-video stream info."""
-    info = {
-        "container": container.format.name,
-        "video_streams": len(container.streams.video),
-        "audio_streams": len(container.streams.audio),
-        "video_index": None if video is None else video.index,
-        "audio_index": None if audio is None else audio.index,
-    }
-    if video is not None:
-        ctx = video.codec_context
-        rate = video.average_rate or video.guessed_rate
-        info |= {"video_codec": ctx.name, "width": ctx.width, "height": ctx.height}
-        info |= {"fps": float(rate) if rate else None, "pix_fmt": ctx.pix_fmt}
-    if audio is not None:
-        ctx = audio.codec_context
-        info |= {"audio_codec": ctx.name, "sample_rate": ctx.sample_rate, "channels": ctx.channels}
-    return info
 
 
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -170,25 +64,6 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     if frame.color_range in (1, 2):  # MPEG (limited) or JPEG (full); 0 leaves it to the pixel format
         return frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
     return frame.to_ndarray(format="rgb24")
-
-
-def display_matrix(frame: av.VideoFrame) -> np.ndarray | None:
-    """The frame's display matrix (9 int32, FFmpeg's layout), or None when it has none."""
-    for side in frame.side_data:
-        if str(getattr(side.type, "name", side.type)).upper() == "DISPLAYMATRIX":
-            return np.frombuffer(bytes(side), dtype=np.int32)
-    return None
-
-
-def first_orientation(path: str | Path, index: int) -> tuple[int, bool] | None:
-    """The orientation of the first frame of video stream ``index`` (decoded alone; (0, False) if none)."""
-    with open_container(path) as container:
-        try:
-            for frame in container.decode(container.streams[index]):
-                return orientation(display_matrix(frame))
-        except av.error.FFmpegError:
-            pass  # the decode proper reports what is wrong
-    return 0, False
 
 
 def frame_to_cuda_rgb(frame: av.VideoFrame, path: str | Path):
@@ -393,38 +268,19 @@ def decode_pyav(
         declared = declared_end(container, video, origin)
         max_seconds = check_seconds(path, declared) if declared is not None else None
         _set_threads(video, 1 if cuda else threads)  # NVDEC decodes; the CPU only parses
-        scan = None
-        if plan and container.format.name not in FRAME_COUNT_CONTAINERS:
-            scan = scan_packets(path, video.index, origin)
-        actions = None
-        if scan is not None:
-            count = max_seconds if max_seconds is not None else whole_seconds(scan.end) + 1
-            actions = plan_packets(scan, sample_times(count))
+        scan = scan_packets(path, video.index, origin) if _plans(container, plan) else None
+        actions = _packet_plan(scan, max_seconds)
         turn = Upright(path, cuda)
-        if cuda:
-            convert = lambda frame: resize_cuda(turn(frame)[None], image_size)[0]
-        else:
-            convert = lambda frame: clip_resize(turn(frame), image_size)
-        picker = NearestFramePicker(max_seconds, convert)
+        picker = NearestFramePicker(max_seconds, _converter(turn, cuda, image_size))
         collector = AudioCollector(audio, origin) if audio is not None else None
         frames_end, errors = _decode_pass(container, video, picker, collector, actions, path, origin)
-        if cuda and errors:  # NVDEC refused packets (or the file is corrupt): the CPU decode tells which
-            raise DecodeError(path, f"NVDEC failed on {errors} packets")
-        if frames_end is None:
-            raise DecodeError(path, f"no video frame could be decoded ({errors} corrupt packets)")
-        if errors:
-            logger.warning("%s: %d corrupt packets skipped", path, errors)
-        if picker.done:
-            seconds, duration = max_seconds, declared
-        else:
-            if scan is not None:  # packets that were not decoded still count for where the video ends
-                frames_end = max(frames_end, scan.end)
-            seconds, duration = seconds_decoded(path, declared, frames_end)
+        _check_decoded(path, cuda, frames_end, errors)
+        seconds, duration = max_seconds, declared
+        if not picker.done:  # packets that were not decoded still count for where the video ends
+            end = max(frames_end, scan.end) if scan is not None else frames_end
+            seconds, duration = seconds_decoded(path, declared, end)
         frames, times = picker.finish(seconds)
-        if collector is not None:
-            wave, valid = collector.finish(seconds)
-        else:
-            wave, valid = np.zeros((seconds, SAMPLE_RATE), np.float32), np.zeros(seconds, bool)
+        wave, valid = collector.finish(seconds) if collector is not None else assemble_audio([], seconds)
     streams |= timeline_info(video, audio, origin) | turn.info()
     streams["audio_gaps"] = collector.gaps if collector is not None else 0
     streams["corrupt_packets"] = errors
@@ -432,6 +288,36 @@ def decode_pyav(
         streams["packets_sent"] = [int((actions == SEND).sum() + (actions == NONREF).sum()), len(actions)]
     name = "pyav-cuda" if cuda else "pyav"
     return DecodedVideo(frames, wave, valid, times, duration, audio is not None, name, streams)
+
+
+def _plans(container, plan: bool) -> bool:
+    """Whether to plan the packets: asked for, and the container's timestamps are presentation times."""
+    return plan and container.format.name not in FRAME_COUNT_CONTAINERS
+
+
+def _packet_plan(scan: PacketScan | None, max_seconds: int | None) -> np.ndarray | None:
+    """What to do with each video packet (plan.py), or None (no scan: decode every packet)."""
+    if scan is None:
+        return None
+    count = max_seconds if max_seconds is not None else whole_seconds(scan.end) + 1
+    return plan_packets(scan, sample_times(count))
+
+
+def _converter(turn: Upright, cuda: bool, image_size: int):
+    """A chosen frame -> (S, S, 3) uint8, upright and CLIP-resized (on the GPU for NVDEC's frames)."""
+    if cuda:
+        return lambda frame: resize_cuda(turn(frame)[None], image_size)[0]
+    return lambda frame: clip_resize(turn(frame), image_size)
+
+
+def _check_decoded(path: str | Path, cuda: bool, frames_end: float | None, errors: int) -> None:
+    """DecodeError when no frame came out, or NVDEC refused packets; a log line for corrupt packets."""
+    if cuda and errors:  # NVDEC refused packets (or the file is corrupt): the CPU decode tells which
+        raise DecodeError(path, f"NVDEC failed on {errors} packets")
+    if frames_end is None:
+        raise DecodeError(path, f"no video frame could be decoded ({errors} corrupt packets)")
+    if errors:
+        logger.warning("%s: %d corrupt packets skipped", path, errors)
 
 
 def _nvdec():

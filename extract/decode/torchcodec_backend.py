@@ -25,17 +25,17 @@ import numpy as np
 
 from avaf.extract.decode.gpu_frames import resize_cuda
 from avaf.extract.decode.plan import scan_packets
-from avaf.extract.decode.pyav_backend import (
+from avaf.extract.decode.probe import (
     FRAME_COUNT_CONTAINERS,
     choose_streams,
     declared_end,
     describe_streams,
     first_orientation,
     open_container,
-    read_audio,
     stream_origin,
     timeline_info,
 )
+from avaf.extract.decode.pyav_backend import read_audio
 from avaf.extract.decode.sampling import (
     SAMPLE_RATE,
     DecodedVideo,
