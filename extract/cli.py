@@ -1,4 +1,8 @@
-"""`avaf-extract` and `avaf-fetch-weights`: the offline feature-extraction stage (DESIGN.md §3)."""
+"""`avaf-extract`, `avaf-fetch-weights` and `avaf-demo`: the offline feature-extraction stage (DESIGN.md §3).
+
+avaf-extract's flags are generated from `ExtractConfig` (defaults, then --config, then flags), and
+avaf-fetch-weights' from its `ClipConfig` section; avaf-demo, a one-off, declares plain click options.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The README and docs/ say what is true (issue 10): the README fits on two screens, CI runs its test command,
-its commands exist, its links resolve, and its Python examples run on a small feature file."""
+"""The README and docs/ say what is true (DESIGN.md §6: a command a newcomer can run from the README): the
+README fits on two screens, CI runs its test command, its commands exist, its links resolve, and its Python
+examples run on a small feature file."""
 
 from __future__ import annotations
 

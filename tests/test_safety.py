@@ -1,6 +1,6 @@
-"""Nothing lost (issue 12 §2, §4): a run folder is never overwritten unasked, and bad input, a full disk or a
-read-only place ends every command with one line naming the path and the cause (exit 2), earlier outputs
-intact, the next run completing.
+"""Nothing lost (docs/reliability.md, "Runs and outputs"; DESIGN.md §6): a run folder is never overwritten
+unasked, and bad input, a full disk or a read-only place ends every command with one line naming the path and
+the cause (exit 2), earlier outputs intact, the next run completing.
 
 A full disk is simulated with a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored so that writes fail with
 EFBIG); a read-only folder with chmod in a process without CAP_DAC_OVERRIDE (setpriv), so it also holds

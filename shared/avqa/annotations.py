@@ -1,34 +1,11 @@
 """MUSIC-AVQA annotation files, as released, parsed into `Question`s (DESIGN.md §4).
 
-Reads every released flavour: the original `json/` (with its duplicate question_id rows), the corrected
-`json_update/` (test 9,129, val 4,568, train 31,927: what recent papers use), the real/fake splits, and the
-MUSIC-AVQA-v2.0 files (extra keys, rows without `question_id`, float ids, `templ_values` as a real list).
-
-A file is a JSON list of rows: `video_id`, `question_id`, `type` (a string holding a JSON list such as
-'["Audio-Visual", "Counting"]'), `question_content` (a template ending in "?" or the full-width "？", sometimes
-with a trailing space), `templ_values` (a string holding the JSON list of fillers) and the answer, spelled `anser`.
-MUSIC-AVQA-v2.0's `unmatch_audio` (a row that pairs the video with another video's audio, to ask "Is this sound
-from the instrument in the video?" with answer "no") becomes `audio_video_id`; every other question has its own
-video there. Other keys (`question_deleted`, `person`, ...) are ignored.
-
-Question text. The placeholders <Object> <LR> <LRer> <FL> <LL> <TH> <BA> are filled, in order, from
-`templ_values`. Like the public AVQA code (GeWu-Lab's MUSIC-AVQA dataloader, and the CLIP question features of
-TSPM, PSTP-Net, QA-TIGER and AVAF-Net), the text drops the final question mark ("?" or "？") and keeps single
-spaces between words: "How many sounding <Object> in the video？" with ["erhu"] gives "How many sounding erhu in
-the video". So avaf's text is the string those repos feed CLIP, and avaf's question features match theirs. We
-strip surrounding whitespace and collapse inner runs of whitespace (the released files have none), and a
-template without a final question mark keeps its last character (the public code blindly cuts it).
-
-Question ids. Float ids (47859.0) become ints. A row without `question_id` (or with null) gets a synthetic,
-negative id: -(1 + the first 48 bits of sha256(video_id, unmatch_audio, filled text)). Real ids are >= 0, so a
-synthetic id never collides with one; it depends only on the question, not on its row, so the same new QA has
-the same id in every file; it fits in int64 and is exact as a float64. Two id-less rows asking the same
-question about the same video (and audio) share an id and go through the duplicate rule below.
-
-Duplicates. Rows sharing a question_id that parse to the same `Question` collapse into one (logged). Rows that
-share an id but differ (the original release's 27 val and 55 test pairs all differ in the answer; json_update
-fixed them) are an AnnotationError naming both rows, unless `duplicates="drop"`, which drops every row of such
-an id (logged) so the original release can still be read.
+Every released flavour is read: the original `json/`, the corrected `json_update/` that recent papers use,
+the real/fake splits and the MUSIC-AVQA-v2.0 files (extra keys, rows without `question_id`, float ids,
+`unmatch_audio` as `audio_video_id`). The question text is the string the public AVQA code feeds CLIP
+(placeholders filled from `templ_values`, the final question mark dropped), so avaf's question features
+match theirs. The rules for text, synthetic ids and duplicate rows: docs/schema.md, "Questions: text, ids,
+duplicates".
 
     >>> from avaf.shared.avqa.annotations import load_annotations, select_subset
     >>> test = load_annotations("json_update/avqa-test.json")  # split "test" from the file name
@@ -67,10 +44,10 @@ _REAL_VIDEO = re.compile(r"[0-9]+")
 class Question:
     """One question of MUSIC-AVQA.
 
-    type: "Modality/Kind", one of `question_types.TYPES`; text: the filled-in question (see the module doc);
-    template: `question_content` as released; question_id < 0 marks a synthetic id (row without one);
-    audio_video_id: the video whose audio goes with the question, `video_id` unless the row has v2.0's
-    `unmatch_audio` (left empty, it is set to `video_id`).
+    type: "Modality/Kind", one of `question_types.TYPES`; text: the filled-in question (docs/schema.md,
+    "Questions: text, ids, duplicates"); template: `question_content` as released; question_id < 0 marks a
+    synthetic id (row without one); audio_video_id: the video whose audio goes with the question, `video_id`
+    unless the row has v2.0's `unmatch_audio` (left empty, it is set to `video_id`).
     """
 
     question_id: int
@@ -140,7 +117,8 @@ def fill_template(template: str, values: Iterable[str], where: str = "") -> str:
 
 
 def synthetic_question_id(video_id: str, text: str, unmatch_audio: str | None = None) -> int:
-    """The negative id given to a row without question_id (see the module doc)."""
+    """The negative id given to a row without question_id: docs/schema.md, "Questions: text, ids,
+    duplicates"."""
     key = "\x1f".join((video_id, unmatch_audio or "", text)).encode("utf-8")
     return -1 - int.from_bytes(hashlib.sha256(key).digest()[:6], "big")
 
