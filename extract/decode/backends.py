@@ -53,7 +53,6 @@ with a timeout, so a hung or crashing decoder costs one video.
 
 from __future__ import annotations
 
-import functools
 import logging
 import warnings
 from collections.abc import Callable
@@ -61,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avaf.extract.decode.decord_backend import DECORD_MISSING, decord_problem
 from avaf.extract.decode.probe import (
     choose_streams,
     describe_streams,
@@ -112,23 +112,6 @@ VIDEO_EXTENSIONS = frozenset(
 )
 AUDIO_EXTENSIONS = frozenset(".wav .flac .mp3 .m4a .aac .ogg .oga .opus .wma .aif .aiff .aifc".split())
 AUTO_ORDER = ("pyav", "decord")  # fastest first: see the benchmark above
-
-
-DECORD_MISSING = (
-    "decord is not installed: pip install 'avaf[decord]' (wheels for x86-64 Linux and Windows only)"
-)
-
-
-@functools.cache
-def decord_problem() -> str | None:
-    """None when decord imports, else why not (the fix included); checked once per process."""
-    try:
-        import decord  # noqa: F401  (imported only to see whether it can be)
-    except ImportError:
-        return DECORD_MISSING
-    except Exception as err:  # a broken install (missing shared library, ...) must not break the PyAV path
-        return f"decord is installed but fails to import ({type(err).__name__}: {err}); PyAV still works"
-    return None
 
 
 def require_known_backend(backend: str) -> None:

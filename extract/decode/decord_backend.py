@@ -1,51 +1,44 @@
-"""decord decode backend (DESIGN.md §3 "Decoding"): frames via ``decord.VideoReader``, audio via PyAV.
+"""decord decode backend (DESIGN.md §3 "Decoding"): the frames nearest t + 0.5 s through ``decord.VideoReader``,
+the probe and the audio through PyAV (by_index.py).
 
-decord (unmaintained since 2021) has no AV1 and broken stereo audio, so PyAV first probes the file (streams,
-declared duration: the same checks and errors as the PyAV backend), decord then reads the frames nearest
-t + 0.5 s with ``get_batch`` (its timestamps count from the video stream's start: shifted onto the PyAV
-backend's timeline, so a video that starts after its audio gets the same frames), and PyAV decodes the audio.
-decord turns a rotated video itself, wrongly (a quarter turn comes out with 4 channels), so a video whose
-first frame carries a display matrix is refused and "auto" falls back to PyAV, which turns it upright. decord must choose the same video stream as PyAV; if it does not, this backend fails and
-"auto" falls back to PyAV. decord also returns wrong frames, with at most a log line, from MPEG transport and
-program streams (.ts, .mpg: duplicated or black frames on sparse reads) and from AVI holding H.264 with
-B-frames (frames from the wrong second), measured with decord 0.6.0, so this backend refuses those containers.
+decord is optional (``pip install 'avaf[decord]'``: wheels for x86-64 Linux and Windows only) and unmaintained
+since 2021: no AV1, broken stereo audio, a known deadlock and memory growth (worker.py isolates it). Its frame
+timestamps count from the video stream's start, so they are shifted onto the PyAV backend's timeline. It
+refuses, so that "auto" decodes them with PyAV: a rotated video (decord turns it itself, wrongly: a quarter
+turn comes out with 4 channels), a video stream other than PyAV's choice, and the containers it returns
+wrong frames from with at most a log line (MPEG transport and program streams: duplicated or black frames on
+sparse reads; AVI holding H.264 with B-frames: frames from the wrong second; measured with decord 0.6.0).
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 import re
 from pathlib import Path
 
 import numpy as np
 
-from avaf.extract.decode.probe import (
-    choose_streams,
-    declared_end,
-    describe_streams,
-    first_orientation,
-    open_container,
-    stream_origin,
-    stream_start,
-    timeline_info,
-)
-from avaf.extract.decode.pyav_backend import read_audio
-from avaf.extract.decode.sampling import (
-    SAMPLE_RATE,
-    DecodedVideo,
-    DecodeError,
-    check_seconds,
-    clip_resize,
-    nearest_indices,
-    sample_times,
-    seconds_decoded,
-)
-
-logger = logging.getLogger(__name__)
+from avaf.extract.decode.by_index import BATCH, ByIndex, decode_by_index
+from avaf.extract.decode.probe import stream_start
+from avaf.extract.decode.sampling import DecodedVideo, DecodeError, clip_resize
 
 # FFmpeg demuxer names (PyAV's container.format.name) whose frames decord returns wrongly
 UNRELIABLE_CONTAINERS = frozenset({"mpegts", "mpeg", "mpegvideo", "avi"})
-BATCH = 16  # frames per get_batch call: bounds the full-resolution frames held at once (16 x 720p = 44 MB)
+DECORD_MISSING = (
+    "decord is not installed: pip install 'avaf[decord]' (wheels for x86-64 Linux and Windows only)"
+)
+
+
+@functools.cache
+def decord_problem() -> str | None:
+    """None when decord imports, else why not (the fix included); checked once per process."""
+    try:
+        import decord  # noqa: F401  (imported only to see whether it can be)
+    except ImportError:
+        return DECORD_MISSING
+    except Exception as err:  # a broken install (missing shared library, ...) must not break the PyAV path
+        return f"decord is installed but fails to import ({type(err).__name__}: {err}); PyAV still works"
+    return None
 
 
 def _reason(err: Exception) -> str:
@@ -93,33 +86,33 @@ def _frame_times(reader, path: str | Path) -> tuple[np.ndarray, float]:
     return np.round(stamps[:, 0], 6), float(stamps[-1, 1])
 
 
-def decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
-    """Decode ``path`` with decord (frames) and PyAV (probe and audio)."""
-    with open_container(path) as container:
-        video, audio = choose_streams(container, path)
-        streams = describe_streams(container, video, audio)
-        if container.format.name in UNRELIABLE_CONTAINERS:
-            raise DecodeError(path, f"decord returns wrong frames from {container.format.name} containers")
-        origin = stream_origin(video, audio)
-        declared = declared_end(container, video, origin)
-        if declared is not None:
-            check_seconds(path, declared)
-        if first_orientation(path, video.index) != (0, False):
-            raise DecodeError(path, "rotated video (display matrix): decord turns it wrongly")
-        reader = _open_reader(path, streams["width"], streams["height"])
-        starts, end = _frame_times(reader, path)
-        shift = stream_start(video) - origin  # decord's zero on our timeline: 0.0 unless the audio leads
-        if shift:
-            starts, end = starts + shift, end + shift
-        seconds, duration = seconds_decoded(path, declared, end)
-        indices = nearest_indices(starts, sample_times(seconds))
-        frames = _read_frames(reader, indices, image_size, path)
-        del reader
-        if audio is not None:
-            wave, valid = read_audio(container, audio, origin, seconds, path, streams)
-        else:
-            wave, valid = np.zeros((seconds, SAMPLE_RATE), np.float32), np.zeros(seconds, bool)
-            streams["audio_gaps"] = 0
-    streams |= timeline_info(video, audio, origin) | {"rotation": 0, "mirrored": False}
-    streams["corrupt_packets"] = None  # decord does not report them
-    return DecodedVideo(frames, wave, valid, starts[indices], duration, audio is not None, "decord", streams)
+class DecordReader:
+    """decord's frames of the video stream PyAV chose (a ``by_index.FrameReader``)."""
+
+    def __init__(self, path: str | Path, video, streams: dict, origin: float) -> None:
+        self.path = path
+        self.reader = _open_reader(path, streams["width"], streams["height"])
+        self.shift = stream_start(video) - origin  # decord's zero on our timeline: 0.0 unless the audio leads
+
+    def times(self) -> tuple[np.ndarray, float]:
+        starts, end = _frame_times(self.reader, self.path)
+        if self.shift:
+            starts, end = starts + self.shift, end + self.shift
+        return starts, end
+
+    def frames(self, indices: np.ndarray, image_size: int) -> np.ndarray:
+        return _read_frames(self.reader, indices, image_size, self.path)
+
+
+DECORD = ByIndex(
+    "decord",
+    DecordReader,
+    containers=UNRELIABLE_CONTAINERS,
+    container_problem="decord returns wrong frames from {} containers",
+    rotated_problem="rotated video (display matrix): decord turns it wrongly",
+)
+
+
+def decode_decord(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
+    """Decode ``path`` with decord (frames) and PyAV (probe and audio); decord picks its own threads."""
+    return decode_by_index(path, image_size, DECORD)

@@ -1,56 +1,30 @@
-"""torchcodec decode backend (DESIGN.md §3 "Decoding"): frames via ``torchcodec.decoders.VideoDecoder``, on the
-CPU ("torchcodec") or on the GPU with NVDEC ("torchcodec-cuda"); audio via PyAV.
+"""torchcodec decode backend (DESIGN.md §3 "Decoding"): the frames nearest t + 0.5 s through
+``torchcodec.decoders.VideoDecoder``, on the CPU ("torchcodec") or on the GPU with NVDEC ("torchcodec-cuda");
+the probe and the audio through PyAV (by_index.py).
 
-torchcodec is optional (``pip install 'avaf[torchcodec]'``) and loads the system's FFmpeg libraries (not the
-ones PyAV bundles): where either is missing, ``torchcodec_problem`` says so in one line and the backends
-fall back to PyAV. PyAV probes the file first (streams, timeline, declared duration: the same checks and
-errors as the PyAV backend) and demuxes the packet timestamps (plan.py), so the frames taken are exactly the
-rule's (the frame nearest t + 0.5 s); torchcodec's "exact" seek mode numbers frames in that same order,
-which is checked against the timestamps it returns. Rotated videos and AVI (timestamps in decode order)
-are refused, and "auto" falls back to PyAV.
-
-"torchcodec" resizes with the same PIL bicubic as the other backends. "torchcodec-cuda" resizes on the GPU
-(bicubic with antialiasing, within a grey level or two of PIL) and returns the frames as a uint8 CUDA
-tensor (T, S, S, 3): in the process that will encode them they never leave the GPU. A decode in a child
-process (``decode_isolated``) hands them back as a NumPy array.
+torchcodec is optional (``pip install 'avaf[torchcodec]'``) and loads the system's FFmpeg libraries, not the
+ones PyAV bundles: where either is missing, ``torchcodec_problem`` says so in one line and the backend falls
+back to PyAV. The frame times are PyAV's packet timestamps (plan.py's demux pass), so the frames taken are
+exactly the rule's; torchcodec's "exact" seek mode numbers frames in that same order, which is checked
+against the times it returns. Rotated videos and AVI (timestamps in decode order) are refused: PyAV decodes
+them. "torchcodec" resizes with PIL like the other backends; "torchcodec-cuda" resizes on the GPU (within a
+grey level or two of PIL) and returns a uint8 CUDA tensor (T, S, S, 3), a NumPy array across a process.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 from pathlib import Path
 
 import numpy as np
 
+from avaf.extract.decode.by_index import BATCH, ByIndex, decode_by_index
 from avaf.extract.decode.gpu_frames import resize_cuda
 from avaf.extract.decode.plan import scan_packets
-from avaf.extract.decode.probe import (
-    FRAME_COUNT_CONTAINERS,
-    choose_streams,
-    declared_end,
-    describe_streams,
-    first_orientation,
-    open_container,
-    stream_origin,
-    timeline_info,
-)
-from avaf.extract.decode.pyav_backend import read_audio
-from avaf.extract.decode.sampling import (
-    SAMPLE_RATE,
-    DecodedVideo,
-    DecodeError,
-    check_seconds,
-    clip_resize,
-    nearest_indices,
-    sample_times,
-    seconds_decoded,
-)
-
-logger = logging.getLogger(__name__)
+from avaf.extract.decode.probe import FRAME_COUNT_CONTAINERS
+from avaf.extract.decode.sampling import DecodedVideo, DecodeError, clip_resize
 
 TORCHCODEC_MISSING = "torchcodec is not installed: pip install 'avaf[torchcodec]' (and the system's FFmpeg)"
-BATCH = 16  # frames per get_frames_at call: bounds the full-resolution frames held at once
 
 
 @functools.cache
@@ -97,6 +71,43 @@ def _read_frames(decoder, indices: np.ndarray, image_size: int, cuda: bool, path
     return frames, np.concatenate(times)
 
 
+class TorchcodecReader:
+    """torchcodec's frames of the video stream PyAV chose, timed by PyAV's packets (a ``by_index.FrameReader``)."""
+
+    def __init__(
+        self, path: str | Path, video, streams: dict, origin: float, device: str = "cpu", threads: int = 0
+    ) -> None:
+        self.path, self.index, self.origin = path, video.index, origin
+        self.device, self.threads = device, threads
+        self.starts = np.zeros(0)
+
+    def times(self) -> tuple[np.ndarray, float]:
+        scan = scan_packets(self.path, self.index, self.origin)
+        if scan is None:
+            raise DecodeError(self.path, "video packets without timestamps: decoded with PyAV")
+        self.starts = np.sort(scan.times)
+        return self.starts, scan.end
+
+    def frames(self, indices: np.ndarray, image_size: int):
+        from torchcodec.decoders import VideoDecoder
+
+        try:
+            decoder = VideoDecoder(
+                str(self.path),
+                stream_index=self.index,
+                dimension_order="NHWC",
+                seek_mode="exact",
+                device=self.device,
+                num_ffmpeg_threads=self.threads,
+            )
+        except Exception as err:
+            raise DecodeError(self.path, f"torchcodec cannot open it ({err})") from None
+        frames, got = _read_frames(decoder, indices, image_size, self.device == "cuda", self.path)
+        if not np.allclose(got - self.origin, self.starts[indices], atol=1e-4):
+            raise DecodeError(self.path, "torchcodec's frames are not at the packet timestamps")
+        return frames
+
+
 def decode_torchcodec(
     path: str | Path, image_size: int = 224, device: str = "cpu", threads: int = 0
 ) -> DecodedVideo:
@@ -104,45 +115,11 @@ def decode_torchcodec(
     problem = torchcodec_problem(device)
     if problem:
         raise DecodeError(path, problem)
-    from torchcodec.decoders import VideoDecoder
-
-    with open_container(path) as container:
-        video, audio = choose_streams(container, path)
-        streams = describe_streams(container, video, audio)
-        if container.format.name in FRAME_COUNT_CONTAINERS:
-            raise DecodeError(path, f"torchcodec is not used on {container.format.name} containers")
-        if first_orientation(path, video.index) != (0, False):
-            raise DecodeError(path, "rotated video (display matrix): decoded with PyAV")
-        origin = stream_origin(video, audio)
-        declared = declared_end(container, video, origin)
-        if declared is not None:
-            check_seconds(path, declared)
-        scan = scan_packets(path, video.index, origin)
-        if scan is None:
-            raise DecodeError(path, "video packets without timestamps: decoded with PyAV")
-        seconds, duration = seconds_decoded(path, declared, scan.end)
-        times = np.sort(scan.times)
-        indices = nearest_indices(times, sample_times(seconds))
-        try:
-            decoder = VideoDecoder(
-                str(path),
-                stream_index=video.index,
-                dimension_order="NHWC",
-                seek_mode="exact",
-                device=device,
-                num_ffmpeg_threads=threads,
-            )
-        except Exception as err:
-            raise DecodeError(path, f"torchcodec cannot open it ({err})") from None
-        frames, got = _read_frames(decoder, indices, image_size, device == "cuda", path)
-        if not np.allclose(got - origin, times[indices], atol=1e-4):
-            raise DecodeError(path, "torchcodec's frames are not at the packet timestamps")
-        if audio is not None:
-            wave, valid = read_audio(container, audio, origin, seconds, path, streams)
-        else:
-            wave, valid = np.zeros((seconds, SAMPLE_RATE), np.float32), np.zeros(seconds, bool)
-            streams["audio_gaps"] = 0
-    streams |= timeline_info(video, audio, origin) | {"rotation": 0, "mirrored": False}
-    streams["corrupt_packets"] = None  # torchcodec does not report them
-    name = "torchcodec-cuda" if device == "cuda" else "torchcodec"
-    return DecodedVideo(frames, wave, valid, times[indices], duration, audio is not None, name, streams)
+    backend = ByIndex(
+        "torchcodec-cuda" if device == "cuda" else "torchcodec",
+        functools.partial(TorchcodecReader, device=device, threads=threads),
+        containers=FRAME_COUNT_CONTAINERS,
+        container_problem="torchcodec is not used on {} containers",
+        rotated_problem="rotated video (display matrix): decoded with PyAV",
+    )
+    return decode_by_index(path, image_size, backend)
