@@ -2,12 +2,12 @@
 
     avaf-demo --out demo/          # generate -> avaf-extract (local Ray) -> avaf-train -> the per-type table
 
-Step 1 writes real mp4 files and MUSIC-AVQA-format annotations (`extract/synth.py`); step 2 extracts
-features on a local Ray instance (`--in-process`: without Ray) with the default encoder weights when it
-can get them, and otherwise
-says loudly that it falls back to random encoders (and the feature file records it); step 3 runs
-`avaf-train` on the feature file, in its own process: the file is the whole interface between the stages.
-A folder that already holds a demo's outputs (`DEMO_FILES`) is refused unless `overwrite`, which deletes them.
+Step 1 writes real mp4 files and MUSIC-AVQA-format annotations (`avaf.extract.synth.generate`); step 2
+extracts features on a local Ray instance, as a real job runs (`--in-process`: without Ray), with the default
+encoder weights when it can get them, and otherwise says loudly that it falls back to random encoders (the
+feature file records it); step 3 runs `avaf-train` on the feature file in its own process: the file is the
+whole interface between the stages (DESIGN.md §1). A folder that already holds a demo's outputs
+(`DEMO_FILES`) is refused unless `overwrite`, which deletes them.
 """
 
 from __future__ import annotations

@@ -1,23 +1,14 @@
-"""A synthetic music-scene AVQA set with known answers (issue 6): real mp4 files, MUSIC-AVQA-format annotations.
+"""A generated MUSIC-AVQA look-alike with known answers: real mp4 files and MUSIC-AVQA-format annotations.
 
-MUSIC-AVQA's videos are not on every machine; this writes small ones whose every answer is known, so the whole
-toolkit (avaf-extract, avaf-train, avaf-eval) can be run and judged end to end:
+MUSIC-AVQA's videos are not on every machine; this set lets the whole toolkit (avaf-extract, avaf-train,
+avaf-eval) be run and judged end to end (docs/extraction.md, "A generated set with known answers").
+`generate` writes `videos/<id>.mp4` (H.264 + AAC, `render.py`; 8-digit ids like the real videos, so the
+questions count as MUSIC-AVQA-Real), `annotations/avqa-{train,val,test}.json` in the released format
+(DESIGN.md §4; videos split in order: train, then val, then test) and `scenes.json`, every scene's ground
+truth. Video i is drawn from `numpy.random.default_rng([seed, i])` alone: the same seed gives the same
+scenes, questions, annotation bytes and mp4 bytes, however many worker processes render the videos.
 
     avaf-synth --out synth --videos 200 --seed 0            # 200 ten-second videos
-    avaf-extract ... synth/videos ... ; avaf-train ... synth/annotations ...
-
-`generate` writes
-
-* `videos/<id>.mp4`: H.264 + AAC (see `synth_render`); ids are 8 digits ("00000001"), like the real
-  MUSIC-AVQA videos, so the questions count as MUSIC-AVQA-Real;
-* `annotations/avqa-{train,val,test}.json`: the released format (video_id, question_id, type and templ_values as
-  strings holding JSON lists, question_content, question_deleted, the answer spelled "anser"), readable by
-  `avaf.shared.avqa.annotations.load_annotations`; videos are split in order: the first ones train, then val, then test;
-* `scenes.json`: every scene's ground truth (`Scene.to_dict()` plus its split and the audio's mix_gain).
-
-Video i is drawn from `numpy.random.default_rng([seed, i])` alone: the same seed gives the same scenes,
-questions and annotation bytes, and the same mp4 bytes (no time is written, and the encoders are set up to be
-deterministic: see `synth_render`), however many worker processes render the videos.
 """
 
 from __future__ import annotations

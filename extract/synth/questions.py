@@ -1,26 +1,11 @@
-"""Questions about a synthetic scene, from the real MUSIC-AVQA templates, with answers computed from the scene.
+"""Questions about a generated scene, from the real MUSIC-AVQA templates, answers computed from the scene.
 
-`questions_for(scene)` asks every one of the 33 released templates (`synth_templates.TEMPLATES`) that the scene
+`questions_for(scene)` asks every one of the 33 released templates (`templates.TEMPLATES`) that the scene
 can answer soundly, once, and skips the rest: about 23 questions per 10-second video. Each question is
 {"type": [modality, kind], "template": the released `question_content` (spelling, trailing spaces and
-full-width "？" kept), "values": the `templ_values`, "answer"}, the answer one of the 42 MUSIC-AVQA answers.
-
-What the words mean here (see `synth_scene` for the scene model):
-
-* heard: sounds at some time, visible or off-screen; "in the video": visible; a voiceover: an off-screen
-  instrument that sounds; "this sound is from the instrument in the video": every sounding instrument is visible.
-* louder: higher gain (RMS while sounding, a factor of 2 or more apart); more rhythmic: more notes per second;
-  playing longer: at least 2 s more sounding time; lowest: lowest fundamental.
-* comes in / first / last / before / after: order of onsets (first sounding second); "the instrument on the left
-  of X" and "the left instrument of the first sounding instrument": the visible instrument(s) on that side of X,
-  asked only when they are of one type; sounds at the same time as X: the one type heard while X sounds;
-  always playing: sounds for the whole video; did not sound from beginning to end: never sounds.
-
-A question is asked only where its answer is unique: compared values differ, the first / last / k-th onset is
-not shared, a named instrument is the only one of its type (except in counting, and in "Which <Object> makes
-the sound <FL>?", which is about two of a kind and answers "simultaneously" when they start together); before /
-after X: only one type comes in before (after) X.
-Yes/no questions and the instruments they name are drawn so that "yes" and "no" are about equally likely.
+full-width "？" kept), "values": the `templ_values`, "answer"}, the answer one of the 42 MUSIC-AVQA answers
+(DESIGN.md §4). A question is asked only where its answer is unique, and yes/no questions are drawn so that
+"yes" and "no" are about equally likely. What the templates' words mean for a scene: below the imports.
 """
 
 from __future__ import annotations
@@ -46,6 +31,20 @@ from avaf.extract.synth.templates import (
 )
 
 Question = dict
+
+# What the words mean here (`scene.py` for the scene model):
+# * heard: sounds at some time, visible or off-screen; "in the video": visible; a voiceover: an off-screen
+#   instrument that sounds; "this sound is from the instrument in the video": every sounding one is visible.
+# * louder: higher gain (RMS while sounding, a factor of 2 or more apart); more rhythmic: more notes per
+#   second; playing longer: at least 2 s more sounding time; lowest: lowest fundamental.
+# * comes in / first / last / before / after: order of onsets (first sounding second); "the instrument on the
+#   left of X" and "the left instrument of the first sounding instrument": the visible instrument(s) on that
+#   side of X, asked only when they are of one type; sounds at the same time as X: the one type heard while X
+#   sounds; always playing: sounds for the whole video; did not sound from beginning to end: never sounds.
+# * unique answers: compared values differ, the first / last / k-th onset is not shared, a named instrument
+#   is the only one of its type (except in counting, and in "Which <Object> makes the sound <FL>?", which is
+#   about two of a kind and answers "simultaneously" when they start together); before / after X: only one
+#   type comes in before (after) X.
 
 
 def audio_questions(scene: Scene, rng: np.random.Generator) -> list[Question]:

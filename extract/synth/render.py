@@ -1,19 +1,13 @@
-"""Render a synthetic scene (`synth_scene`) into a real video file: H.264 frames and AAC audio in an mp4, via PyAV.
+"""Render a generated scene (`scene.py`) into a real video file: H.264 frames and AAC audio in an mp4 (PyAV).
 
 Frames: the setting's background (indoor: a wall over a floor; outdoor: a sky over grass), then each visible
-instrument's sprite in its box: its shape filled with its colour times a stripe texture (1.0 on one half of each
-8-pixel period, 0.6 on the other: the mean colour is 0.8 x the instrument's colour) inside a 2-pixel dark
-outline. In every frame where an instrument sounds its stripes move by 2 pixels; silent, they stand still.
-
-Audio: mono, 16 kHz by default (the rate avaf's decoder resamples to). An instrument is the sum of its six
-harmonics (unit RMS) times a note envelope (attack, decay to a sustain, release; unit RMS over a note) times its
-gain, over its sounding intervals, notes starting on the interval's start; elsewhere it adds exactly zero. The
-mix is scaled down by `mix_gain` (< 1 only if it would otherwise exceed 0.95), recorded with the scene.
-
-Everything is numpy on whole arrays. The encoders are set so the bytes depend only on the scene: libx264 runs
-one thread, and with its macroblock tree off: with mbtree on, the libx264 that PyAV 18 bundles wrote different
-bytes (and so different decoded frames) for the same frames from run to run, even single-threaded, at 224x224
-and 320x240 (4 different files in 8 runs); with it off, and for the AAC encoder, every run gave the same bytes.
+instrument's sprite in its box: its shape filled with its colour times a stripe texture (1.0 on one half of
+each 8-pixel period, 0.6 on the other) inside a 2-pixel dark outline; its stripes move 2 pixels a frame while
+it sounds and stand still while it is silent. Audio: mono, 16 kHz by default (the rate avaf decodes to): each
+instrument the sum of its six harmonics times a note envelope times its gain over its sounding intervals,
+exactly zero elsewhere; the mix scaled down by `mix_gain` only where it would exceed 0.95. The bytes depend
+only on the scene: libx264 on one thread with its macroblock tree off, which made the same frames encode
+differently from run to run (`write_video`).
 """
 
 from __future__ import annotations
@@ -161,7 +155,9 @@ def write_video(
     frames = render_frames(scene)
     audio, mix_gain = render_audio(scene, sample_rate)
     with av.open(str(path), "w", format="mp4") as out:
-        options = {"crf": str(crf), "preset": preset, "x264-params": "mbtree=0"}  # see the module doc
+        # mbtree on, PyAV 18's libx264 wrote other bytes for the same frames from run to run, even on one
+        # thread (4 different files in 8 runs at 224x224 and 320x240); off, and AAC, every run the same bytes
+        options = {"crf": str(crf), "preset": preset, "x264-params": "mbtree=0"}
         video = out.add_stream("libx264", rate=scene.fps, options=options)
         video.width, video.height, video.pix_fmt = scene.size[0], scene.size[1], "yuv420p"
         video.thread_count = 1  # one thread: the same bytes on every run and machine

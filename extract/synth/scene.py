@@ -1,23 +1,13 @@
-"""Scenes of the synthetic AVQA set: which instruments are where, how they sound, and when (issue 6).
+"""Scenes of the generated AVQA set: which instruments are where, how they sound, and when.
 
-A scene is a short music performance with a known ground truth. One to three instruments stand at the left,
-middle or right of the frame; half of the scenes add one more instrument that is heard but not seen (an
-off-screen source). Every instrument is one of the 22 instrument names among the 42 MUSIC-AVQA answers and has
-
-* a look: a colour, a shape and a stripe texture (`INSTRUMENTS`), drawn in its third of the frame; the stripes
-  scroll while it sounds and stand still while it is silent;
-* a sound: a fundamental on a quarter-tone grid inside one octave (220-403 Hz, so no instrument's overtone can
-  be mistaken for another's fundamental) with its own mix of six harmonics (timbre), played as notes at a rate
-  of 1, 2 or 4 notes per second ("rhythm") at a gain of 0.04, 0.08 or 0.16 (RMS while sounding: "loudness");
-* sounding intervals: whole seconds [start, end); none for a visible but silent instrument.
-
-Two instruments of one type (a "duplicate", like two violins) share the look and the sound and differ only in
-position and timing. `make_scene(rng, ...)` draws a scene; `Scene.to_dict()` is what `scenes.json` stores.
-Rendering is in `synth_render`, questions in `synth_questions`, the whole set in `synth`.
-
-    >>> import numpy as np
-    >>> scene = make_scene(np.random.default_rng(0), video_id="00000001", duration=10)
-    >>> [s.instrument for s in scene.sources]  # doctest: +SKIP
+A scene is a short music performance with a known ground truth: one to three instruments at the left, middle
+or right of the frame, and in half of the scenes one more that is heard but not seen. Each is one of the 22
+instruments among the 42 MUSIC-AVQA answers, with a look (colour, shape, stripes that scroll while it
+sounds: `INSTRUMENTS`), a sound (a fundamental on a quarter-tone grid in 220-403 Hz, so no overtone passes
+for another's fundamental; six harmonics; 1, 2 or 4 notes a second; a gain of 0.04, 0.08 or 0.16) and
+sounding intervals of whole seconds. Two of one type share look and sound and differ in place and timing.
+`make_scene(rng, ...)` draws a scene; `Scene.to_dict()` is what `scenes.json` stores. Rendering: `render.py`,
+questions: `questions.py`, the whole set: `generate.py`.
 """
 
 from __future__ import annotations

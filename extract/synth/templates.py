@@ -1,9 +1,9 @@
-"""The 33 MUSIC-AVQA question templates, and the helpers `synth_questions` asks them with.
+"""The 33 MUSIC-AVQA question templates, and the helpers `questions.py` asks them with.
 
-`TEMPLATES` maps a short name to (modality, kind, question_content) with `question_content` spelled exactly as in
-the released json_update files (trailing spaces and the full-width "？" included), so the synthetic questions
-are the real ones. The helpers read a `synth_scene.Scene`: which types are present, who comes in first, what
-stands beside whom, each returning None where the answer would be ambiguous.
+`TEMPLATES` maps a short name to (modality, kind, question_content) with `question_content` spelled exactly as
+in the released json_update files (trailing spaces and the full-width "？" included), so the generated
+questions are the real ones. The helpers read a `scene.Scene`: which types are present, who comes in first,
+what stands beside whom, each returning None where the answer would be ambiguous.
 """
 
 from __future__ import annotations
