@@ -8,6 +8,7 @@ Real clips are in tests/data/videos/ (see SOURCE.md there). The clip generator i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -22,7 +23,6 @@ from PIL import Image
 
 from avaf.extract.decode import backends as dec
 from avaf.extract.decode.backends import (
-    AUTO_ORDER,
     DecodeError,
     decode_video,
     decode_with_fallback,
@@ -39,9 +39,10 @@ VIDEOS = Path(__file__).parent / "data" / "videos"
 SR = 16_000
 # decord is an optional extra (wheels for x86-64 Linux and Windows only); its cases skip where it is missing
 needs_decord = pytest.mark.skipif(
-    dec.decord_problem() is not None, reason="decord: pip install 'avaf[decord]'"
+    dec.backend_problem("decord") is not None, reason="decord: pip install 'avaf[decord]'"
 )
 DECORD = pytest.param("decord", marks=needs_decord)
+AUTO_ORDER = ("pyav", "decord")  # what "auto" tries, in order
 
 
 def frame_index(frame: np.ndarray) -> int:
@@ -379,12 +380,15 @@ def test_a_crashed_decoder_costs_one_video(fifo, clips, signum):
 
 def _make_backend_segfault(backend: str) -> None:
     """Runs in the decode child (IsolatedDecoder's initializer): ``backend`` kills its own process."""
-    dec.BACKENDS[backend] = lambda *args: os.kill(os.getpid(), signal.SIGSEGV)
+    segfault = lambda *args: os.kill(os.getpid(), signal.SIGSEGV)
+    dec.BACKENDS[backend] = dataclasses.replace(dec.BACKENDS[backend], decode=segfault)
 
 
 @pytest.mark.parametrize("first, second", [("decord", "pyav"), ("pyav", "decord")])
 def test_auto_retries_a_crashed_backend_in_a_fresh_process(clips, monkeypatch, first, second):
-    monkeypatch.setattr(dec, "AUTO_ORDER", (first, second))
+    first_here = {name: dec.BACKENDS[name] for name in (first, second)} | dec.BACKENDS
+    monkeypatch.setattr(dec, "BACKENDS", first_here)  # "auto" now tries `first`, then `second`
+    assert dec.attempts("auto") == (first, second)
     with IsolatedDecoder(initializer=_make_backend_segfault, initargs=(first,)) as decoder:
         video = decoder.decode(clips["five"], timeout_s=60)
     assert video.decoder == second

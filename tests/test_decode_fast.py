@@ -22,6 +22,7 @@ from avaf.extract.decode import backends as dec
 from avaf.extract.decode.backends import check_backend, decode_video
 from avaf.extract.decode.plan import NONREF, SEND, SKIP, PacketScan, plan_packets, scan_packets
 from avaf.extract.decode.pyav_backend import decode_pyav
+from avaf.extract.decode.torchcodec_backend import TORCHCODEC_MISSING, torchcodec_problem
 from avaf.extract.decode.worker import IsolatedDecoder
 
 VIDEOS = Path(__file__).parent / "data" / "videos"
@@ -161,8 +162,8 @@ def test_plan_of_a_hand_made_stream():
 
 # --- torchcodec --------------------------------------------------------------------------------------------
 
-TORCHCODEC = dec.torchcodec_problem("cpu")
-TORCHCODEC_CUDA = dec.torchcodec_problem("cuda")
+TORCHCODEC = dec.backend_problem("torchcodec")
+TORCHCODEC_CUDA = dec.backend_problem("torchcodec-cuda")
 NVDEC = dec.backend_problem("pyav-cuda")
 
 
@@ -174,7 +175,7 @@ def test_torchcodec_missing_falls_back_to_pyav_saying_why(clips, backend, caplog
         # test_torchcodec_cpu_takes_the_same_frames, asserts its frames instead. The torchcodec-cuda case
         # of this test still runs wherever there is no GPU (this machine and CI: no torchcodec at all).
         pytest.skip("torchcodec decodes on the CPU here")
-    problem = dec.torchcodec_problem(dec.TORCHCODEC_DEVICE[backend])
+    problem = dec.backend_problem(backend)
     with caplog.at_level(logging.WARNING):
         check_backend(backend)  # no error: one line, then PyAV
     lines = [r.getMessage() for r in caplog.records]
@@ -185,15 +186,15 @@ def test_torchcodec_missing_falls_back_to_pyav_saying_why(clips, backend, caplog
     with IsolatedDecoder() as isolated:
         there = isolated.decode(clips["h264 gop 250"], timeout_s=60, backend=backend)
     assert there.decoder == "pyav" and there.streams["failed_attempts"] == [f"{backend}: {problem}"]
-    assert dec.auto_order() == dec.AUTO_ORDER  # auto does not try it
+    assert dec.attempts("auto") == ("pyav", "decord")  # auto does not try it
 
 
 def test_torchcodec_problem_names_the_fix(monkeypatch):
     """Wherever torchcodec is installed or not: made unimportable, the problem is the one-line fix; and the
     problem found here (if any) names a fix too."""
     monkeypatch.setitem(sys.modules, "torchcodec", None)  # `import torchcodec` now raises ImportError
-    assert dec.torchcodec_problem.__wrapped__("cpu") == dec.TORCHCODEC_MISSING
-    assert "pip install 'avaf[torchcodec]'" in dec.TORCHCODEC_MISSING
+    assert torchcodec_problem.__wrapped__("cpu") == TORCHCODEC_MISSING
+    assert "pip install 'avaf[torchcodec]'" in TORCHCODEC_MISSING
     if TORCHCODEC is not None:
         assert "pip install 'avaf[torchcodec]'" in TORCHCODEC or "FFmpeg" in TORCHCODEC
         assert "\n" not in TORCHCODEC

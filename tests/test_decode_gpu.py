@@ -112,7 +112,7 @@ def test_without_cuda_pyav_cuda_falls_back_to_pyav_and_says_why(tmp_path):
 def test_gpu_decoders_decode_where_they_are_encoded_and_auto_never_picks_one():
     assert decodes_on_gpu("pyav-cuda") and decodes_on_gpu("torchcodec-cuda")
     assert not decodes_on_gpu("auto") and not decodes_on_gpu("pyav")
-    assert dec.auto_order() == dec.AUTO_ORDER == ("pyav", "decord")
+    assert dec.attempts("auto") == ("pyav", "decord")
 
 
 @pytest.mark.skipif(CUDA, reason="the fallback needs a machine without CUDA")

@@ -1,4 +1,4 @@
-"""decord is optional (issue 10, item 4): without it, "auto" decodes with PyAV and `--decoder decord` is a
+"""decord is optional (docs/extraction.md, "Videos"): without it, "auto" decodes with PyAV and `--decoder decord` is a
 one-line error naming the fix.
 
 decord has wheels for x86-64 Linux and Windows only, so `pip install avaf` leaves it out and
@@ -36,6 +36,7 @@ def clip(tmp_path_factory):
 def test_without_decord_auto_decodes_with_pyav_and_decord_names_the_fix(clip):
     code = f"""
 import json
+import dataclasses
 from avaf.extract.decode.backends import BACKENDS, DecodeError, check_backend, decode_video, decode_with_fallback
 out = {{}}
 video = decode_video({str(clip)!r}, backend="auto")
@@ -49,9 +50,9 @@ try:
     decode_video({str(clip)!r}, backend="decord")
 except DecodeError as err:
     out["explicit"] = err.problem
-def broken(path, size):  # a video PyAV cannot decode: auto would fall back to decord
+def broken(path, size, threads):  # a video PyAV cannot decode: auto would fall back to decord
     raise DecodeError(path, "pyav broke")
-BACKENDS["pyav"] = broken
+BACKENDS["pyav"] = dataclasses.replace(BACKENDS["pyav"], decode=broken)
 try:
     decode_with_fallback({str(clip)!r})
 except DecodeError as err:
@@ -89,6 +90,6 @@ def test_with_decord_installed_both_backends_are_accepted():
     pytest.importorskip("decord")
     backends.check_backend("decord")
     backends.check_backend("auto")
-    assert backends.decord_problem() is None
+    assert backends.backend_problem("decord") is None
     with pytest.raises(ValueError, match="unknown backend 'ffmpeg'"):
         backends.check_backend("ffmpeg")

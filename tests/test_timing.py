@@ -22,7 +22,7 @@ from avaf.extract.decode.sampling import DecodeError, orientation, upright
 SR = 16_000
 TONE_HZ = [300.0, 500.0, 700.0, 900.0, 1100.0, 1300.0, 1500.0]
 needs_decord = pytest.mark.skipif(
-    dec.decord_problem() is not None, reason="decord: pip install 'avaf[decord]'"
+    dec.backend_problem("decord") is not None, reason="decord: pip install 'avaf[decord]'"
 )
 BACKENDS = ["pyav", pytest.param("decord", marks=needs_decord)]
 

@@ -1,7 +1,10 @@
 """Decoding (DESIGN.md §3 "Sampling", "Decoding"): a video file -> `DecodedVideo` (T frames, T seconds of audio).
 
-backends  decode_video / decode_with_fallback over PyAV and decord;  worker  the same in a child process
-sampling  the sampling grid, resizing and audio assembly every backend shares
+backends   the table of decode backends, ``decode_video``, and which backends to try in what order
+sampling   the 1 fps rule, nearest frames, CLIP's resize, audio assembly; DecodedVideo and the errors
+probe      PyAV's look at a file (streams, timeline, declared duration) every backend starts with
+pyav_backend, by_index (decord_backend, torchcodec_backend)   the backends; plan, gpu_frames   their helpers
+worker     the same decode in a child process with a timeout, and the Ray decode task
 """
 
 from avaf.extract.decode.backends import decode_video, decode_with_fallback, find_media, video_id

@@ -1,66 +1,27 @@
-"""Decode videos into what the encoders need: one CLIP-ready frame and one second of 16 kHz audio per second.
+"""The decode backends and how one is chosen (DESIGN.md §3 "Decoding"): ``decode_video(path, backend)`` turns a
+video (or an audio-only file, by extension) into a ``DecodedVideo``: T frames at t + 0.5 s and T seconds of
+16 kHz mono audio (sampling.py).
 
-DESIGN.md §3 "Sampling" and "Decoding". ``decode_video(path)`` returns a ``DecodedVideo``:
-
-* T = whole seconds of the video stream (floor of its duration, forgiving a shortfall under 0.05 s, so a
-  29.97 fps clip of 59.993 s has 60). A clip under one second raises DecodeError: there is nothing to sample,
-  and a sub-second AVQA clip is almost always a broken download. A file whose frames stop more than 1 s
-  before the duration its header declares is truncated (DecodeError).
-* Second t: the frame nearest t + 0.5 s (the earlier on a tie), resized like CLIP's preprocess (shorter side
-  to 224, PIL bicubic, centre crop) and kept uint8; audio samples [t * 16000, (t + 1) * 16000) of the mono
-  16 kHz waveform. Only T * 16000 samples are kept: VGGish example t is ``audio[t, :15360]``.
-* One timeline per video, from the presentation timestamps: time 0 is the video stream's start, or the
-  audio's when it starts over 0.1 s earlier (``timeline_origin``). Variable frame rate, late audio (start
-  offsets, edit lists) and a video that starts after its audio all keep second t of audio with second t of
-  video; ``timestamps`` records the time of each frame taken. Frames are turned upright by their display
-  matrix before the resize (``streams["rotation"]``, ``streams["mirrored"]``).
-* Audio always comes from PyAV (or librosa for audio-only files): FFmpeg's best audio stream, resampled to
-  16 kHz per channel then averaged to mono, placed by its timestamps (a gap stays a gap). Missing audio is
-  zeros with ``audio_valid`` False for every second less than half covered; no audio stream gives
-  ``has_audio`` False.
-* Audio-only files (wav, flac, mp3, m4a, ...) load through librosa (PyAV when librosa cannot read the
-  format): ``has_video`` False, ``frames`` of shape (0, S, S, 3), T from the audio's duration.
-* Backends: "pyav" (one sequential pass, frames picked by timestamp; a demux pass plans which packets the
-  frames taken need and only those are decoded, exactly: plan.py; stops after the last needed frame),
-  "decord" (``get_batch`` at the nearest indices; refuses MPEG-TS/PS and AVI, whose frames it gets wrong,
-  and rotated videos, which it turns wrongly), "pyav-cuda" (PyAV's pass and packet plan with NVDEC, the
-  frames converted and resized on the GPU and left there as a CUDA tensor), "torchcodec" and
-  "torchcodec-cuda" (the plan's frame indices; on the GPU the frames stay a CUDA tensor). The last three
-  fall back to PyAV, with one line, where torchcodec, the system's FFmpeg, CUDA or NVDEC is missing.
-  "auto" tries ``auto_order()`` (AUTO_ORDER: never a GPU decoder, see there) and falls back on a backend
-  failure; ``decoder`` records which one served, and ``streams["failed_attempts"]`` the failures before it.
-* decord is optional (``pip install 'avaf[decord]'``: its wheels exist for x86-64 Linux and Windows only).
-  Without it "auto" uses PyAV alone (``check_backend`` logs it; a video PyAV cannot decode fails with the
-  fix in its error), and asking for "decord" is a one-line error naming the fix, before any work
-  (``check_backend``), or this video's ``DecodeError`` on a Ray worker that lacks decord.
-
-Speed, from ``tests/benchmarks/bench_decode.py`` (generated 60 s H.264 High CRF 23 + AAC clips at 25 and 30
-fps, a keyframe every 250 or every 12 frames; CPU-seconds per video, one video at a time, 1 pass; 2-core AMD
-EPYC VM, 1-minute load 1.0-2.0 with the benchmark's own ~1, 2026-11-30; PyAV 18.1 / FFmpeg 8; decord 0.6.0
-from an earlier run at load 5-12; naive = the AVQA repositories' ffmpeg -> 1-fps JPEG (-q:v 2) + 16 kHz WAV,
-read back, reproduced with PyAV):
-
-    keyframe every 250 frames      640x360   1280x720   1920x1080     every 12 frames: 360p   720p   1080p
-    pyav, 1 thread (a Ray task)      0.98       2.49       5.24                        1.01   2.41    5.14
-    pyav, FFmpeg threads (alone)     1.18       3.14       6.20                        1.09   2.88    5.67
-    pyav decoding every frame        1.44       4.08       8.87                        2.37   7.11   13.84
-    decord (earlier run)             1.48       4.21       9.56                        2.09   5.51   11.29
-    naive ffmpeg -> JPEG + WAV       1.88       5.15       9.83                        2.73   7.88   16.86
-
-so "auto" starts with PyAV. ``decode_isolated`` (worker.py) runs the same decode in a child process
-with a timeout, so a hung or crashing decoder costs one video.
+``BACKENDS`` is the one table of them: each one's decode function, why it cannot decode here (None when it
+can), the backend that takes over a video it fails on, whether its frames come back on the GPU, and whether
+"auto" tries it. ``attempts`` answers "what to try, in what order" for this process and for the isolated
+decode (worker.py) alike. "auto" is PyAV, then decord when PyAV fails on a video, never a GPU decoder;
+pyav-cuda and the torchcodec ones fall back to PyAV, saying why. A new backend is its own module and one
+line of the table. Why this order, and what each backend costs: docs/extraction.md, "Decoders".
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from avaf.extract.decode.decord_backend import DECORD_MISSING, decord_problem
+from avaf.extract.decode.decord_backend import decode_decord, decord_problem
 from avaf.extract.decode.probe import (
     choose_streams,
     describe_streams,
@@ -77,21 +38,19 @@ from avaf.extract.decode.sampling import (
     assemble_audio,
     check_seconds,
     sample_times,
-    whole_seconds,
 )
-from avaf.extract.decode.torchcodec_backend import TORCHCODEC_MISSING, decode_torchcodec, torchcodec_problem
+from avaf.extract.decode.torchcodec_backend import decode_torchcodec, torchcodec_problem
 
 __all__ = [
-    "AUTO_ORDER",
     "AUDIO_EXTENSIONS",
-    "VIDEO_EXTENSIONS",
-    "DECORD_MISSING",
+    "BACKENDS",
     "GPU_BACKENDS",
-    "TORCHCODEC_MISSING",
+    "VIDEO_EXTENSIONS",
+    "Backend",
     "DecodeError",
     "DecodedVideo",
     "MediaError",
-    "auto_order",
+    "attempts",
     "backend_problem",
     "check_backend",
     "decode_audio_file",
@@ -99,9 +58,7 @@ __all__ = [
     "decode_with_fallback",
     "find_media",
     "scan_media",
-    "torchcodec_problem",
     "video_id",
-    "whole_seconds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,83 +68,91 @@ VIDEO_EXTENSIONS = frozenset(
     ".vob .mxf .divx".split()
 )
 AUDIO_EXTENSIONS = frozenset(".wav .flac .mp3 .m4a .aac .ogg .oga .opus .wma .aif .aiff .aifc".split())
-AUTO_ORDER = ("pyav", "decord")  # fastest first: see the benchmark above
 
 
-def require_known_backend(backend: str) -> None:
-    """ValueError unless `backend` is "auto" or one of BACKENDS."""
-    if backend != "auto" and backend not in BACKENDS:
+def _no_problem() -> str | None:
+    return None  # PyAV: a dependency, always there
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One decode backend, as ``--decoder`` names it."""
+
+    name: str  # the --decoder choice, and the decoder each video it serves records
+    decode: Callable[[str | Path, int, int], DecodedVideo]  # (path, image_size, threads)
+    # why it cannot decode in this process (one line, the fix included), or None
+    problem: Callable[[], str | None] = _no_problem
+    fallback: str | None = None  # the backend that takes over a video this one fails on
+    gpu: bool = False  # its frames come back as a CUDA tensor: it decodes in the process that encodes
+    auto: bool = False  # "auto" tries it, in the table's order
+    label: str = ""  # how messages name it (default: its name)
+
+    @property
+    def shown(self) -> str:
+        return self.label or self.name
+
+
+# "auto": PyAV first (the fastest on the CPU), decord when PyAV fails; never a GPU decoder, slower than the
+# CPU cores of the same node (docs/extraction.md, "GPU decoding, and torchcodec")
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("pyav", decode_pyav, auto=True, label="PyAV"),
+        Backend("decord", decode_decord, decord_problem, auto=True),
+        Backend(
+            "torchcodec",
+            functools.partial(decode_torchcodec, device="cpu"),
+            functools.partial(torchcodec_problem, "cpu"),
+            fallback="pyav",
+        ),
+        Backend(
+            "torchcodec-cuda",
+            functools.partial(decode_torchcodec, device="cuda"),
+            functools.partial(torchcodec_problem, "cuda"),
+            fallback="pyav",
+            gpu=True,
+        ),
+        Backend("pyav-cuda", functools.partial(decode_pyav, device="cuda"), nvdec_problem, "pyav", gpu=True),
+    )
+}
+GPU_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.gpu)
+
+
+def attempts(backend: str) -> tuple[str, ...]:
+    """The backends to try for ``backend``, in order: for "auto" those the table marks ``auto``, else
+    ``backend`` and its fallbacks. ValueError for a name that is not in the table."""
+    if backend == "auto":
+        return tuple(name for name, b in BACKENDS.items() if b.auto)
+    if backend not in BACKENDS:
         known = ", ".join(repr(b) for b in ("auto", *BACKENDS))
         raise ValueError(f"unknown backend {backend!r}: expected one of {known}")
-
-
-def check_backend(backend: str) -> None:
-    """Refuse, before any work, a backend that is unknown or not installed here (ValueError, one line).
-
-    torchcodec and pyav-cuda are the exception: without torchcodec (or the system's FFmpeg), CUDA or NVDEC
-    one line says so and PyAV decodes on the CPU instead; each video records which decoder served it.
-    """
-    require_known_backend(backend)
-    problem = decord_problem() if backend in ("auto", "decord") else None
-    if problem and backend == "decord":
-        raise ValueError(f"--decoder decord: {problem}; or use --decoder auto (PyAV)")
-    if problem:
-        logger.info("--decoder auto uses PyAV alone (%s)", problem)
-    if backend in FALLBACKS and (problem := backend_problem(backend)):
-        logger.warning("--decoder %s: %s; decoding with PyAV instead", backend, problem)
+    order = [backend]
+    while (after := BACKENDS[order[-1]].fallback) is not None and after not in order:
+        order.append(after)
+    return tuple(order)
 
 
 def backend_problem(backend: str) -> str | None:
-    """Why ``backend`` (one of FALLBACKS) cannot decode in this process, or None."""
-    if backend == "pyav-cuda":
-        return nvdec_problem()
-    return torchcodec_problem(TORCHCODEC_DEVICE[backend])
+    """Why ``backend`` cannot decode in this process (one line, the fix included), or None."""
+    return BACKENDS[backend].problem()
 
 
-def auto_order() -> tuple[str, ...]:
-    """The backends "auto" tries, in order. Never a GPU decoder: on an H200 node NVDEC through PyAV decoded
-    1.6-2.1 videos/s at any concurrency, where its CPU cores decode ~12 (360p) and the encoders take ~80
-    (docs/benchmarks.md); pyav-cuda and torchcodec-cuda are there when asked for."""
-    return tuple(AUTO_ORDER)
+def check_backend(backend: str) -> None:
+    """Refuse, before any work, a backend that is unknown or cannot decode here (ValueError, one line).
 
-
-def _decode_decord(path: str | Path, image_size: int = 224) -> DecodedVideo:
-    problem = decord_problem()
-    if problem:  # e.g. a Ray worker without decord: this video fails with the fix, the job goes on
-        raise DecodeError(path, problem)
-    from avaf.extract.decode.decord_backend import decode_decord  # decord is imported only when asked for
-
-    return decode_decord(path, image_size)
-
-
-def _decode_torchcodec_cpu(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
-    return decode_torchcodec(path, image_size, "cpu", threads)
-
-
-def _decode_torchcodec_cuda(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
-    return decode_torchcodec(path, image_size, "cuda", threads)
-
-
-def _decode_pyav_cuda(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
-    return decode_pyav(path, image_size, device="cuda")
-
-
-def _decode_decord_any(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
-    return _decode_decord(path, image_size)
-
-
-BACKENDS: dict[str, Callable[..., DecodedVideo]] = {
-    "pyav": decode_pyav,
-    "decord": _decode_decord_any,
-    "torchcodec": _decode_torchcodec_cpu,
-    "torchcodec-cuda": _decode_torchcodec_cuda,
-    "pyav-cuda": _decode_pyav_cuda,
-}
-TORCHCODEC_DEVICE = {"torchcodec": "cpu", "torchcodec-cuda": "cuda"}
-GPU_BACKENDS = ("pyav-cuda", "torchcodec-cuda")  # their frames come back as CUDA tensors
-# asked for by name, these fall back to PyAV on a failure (missing library, FFmpeg, GPU or NVDEC; a refused
-# file)
-FALLBACKS = {name: (name, "pyav") for name in (*TORCHCODEC_DEVICE, "pyav-cuda")}
+    Where another backend takes over (a fallback of pyav-cuda or torchcodec; "auto" without decord) one line
+    says so instead; each video records which decoder served it.
+    """
+    order = attempts(backend)
+    problems = {name: problem for name in order if (problem := backend_problem(name)) is not None}
+    usable = [BACKENDS[name].shown for name in order if name not in problems]
+    if backend == "auto" and problems:
+        logger.info("--decoder auto uses %s alone (%s)", " and ".join(usable), "; ".join(problems.values()))
+    elif backend in problems and usable:
+        logger.warning("--decoder %s: %s; decoding with %s instead", backend, problems[backend], usable[0])
+    elif backend in problems:
+        auto = " and ".join(BACKENDS[n].shown for n in attempts("auto") if backend_problem(n) is None)
+        raise ValueError(f"--decoder {backend}: {problems[backend]}; or use --decoder auto ({auto})")
 
 
 def is_audio_file(path: str | Path) -> bool:
@@ -195,10 +160,12 @@ def is_audio_file(path: str | Path) -> bool:
 
 
 def _run(backend: str, path: str | Path, image_size: int, threads: int) -> DecodedVideo:
-    # a backend is called (path, image_size) unless threads are asked for: a plain two-argument decode
-    # function can stand in for one (tests do)
-    run = BACKENDS[backend]
-    return run(path, image_size, threads) if threads else run(path, image_size)
+    """One backend on one video; DecodeError naming the fix where it cannot decode here (a Ray worker without
+    decord: this video fails, the job goes on)."""
+    problem = backend_problem(backend)
+    if problem is not None:
+        raise DecodeError(path, problem)
+    return BACKENDS[backend].decode(path, image_size, threads)
 
 
 def decode_with_fallback(
@@ -208,10 +175,10 @@ def decode_with_fallback(
     on_attempt: Callable[[str], None] | None = None,
     threads: int = 0,
 ) -> DecodedVideo:
-    """Try the backends in ``order`` (default ``auto_order()``); a backend failure moves on, a MediaError (the
-    file itself) does not. The failures before the one that served go to ``streams["failed_attempts"]``."""
+    """Try the backends in ``order`` (default ``attempts("auto")``); a backend failure moves on, a MediaError
+    (the file itself) does not. The failures before the one that served go to ``streams["failed_attempts"]``."""
     problems = []
-    for backend in order if order is not None else auto_order():
+    for backend in order if order is not None else attempts("auto"):
         if on_attempt is not None:
             on_attempt(backend)
         try:
@@ -229,20 +196,26 @@ def decode_with_fallback(
 
 
 def decode_video(
-    path: str | Path, backend: str = "auto", image_size: int = 224, threads: int = 0
+    path: str | Path,
+    backend: str = "auto",
+    image_size: int = 224,
+    threads: int = 0,
+    order: tuple[str, ...] | None = None,
+    on_attempt: Callable[[str], None] | None = None,
 ) -> DecodedVideo:
     """Decode one video (or audio-only file, by extension) into T frames and T seconds of audio.
 
     threads: FFmpeg decoding threads (0: FFmpeg's choice; 1: the fewest CPU-seconds), PyAV and torchcodec.
+    A backend with nothing to fall back on runs alone and raises its own error; otherwise
+    ``decode_with_fallback`` tries ``order`` (default ``attempts(backend)``; the isolated decode passes those
+    left after a crash), calling ``on_attempt`` with each backend as it starts.
     """
-    require_known_backend(backend)
+    chain = attempts(backend)
     if is_audio_file(path):
         return decode_audio_file(path)
-    if backend == "auto":
-        return decode_with_fallback(path, auto_order(), image_size, threads=threads)
-    if backend in FALLBACKS:
-        return decode_with_fallback(path, FALLBACKS[backend], image_size, threads=threads)
-    return _run(backend, path, image_size, threads)
+    if len(chain) == 1:
+        return _run(backend, path, image_size, threads)
+    return decode_with_fallback(path, chain if order is None else order, image_size, on_attempt, threads)
 
 
 def _librosa_load(path: str | Path) -> np.ndarray | None:

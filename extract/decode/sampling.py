@@ -63,7 +63,8 @@ class DecodedVideo:
     timestamps: (T,) float64, time in seconds on the timeline (``timeline_origin``) of the frame used for
         second t; t + 0.5 for an audio-only file.
     duration: where the video ends on the timeline (of audio for an audio-only file): T was computed from it.
-    decoder: "pyav", "decord" or "librosa": which one produced the frames (audio: always PyAV or librosa).
+    decoder: the backend that produced the frames (``backends.BACKENDS``), or "librosa" for an audio-only
+        file (audio: always PyAV or librosa).
     streams: the streams chosen and found (``describe_streams`` in pyav_backend), and what the timing rules
         did: ``video_start`` / ``audio_start`` (s on the timeline), ``audio_gaps`` (timestamp jumps the audio
         was re-placed at), ``rotation`` (degrees counter-clockwise) and ``mirrored`` (the display matrix

@@ -109,12 +109,9 @@ class TorchcodecReader:
 
 
 def decode_torchcodec(
-    path: str | Path, image_size: int = 224, device: str = "cpu", threads: int = 0
+    path: str | Path, image_size: int = 224, threads: int = 0, device: str = "cpu"
 ) -> DecodedVideo:
     """Decode ``path``'s frames with torchcodec on ``device`` ("cpu" or "cuda") and its audio with PyAV."""
-    problem = torchcodec_problem(device)
-    if problem:
-        raise DecodeError(path, problem)
     backend = ByIndex(
         "torchcodec-cuda" if device == "cuda" else "torchcodec",
         functools.partial(TorchcodecReader, device=device, threads=threads),

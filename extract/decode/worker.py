@@ -1,18 +1,13 @@
-"""Decoding isolated in a child process, with a timeout (DESIGN.md §3 "Decoding").
+"""Decoding isolated in a child process, with a timeout (DESIGN.md §3 "Decoding"), and the Ray decode task.
 
-A hung or crashing decoder (decord deadlocks holding the GIL; FFmpeg can segfault on a broken file) must
-cost one video, never the caller. ``IsolatedDecoder`` keeps one "spawn" child (never fork: the caller may
-hold threads) that decodes one video at a time and is reused, so the per-call cost is only pickling the
-result (~13 MB for 60 s, a few ms) instead of starting Python and importing PyAV for every video. On a
-timeout the child is killed and DecodeError says "timed out after N s"; when it dies the error names the
-signal; either way the next call starts a fresh child. With backend "auto" the child reports which backend
-it is running, and a crash or timeout is retried with the backends not yet tried, in a fresh child. The
-child is also replaced every ``max_tasks`` videos, which bounds decord's known memory growth.
-
-    with IsolatedDecoder() as decoder:
-        video = decoder.decode("clip.mp4", timeout_s=120)
-
-``decode_isolated(path, timeout_s)`` does the same with one shared decoder per process.
+A hung or crashing decoder (decord deadlocks holding the GIL; FFmpeg can segfault on a broken file) must cost
+one video, never the caller. ``IsolatedDecoder`` keeps one "spawn" child (never fork: the caller may hold
+threads) that decodes one video at a time and is reused, so a video costs the pickling of its result, not a
+Python start and a PyAV import. A timeout kills the child ("timed out after N s"), a death names the signal,
+and the next call starts a fresh child. The child reports which of ``backends.attempts(backend)`` it is
+running, so a crash or timeout is retried with the backends not yet tried, in a fresh child. The child is
+also replaced every ``max_tasks`` videos, which bounds decord's memory growth. ``decode_isolated`` shares
+one decoder per process; ``decode_on_node`` is a Ray decode task (it imports PyAV, not torch).
 """
 
 from __future__ import annotations
@@ -48,13 +43,9 @@ def _serve(conn, initializer: Callable | None, initargs: tuple) -> None:
         if job is None:
             return
         path, backend, order, image_size, threads = job
+        report = lambda name: conn.send(("attempt", name))  # the parent then knows what was running
         try:
-            if order:
-                result = backends.decode_with_fallback(
-                    path, order, image_size, lambda b: conn.send(("attempt", b)), threads=threads
-                )
-            else:
-                result = backends.decode_video(path, backend, image_size, threads=threads)
+            result = backends.decode_video(path, backend, image_size, threads, order, report)
             if not isinstance(result.frames, np.ndarray):  # torchcodec-cuda: a CUDA tensor cannot cross
                 result.frames = result.frames.cpu().numpy()
             conn.send(("ok", result))
@@ -212,13 +203,7 @@ class IsolatedDecoder:
     ) -> DecodedVideo:
         """``decode_video(path, backend, image_size, threads)`` in the child, within ``timeout_s`` per attempt;
         frames come back as a NumPy array (torchcodec-cuda's too)."""
-        backends.require_known_backend(backend)
-        path = str(path)
-        order = ()
-        if not backends.is_audio_file(path) and backend == "auto":
-            order = backends.auto_order()
-        elif not backends.is_audio_file(path) and backend in backends.FALLBACKS:
-            order = backends.FALLBACKS[backend]
+        path, order = str(path), backends.attempts(backend)
         lost: list[str] = []
         with self._lock:
             while True:

@@ -250,9 +250,9 @@ def routes(args, work: Path) -> dict[str, tuple]:
     methods[RAY] = (lambda p: backends.decode_video(p, "pyav", threads=1), none)
     methods[ALONE] = (lambda p: backends.decode_video(p, "pyav"), none)
     methods["every frame (FFmpeg threads)"] = (lambda p: decode_pyav(p, plan=False), none)
-    if backends.decord_problem() is None and not args.no_decord:
+    if backends.backend_problem("decord") is None and not args.no_decord:
         methods["decord"] = (lambda p: backends.decode_video(p, "decord"), none)
-    problem = backends.torchcodec_problem("cpu")
+    problem = backends.backend_problem("torchcodec")
     if problem is None:
         methods["torchcodec"] = (lambda p: backends.decode_video(p, "torchcodec"), none)
     else:
