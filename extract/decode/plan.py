@@ -1,24 +1,13 @@
 """Which video packets to decode so that the frame nearest each t + 0.5 s comes out as a full decode gives it.
 
 DESIGN.md §3 "Decoding": one frame per second is kept of 25-30, so most of the decode work is waste. A demux
-pass (no decoding: ~0.04 s for 60 s of 720p) reads every video packet's presentation time and keyframe flag;
-from those alone the frames the sampling rule takes are known exactly (``nearest_indices`` over the packet
-times, the same rule as a full decode). Then, per packet in decode order:
-
-* **needed** (the frame taken for some second): decoded in full;
-* **between a keyframe and a needed packet** of the same keyframe interval ("segment"): sent to the decoder
-  with FFmpeg's ``skip_frame = NONREF``, so reference frames are decoded (a needed frame may depend on them)
-  and non-reference frames, which nothing depends on, are dropped unseen;
-* **after the last needed packet of its segment**, or in a segment with no needed packet: never sent. The next
-  needed segment starts at a keyframe, a random access point, so the frames decoded there are unchanged.
-
-A needed frame presented before its segment's keyframe (a leading picture of an open GOP: HEVC RASL, H.264
-open-GOP B-frames) depends on the previous segment, which is then decoded in full. Frames that are decoded
-but not needed (the reference frames, leading pictures whose references were not sent) are never taken:
-every second's nearest frame is decoded, so the nearest decoded frame is it. The rule stays exact;
-tests/test_decode_fast.py compares every frame and timestamp with a decode of every frame.
-
-The plan is given up (every packet decoded, as before) when a packet has no timestamp.
+pass (``scan_packets``, no decoding: about 1% of the decode) reads every video packet's presentation time and
+keyframe flag; from those alone the frames the sampling rule takes are known exactly (``nearest_indices``
+over the packet times, the same rule as a full decode). ``plan_packets`` then says, per packet, whether to
+decode it in full, decode it only if it is a reference frame, or never send it; ``PacketFeeder`` applies that
+while PyAV decodes. The rule stays exact (tests/test_decode_fast.py compares every frame and timestamp with a
+decode of every frame); the plan is given up (every packet decoded) when a packet has no timestamp. Savings:
+docs/extraction.md, "Decoding only what is needed".
 """
 
 from __future__ import annotations
@@ -72,7 +61,20 @@ def scan_packets(path: str | Path, index: int, origin: float) -> PacketScan | No
 
 
 def plan_packets(scan: PacketScan, targets: np.ndarray) -> np.ndarray:
-    """(P,) SEND / NONREF / SKIP for each packet of ``scan`` (decode order), given the sample times."""
+    """(P,) SEND / NONREF / SKIP for each packet of ``scan`` (decode order), given the sample times.
+
+    * **needed** (the frame taken for some second): SEND, decoded in full;
+    * **between a keyframe and a needed packet** of the same keyframe interval ("segment"): NONREF, sent with
+      FFmpeg's ``skip_frame = NONREF``, so reference frames are decoded (a needed frame may depend on them)
+      and non-reference frames, which nothing depends on, are dropped unseen;
+    * **after the last needed packet of its segment**, or in a segment with no needed packet: SKIP. The next
+      needed segment starts at a keyframe, a random access point, so the frames decoded there are unchanged.
+
+    A needed frame presented before its segment's keyframe (a leading picture of an open GOP: HEVC RASL,
+    H.264 open-GOP B-frames) depends on the previous segment, which is then sent up to its end. Frames decoded
+    but not needed (reference frames, leading pictures whose references were not sent) are never taken:
+    every second's nearest frame is decoded, so the nearest decoded frame is it.
+    """
     times, count = scan.times, len(scan.times)
     by_time = np.argsort(times, kind="stable")  # presentation order
     needed = np.zeros(count, bool)

@@ -182,7 +182,7 @@ def decode_packet(packet, path: str | Path, errors: list[str]) -> list:
 
 
 def read_audio(container, stream, origin: float, seconds: int, path: str | Path, info: dict | None = None):
-    """Decode ``stream`` alone (a second pass, for the decord backend and audio-only files); the number of
+    """Decode ``stream`` alone (a second pass, for the by-index backends and audio-only files); the number of
     timestamp jumps goes to ``info["audio_gaps"]``."""
     collector = AudioCollector(stream, origin)
     errors: list[str] = []

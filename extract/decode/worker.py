@@ -260,8 +260,8 @@ def decode_row(video_id: str, path: str, cfg_decode: dict, isolated: bool = True
 
 
 def decode_on_node(row: dict, cfg_decode: dict) -> dict:
-    """A Ray decode task: ``decode_row`` and the node it ran on. It lives here, not in pipeline.py, so a
-    decode worker imports PyAV and not torch (0.2 s instead of 3.7 on 2 cores, and torch's memory)."""
+    """A Ray decode task: ``decode_row`` and the node it ran on. It lives here, not with the Ray engine, so a
+    decode worker imports PyAV and not torch (docs/extraction.md, "Decoders": a tenth of the start-up)."""
     return decode_row(row["video_id"], row["path"], cfg_decode) | {"decode_node": node_id()}
 
 
