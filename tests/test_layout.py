@@ -1,5 +1,5 @@
 """The package layout: every module imports on its own, and no module imports another inside a function
-to dodge a cycle (STYLE.md, "Layout follows the pipeline": no import cycle, imports inside functions count)."""
+to dodge a cycle: an import inside a function counts as an import."""
 
 from __future__ import annotations
 
