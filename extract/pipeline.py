@@ -194,10 +194,10 @@ def _plan_videos(cfg: ExtractConfig, folder: Path) -> tuple[list[tuple[str, str]
 
 class _Shards:
     """Rows -> shards of `per_shard` videos, each committed atomically; `close` commits the one in flight.
-    `meta` (what every shard records) is asked for once, at the first row."""
+    `meta` (what every shard records, `_shard_meta`) is first asked for at the first row."""
 
     def __init__(self, folder: Path, meta: Callable[[], dict], per_shard: int):
-        self.folder, self.meta, self.per_shard = folder, functools.cache(meta), per_shard
+        self.folder, self.meta, self.per_shard = folder, meta, per_shard
         self.writer: ShardWriter | None = None
         self.n = 0
 

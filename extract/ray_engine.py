@@ -44,14 +44,17 @@ class RayEngine:
         self.cfg = cfg
         if not ray_address(cfg.runtime.address):  # the actors will look on this machine
             find_weights(cfg)
-        self.facts = _start_probe(cfg)
+        self._facts = _start_probe(cfg)
         self.frame_size = frame_size(cfg)  # from the model's config: decode tasks start while the probe loads
+
+    def facts(self) -> dict:
+        return self._facts()  # the probe's, waited for once (cached)
 
     def rows(self, todo: list[tuple[str, str]], decode: dict) -> Iterator[dict]:
         """The rows of the Ray Data job; a row encoded with other weights or settings than the probe's
         (an actor that loaded something else) is turned into a failure."""
         for row in _run_on_ray(self.cfg, decode, todo):
-            expected = json.dumps(self.facts()["signature"], sort_keys=True)  # the probe's, waited for once
+            expected = json.dumps(self.facts()["signature"], sort_keys=True)
             if row["signature"] != expected and row["features"] is not None:
                 row = row | {
                     "features": None,
