@@ -27,7 +27,6 @@ from avaf.extract import questions as question_stage
 from avaf.extract.config import ExtractConfig, RuntimeConfig
 from avaf.extract.decode.backends import check_backend, find_media, video_id
 from avaf.extract.engine import Engine, InProcessEngine, JobLost
-from avaf.extract.engine import decodes_on_gpu as decodes_on_gpu  # tests/test_decode_gpu.py asks here
 from avaf.extract.ray_engine import RayEngine
 from avaf.shared.avqa.annotations import Question, load_questions
 from avaf.shared.config import to_dict

@@ -23,7 +23,8 @@ from avaf.extract.decode.backends import decode_video
 from avaf.extract.decode.gpu_frames import resize_cuda, upright_cuda, yuv_to_rgb
 from avaf.extract.decode.pyav_backend import frame_to_rgb, nvdec_problem
 from avaf.extract.decode.sampling import clip_resize, upright
-from avaf.extract.pipeline import decodes_on_gpu, run_extract
+from avaf.extract.engine import decodes_on_gpu
+from avaf.extract.pipeline import run_extract
 from avaf.shared.store.reader import FeatureStore
 
 from conftest import DATA, write_clip
