@@ -134,11 +134,11 @@ def fetch_weights(folder: str, **flags) -> None:
     help="Delete the demo's earlier synth/, feats.h5, feats.h5.shards/ and run/ in --out first (nothing else "
     "there), so the new demo starts clean.",
 )
-def demo(out: str, train_config: str | None, **options) -> None:
+def demo(out: str, train_config: str | None, overwrite: bool, **options) -> None:
     """The whole pipeline in a few minutes on this machine: generate a music-scene set with known answers,
     extract features on a local Ray instance (--in-process: without Ray), train AVAF-Net, print the
     per-type table."""
-    from avaf.extract.demo import run_demo
+    from avaf.extract.demo import DemoOptions, run_demo
 
     extra = ("--config", train_config) if train_config else ()
-    run_demo(out, echo=click.echo, train_args=extra, **options)  # options: as run_demo names them
+    run_demo(out, DemoOptions(train_args=extra, **options), echo=click.echo, overwrite=overwrite)

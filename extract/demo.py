@@ -15,13 +15,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, VGGishConfig
 from avaf.extract.encoders.weights import WeightsUnavailable
 from avaf.extract.pipeline import ExtractSummary, run_extract
-from avaf.extract.synth.generate import generate
+from avaf.extract.synth.generate import SynthSpec, generate
 from avaf.shared.errors import AvafError
 from avaf.shared.files import check_fresh_output
 from avaf.shared.store.reader import FeatureStore
@@ -58,44 +58,54 @@ def choose_weights(weights: str, clip_model: str, echo: Callable[[str], None]) -
         return "random", "random"
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    """What a demo generates, extracts with and trains (avaf-demo's flags)."""
+
+    videos: int = 48
+    seconds: int = 8  # every video's length
+    epochs: int = 5
+    seed: int = 0  # of the generated set
+    weights: str = "auto"  # auto, default or random: `choose_weights`
+    clip_model: str = ClipConfig.model
+    in_process: bool = False  # extract without Ray
+    train_args: tuple[str, ...] = ()  # more avaf-train arguments, e.g. ("--config", "train.yaml")
+
+
 def run_demo(
     out: str | Path,
-    videos: int = 48,
-    seconds: int = 8,
-    epochs: int = 5,
-    seed: int = 0,
-    weights: str = "auto",
-    clip_model: str = "ViT-B-32",
-    in_process: bool = False,
+    options: DemoOptions = DemoOptions(),
     echo: Callable[[str], None] = print,
-    train_args: tuple[str, ...] = (),
     overwrite: bool = False,
 ) -> dict:
     """Generate, extract, train; returns the paths of what was written and the results table."""
+    o = options
     out = check_fresh_output(out, "a demo", DEMO_FILES, overwrite, "choose a new --out")
-    echo(f"[1/3] generating {videos} scenes of {seconds} s with known answers -> {out / 'synth'}")
-    synth = generate(out / "synth", videos, seed, seconds=(seconds, seconds), progress=True)
+    echo(f"[1/3] generating {o.videos} scenes of {o.seconds} s with known answers -> {out / 'synth'}")
+    synth = generate(out / "synth", SynthSpec(o.videos, o.seed, (o.seconds, o.seconds)), progress=True)
     echo(f"      questions per split: {synth['questions_per_split']}")
-    clip_pretrained, vggish_weights = choose_weights(weights, clip_model, echo)
+    clip_pretrained, vggish_weights = choose_weights(o.weights, o.clip_model, echo)
     feats = out / "feats.h5"
-    echo(f"[2/3] avaf-extract: CLIP {clip_model} ({clip_pretrained}) + VGGish ({vggish_weights}) -> {feats}")
+    echo(
+        f"[2/3] avaf-extract: CLIP {o.clip_model} ({clip_pretrained}) + VGGish ({vggish_weights}) -> {feats}"
+    )
     cfg = ExtractConfig(
         out=str(feats),
         input=InputConfig(
             videos=str(out / "synth" / "videos"), annotations=(str(out / "synth" / "annotations"),)
         ),
-        clip=ClipConfig(model=clip_model, pretrained=clip_pretrained),
+        clip=ClipConfig(model=o.clip_model, pretrained=clip_pretrained),
         vggish=VGGishConfig(weights=vggish_weights),
     )
-    cfg = _with_runtime(cfg, in_process, seconds)
+    cfg = _with_runtime(cfg, o.in_process, o.seconds)
     summary: ExtractSummary = run_extract(cfg, echo=lambda line: echo(f"      {line}"))
     echo(f"      written {summary.written}, skipped {summary.skipped}, failed {len(summary.failed)}, "
          f"questions {summary.questions} ({summary.seconds:.0f} s)")  # fmt: skip
     run = out / "run"
     with FeatureStore(feats) as fs:
         width = fs.shape(SECONDS, "visual_tokens")[-1]  # 512 for ViT-B/32; the model's width follows it
-    args = ["--feats", str(feats), "--out", str(run), "--epochs", str(epochs), "--seconds", str(seconds)]
-    args += ["--dim", str(width), *train_args]
+    args = ["--feats", str(feats), "--out", str(run), "--epochs", str(o.epochs), "--seconds", str(o.seconds)]
+    args += ["--dim", str(width), *o.train_args]
     echo(f"[3/3] avaf-train {' '.join(args)}")
     done = subprocess.run([sys.executable, *TRAIN, *args], check=False)
     if done.returncode != 0:

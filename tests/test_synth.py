@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from avaf.extract.synth.cli import main
-from avaf.extract.synth.generate import generate, split_sizes, video_scene
+from avaf.extract.synth.generate import SynthSpec, generate, split_sizes, video_scene
 from avaf.extract.synth.questions import questions_for
 from avaf.extract.synth.render import write_video
 from avaf.extract.synth.scene import INSTRUMENTS, Scene, Source, make_scene, scene_from_dict
@@ -24,7 +24,7 @@ from avaf.shared.avqa.answers import ANSWERS
 REAL_TEST = Path(__file__).parent / "data" / "music-avqa" / "json_update" / "avqa-test.json"
 NUMBER = ["zero", "one", "two", "three", "four", "five"]
 SIDES = ["left", "middle", "right"]
-SMALL = dict(n_videos=5, seed=0, seconds=(4, 6), size=(160, 120), fps=8, workers=1)
+SMALL = SynthSpec(videos=5, seed=0, seconds=(4, 6), size=(160, 120), fps=8)
 
 
 # ---- an independent reading of a scene: from its scenes.json dict, not the generator's Source/Scene helpers ---
@@ -246,7 +246,7 @@ def test_answers_are_in_the_vocabulary_and_yes_no_is_balanced():
 @pytest.fixture(scope="module")
 def synth_set(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
-    return out, generate(out, **SMALL)
+    return out, generate(out, SMALL, workers=1)
 
 
 def _frames(path):
@@ -412,9 +412,12 @@ def test_the_encoder_writes_the_same_bytes_every_time(tmp_path):
 
 def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="even"):
-        generate(tmp_path, 1, size=(161, 120))
+        SynthSpec(1, size=(161, 120))
     with pytest.raises(ValueError, match="seconds"):
-        generate(tmp_path, 1, seconds=(2, 5))
+        SynthSpec(1, seconds=(2, 5))
+    with pytest.raises(ValueError, match="videos must be at least 1"):
+        SynthSpec(0)
+    assert not list(tmp_path.iterdir())  # refused before anything is written
     with pytest.raises(ValueError, match="fractions"):
         split_sizes(10, (0.5, 0.5, 0.5))
     assert split_sizes(200) == {"train": 140, "val": 20, "test": 40}

@@ -7,6 +7,6 @@ that `avaf-extract` then reads like any real set.
     generate  the whole set;  cli  avaf-synth
 """
 
-from avaf.extract.synth.generate import generate
+from avaf.extract.synth.generate import SynthSpec, generate
 
-__all__ = ["generate"]
+__all__ = ["SynthSpec", "generate"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from avaf.extract.synth.generate import DEFAULT_SPLITS, generate
+from avaf.extract.synth.generate import DEFAULT_SPLITS, SynthSpec, generate
 from avaf.shared.cli import CONTEXT, Command, common_options, show_progress
 
 
@@ -54,13 +54,18 @@ def _size(value: str) -> tuple[int, int]:
     help="Delete the set already in --out first (videos/, annotations/, scenes.json; nothing else there), so no "
     "video of the old set stays beside the new ones.",
 )
-def main(out: str, videos: int, seconds: tuple[int, int] | None, duration: int, size: str, **options) -> None:
+def main(
+    out: str,
+    seconds: tuple[int, int] | None,
+    duration: int,
+    size: str,
+    workers: int | None,
+    overwrite: bool,
+    **spec,  # videos, seed, fps, splits: as SynthSpec names them
+) -> None:
     """Write DIR/videos/*.mp4, DIR/annotations/avqa-{train,val,test}.json and DIR/scenes.json."""
-    length = seconds or (
-        duration,
-        duration,
-    )  # options: seed, fps, splits, workers, overwrite, as generate names them
-    summary = generate(out, videos, seconds=length, size=_size(size), progress=show_progress(), **options)
+    spec = SynthSpec(seconds=seconds or (duration, duration), size=_size(size), **spec)
+    summary = generate(out, spec, workers=workers, progress=show_progress(), overwrite=overwrite)
     click.echo(f"{len(summary['videos'])} videos {summary['videos_per_split']} in {out}/videos")
     click.echo(
         f"questions {summary['questions_per_split']} in {out}/annotations; ground truth in {summary['scenes']}"

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,45 +115,54 @@ def _write_annotations(folder: Path, scenes: list[Scene], split_of: list[str]) -
     return {s: str(p) for s, p in paths.items()}, {s: len(rows[s]) for s in SPLITS}
 
 
-def _check_args(n_videos: int, seconds: tuple[int, int], size: tuple[int, int], fps: int) -> None:
-    if n_videos < 1:
-        raise ValueError(f"n_videos must be at least 1, got {n_videos}")
-    if not 3 <= seconds[0] <= seconds[1]:
-        raise ValueError(f"seconds must be (min, max) with 3 <= min <= max, got {seconds}")
-    if size[0] % 2 or size[1] % 2 or min(size) < 48:
-        raise ValueError(f"frame size must be even and at least 48x48 (H.264 4:2:0), got {size[0]}x{size[1]}")
-    if fps < 1:
-        raise ValueError(f"fps must be at least 1, got {fps}")
+@dataclass(frozen=True)
+class SynthSpec:
+    """What a generated set is: the same spec gives the same videos and annotation bytes.
+
+    seconds: each video's length is drawn uniformly from [min, max] whole seconds; size: (width, height).
+    """
+
+    videos: int
+    seed: int = 0
+    seconds: tuple[int, int] = (10, 10)
+    size: tuple[int, int] = (224, 224)
+    fps: int = 8
+    splits: tuple[float, float, float] = DEFAULT_SPLITS
+
+    def __post_init__(self) -> None:
+        if self.videos < 1:
+            raise ValueError(f"videos must be at least 1, got {self.videos}")
+        if not 3 <= self.seconds[0] <= self.seconds[1]:
+            raise ValueError(f"seconds must be (min, max) with 3 <= min <= max, got {self.seconds}")
+        w, h = self.size
+        if w % 2 or h % 2 or min(self.size) < 48:
+            raise ValueError(f"frame size must be even and at least 48x48 (H.264 4:2:0), got {w}x{h}")
+        if self.fps < 1:
+            raise ValueError(f"fps must be at least 1, got {self.fps}")
 
 
 def generate(
     out_dir: str | Path,
-    n_videos: int,
-    seed: int = 0,
-    seconds: tuple[int, int] = (10, 10),
-    size: tuple[int, int] = (224, 224),
-    fps: int = 8,
-    splits: tuple[float, float, float] = DEFAULT_SPLITS,
+    spec: SynthSpec,
     workers: int | None = None,
     progress: bool = False,
     overwrite: bool = False,
 ) -> dict:
-    """Write the set under `out_dir`; returns its paths and counts.
+    """Write the set `spec` describes under `out_dir`; returns its paths and counts.
 
-    seconds: each video's length is drawn uniformly from [min, max] whole seconds. workers: processes
-    rendering videos (default: the CPUs this process may use); the output does not depend on it.
-    A folder that already holds a set (`SET_FILES`) is refused unless `overwrite`, which deletes it first
-    (so no video of the old set stays beside the new ones).
+    workers: processes rendering videos (default: the CPUs this process may use); the output does not
+    depend on it. A folder that already holds a set (`SET_FILES`) is refused unless `overwrite`, which
+    deletes it first (so no video of the old set stays beside the new ones).
     """
-    _check_args(n_videos, seconds, size, fps)
     out = check_fresh_output(out_dir, "a generated set", SET_FILES, overwrite, "choose a new --out")
     (out / "videos").mkdir(exist_ok=True)
     (out / "annotations").mkdir(exist_ok=True)
-    sizes = split_sizes(n_videos, splits)
+    n_videos, seed = spec.videos, spec.seed
+    sizes = split_sizes(n_videos, spec.splits)
     split_of = [s for s in SPLITS for _ in range(sizes[s])]
-    scenes = [video_scene(seed, i, seconds, size, fps) for i in range(n_videos)]
+    scenes = [video_scene(seed, i, spec.seconds, spec.size, spec.fps) for i in range(n_videos)]
     paths = [out / "videos" / f"{scene.video_id}.mp4" for scene in scenes]
-    jobs = [(seed, i, seconds, size, fps, str(p)) for i, p in enumerate(paths)]
+    jobs = [(seed, i, spec.seconds, spec.size, spec.fps, str(p)) for i, p in enumerate(paths)]
     workers = workers or len(os.sched_getaffinity(0))
     logger.info("rendering %d videos into %s with %d workers", n_videos, out / "videos", workers)
     gains = _render_all(jobs, min(workers, n_videos), progress)
