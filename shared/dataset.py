@@ -1,4 +1,4 @@
-"""A PyTorch `Dataset` over `feats.h5` for any AVQA model: one item per question (issue 7, DESIGN.md §2).
+"""A PyTorch `Dataset` over `feats.h5` for any AVQA model: one item per question (DESIGN.md §2).
 
 The only module of `avaf.shared` that imports torch: the store's reader and writer stay h5py + numpy.
 
@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 from avaf.shared.avqa.answers import answer_indices
 from avaf.shared.avqa.question_types import type_index
 from avaf.shared.store import schema
+from avaf.shared.store.index import QuestionIndex
 from avaf.shared.store.reader import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ class AVQADataset(Dataset):
     """The questions of one split (all splits when `split` is None) of a feature store, with their features.
 
     Items are dicts: visual (T, N, D), audio (T, 128), words (L, D), sentence (D,) as stored (float16
-    tensors), answer (index into `avaf.shared.avqa.answers.ANSWERS`), type ("Audio/Counting", ...), type_index
+    tensors), answer (index into `avaf.shared.avqa.answers.ANSWERS`), template_words (the question's word
+    count, which the authors' model masks its words with), type ("Audio/Counting", ...), type_index
     (into `avaf.shared.avqa.question_types.TYPES`), question_id, video_id, audio_video_id (the video the audio
     comes from: video_id, except MUSIC-AVQA-v2.0's unmatch_audio questions).
     """
@@ -54,32 +56,24 @@ class AVQADataset(Dataset):
         self._fs: FeatureStore | None = None  # lazy mode: opened per process on first item
         self._pid: int | None = None
         with FeatureStore(self.path) as fs:
-            q = fs.questions_with_videos(split, subset)
-            self.question_id = q["question_id"]
-            self.video_id, self.type = q["video_id"], q["type"]
+            index = QuestionIndex.build(fs, split, subset)
+            q = index.questions
+            self.question_id, self.video_id, self.type = q["question_id"], q["video_id"], q["type"]
             self.audio_video_id = q["audio_video_id"]
             self.answer = answer_indices(q["answer"], where=str(fs.path))
             self.type_index = np.array([type_index(t, str(fs.path)) for t in q["type"]], dtype=np.int64)
             self.sentence = q["sentence"]  # (Q, D)
-            self.word_length = q["word_length"]
-            if in_memory:
-                both = np.union1d(self.video_id, self.audio_video_id)
-                bulk = fs.load_videos(both, fields=("visual_tokens", "audio"))
-                rows = np.array([bulk.index[v] for v in self.video_id], dtype=np.int64)
-                audio_rows = np.array([bulk.index[v] for v in self.audio_video_id], dtype=np.int64)
-                self.second_offset, self.second_length = bulk.offset[rows], bulk.length[rows]
-                self.audio_offset, self.audio_length = bulk.offset[audio_rows], bulk.length[audio_rows]
+            self.word_length, self.template_words = q["word_length"], index.template_words
+            self.second_length = index.seconds_length[index.video]
+            self.audio_length = index.seconds_length[index.audio_video]
+            if in_memory:  # offsets into the stacked arrays of every video the split needs
+                bulk = fs.load_videos(index.video_ids, fields=("visual_tokens", "audio"))
                 self._visual, self._audio = bulk.arrays["visual_tokens"], bulk.arrays["audio"]
-                self._words, self.word_offset = fs.load_words(q["word_offset"], q["word_length"])
-            else:
-                row = {v: i for i, v in enumerate(fs.video_ids)}
-                rows = np.array([row[v] for v in self.video_id], dtype=np.int64)
-                audio_rows = np.array([row[v] for v in self.audio_video_id], dtype=np.int64)
-                self.second_offset = fs.videos["offset"][rows]
-                self.second_length = fs.videos["length"][rows]
-                self.audio_offset = fs.videos["offset"][audio_rows]
-                self.audio_length = fs.videos["length"][audio_rows]
-                self.word_offset = q["word_offset"]
+                self._words, self.word_offset = fs.load_words(index.word_offset, index.word_length)
+                offset = index.packed_offset()
+            else:  # offsets into the file
+                self.word_offset, offset = index.word_offset, index.seconds_offset
+            self.second_offset, self.audio_offset = offset[index.video], offset[index.audio_video]
 
     def __len__(self) -> int:
         return len(self.question_id)
@@ -120,6 +114,7 @@ class AVQADataset(Dataset):
             "words": torch.from_numpy(words),  # (L, D)
             "sentence": torch.from_numpy(self.sentence[i]),  # (D,)
             "answer": int(self.answer[i]),
+            "template_words": int(self.template_words[i]),
             "type": str(self.type[i]),
             "type_index": int(self.type_index[i]),
             "question_id": int(self.question_id[i]),
@@ -167,6 +162,7 @@ def collate(items: list[dict], dtype: torch.dtype | None = torch.float32) -> dic
         "words_mask": words_mask,
         "sentence": torch.stack([it["sentence"] for it in items]).to(dtype),  # (B, D)
         "answer": torch.tensor([it["answer"] for it in items], dtype=torch.long),
+        "template_words": torch.tensor([it["template_words"] for it in items], dtype=torch.long),
         "type_index": torch.tensor([it["type_index"] for it in items], dtype=torch.long),
         "question_id": torch.tensor([it["question_id"] for it in items], dtype=torch.long),
         "type": [it["type"] for it in items],

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from avaf.shared.avqa.answers import ANSWERS
 from avaf.shared.avqa.question_types import TYPES
 from avaf.shared.dataset import AVQADataset, collate
+from avaf.shared.store.index import QuestionIndex
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_path, shard_dir
@@ -59,7 +60,31 @@ def test_items_equal_direct_store_reads(store, caplog):
             np.testing.assert_array_equal(item["sentence"].numpy(), q["sentence"][row])
             assert ANSWERS[item["answer"]] == q["answer"][row]
             assert item["type"] == q["type"][row] and TYPES[item["type_index"]] == item["type"]
+            assert item["template_words"] == len(q["text"][row].split()) > 0
     assert [ds[i]["answer"] for i in range(3)] == [ANSWERS.index(a) for a in ANSWERS_USED]
+
+
+def test_the_question_index_is_built_once_and_sliced(store):
+    """The one index the Dataset and the trainer slice: videos in file order, each question's positions."""
+    with FeatureStore(store) as fs:
+        index = QuestionIndex.build(fs, "train")
+        q = fs.questions(split="train")
+        assert len(index) == 7 and 999 not in index.questions["question_id"]  # its video is not in the store
+        assert index.video_ids == ["00000001", "00000002", "va000003", "00000004"]  # file order, each once
+        assert [index.video_ids[v] for v in index.video] == list(index.questions["video_id"])
+        assert [index.video_ids[v] for v in index.audio_video] == list(index.questions["audio_video_id"])
+        assert index.seconds_length.tolist() == [2, 3, 4, 5]
+        assert index.seconds_offset.tolist() == fs.videos["offset"][fs.rows(index.video_ids)].tolist()
+        assert (
+            index.packed_offset().tolist() == fs.load_videos(index.video_ids).offset.tolist() == [0, 2, 5, 9]
+        )
+        some = np.array(
+            [3, 1]
+        )  # a streamed block's videos: offsets into their own stacked read, -1 elsewhere
+        assert index.packed_offset(some).tolist() == [-1, 0, -1, 3]
+        keep = q["question_id"] != 999
+        assert index.word_offset.tolist() == q["word_offset"][keep].tolist()
+        assert index.template_words.tolist() == [len(t.split()) for t in q["text"][keep]]
 
 
 def test_split_and_real_subset(store):
@@ -106,6 +131,7 @@ def test_collate_pads_to_the_batch_max_and_masks(store):
         assert batch["words"][i, lengths[i] :].abs().sum() == 0
     assert batch["answer"].tolist() == [it["answer"] for it in items]
     assert batch["type_index"].tolist() == [it["type_index"] for it in items]
+    assert batch["template_words"].tolist() == [it["template_words"] for it in items]
     assert batch["question_id"].tolist() == [500, 501, 502, 503]
     assert batch["video_id"] == ["00000001", "00000002", "va000003", "00000004"]
     half = collate(items, dtype=None)

@@ -96,6 +96,10 @@ class FeatureStore:
         except KeyError:
             raise KeyError(f"{self.path}: no video {video_id!r} in this store") from None
 
+    def rows(self, video_ids) -> np.ndarray:
+        """(V,) int64: each video's row in the file's video table (the file order); a missing one is a KeyError."""
+        return np.array([self._row(v) for v in video_ids], dtype=np.int64)
+
     def video(self, video_id: str, fields: tuple[str, ...] = PER_SECOND) -> dict:
         """One video's metadata and per-second arrays (one contiguous read per array)."""
         i = self._row(video_id)
@@ -112,7 +116,7 @@ class FeatureStore:
         Neighbouring videos are read as one slice, so loading a whole split is a few large reads.
         """
         wanted = self.video_ids if video_ids is None else sorted(set(video_ids), key=self._row)
-        rows = np.array([self._row(v) for v in wanted], dtype=np.int64)
+        rows = self.rows(wanted)
         starts = self.videos["offset"][rows] if len(rows) else np.zeros(0, np.int64)
         lengths = self.videos["length"][rows] if len(rows) else np.zeros(0, np.int32)
         offset = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]]).astype(np.int64)[: len(rows)]
