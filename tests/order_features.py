@@ -1,4 +1,4 @@
-"""Generated features whose questions only time order, or only place, can answer (issue 11).
+"""Generated features whose questions only time order, or only place, can answer (DESIGN.md §5 "Time order").
 
 Not a test file: `test_time_order.py` and `benchmarks/bench_alpha.py` import it. Every sample is a tiny
 scene in the model's input layout (CLS + N patches per second, VGGish-width audio, word vectors, a sentence):
@@ -157,8 +157,11 @@ def generate(
 INPUTS = ("visual", "audio", "seconds_mask", "words", "words_mask", "sentence")
 
 
-def inputs(data: dict, index=slice(None)) -> dict[str, torch.Tensor]:
-    return {k: data[k][index] for k in INPUTS}
+def inputs(data: dict, index=slice(None)):
+    """The model's `Batch` of the questions at `index`."""
+    from avaf.train.inputs import Batch
+
+    return Batch(**{k: data[k][index] for k in INPUTS})
 
 
 def train(
@@ -176,9 +179,11 @@ def train(
     The linear fall keeps the last steps from the loss spikes Adam shows once the loss is near 0 (measured:
     at a constant lr a learned kind dropped for a few steps from 1.00 to 0.7-0.8 now and then).
     """
+    from avaf.train.config import LossConfig
     from avaf.train.losses import compute_losses
     from avaf.train.model import build_model
 
+    weights = LossConfig(alpha=alpha, beta=beta, sacl_phi=1 / N - 0.01, sacl_tau=0.4)
     torch.manual_seed(seed)
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -187,8 +192,8 @@ def train(
     n = len(data["answers"])
     for _ in range(steps):
         index = torch.randint(0, n, (batch,), generator=g)
-        out = model(**inputs(data, index))
-        loss = compute_losses(out, data["answers"][index], alpha=alpha, beta=beta, phi=1 / N - 0.01, tau=0.4)
+        out = model(inputs(data, index))
+        loss = compute_losses(out, data["answers"][index], weights)
         opt.zero_grad()
         loss["total"].backward()
         opt.step()
@@ -198,6 +203,6 @@ def train(
 
 @torch.no_grad()
 def accuracy_by_kind(model, data: dict, kinds: tuple[str, ...]) -> dict[str, float]:
-    predicted = model(**inputs(data))["logits"].argmax(dim=1)
+    predicted = model(inputs(data)).logits.argmax(dim=1)
     right = predicted == data["answers"]
     return {k: right[data["kind"] == i].float().mean().item() for i, k in enumerate(kinds)}

@@ -4,6 +4,7 @@ a trained authors checkpoint evaluated by avaf-eval without a flag."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,11 +15,17 @@ from click.testing import CliRunner
 
 from avaf.shared.avqa.annotations import load_annotations
 from avaf.train.attention import CrossAttention
-from avaf.train.authors_losses import compute_authors_losses
+from avaf.train.authors_losses import (
+    authors_spatial_loss,
+    compute_authors_losses,
+    fnac_loss,
+    max_pair_logits,
+    normalise_over_time,
+    spatial_term,
+)
 from avaf.train.authors_model import AuthorsNet
-from avaf.train.authors_spatial import authors_spatial_loss, spatial_term
-from avaf.train.authors_temporal import fnac_loss, max_pair_logits, normalise_over_time
-from avaf.train.config import ConfigError, ModelConfig, load_config
+from avaf.train.config import ConfigError, LossConfig, ModelConfig, load_config
+from avaf.train.inputs import Batch
 from avaf.train.model import build_model
 
 TINY = ModelConfig(variant="authors", dim=16, heads=4, ffn_dim=32, max_seconds=6, dropout=0.0)
@@ -242,12 +249,13 @@ def test_spatial_loss_sums_the_sentence_and_audio_terms():
 def test_total_loss_is_ce_plus_weighted_terms():
     model = AuthorsNet(TINY).double()
     batch = tiny_batch()
-    out = model(**batch)
+    out = model(batch)
     answers = torch.tensor([3, 1, 4])
-    losses = {k: v.item() for k, v in compute_authors_losses(out, answers, 100.0, 0.2, 0.019, 0.4).items()}
-    ce = F.cross_entropy(out["logits"].float(), answers)
+    weights = LossConfig(alpha=100.0, beta=0.2, sacl_phi=0.019, sacl_tau=0.4)
+    losses = {k: v.item() for k, v in compute_authors_losses(out, answers, weights).items()}
+    ce = F.cross_entropy(out.logits.float(), answers)
     temporal = fnac_reference(
-        out["fnac_audio"].detach().float().double(), out["fnac_patches"].detach().float().double()
+        out.temporal.audio.detach().float().double(), out.temporal.patches.detach().float().double()
     )
     assert abs(losses["ce"] - ce.item()) < 1e-6
     assert abs(losses["temporal"] - temporal) < 1e-5
@@ -257,45 +265,50 @@ def test_total_loss_is_ce_plus_weighted_terms():
 # --------------------------------------------------------------------------------------- the model
 
 
-def tiny_batch(b=3, t=6, n=5, m=9, seed=0):
+def tiny_batch(b=3, t=6, n=5, m=9, seed=0) -> Batch:
+    """A batch in the store's layout: m + 1 stored text rows (row 0 the start token) and word counts n."""
     g = torch.Generator().manual_seed(seed)
-    counts = torch.tensor([4, 7, 2])[:b]
-    return {
-        "visual": torch.randn(b, t, n, 16, generator=g, dtype=torch.float64),
-        "audio": torch.randn(b, t, 128, generator=g, dtype=torch.float64),
-        "seconds_mask": torch.ones(b, t, dtype=torch.bool),
-        "words": torch.randn(b, m, 16, generator=g, dtype=torch.float64),
-        "words_mask": torch.arange(m)[None, :] < counts[:, None],
-        "sentence": torch.randn(b, 16, generator=g, dtype=torch.float64),
-    }
+    visual = torch.randn(b, t, n, 16, generator=g, dtype=torch.float64)
+    audio = torch.randn(b, t, 128, generator=g, dtype=torch.float64)
+    words = torch.randn(b, m, 16, generator=g, dtype=torch.float64)  # text positions 1..m
+    start = torch.randn(b, 16, generator=g, dtype=torch.float64)  # their sentence: position 0
+    return Batch(
+        visual=visual,
+        audio=audio,
+        seconds_mask=torch.ones(b, t, dtype=torch.bool),
+        words=torch.cat((start[:, None], words), dim=1),  # (B, m + 1, D)
+        words_mask=torch.ones(b, m + 1, dtype=torch.bool),
+        sentence=torch.full((b, 16), float("nan"), dtype=torch.float64),  # the end-of-text output: unused
+        template_words=torch.tensor([4, 7, 2])[:b],
+    )
 
 
 def test_word_positions_after_n_change_no_logit():
     model = AuthorsNet(TINY).double().eval()
     batch = tiny_batch()
-    want = model(**batch)["logits"]
-    longer = dict(batch)  # 76 positions as their code has, garbage after each question's n
-    longer["words"] = torch.cat((batch["words"], torch.full((3, 67, 16), 7.0, dtype=torch.float64)), dim=1)
-    longer["words"][0, 4:9] = -3.0
-    longer["words_mask"] = torch.cat((batch["words_mask"], torch.zeros(3, 67, dtype=torch.bool)), dim=1)
-    assert torch.allclose(model(**longer)["logits"], want, atol=1e-12)
-    changed = dict(batch)  # a word inside n does change them
-    changed["words"] = batch["words"].clone()
-    changed["words"][0, 1] += 1.0
-    assert (model(**changed)["logits"][0] - want[0]).abs().max() > 1e-4
+    want = model(batch).logits
+    # all 77 positions stored, as their code reads them, with garbage after each question's n
+    words = torch.cat((batch.words, torch.full((3, 67, 16), 7.0, dtype=torch.float64)), dim=1)
+    words[0, 5:10] = -3.0  # positions 5..9 of the first question (n = 4)
+    longer = dataclasses.replace(batch, words=words, words_mask=torch.ones(3, 77, dtype=torch.bool))
+    assert torch.allclose(model(longer).logits, want, atol=1e-12)
+    changed = dataclasses.replace(batch, words=batch.words.clone())  # a word inside n does change them
+    changed.words[0, 2] += 1.0
+    assert (model(changed).logits[0] - want[0]).abs().max() > 1e-4
 
 
 def test_fusion_weights_come_from_the_sentence_input():
     torch.manual_seed(0)  # the weights, not the suite's order, decide whether ReLU leaves both logits at 0
     model = AuthorsNet(TINY).double().eval()
     batch = tiny_batch()
-    out = model(**batch)
-    w = torch.relu(batch["sentence"] @ model.weights.weight.t() + model.weights.bias).softmax(-1)  # (B, 2)
-    assert torch.allclose(out["delta"], w[:, [1, 0]], atol=1e-12)  # reported as (visual, audio)
+    out = model(batch)
+    start = batch.words[:, 0]  # their sentence: the start token's output
+    w = torch.relu(start @ model.weights.weight.t() + model.weights.bias).softmax(-1)  # (B, 2)
+    assert torch.allclose(out.delta, w[:, [1, 0]], atol=1e-12)  # reported as (visual, audio)
     # and the answer: w0 * words-over-audio + w1 * words-over-patches, pooled by AttFlat
-    other = dict(batch, sentence=batch["sentence"].flip(0))
-    assert not torch.allclose(model(**other)["delta"], out["delta"])  # the test can tell
-    assert not torch.allclose(model(**other)["logits"], out["logits"])
+    other = dataclasses.replace(batch, words=torch.cat((start.flip(0)[:, None], batch.words[:, 1:]), dim=1))
+    assert not torch.allclose(model(other).delta, out.delta)  # the test can tell
+    assert not torch.allclose(model(other).logits, out.logits)
 
 
 def test_attention_blocks_get_xavier_uniform_and_the_rest_pytorch_defaults():
@@ -402,26 +415,25 @@ def word_layout_store(path):
 
 
 def test_authors_words_are_positions_1_on_masked_after_the_template_word_count(tmp_path):
+    """The data path gives the store's layout and n; the authors' model derives its own from them."""
     from avaf.shared.store import FeatureStore
-    from avaf.train.data import gather, load_split
+    from avaf.train.data import Shape, gather, load_split
 
     with FeatureStore(word_layout_store(tmp_path / "f.h5")) as fs:
-        authors = load_split(fs, "train", None, "cpu", "authors")
-        paper = load_split(fs, "train", None, "cpu")
-    idx = torch.arange(3)
-    batch = gather(authors, idx, seconds=3, max_words=10, dtype=torch.float32)
-    assert authors.template_words.tolist() == [5, 4, 6]
-    assert batch["words_mask"].sum(1).tolist() == [5, 4, 6]
-    assert batch["words_mask"][1].tolist() == [True] * 4 + [False] * 5  # a prefix: positions 1..n
-    assert batch["words"].shape == (3, 9, 8)
-    assert batch["words"][2, :, 0].tolist() == [201.0 + j for j in range(9)]  # rows 1..9: position 1 first
-    assert batch["words"][1, 6:, 0].tolist() == [0.0, 0.0, 0.0]  # past the 7 stored rows: zeros
-    assert batch["sentence"][:, 0].tolist() == [0.0, 100.0, 200.0]  # the start token (row 0)
-    plain = gather(paper, idx, seconds=3, max_words=10, dtype=torch.float32)  # paper layout unchanged
-    assert (
-        plain["words_mask"].sum(1).tolist() == [9, 7, 10] and plain["sentence"][:, 0].tolist() == [-1.0] * 3
-    )
-    assert plain["words"][2, :, 0].tolist() == [200.0 + j for j in range(10)]
+        data = load_split(fs, "train", None, "cpu")
+    assert data.template_words.tolist() == [5, 4, 6]
+    batch, _ = gather(data, data.features, torch.arange(3), Shape(seconds=3, words=10))
+    assert batch.words_mask.sum(1).tolist() == [9, 7, 10] and batch.sentence[:, 0].tolist() == [-1.0] * 3
+    assert batch.words[2, :, 0].tolist() == [
+        200.0 + j for j in range(10)
+    ]  # the store's rows: the paper's words
+    assert batch.words[1, 7:, 0].tolist() == [0.0, 0.0, 0.0]  # past the 7 stored rows: zeros
+    theirs = AuthorsNet.layout(batch)
+    assert theirs.words_mask.sum(1).tolist() == [5, 4, 6]
+    assert theirs.words_mask[1].tolist() == [True] * 4 + [False] * 2  # a prefix: positions 1..n
+    assert theirs.words.shape == (3, 6, 8)  # positions after the batch's largest n (6) dropped
+    assert theirs.words[2, :, 0].tolist() == [201.0 + j for j in range(6)]  # rows 1..6: position 1 first
+    assert theirs.sentence[:, 0].tolist() == [0.0, 100.0, 200.0]  # the start token (row 0)
 
 
 def test_trained_authors_checkpoint_is_evaluated_without_a_flag(tmp_path):

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avaf.train.losses import compute_losses
-from avaf.train.sacl import spatial_alignment_loss, spatial_contrast
-from avaf.train.tacl import TemporalAlignment, temporal_alignment_loss
+from avaf.train.config import LossConfig
+from avaf.train.losses import AVAFOutput, compute_losses
+from avaf.train.sacl import SaclInputs, spatial_alignment_loss, spatial_contrast
+from avaf.train.tacl import TaclInputs, TemporalAlignment, temporal_alignment_loss
 
 # ---------------------------------------------------------------- TACL
 
@@ -159,17 +160,17 @@ def test_compute_losses_combines_terms_by_name() -> None:
     v = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
     s = torch.tensor([[[2.0, 0.0], [3.0, 3.0]]])
     patches = PATCHES.expand(1, 2, 2, 2)  # both seconds: the SACL hand case
-    outputs = {
-        "logits": torch.zeros(1, 4),
-        "seconds_mask": torch.ones(1, 2, dtype=torch.bool),
-        "tacl_audio": a,
-        "tacl_visual": v,
-        "tacl_sounding": s,
-        "sacl_sentence": torch.tensor([[1.0, 0.0]]),
-        "sacl_patches": patches,
-        "sacl_audio": torch.tensor([[[0.0, 1.0], [0.0, 1.0]]]),
-    }
-    losses = compute_losses(outputs, torch.tensor([3]), alpha=2.0, beta=0.5, phi=0.5, tau=0.5)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    outputs = AVAFOutput(
+        logits=torch.zeros(1, 4),
+        delta=None,
+        temporal=TaclInputs(a, v, s, mask),
+        spatial=SaclInputs(
+            torch.tensor([[1.0, 0.0]]), patches, torch.tensor([[[0.0, 1.0], [0.0, 1.0]]]), mask
+        ),
+    )
+    cfg = LossConfig(alpha=2.0, beta=0.5, sacl_phi=0.5, sacl_tau=0.5)
+    losses = compute_losses(outputs, torch.tensor([3]), cfg)
     assert set(losses) == {"ce", "temporal", "spatial", "total"}
     assert losses["ce"].item() == pytest.approx(math.log(4), abs=1e-6)
     assert losses["temporal"].item() == pytest.approx(1 + math.sqrt(2) / 4, abs=1e-6)
@@ -177,7 +178,7 @@ def test_compute_losses_combines_terms_by_name() -> None:
     expected_total = math.log(4) + 2.0 * (1 + math.sqrt(2) / 4) + 0.5 * 2 * HAND_TERM
     assert losses["total"].item() == pytest.approx(expected_total, abs=1e-5)
 
-    without = {k: v for k, v in outputs.items() if not k.startswith(("tacl_", "sacl_"))}
-    losses = compute_losses(without, torch.tensor([3]), alpha=2.0, beta=0.5, phi=0.5, tau=0.5)
+    without = AVAFOutput(logits=outputs.logits, delta=None)  # both components ablated: no slot filled
+    losses = compute_losses(without, torch.tensor([3]), cfg)
     assert set(losses) == {"ce", "total"}
     assert losses["total"].item() == pytest.approx(math.log(4), abs=1e-6)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from avaf.train.attention import CrossAttention, FeedForward
-from avaf.train.config import ConfigError, ModelConfig, TrainConfig, load_config
+from avaf.train.config import ConfigError, LossConfig, ModelConfig, TrainConfig, load_config
+from avaf.train.inputs import Batch
 from avaf.train.losses import compute_losses
 from avaf.train.model import build_model
 
@@ -22,22 +23,28 @@ def tiny(switch: str = "none", **kw) -> ModelConfig:
     return dataclasses.replace(TINY, **({} if switch == "none" else {switch: True}), **kw)
 
 
-def make_inputs(seconds: list[int], words: list[int], t: int = 5, m: int = 7, seed: int = 0) -> dict:
+def make_inputs(seconds: list[int], words: list[int], t: int = 5, m: int = 7, seed: int = 0) -> Batch:
     """A batch in the store's layout (CLS + N patches, float16 visual) with the given valid lengths."""
     g = torch.Generator().manual_seed(seed)
     b = len(seconds)
-    return {
-        "visual": torch.randn(b, t, N + 1, D, generator=g).half(),
-        "audio": torch.randn(b, t, 128, generator=g),
-        "seconds_mask": torch.arange(t)[None, :] < torch.tensor(seconds)[:, None],
-        "words": torch.randn(b, m, D, generator=g),
-        "words_mask": torch.arange(m)[None, :] < torch.tensor(words)[:, None],
-        "sentence": torch.randn(b, D, generator=g),
-    }
+    return Batch(
+        visual=torch.randn(b, t, N + 1, D, generator=g).half(),
+        audio=torch.randn(b, t, 128, generator=g),
+        seconds_mask=torch.arange(t)[None, :] < torch.tensor(seconds)[:, None],
+        words=torch.randn(b, m, D, generator=g),
+        words_mask=torch.arange(m)[None, :] < torch.tensor(words)[:, None],
+        sentence=torch.randn(b, D, generator=g),
+    )
 
 
-def losses_of(out: dict, answers: torch.Tensor) -> dict:
-    return compute_losses(out, answers, alpha=1.0, beta=0.2, phi=PHI, tau=0.4)
+def losses_of(out, answers: torch.Tensor) -> dict:
+    return compute_losses(out, answers, LossConfig(alpha=1.0, beta=0.2, sacl_phi=PHI, sacl_tau=0.4))
+
+
+def clone(batch: Batch, **changes) -> Batch:
+    """A copy of `batch` whose tensors can be written, with some fields replaced."""
+    fields = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+    return Batch(**{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in fields.items()} | changes)
 
 
 # ---------------------------------------------------------------- attention
@@ -90,16 +97,16 @@ def test_cheapest_order_at_the_paper_shapes() -> None:
 def test_padding_content_changes_nothing() -> None:
     model = build_model(TINY).eval()
     inputs = make_inputs([5, 2, 4], [7, 3, 1])
-    garbage = {k: v.clone() for k, v in inputs.items()}
-    garbage["visual"][~inputs["seconds_mask"]] = float("nan")
-    garbage["audio"][~inputs["seconds_mask"]] = 1e4
-    garbage["words"][~inputs["words_mask"]] = float("nan")
+    garbage = clone(inputs)
+    garbage.visual[~inputs.seconds_mask] = float("nan")
+    garbage.audio[~inputs.seconds_mask] = 1e4
+    garbage.words[~inputs.words_mask] = float("nan")
     answers = torch.tensor([0, 1, 2])
     with torch.no_grad():
-        clean, dirty = model(**inputs), model(**garbage)
+        clean, dirty = model(inputs), model(garbage)
         clean_losses, dirty_losses = losses_of(clean, answers), losses_of(dirty, answers)
-    assert torch.equal(clean["logits"], dirty["logits"])
-    assert torch.equal(clean["delta"], dirty["delta"])
+    assert torch.equal(clean.logits, dirty.logits)
+    assert torch.equal(clean.delta, dirty.delta)
     for name in ("ce", "temporal", "spatial", "total"):
         assert torch.isfinite(clean_losses[name]) and torch.equal(clean_losses[name], dirty_losses[name])
 
@@ -108,14 +115,17 @@ def test_padded_sample_equals_unpadded_sample() -> None:
     """Masks everywhere: a sample padded to T=6, M=7 gives what it gives alone at T=3, M=4."""
     model = build_model(TINY).eval()
     padded = make_inputs([3], [4], t=6, m=7)
-    alone = {k: v[:, :3] if k in ("visual", "audio", "seconds_mask") else v for k, v in padded.items()}
-    alone = {k: v[:, :4] if k in ("words", "words_mask") else v for k, v in alone.items()}
+    alone = dataclasses.replace(
+        padded,
+        **{k: getattr(padded, k)[:, :3] for k in ("visual", "audio", "seconds_mask")},
+        **{k: getattr(padded, k)[:, :4] for k in ("words", "words_mask")},
+    )
     answers = torch.tensor([4])
     with torch.no_grad():
-        a, b = model(**padded), model(**alone)
+        a, b = model(padded), model(alone)
         la, lb = losses_of(a, answers), losses_of(b, answers)
-    torch.testing.assert_close(a["logits"], b["logits"], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(a["delta"], b["delta"], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.delta, b.delta, atol=1e-6, rtol=1e-6)
     for name in ("temporal", "spatial", "total"):
         assert la[name].item() == pytest.approx(lb[name].item(), abs=1e-5)
     assert la["spatial"].item() > 0  # phi < 1/N leaves negatives: the check compares real numbers
@@ -124,18 +134,18 @@ def test_padded_sample_equals_unpadded_sample() -> None:
 def test_cls_token_is_not_used() -> None:
     model = build_model(TINY).eval()
     inputs = make_inputs([5, 4], [7, 5])
-    other = {**inputs, "visual": inputs["visual"].clone()}
-    other["visual"][:, :, 0] = 123.0
+    other = dataclasses.replace(inputs, visual=inputs.visual.clone())
+    other.visual[:, :, 0] = 123.0
     with torch.no_grad():
-        assert torch.equal(model(**inputs)["logits"], model(**other)["logits"])
+        assert torch.equal(model(inputs).logits, model(other).logits)
 
 
 def test_bad_shapes_are_refused_by_name() -> None:
     model = build_model(TINY)
     with pytest.raises(ValueError, match="audio"):
-        model(**{**make_inputs([5], [7]), "audio": torch.randn(1, 5, 64)})
+        model(dataclasses.replace(make_inputs([5], [7]), audio=torch.randn(1, 5, 64)))
     with pytest.raises(ValueError, match="max_seconds"):
-        model(**make_inputs([7], [7], t=7))
+        model(make_inputs([7], [7], t=7))
 
 
 # ---------------------------------------------------------------- gradients, ablations, learning
@@ -164,8 +174,8 @@ def test_parameter_counts_of_each_ablation() -> None:
 
 
 def test_without_avcm_the_projections_flow_on_unchanged() -> None:
-    out = build_model(tiny("no_avcm"))(**make_inputs([5], [7]))
-    assert out["sacl_audio"] is out["tacl_audio"]  # F'_a = projected F_a
+    out = build_model(tiny("no_avcm"))(make_inputs([5], [7]))
+    assert out.spatial.audio is out.temporal.audio  # F'_a = projected F_a
 
 
 def test_tiny_model_overfits_a_tiny_batch() -> None:
@@ -175,14 +185,14 @@ def test_tiny_model_overfits_a_tiny_batch() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []
     for _ in range(50):
-        losses = losses_of(model(**inputs), answers)
+        losses = losses_of(model(inputs), answers)
         opt.zero_grad()
         losses["total"].backward()
         opt.step()
         history.append(losses["ce"].item())
     assert history[0] > 1.2  # about ln 5 = 1.61 at the start
     assert history[-1] < 0.05 * history[0]
-    assert (model(**inputs)["logits"].argmax(dim=1) == answers).all()
+    assert (model(inputs).logits.argmax(dim=1) == answers).all()
 
 
 def test_bf16_autocast_forward_backward() -> None:
@@ -191,9 +201,9 @@ def test_bf16_autocast_forward_backward() -> None:
     model = build_model(TINY)
     inputs = make_inputs([5, 3], [7, 4])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(**inputs)
+        out = model(inputs)
         losses = losses_of(out, torch.tensor([0, 1]))
-    assert out["logits"].dtype == torch.bfloat16 and losses["total"].dtype == torch.float32
+    assert out.logits.dtype == torch.bfloat16 and losses["total"].dtype == torch.float32
     losses["total"].backward()
     for name, p in model.named_parameters():
         assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
@@ -201,10 +211,11 @@ def test_bf16_autocast_forward_backward() -> None:
 
 def test_inputs_are_not_modified() -> None:
     inputs = make_inputs([2], [3])
-    inputs["visual"] = inputs["visual"].float()  # float32 input: the upcast is no copy, the zeroing must be
-    before = {k: v.clone() for k, v in inputs.items()}
-    build_model(TINY)(**inputs)
-    assert all(torch.equal(before[k], inputs[k]) for k in inputs)
+    inputs.visual = inputs.visual.float()  # float32 input: the upcast is no copy, the zeroing must be
+    before = clone(inputs)
+    build_model(TINY)(inputs)
+    names = [f.name for f in dataclasses.fields(Batch) if getattr(inputs, f.name) is not None]
+    assert len(names) == 6 and all(torch.equal(getattr(before, k), getattr(inputs, k)) for k in names)
 
 
 # ---------------------------------------------------------------- config

@@ -1,4 +1,4 @@
-"""AVAF-Net learns time order and place from generated features (issue 11, item 1; DESIGN.md §5 "Time order").
+"""AVAF-Net learns time order and place from generated features (DESIGN.md §5 "Time order").
 
 Each test trains the tiny paper-variant model (D = 32, 3 patches, dropout 0) with Adam from a fixed seed on
 questions that only order, or only place, answers (`order_features.py`), on one thread, and asserts with
@@ -76,7 +76,7 @@ def test_relative_order_is_learned_over_six_seconds() -> None:
 
 
 def test_a_trained_model_answers_the_video_played_backwards_by_its_new_order() -> None:
-    """Issue 11 "done when": played backwards, "which instrument comes in first?" has the old third as its
+    """DESIGN.md §5 "Time order" asks for it: played backwards, "which instrument comes in first?" has the old third as its
     answer. Same scenes (same seed) asked as "third" give that answer; the trained model must follow it."""
     cfg = dataclasses.replace(TINY, max_seconds=3)
     model = train(cfg, generate(2000, ("first",), seed=0, seconds=3), 300, lr=1e-3, seed=0)
@@ -85,7 +85,7 @@ def test_a_trained_model_answers_the_video_played_backwards_by_its_new_order() -
     assert (third != forward["answers"]).all()  # three different instruments, so the test can fail
     backwards = {**forward, "visual": forward["visual"].flip(1), "audio": forward["audio"].flip(1)}
     with torch.no_grad():
-        as_played = model(**inputs(forward))["logits"].argmax(dim=1)
-        reversed_ = model(**inputs(backwards))["logits"].argmax(dim=1)
+        as_played = model(inputs(forward)).logits.argmax(dim=1)
+        reversed_ = model(inputs(backwards)).logits.argmax(dim=1)
     assert (as_played == forward["answers"]).float().mean() >= 0.90
     assert (reversed_ == third).float().mean() >= 0.90, "played backwards, the first is the old third"

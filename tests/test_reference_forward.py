@@ -1,4 +1,4 @@
-"""AVAF-Net's forward against plain loops written from the paper's equations (issue 11, item 3).
+"""AVAF-Net's forward against plain loops written from the paper's equations (DESIGN.md §5).
 
 The reference below reads the module's parameters and nothing else of it: attention is a loop over samples,
 heads, queries and keys; which side is the query follows eq. 4-5 (patches and audio query the words) and
@@ -14,7 +14,8 @@ import math
 import pytest
 import torch
 
-from avaf.train.config import ModelConfig
+from avaf.train.config import LossConfig, ModelConfig
+from avaf.train.inputs import Batch
 from avaf.train.losses import compute_losses
 from avaf.train.model import build_model
 
@@ -134,17 +135,17 @@ def test_forward_matches_the_equations(switch: str) -> None:
     model = build_model(CFG if switch == "none" else dataclasses.replace(CFG, **{switch: True})).eval()
     inputs = make_inputs()
     with torch.no_grad():
-        out = model(**inputs)
+        out = model(Batch(**inputs))
     ref = reference(model, inputs)
-    torch.testing.assert_close(out["logits"].double(), ref["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.logits.double(), ref["logits"], atol=1e-5, rtol=1e-5)
     if switch == "no_qoaf":
-        assert out["delta"] is None
+        assert out.delta is None
     else:
-        torch.testing.assert_close(out["delta"].double(), ref["delta"], atol=1e-6, rtol=1e-6)
-    if "sacl_patches" in out:
+        torch.testing.assert_close(out.delta.double(), ref["delta"], atol=1e-6, rtol=1e-6)
+    if out.spatial is not None:
         for b, t_b in enumerate(SECONDS):
             torch.testing.assert_close(
-                out["sacl_patches"][b, :t_b].double(), ref["mined"][b], atol=1e-5, rtol=1e-5
+                out.spatial.patches[b, :t_b].double(), ref["mined"][b], atol=1e-5, rtol=1e-5
             )
     assert ref["logits"].std() > 0.05  # a real comparison, not of two near-constant outputs
 
@@ -159,10 +160,14 @@ def test_delta_scales_the_visual_branch() -> None:
         with torch.no_grad():
             model.qoaf.weight[2].weight.zero_()
             model.qoaf.weight[2].bias.copy_(torch.tensor([40.0, 0.0] if visual_first else [0.0, 40.0]))
-            base = model(**inputs)["logits"]
-            swapped = model(**{**inputs, keep: other[keep]})["logits"]  # the kept branch changes: logits too
+            base = model(Batch(**inputs)).logits
+            swapped = model(
+                Batch(**{**inputs, keep: other[keep]})
+            ).logits  # the kept branch changes: logits too
             dropped = "audio" if keep == "visual" else "visual"
-            same = model(**{**inputs, dropped: other[dropped]})["logits"]  # the zero-weighted one: nothing
+            same = model(
+                Batch(**{**inputs, dropped: other[dropped]})
+            ).logits  # the zero-weighted one: nothing
         assert (base - swapped).abs().max() > 1e-2
         torch.testing.assert_close(base, same, atol=1e-6, rtol=0)
 
@@ -178,7 +183,7 @@ def test_no_all_is_a_linear_classifier_of_the_pooled_inputs() -> None:
         rows.append(linear(model.classifier, torch.cat((visual, audio, inputs["sentence"][b].double()))))
     with torch.no_grad():
         torch.testing.assert_close(
-            model(**inputs)["logits"].double(), torch.stack(rows), atol=1e-5, rtol=1e-5
+            model(Batch(**inputs)).logits.double(), torch.stack(rows), atol=1e-5, rtol=1e-5
         )
 
 
@@ -194,12 +199,14 @@ def test_no_all_is_a_linear_classifier_of_the_pooled_inputs() -> None:
 def test_total_loss_is_eq_14_of_the_terms_present(switch: str, terms: set) -> None:
     torch.manual_seed(4)
     model = build_model(CFG if switch == "none" else dataclasses.replace(CFG, **{switch: True}))
-    out = model(**make_inputs())
-    losses = compute_losses(out, torch.tensor([1, 3]), alpha=0.7, beta=0.2, phi=0.2, tau=0.4)
+    out = model(Batch(**make_inputs()))
+    losses = compute_losses(
+        out, torch.tensor([1, 3]), LossConfig(alpha=0.7, beta=0.2, sacl_phi=0.2, sacl_tau=0.4)
+    )
     assert set(losses) == terms | {"total"}
     value = {k: v.item() for k, v in losses.items()}
     assert value["ce"] == pytest.approx(
-        torch.nn.functional.cross_entropy(out["logits"].detach(), torch.tensor([1, 3])).item(), abs=1e-6
+        torch.nn.functional.cross_entropy(out.logits.detach(), torch.tensor([1, 3])).item(), abs=1e-6
     )
     expected = value["ce"] + 0.7 * value.get("temporal", 0.0) + 0.2 * value.get("spatial", 0.0)
     assert value["total"] == pytest.approx(expected, abs=1e-6)
@@ -211,7 +218,7 @@ def test_gradients_equal_the_reference_gradients() -> None:
     torch.manual_seed(5)
     model = build_model(CFG)
     inputs, answers = make_inputs(), torch.tensor([1, 3])
-    torch.nn.functional.cross_entropy(model(**inputs)["logits"], answers).backward()
+    torch.nn.functional.cross_entropy(model(Batch(**inputs)).logits, answers).backward()
     ours = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
     ref_logits = reference(model, inputs)["logits"]

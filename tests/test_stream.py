@@ -16,11 +16,11 @@ from avaf.shared.store.reader import FeatureStore
 from avaf.train.cli import eval_main
 from avaf.train.cli import main as train_main
 from avaf.train.config import load_config
-from avaf.train.data import load_split
+from avaf.train.data import Shape, load_split
 from avaf.train.evaluate import evaluate
-from avaf.train.loop import train_epoch
+from avaf.train.loop import Run, train_epoch
 from avaf.train.model import build_model
-from avaf.train.stream import StreamedSplit, parse_bytes, resolve_budget, visual_bytes
+from avaf.train.stream import parse_bytes, resolve_budget, streamed_split, visual_bytes
 
 from conftest import known_answer_store
 
@@ -54,39 +54,43 @@ def test_auto_budget_is_half_of_what_is_available():
 
 
 def test_blocks_cover_every_question_once_and_move_between_epochs(feats):
-    split = StreamedSplit(feats, "train", None, "cpu", block_bytes=20 * VIDEO_BYTES)
-    assert len(split.videos) == 180 and len(split) == 360
-    blocks = split.blocks()
+    split = streamed_split(feats, "train", None, "cpu", block_bytes=20 * VIDEO_BYTES)
+    stream = split.features
+    assert len(stream.videos) == 180 and len(split) == 360
+    blocks = stream.blocks()
     assert [v for b in blocks for v in b.tolist()] == list(range(180))  # file order, each video once
-    size = [int(split.video_bytes[b].sum()) for b in blocks]
+    size = [int(stream.video_bytes[b].sum()) for b in blocks]
     assert max(size) <= 20 * VIDEO_BYTES and len(blocks) == 8  # 627 s of tokens, at most 80 s per block
     for b, nxt in zip(blocks, blocks[1:]):  # greedy: the next video would not have fitted
-        assert split.video_bytes[b].sum() + split.video_bytes[nxt[0]] > 20 * VIDEO_BYTES
+        assert stream.video_bytes[b].sum() + stream.video_bytes[nxt[0]] > 20 * VIDEO_BYTES
     seen_by_epoch = []
     for epoch in range(2):
         gen = torch.Generator().manual_seed(epoch)
-        rows, firsts = [], []
-        for part, order, part_rows in split.parts(gen, layout_seed=epoch):
-            assert sorted(order.tolist()) == list(range(len(part)))
-            torch.testing.assert_close(part.answer, split.answer[part_rows], rtol=0, atol=0)
-            rows += part_rows.tolist()
-            firsts.append(int(part_rows[0]))
-        assert sorted(rows) == list(range(360))  # every question exactly once
+        seen, firsts = [], []
+        for features, rows in split.parts(gen, layout_seed=epoch):
+            assert (features.video_offset[rows] >= 0).all()  # the block holds its questions' videos
+            assert len(features.words) == int(split.word_length[rows].sum())  # and their words, no other
+            seen += rows.tolist()
+            firsts.append(int(rows.min()))
+        assert sorted(seen) == list(range(360))  # every question exactly once
         seen_by_epoch.append(firsts)
     assert seen_by_epoch[0] != seen_by_epoch[1]  # the blocks and their order change with the epoch
-    assert split.peak_resident <= 2 * 20 * VIDEO_BYTES  # the block in use and the one read ahead
+    assert stream.peak_resident <= 2 * 20 * VIDEO_BYTES  # the block in use and the one read ahead
 
 
 def test_streamed_items_are_the_stored_features(feats):
     with FeatureStore(feats) as fs:
         whole = load_split(fs, "val", None, "cpu")
-    split = StreamedSplit(feats, "val", None, "cpu", block_bytes=7 * VIDEO_BYTES)
-    for part, _, rows in split.parts():
-        for i, row in enumerate(rows.tolist()):
-            a, n = int(part.video_offset[i]), int(part.video_length[i])
-            b = int(whole.video_offset[row])
+    split = streamed_split(feats, "val", None, "cpu", block_bytes=7 * VIDEO_BYTES)
+    for features, rows in split.parts():
+        for row in rows.tolist():
+            a, n = int(features.video_offset[row]), int(split.video_length[row])
+            b = int(whole.features.video_offset[row])
             assert n == int(whole.video_length[row]) and n in (3, 4)
-            assert torch.equal(part.visual[a : a + n], whole.visual[b : b + n])
+            assert torch.equal(features.visual[a : a + n], whole.features.visual[b : b + n])
+            w, m = int(features.word_offset[row]), int(split.word_length[row])
+            v = int(whole.features.word_offset[row])
+            assert torch.equal(features.words[w : w + m], whole.features.words[v : v + m])
 
 
 def test_streamed_evaluation_equals_in_memory(feats):
@@ -94,14 +98,15 @@ def test_streamed_evaluation_equals_in_memory(feats):
     model = build_model(load_config(None, TINY).model)
     with FeatureStore(feats) as fs:
         whole = load_split(fs, "test", None, "cpu")
-    streamed = StreamedSplit(feats, "test", None, "cpu", block_bytes=9 * VIDEO_BYTES)
+    streamed = streamed_split(feats, "test", None, "cpu", block_bytes=9 * VIDEO_BYTES)
+    shape = Shape(4, int(whole.word_length.max()))
     # batch 1: each question is computed alone in both, so the numbers are the same bits (in batches, which
     # questions share one differs at block borders, and float results depend on the batch's shape)
-    a = evaluate(model, whole, 1, 4, int(whole.word_length.max()))
-    b = evaluate(model, streamed, 1, 4, int(whole.word_length.max()))
+    a = evaluate(model, whole, shape, 1)
+    b = evaluate(model, streamed, shape, 1)
     assert (a.predicted == b.predicted).all() and (a.question_id == b.question_id).all()
     assert a.delta is not None and (a.delta == b.delta).all()
-    c = evaluate(model, streamed, 16, 4, int(whole.word_length.max()))  # in batches: the same up to rounding
+    c = evaluate(model, streamed, shape, 16)  # in batches: the same up to rounding
     assert abs(c.delta - a.delta).max() < 1e-5
 
 
@@ -113,11 +118,12 @@ def test_one_block_trains_exactly_like_memory(feats, tmp_path):
         model = build_model(cfg.model)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         if streamed:
-            data = StreamedSplit(feats, "train", None, "cpu", block_bytes=1 << 30)
+            data = streamed_split(feats, "train", None, "cpu", block_bytes=1 << 30)
         else:
             with FeatureStore(feats) as fs:
                 data = load_split(fs, "train", None, "cpu")
-        stats = train_epoch(model, opt, data, cfg, 0, (4, int(data.word_length.max())), None, False)
+        run = Run(cfg, tmp_path, Shape(4, int(data.word_length.max())), amp=None)
+        stats = train_epoch(model, opt, data, run, 0)
         assert stats["steps"] == 12  # 360 questions, batch 32
         params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(params[0], params[1])

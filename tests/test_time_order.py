@@ -1,4 +1,4 @@
-"""Time order (DESIGN.md §5, issue 11): the audio time attention makes AVAF-Net's answers depend on the order
+"""Time order (DESIGN.md §5 "Time order"): the audio time attention makes AVAF-Net's answers depend on the order
 of the seconds, and switching its positions off makes them order-blind again.
 
 Untrained fixed-seed models, with the position embedding scaled up to the size a trained one reaches (its
@@ -12,6 +12,7 @@ import dataclasses
 import torch
 
 from avaf.train.config import ModelConfig
+from avaf.train.inputs import Batch
 from avaf.train.model import build_model
 
 CFG = ModelConfig(dim=32, heads=2, ffn_dim=64, n_answers=9, max_seconds=6, dropout=0.0)
@@ -40,7 +41,7 @@ def model(positions: bool) -> torch.nn.Module:
 
 def answers(m: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
-        logits = m(**inputs)["logits"]
+        logits = m(Batch(**inputs)).logits
     return logits, logits.argmax(dim=1)
 
 

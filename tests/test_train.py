@@ -6,19 +6,23 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from avaf.shared.store.reader import FeatureStore
 from avaf.train import checkpoint
 from avaf.train.cli import eval_main
 from avaf.train.cli import main as train_main
-from avaf.train.config import load_config
-from avaf.train.data import gather, load_split
+from avaf.train.config import LossConfig, ModelConfig, load_config
+from avaf.train.data import Shape, gather, load_split
+from avaf.train.inputs import Batch, ModelOutput, prepare_inputs
 from avaf.train.loop import train
+from avaf.train.model import MODELS
 
 from conftest import known_answer_store
 
@@ -84,14 +88,74 @@ def test_padding_is_masked_in_batches(feats):
     with FeatureStore(feats) as fs:
         data = load_split(fs, "train", None, "cpu")
     idx = torch.arange(16)
-    batch = gather(data, idx, seconds=6, max_words=9, dtype=torch.float32)
+    batch, answers = gather(data, data.features, idx, Shape(seconds=6, words=9))
     lengths = data.video_length[idx]
-    assert batch["visual"].shape == (16, 6, 5, 32) and batch["audio"].shape == (16, 6, 128)
-    assert torch.equal(batch["seconds_mask"].sum(1), lengths)
-    assert batch["visual"][~batch["seconds_mask"]].abs().sum() == 0
-    assert batch["words_mask"].sum(1).tolist() == [6] * 16 and batch["words"].shape == (16, 9, 32)
-    first = int(data.video_offset[0])
-    assert torch.equal(batch["visual"][0, : lengths[0]], data.visual[first : first + lengths[0]].float())
+    assert batch.visual.shape == (16, 6, 5, 32) and batch.audio.shape == (16, 6, 128)
+    assert torch.equal(batch.seconds_mask.sum(1), lengths)
+    assert batch.visual[~batch.seconds_mask].abs().sum() == 0
+    assert batch.words_mask.sum(1).tolist() == [6] * 16 and batch.words.shape == (16, 9, 32)
+    first = int(data.features.video_offset[0])
+    assert torch.equal(
+        batch.visual[0, : lengths[0]], data.features.visual[first : first + lengths[0]].float()
+    )
+    assert torch.equal(answers, data.answer[idx]) and batch.template_words.tolist() == [1] * 16  # "...?"
+
+
+# ---------------------------------------------------------------- a third variant: one class, one line
+
+
+@dataclass
+class GateOutput(ModelOutput):
+    gate: torch.Tensor | None = None  # (B, 2) the slot of its own loss term
+
+
+def gate_losses(out: GateOutput, answers: torch.Tensor, cfg: LossConfig) -> dict[str, torch.Tensor]:
+    """CE plus a made-up term: the gate's entropy, weighted by loss.beta."""
+    ce = F.cross_entropy(out.logits.float(), answers)
+    entropy = -(out.gate * out.gate.clamp_min(1e-9).log()).sum(dim=1).mean()
+    return {"ce": ce, "gate": entropy, "total": ce + cfg.beta * entropy}
+
+
+class GateNet(torch.nn.Module):
+    """A throw-away variant: a linear answer from the mean audio and one from the mean patch, mixed by a
+    gate on the sentence. Its module would hold this class; `MODELS` gets one line."""
+
+    recipe = {"optim": {"batch_size": 16}, "loss": {"beta": 0.01}}
+    losses = staticmethod(gate_losses)
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.audio, self.visual = (
+            torch.nn.Linear(cfg.audio_dim, cfg.n_answers),
+            torch.nn.Linear(cfg.dim, cfg.n_answers),
+        )
+        self.gate = torch.nn.Linear(cfg.dim, 2)
+
+    def forward(self, batch: Batch) -> GateOutput:
+        patches, audio, _, sentence = prepare_inputs(self.cfg, self.gate.weight.dtype, batch)
+        seconds = batch.seconds_mask.sum(dim=1, keepdim=True)  # (B, 1)
+        gate = self.gate(sentence).softmax(dim=-1)  # (B, 2): (visual, audio)
+        visual = self.visual(patches.mean(dim=2).sum(dim=1) / seconds)  # (B, C)
+        heard = self.audio(audio.sum(dim=1) / seconds)  # (B, C)
+        logits = gate[:, :1] * visual + gate[:, 1:] * heard
+        return GateOutput(logits=logits, delta=gate, gate=gate)
+
+
+def test_a_third_variant_trains_through_the_real_loop(feats, tmp_path, monkeypatch):
+    monkeypatch.setitem(MODELS, "gate", GateNet)  # the one line of a new variant
+    cfg = tiny_cfg(feats, tmp_path / "run", **{"model.variant": "gate", "optim.lr": 3e-2, "optim.epochs": 4})
+    assert (cfg.optim.batch_size, cfg.loss.beta) == (16, 0.01)  # its recipe, under what the user set
+    results = train(cfg, progress=False)
+    audio, visual = per_type_accuracy(results)
+    assert audio > 90 and visual > 90, results["tables"]["test"]  # chance is 25; measured 100 / 100
+    d = results["delta_per_type"]["test"]  # the gate picks the modality: measured 0.89 audio, 0.94 visual
+    assert d["Audio/Counting"][1] > 0.75 and d["Visual/Counting"][0] > 0.75, d
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_ce", "loss_gate", "loss_total"} <= set(lines[0]) and "loss_temporal" not in lines[0]
+    assert lines[-1]["loss_gate"] < lines[0]["loss_gate"]  # its own term is minimised too
+    model, meta = checkpoint.load_model(tmp_path / "run" / "best")
+    assert isinstance(model, GateNet) and meta["config"].model.variant == "gate"
 
 
 def test_cli_equals_library_and_eval_prints_the_table(feats, tmp_path, tiny_flags):

@@ -4,49 +4,31 @@ Written by us from that description (their repository has no license; none of it
 what the published numbers come from, so users can tell how much of a difference to them is ours.
 
     patches (B, T, 49, D) --Linear(D, D)--> p      audio (B, T, 128) --Linear(128, D)--> time attention --> a
-    p, a --(FNAC loss, authors_temporal.py)
+    p, a --(temporal "FNAC" loss, authors_losses.py)
     AVCM: p and a each attend over the words 1..n (n = the template's word count)       -> p', a'
-    (spatial loss on p' with the sentence and with a', authors_spatial.py)
+    (spatial loss on p' with the sentence and with a', authors_losses.py)
     fusion: the words attend over a' and over p'; w = softmax(ReLU(Linear(D, 2)(sentence)))
             fused = w0 * (words over a') + w1 * (words over p')                          (B, M, D)
     answer: MCAN's AttFlat over the words 1..n, Linear(D, 42)                             (B, C)
 
-Inputs are those of `AVAFNet.forward`, laid out by the data loader for this variant (`train/data.py`):
-`sentence` is CLIP's text output at position 0 (the start token, the same for every question), `words`
-the outputs at positions 1, 2, ..., and `words_mask` is True at positions 1..n.
-
-Blocks reused from the paper variant. The time attention is `time_attention.AudioTimeAttention` (1 head, FFN
-2048, post-norm, dropout 0.1, learned positions on queries and keys). The four cross-attention blocks are
-`attention.CrossAttentionBlock` (4 heads, FFN 2048, dropout 0.1, post-norm). Their key projections (these
-blocks' and the time attention's) have no bias where theirs have one: a key bias b_k adds q . b_k to
-every score of query q, the same for all its keys, so softmax cancels it and the function is the same (it
-would also never receive a gradient; tests/test_authors.py checks it against nn.MultiheadAttention with a
-key bias). The cross-attention is computed in the cheapest association order of the same products.
-
-Init: Xavier-uniform for every weight matrix inside those five blocks (each of W_q, W_k, W_v, W_o, FFN),
-PyTorch defaults elsewhere (the projections, the fusion weights, the answer head; biases; the position
-embedding keeps AudioTimeAttention's small normal init).
-
-Exactness. Word positions after n are keys of nothing (masked in AVCM) and weigh 0 in AttFlat; as fusion
-queries they are unmasked but each query's output depends only on itself, so the model drops the
-positions after the batch's largest n before any work: the logits are those of all 76 positions.
-
-Where §5b does not say, our reading (documented, not verified against their code): the FNAC loss takes
-the audio after the time attention and the projected patches (the inputs of AVCM); the spatial loss
-takes the AVCM outputs p' and a' (as the paper's SACL takes F'_p); padded seconds (their T is fixed at 60)
-are zeroed on entry and masked as keys and in both losses.
+Blocks shared with the paper variant: `time_attention.AudioTimeAttention` and four
+`attention.CrossAttentionBlock`s (their key projections have no bias: softmax cancels one, so the function
+is theirs; tests/test_authors.py checks it against nn.MultiheadAttention). Where §5b is silent we read it
+as docs/training.md, "Variants", says. The variant owns its recipe (`AuthorsNet.recipe`) and objective.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from .attention import CrossAttentionBlock
-from .config import ModelConfig
-from .inputs import prepare_inputs
+from .authors_losses import AuthorsOutput, AuthorsSpatialInputs, FnacInputs, compute_authors_losses
+from .inputs import Batch, prepare_inputs
+from .model_config import ModelConfig
 from .time_attention import AudioTimeAttention
 
 
@@ -69,6 +51,17 @@ class AttFlat(nn.Module):
 class AuthorsNet(nn.Module):
     """The authors' model (§5b); build it with `build_model` and `ModelConfig(variant="authors")`."""
 
+    #: their recipe, a layer between the defaults and the user's file and flags (config.load_config): batch
+    #: 64, seed 42, temporal weight 100, fp32 (no autocast on GPU); the rest (Adam 1e-4, x0.1 every 8 epochs,
+    #: 30 epochs, spatial weight 0.2, phi 0.019, tau 0.4) equals the paper's defaults
+    recipe: ClassVar[dict[str, dict[str, Any]]] = {
+        "optim": {"batch_size": 64, "seed": 42},
+        "loss": {"alpha": 100.0},
+        "run": {"amp": False},
+    }
+    #: CE + alpha * temporal + beta * spatial, their terms
+    losses = staticmethod(compute_authors_losses)
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -80,61 +73,53 @@ class AuthorsNet(nn.Module):
         self.fuse_audio, self.fuse_visual = CrossAttentionBlock(*block), CrossAttentionBlock(*block)
         self.weights = nn.Linear(d, 2)
         self.head = AttFlat(d, cfg.n_answers, cfg.dropout)
+        # their init: Xavier-uniform for every weight matrix inside the five attention blocks, PyTorch's
+        # defaults elsewhere (projections, fusion weights, answer head, biases; the position embedding
+        # keeps AudioTimeAttention's small normal init)
         for block_ in (self.time, self.avcm_audio, self.avcm_visual, self.fuse_audio, self.fuse_visual):
             for module in block_.modules():
                 if isinstance(module, nn.Linear):
                     nn.init.xavier_uniform_(module.weight)
 
-    def forward(
-        self,
-        visual: Tensor,
-        audio: Tensor,
-        seconds_mask: Tensor,
-        words: Tensor,
-        words_mask: Tensor,
-        sentence: Tensor,
-    ) -> dict[str, Any]:
-        """Answer logits and what the losses need.
-
-        visual: (B, T, N, D) (CLS first if cfg.visual_cls); audio: (B, T, audio_dim); seconds_mask:
-        (B, T); words: (B, M, D) text positions 1..M; words_mask: (B, M) True at positions 1..n;
-        sentence: (B, D) the start-token output. Returns "logits" (B, C), "delta" (B, 2) the fusion
-        weights as (visual, audio), "seconds_mask", "fnac_audio" (B, T, D), "fnac_patches" (B, T, N, D),
-        "spatial_sentence" (B, D), "spatial_patches" (B, T, N, D), "spatial_audio" (B, T, D).
-        """
-        patches, audio, words, words_mask, sentence = self._prepare(
-            visual, audio, seconds_mask, words, words_mask, sentence
-        )
+    def forward(self, batch: Batch) -> AuthorsOutput:
+        """Answer logits, the fusion weights as δ (visual, audio), and the inputs of both loss terms."""
+        theirs = self.layout(batch)
+        patches, audio, words, sentence = prepare_inputs(self.cfg, self.head.classifier.weight.dtype, theirs)
+        seconds_mask, words_mask = batch.seconds_mask, theirs.words_mask
         b, t, n, d = patches.shape
         patches = self.visual_proj(patches)  # (B, T, N, D)
         audio = self.time(self.audio_proj(audio), seconds_mask)  # (B, T, D)
-        out: dict[str, Any] = {"seconds_mask": seconds_mask, "fnac_audio": audio, "fnac_patches": patches}
+        temporal = FnacInputs(audio, patches, seconds_mask)
         mined_p = self.avcm_visual(patches.view(b, t * n, d), words, words_mask)  # (B, T*N, D)
         mined_a = self.avcm_audio(audio, words, words_mask)  # (B, T, D)
-        out.update(spatial_sentence=sentence, spatial_patches=mined_p.view(b, t, n, d), spatial_audio=mined_a)
+        spatial = AuthorsSpatialInputs(sentence, mined_p.view(b, t, n, d), mined_a, seconds_mask)
         patch_mask = seconds_mask[:, :, None].expand(b, t, n).reshape(b, t * n)  # (B, T*N)
         by_audio = self.fuse_audio(words, mined_a, seconds_mask)  # (B, M, D)
         by_visual = self.fuse_visual(words, mined_p, patch_mask)  # (B, M, D)
         w = self.weights(sentence).relu().softmax(dim=-1)  # (B, 2): (audio, visual)
         fused = w[:, 0, None, None] * by_audio + w[:, 1, None, None] * by_visual  # (B, M, D)
-        out["logits"] = self.head(fused, words_mask)  # (B, C)
-        out["delta"] = w.flip(-1)  # (B, 2) as (visual, audio), the order evaluation reports
-        return out
+        logits = self.head(fused, words_mask)  # (B, C)
+        # δ as (visual, audio), the order evaluation reports
+        return AuthorsOutput(logits=logits, delta=w.flip(-1), temporal=temporal, spatial=spatial)
 
-    def _prepare(
-        self,
-        visual: Tensor,
-        audio: Tensor,
-        seconds_mask: Tensor,
-        words: Tensor,
-        words_mask: Tensor,
-        sentence: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """`prepare_inputs`, then word positions after the largest n dropped (they change no logit)."""
-        m = int(words_mask.any(dim=0).nonzero().max()) + 1  # (module doc)
-        words, words_mask = words[:, :m], words_mask[:, :m]
-        dtype = self.head.classifier.weight.dtype
-        patches, audio, words, sentence = prepare_inputs(
-            self.cfg, dtype, visual, audio, seconds_mask, words, words_mask, sentence
-        )
-        return patches, audio, words, words_mask, sentence
+    @staticmethod
+    def layout(batch: Batch) -> Batch:
+        """The store's layout turned into theirs (§5b): the sentence is the start token's output (stored row
+        0, the same for every question), the words are text positions 1, 2, ... (rows 1..), and the mask
+        keeps positions 1..n, n = the question's word count (`batch.template_words`).
+
+        Their code reads CLIP's output at all 77 positions; the store keeps the L real tokens, which
+        suffices: n <= L - 2 (each word is at least one BPE token), so positions 1..n are stored, and the
+        positions after n change no logit (masked keys in AVCM, weight 0 in AttFlat; as fusion queries each
+        one's output depends only on itself), so those after the batch's largest n are dropped here.
+        """
+        if batch.template_words is None:
+            raise ValueError(
+                "the authors model needs batch.template_words: the word count n of each question"
+            )
+        stored = batch.words_mask[:, 1:]  # (B, L-1): positions 1.. that the store holds
+        steps = torch.arange(stored.shape[1], device=stored.device)  # (L-1,)
+        mask = stored & (steps[None, :] < batch.template_words[:, None])  # (B, L-1): positions 1..n
+        m = int(mask.any(dim=0).nonzero().max()) + 1  # the batch's largest n
+        words = batch.words[:, 1 : m + 1]  # (B, M, D), M = m
+        return dataclasses.replace(batch, words=words, words_mask=mask[:, :m], sentence=batch.words[:, 0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 
 import click
 
@@ -14,32 +13,16 @@ from avaf.shared.cli import (
     common_options,
     config_file_option,
     config_options,
-    from_flags,
     given,
-    option,
     show_progress,
 )
 
 from .config import TrainConfig, load_config
 
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """`avaf-eval`: which checkpoint on which split; the model and its variant come from the checkpoint."""
-
-    feats: str = option(
-        None, "Feature file from avaf-extract.", required=True, path={"exists": True, "dir_okay": False}
-    )
-    checkpoint: str = option(
-        None, "A run's best/ or last/ folder, or its model.safetensors.", required=True, path={"exists": True}
-    )
-    split: str = option("test", "Split to evaluate.")
-    subset: str = option("all", "real: MUSIC-AVQA-Real questions only.", choices=("all", "real"))
-    device: str = option("auto", "auto, cpu, cuda, ...")
-    json: bool = option(False, "Print the row and δ per type as JSON.")
-    memory_budget: str = option(
-        "auto", "Feature bytes held in memory at most (as avaf-train's); a larger split is streamed."
-    )
+FILE = click.Path(exists=True, dir_okay=False)
+SUBSETS = click.Choice(["all", "real"])
+CHECKPOINT_HELP = "A run's best/ or last/ folder, or its model.safetensors."
+BUDGET_HELP = "Feature bytes held in memory at most (as avaf-train's); a larger split is streamed."
 
 
 @click.command("avaf-train", cls=Command, context_settings=CONTEXT)
@@ -77,32 +60,29 @@ def main(config_file, resume, overwrite, **flags) -> None:
 
 @click.command("avaf-eval", cls=Command, context_settings=CONTEXT)
 @common_options
-@config_options(EvalConfig)
-def eval_main(**flags) -> None:
+@click.option("--feats", required=True, type=FILE, help="Feature file from avaf-extract.")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True), help=CHECKPOINT_HELP)
+@click.option("--split", default="test", show_default=True, help="Split to evaluate.")
+@click.option(
+    "--subset", default="all", show_default=True, type=SUBSETS, help="real: MUSIC-AVQA-Real questions only."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, ...")
+@click.option("--json", "as_json", is_flag=True, help="Print the row and δ per type as JSON.")
+@click.option("--memory-budget", default="auto", show_default=True, help=BUDGET_HELP)
+def eval_main(feats, checkpoint, split, subset, device, as_json, memory_budget) -> None:
     """Evaluate a checkpoint on one split of FEATS and print the paper's table row."""
+    # the model, its variant and its T come from the checkpoint
     from .checkpoint import load_model
     from .evaluate import evaluate, results_markdown
-    from .loop import resolve_device
+    from .loop import padding, resolve_device
     from .stream import open_splits
 
-    c = from_flags(EvalConfig, flags)
-    feats, ckpt, split, subset = c.feats, c.checkpoint, c.split, c.subset
-    dev = resolve_device(c.device)
-    model, meta = load_model(ckpt, dev)
-    data = open_splits(feats, [split], subset, dev, meta["config"].model.variant, c.memory_budget)[split]
-    cfg = meta["config"]
-    ev = evaluate(
-        model,
-        data,
-        128,
-        min(cfg.model.max_seconds, int(data.video_length.max())),
-        int(data.word_length.max()),
-    )
-    if c.json:
-        click.echo(
-            json.dumps(
-                {"table": ev.table, "delta_per_type": ev.delta_per_type, "questions": len(data)}, indent=2
-            )
-        )
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint, dev)
+    data = open_splits(feats, [split], subset, dev, memory_budget)[split]
+    ev = evaluate(model, data, padding([data], meta["config"].model.max_seconds), 128)
+    if as_json:
+        out = {"table": ev.table, "delta_per_type": ev.delta_per_type, "questions": len(data)}
+        click.echo(json.dumps(out, indent=2))
     else:
         click.echo(results_markdown({f"{split} ({subset})": ev}))

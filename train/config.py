@@ -18,6 +18,8 @@ from typing import Any
 from avaf.shared.cli import option
 from avaf.shared.config import ConfigError, from_dict, merge, nest, read_file, resolve, to_dict
 
+from .model_config import LossConfig, ModelConfig
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -30,76 +32,7 @@ __all__ = [
 ]
 
 
-VARIANTS = ("paper", "authors")
 LOGS = ("none", "tensorboard")
-#: What each variant changes in the defaults (a layer between the defaults and the file/flags): the authors'
-#: recipe (DESIGN.md §5b) is batch 64, seed 42, their temporal weight 100 and fp32 (no autocast on GPU);
-#: the rest (Adam 1e-4, x0.1 every 8 epochs, 30 epochs, spatial weight 0.2) equals the paper's.
-VARIANT_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {},
-    "authors": {"optim": {"batch_size": 64, "seed": 42}, "loss": {"alpha": 100.0}, "run": {"amp": False}},
-}
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """AVAF-Net's sizes and the ablation switches, one per row of the paper's Table 3."""
-
-    variant: str = option(
-        "paper",
-        "paper: AVAF-Net as published; authors: the authors' public code (DESIGN.md §5b) with its recipe "
-        "(batch 64, seed 42, temporal weight 100, fp32). Saved in the checkpoint.",
-        choices=VARIANTS,
-    )
-    dim: int = option(512, "Feature width D (512 for CLIP ViT-B/32), also the model width.")
-    audio_dim: int = 128  # VGGish embedding width
-    heads: int = 4
-    ffn_dim: int = 2048
-    dropout: float = 0.1
-    n_answers: int = 42  # C: the fixed answer vocabulary in manifests/
-    max_seconds: int = option(60, "Seconds T used per video (longer videos are cut).", flag="seconds")
-    visual_cls: bool = True  # visual input is the store's layout: token 0 is CLIP's CLS, dropped by the model
-    time_positions: bool = option(
-        True, "Learned per-second positions in the audio time attention (off: the order-blind control)."
-    )
-    no_tacl: bool = option(False, "Ablation: without temporal alignment contrastive learning.")
-    no_avcm: bool = option(False, "Ablation: without audio-visual clue mining (F'_p = F_p, F'_a = F_a).")
-    no_sacl: bool = option(False, "Ablation: without spatial alignment contrastive learning.")
-    no_qoaf: bool = option(False, "Ablation: without QOAF's adaptive weights (plain concatenation).")
-    no_all: bool = option(False, "Ablation: without all modules (pooled inputs -> classifier).")
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"model.variant must be one of {list(VARIANTS)}, got {self.variant!r}")
-        if self.variant != "paper":
-            ablations = [
-                k for k in ("no_tacl", "no_avcm", "no_sacl", "no_qoaf", "no_all") if getattr(self, k)
-            ]
-            if ablations:
-                raise ValueError(f"model.{ablations[0]}: the ablation switches belong to the paper variant")
-        if self.dim % self.heads:
-            raise ValueError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        for name in ("dim", "audio_dim", "heads", "ffn_dim", "n_answers", "max_seconds"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Eq. 14: CE + alpha * L_temp + beta * L_spat, and SACL's threshold and temperature (eq. 7-8)."""
-
-    alpha: float = option(0.1, "Weight of the temporal alignment loss (TACL, eq. 14).")
-    beta: float = option(0.2, "Weight of the spatial alignment loss (SACL, eq. 14).")
-    sacl_phi: float = option(  # just under 1/49: every second has a positive patch (Table 4's best)
-        0.019, "SACL threshold for positive patches (eq. 7).", flag="phi"
-    )
-    sacl_tau: float = option(0.4, "SACL temperature (eq. 8).", flag="tau")
-
-    def __post_init__(self) -> None:
-        if self.sacl_tau <= 0:
-            raise ValueError(f"loss.sacl_tau must be positive, got {self.sacl_tau}")
 
 
 @dataclass(frozen=True)
@@ -177,15 +110,23 @@ class TrainConfig:
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Resolve the config: defaults, then the file at `path` (if any), then `overrides`.
 
-    The variant's recipe (`VARIANT_RECIPES`, chosen by model.variant wherever it is set) sits between the
-    defaults and the file: `--variant authors` trains at batch 64 with seed 42 unless the user says otherwise.
+    The variant's recipe (its model class's `recipe`, chosen by model.variant wherever it is set) sits
+    between the defaults and the file: `--variant authors` trains at batch 64 with seed 42 unless the user
+    says otherwise.
 
     `overrides` may be nested ({"model": {"dim": 8}}) or dotted ({"model.dim": 8}); None values are
     skipped so unset CLI flags don't override the file.
     """
+    # the models' table imports torch: only once a config is resolved, so that --help stays fast
+    from .model import MODELS
+
     flags = dict(overrides or {})
     cfg = resolve(TrainConfig, path, flags)  # checks the file and the flags; errors name the file
-    recipe = VARIANT_RECIPES[cfg.model.variant]
+    if cfg.model.variant not in MODELS:
+        raise ConfigError(
+            f"{path or 'config'}: model.variant must be one of {list(MODELS)}, got {cfg.model.variant!r}"
+        )
+    recipe = MODELS[cfg.model.variant].recipe
     if not recipe:
         return cfg
     given = merge(read_file(path) if path is not None else {}, nest(flags))  # what the user set wins

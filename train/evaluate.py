@@ -16,8 +16,7 @@ from torch import nn
 
 from avaf.shared.avqa.question_types import OVERALL, TYPES, markdown_table, type_table
 
-from .data import SplitData, gather
-from .stream import StreamedSplit
+from .data import Shape, SplitData, gather
 
 
 @dataclass
@@ -37,42 +36,30 @@ class Evaluation:
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module,
-    data: SplitData | StreamedSplit,
-    batch_size: int,
-    seconds: int,
-    max_words: int,
-    amp_dtype: torch.dtype | None,
+    model: nn.Module, data: SplitData, shape: Shape, batch_size: int, amp_dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Predicted answer per question (Q,), and δ (Q, 2) or None."""
     model.eval()
     device = data.device
     preds = torch.zeros(len(data), dtype=torch.int64)
     deltas = None
-    for part, _, rows in data.parts():  # the split itself in memory; its blocks, in file order, when streamed
-        for a in range(0, len(part), batch_size):
-            idx = torch.arange(a, min(a + batch_size, len(part)))
-            batch = gather(part, idx, seconds, max_words, torch.float32)
-            batch.pop("answer")
+    for features, rows in data.parts():  # in memory the split itself; streamed, its blocks in file order
+        for a in range(0, len(rows), batch_size):
+            batch, _ = gather(data, features, rows[a : a + batch_size], shape)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = model(**batch)
-            preds[rows[idx]] = out["logits"].argmax(dim=-1).cpu()
-            if out["delta"] is not None:
+                out = model(batch)
+            preds[rows[a : a + batch_size]] = out.logits.argmax(dim=-1).cpu()
+            if out.delta is not None:
                 deltas = torch.zeros(len(data), 2) if deltas is None else deltas
-                deltas[rows[idx]] = out["delta"].float().cpu()
+                deltas[rows[a : a + batch_size]] = out.delta.float().cpu()
     return preds, deltas
 
 
 def evaluate(
-    model: nn.Module,
-    data: SplitData | StreamedSplit,
-    batch_size: int,
-    seconds: int,
-    max_words: int,
-    amp_dtype=None,
+    model: nn.Module, data: SplitData, shape: Shape, batch_size: int, amp_dtype: torch.dtype | None = None
 ) -> Evaluation:
     """The paper's table row for one split, with δ per question and per type."""
-    pred, delta = predict(model, data, batch_size, seconds, max_words, amp_dtype)
+    pred, delta = predict(model, data, shape, batch_size, amp_dtype)
     correct = (pred.cpu() == data.answer.cpu()).numpy()
     qtype = data.qtype.cpu().numpy()
     types = [TYPES[i] for i in qtype]

@@ -1,10 +1,11 @@
 """The training loop of `avaf-train` (DESIGN.md §5 "Recipe" and "Speed").
 
 Adam, lr ×0.1 every 8 epochs, batch 32, 30 epochs, a fixed seed (each epoch reseeded from seed + epoch,
-so a resumed run reproduces the uninterrupted one); the authors' variant (DESIGN.md §5b, model.variant)
-trains its own model and losses, at batch 64 with seed 42 by default. The checkpoint is selected on val
-and test is reported at that checkpoint, for both variants. Features are loaded once into memory on the
-training device; batches are gathered there by index; mixed precision on GPU.
+so a resumed run reproduces the uninterrupted one). Whatever model.variant builds, the loop trains it the
+same way: the model takes a batch in the store's layout and its own `losses` give the objective (the
+variant's recipe is already in the config). The checkpoint is selected on val and test is reported at that
+checkpoint. Features are loaded once into memory on the training device (or streamed, train/stream.py);
+batches are gathered there by index; mixed precision on GPU.
 
 Run folder: config.json (resolved config), metrics.jsonl (one line per epoch: every loss term by name,
 accuracies, samples/s, lr), best/ and last/ checkpoints, results.json and results.md (the paper's table
@@ -18,7 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,14 +31,12 @@ from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.schema import SECONDS, WORDS
 
 from . import checkpoint
-from .authors_losses import compute_authors_losses
 from .config import TrainConfig
-from .data import SplitData, gather
+from .data import Shape, SplitData, gather
 from .evaluate import Evaluation, evaluate, results_markdown
-from .losses import compute_losses
 from .model import build_model
 from .plots import log_epoch, summary_writer, write_run_plots
-from .stream import StreamedSplit, open_splits
+from .stream import open_splits
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,22 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load_data(
-    cfg: TrainConfig, device: torch.device
-) -> tuple[dict[str, SplitData | StreamedSplit], int, int]:
+@dataclass(frozen=True)
+class Run:
+    """What every epoch and evaluation of one run shares: its config, its folder and how batches are made."""
+
+    cfg: TrainConfig
+    out: Path
+    shape: Shape  # T and M the batches are padded to
+    amp: torch.dtype | None  # autocast dtype on GPU, None for full precision
+    progress: bool = False  # progress bars
+    board: Any = None  # the tensorboard writer (--log tensorboard), else None
+
+    def evaluate(self, model: torch.nn.Module, data: SplitData) -> Evaluation:
+        return evaluate(model, data, self.shape, eval_batch(self.cfg), self.amp)
+
+
+def load_data(cfg: TrainConfig, device: torch.device) -> tuple[dict[str, SplitData], Shape]:
     """train / val / test on `device`, in memory when they fit the memory budget, else streamed from the
     file (train/stream.py); and the padded T and M."""
     with FeatureStore(cfg.data.feats) as fs:
@@ -86,15 +100,17 @@ def load_data(
                 fs.random_weights,
             )
         present = [s for s in ("train", "val", "test") if _has(fs, s)]
-    splits = open_splits(
-        cfg.data.feats, present, cfg.data.subset, device, cfg.model.variant, cfg.data.memory_budget
-    )
+    splits = open_splits(cfg.data.feats, present, cfg.data.subset, device, cfg.data.memory_budget)
     for needed in ("train", "val"):
         if needed not in splits:
             raise ValueError(f"{cfg.data.feats}: no {needed} questions (the checkpoint is selected on val)")
-    seconds = min(cfg.model.max_seconds, max(int(s.video_length.max()) for s in splits.values()))
-    max_words = max(int(s.word_length.max()) for s in splits.values())
-    return splits, seconds, max_words
+    return splits, padding(splits.values(), cfg.model.max_seconds)
+
+
+def padding(splits, max_seconds: int) -> Shape:
+    """T: the longest video of the splits, at most `max_seconds`; M: their longest stored question."""
+    seconds = min(max_seconds, max(int(s.video_length.max()) for s in splits))
+    return Shape(seconds, max(int(s.word_length.max()) for s in splits))
 
 
 def eval_batch(cfg: TrainConfig) -> int:
@@ -107,42 +123,30 @@ def _has(fs: FeatureStore, split: str) -> bool:
     return len(fs.questions(split=split)["question_id"]) > 0
 
 
-def train_epoch(
-    model,
-    opt,
-    data: SplitData | StreamedSplit,
-    cfg: TrainConfig,
-    epoch: int,
-    shape: tuple[int, int],
-    amp,
-    progress: bool,
-    max_steps: int = 0,
-) -> dict:
+def train_epoch(model, opt, data: SplitData, run: Run, epoch: int, max_steps: int = 0) -> dict:
     """One pass over the training split (at most `max_steps` optimizer steps when > 0); returns the mean of
     every loss term, the speed and the steps taken."""
     from tqdm import tqdm
 
-    device = data.device
+    cfg, amp, device = run.cfg, run.amp, data.device
     gen = torch.Generator(device="cpu").manual_seed(cfg.optim.seed + epoch)
     torch.manual_seed(cfg.optim.seed + epoch)  # dropout: reproducible per epoch, so --resume is exact
     scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
-    lc = cfg.loss
-    loss_fn = compute_authors_losses if cfg.model.variant == "authors" else compute_losses
     sums: dict[str, torch.Tensor] = {}
     model.train()
     start = time.perf_counter()
     bs = cfg.optim.batch_size
-    bar = tqdm(total=len(data), desc=f"epoch {epoch + 1}", unit="sample", disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(data), desc=f"epoch {epoch + 1}", unit="sample", disable=not run.progress, leave=False
+    )
     seen = steps = 0
-    for part, order, _ in data.parts(gen, cfg.optim.seed + epoch):  # one part in memory; blocks when streamed
-        for a in range(0, len(order), bs):
+    for features, rows in data.parts(gen, cfg.optim.seed + epoch):  # one part in memory; blocks when streamed
+        for a in range(0, len(rows), bs):
             if max_steps and steps >= max_steps:
                 break
-            batch = gather(part, order[a : a + bs], *shape, torch.float32)
-            answers = batch.pop("answer")
+            batch, answers = gather(data, features, rows[a : a + bs], run.shape)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                out = model(**batch)
-                losses = loss_fn(out, answers, lc.alpha, lc.beta, lc.sacl_phi, lc.sacl_tau)
+                losses = model.losses(model(batch), answers, cfg.loss)
             opt.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()
             scaler.step(opt)
@@ -159,16 +163,25 @@ def train_epoch(
     return stats | {"epoch_s": round(seconds, 3), "samples_per_s": round(seen / seconds, 2), "steps": steps}
 
 
-def _start(cfg: TrainConfig, out: Path, resume: bool, model, opt, sched) -> tuple[int, float, int]:
-    """(first epoch to run, best val accuracy so far, its epoch); restores the state on --resume (a run
-    killed before its first checkpoint starts again from epoch 1)."""
+@dataclass
+class Standing:
+    """Where a run stands: the next epoch to run, the best val accuracy so far and its epoch."""
+
+    epoch: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = -1
+
+
+def _start(cfg: TrainConfig, out: Path, resume: bool, model, opt, sched) -> Standing:
+    """Where the run starts; restores the state on --resume (a run killed before its first checkpoint
+    starts again from epoch 1)."""
     if resume and not (out / checkpoint.LAST / checkpoint.WEIGHTS).is_file():
         log.info("%s: no checkpoint yet, starting from epoch 1", out)
         resume = False
     if not resume:
         write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         write_text(out / "metrics.jsonl", "")
-        return 0, -1.0, -1
+        return Standing()
     meta = checkpoint.read_meta(out / checkpoint.LAST)
     if meta["config"].model != cfg.model or meta["config"].loss != cfg.loss:
         raise checkpoint.CheckpointError(
@@ -182,7 +195,7 @@ def _start(cfg: TrainConfig, out: Path, resume: bool, model, opt, sched) -> tupl
     kept = [ln for ln in lines if _epoch_of(ln) <= meta["epoch"]]  # drop epochs after the checkpoint
     write_text(out / "metrics.jsonl", "".join(ln + "\n" for ln in kept))
     log.info("resuming %s after epoch %d", out, meta["epoch"] + 1)
-    return meta["epoch"] + 1, float(state["best_acc"]), int(state["best_epoch"])
+    return Standing(meta["epoch"] + 1, float(state["best_acc"]), int(state["best_epoch"]))
 
 
 def _epoch_of(line: str) -> float:
@@ -199,20 +212,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
     A run folder that already holds a run is refused unless `resume` (continue it) or `overwrite`
     (delete its files first: `RUN_FILES`; nothing else in the folder is touched)."""
     out = Path(cfg.run.out_dir)
-    if resume and overwrite:
-        raise ValueError(f"{out}: --resume continues the run there and --overwrite replaces it: give one")
-    if resume and not (out / "config.json").is_file():
-        raise checkpoint.CheckpointError(
-            f"{out}: no run to resume (no config.json); start one without --resume"
-        )
-    if not resume and not overwrite:
-        _fresh_run_folder(out, overwrite=False)  # a run there is refused before any work
+    _check_run_folder(out, resume, overwrite)
     writer = summary_writer() if cfg.run.log == "tensorboard" else None  # missing: an error before any work
     device = resolve_device(cfg.run.device)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    amp = amp_dtype(device, cfg.run.amp)
-    splits, seconds, max_words = load_data(cfg, device)
+    splits, shape = load_data(cfg, device)
     if resume:
         out.mkdir(parents=True, exist_ok=True)
     else:  # --overwrite: the old run goes only now that the features have loaded and the new one can start
@@ -222,28 +227,50 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
     model = build_model(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, fused=True)  # one kernel: 5x faster on CPU
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.optim.lr_step_epochs, gamma=cfg.optim.lr_gamma)
-    first, best_acc, best_epoch = _start(cfg, out, resume, model, opt, sched)
-    tb = writer(str(out / "tensorboard")) if writer else None
-    steps_left = cfg.optim.max_steps  # 0: no limit
-    for epoch in range(first, cfg.optim.epochs):
-        lr = opt.param_groups[0]["lr"]
-        stats = train_epoch(
-            model, opt, splits["train"], cfg, epoch, (seconds, max_words), amp, progress, steps_left
+    standing = _start(cfg, out, resume, model, opt, sched)
+    board = writer(str(out / "tensorboard")) if writer else None
+    run = Run(cfg, out, shape, amp_dtype(device, cfg.run.amp), progress, board)
+    _epochs(run, model, opt, sched, splits, standing)
+    if board:
+        board.close()
+    results = final_report(run, model, splits, standing.best_epoch)
+    write_run_plots(out)  # curves.png, delta.png
+    return results
+
+
+def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any work, a run that cannot start: both flags, nothing to resume, a run in the way."""
+    if resume and overwrite:
+        raise ValueError(f"{out}: --resume continues the run there and --overwrite replaces it: give one")
+    if resume and not (out / "config.json").is_file():
+        raise checkpoint.CheckpointError(
+            f"{out}: no run to resume (no config.json); start one without --resume"
         )
+    if not resume and not overwrite:
+        _fresh_run_folder(out, overwrite=False)
+
+
+def _epochs(run: Run, model, opt, sched, splits: dict[str, SplitData], standing: Standing) -> None:
+    """The run's epochs from `standing`: train, evaluate on val, log, checkpoint (`standing` follows)."""
+    cfg, out = run.cfg, run.out
+    steps_left = cfg.optim.max_steps  # 0: no limit
+    for epoch in range(standing.epoch, cfg.optim.epochs):
+        lr = opt.param_groups[0]["lr"]
+        stats = train_epoch(model, opt, splits["train"], run, epoch, steps_left)
         sched.step()
-        val = evaluate(model, splits["val"], eval_batch(cfg), seconds, max_words, amp)
+        val = run.evaluate(model, splits["val"])
         record = {"epoch": epoch, "lr": lr, **stats, "val_accuracy": val.accuracy, "val": val.table}
         append_text(out / "metrics.jsonl", json.dumps(record) + "\n")
-        if tb:
-            log_epoch(tb, record)
-        if val.accuracy > best_acc:
-            best_acc, best_epoch = val.accuracy, epoch
+        if run.board:
+            log_epoch(run.board, record)
+        if val.accuracy > standing.best_acc:
+            standing.best_acc, standing.best_epoch = val.accuracy, epoch
             checkpoint.save(out / checkpoint.BEST, model, cfg, epoch, {"val_accuracy": val.accuracy})
         state = {
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
-            "best_acc": best_acc,
-            "best_epoch": best_epoch,
+            "best_acc": standing.best_acc,
+            "best_epoch": standing.best_epoch,
         }
         checkpoint.save(out / checkpoint.LAST, model, cfg, epoch, {"val_accuracy": val.accuracy}, state)
         log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "val"})
@@ -252,36 +279,27 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
             if steps_left <= 0:
                 log.info("stopping after --max-steps %d optimizer steps", cfg.optim.max_steps)
                 break
-    if tb:
-        tb.close()
-    results = final_report(cfg, out, model, splits, seconds, max_words, amp, best_epoch)
-    write_run_plots(out)  # curves.png, delta.png
-    return results
 
 
 def _fresh_run_folder(out: Path, overwrite: bool) -> None:
     check_fresh_output(out, "a run", RUN_FILES, overwrite, "continue it with --resume or choose a new --out")
 
 
-def final_report(cfg, out: Path, model, splits, seconds: int, max_words: int, amp, best_epoch: int) -> dict:
+def final_report(run: Run, model, splits: dict[str, SplitData], best_epoch: int) -> dict:
     """Evaluate the val-selected checkpoint on val and test; write results.json / .md / predictions."""
-    checkpoint.load_weights(model, out / checkpoint.BEST)
-    evals: dict[str, Evaluation] = {
-        s: evaluate(model, splits[s], eval_batch(cfg), seconds, max_words, amp)
-        for s in ("val", "test")
-        if s in splits
-    }
+    checkpoint.load_weights(model, run.out / checkpoint.BEST)
+    evals = {s: run.evaluate(model, splits[s]) for s in ("val", "test") if s in splits}
     results = {
         "best_epoch": best_epoch,
         "selected_on": "val",
-        "subset": cfg.data.subset,
+        "subset": run.cfg.data.subset,
         "tables": {s: e.table for s, e in evals.items()},
         "questions": {s: len(splits[s]) for s in splits},
         "delta_per_type": {s: e.delta_per_type for s, e in evals.items()},
     }
-    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    write_text(out / "results.md", results_markdown(evals))
-    write_predictions(out / "predictions.jsonl", evals)
+    write_text(run.out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text(run.out / "results.md", results_markdown(evals))
+    write_predictions(run.out / "predictions.jsonl", evals)
     return results
 
 

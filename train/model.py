@@ -3,49 +3,41 @@
     F_p, F_a --TACL projections--> (f_v, f_s for L_temp) --AVCM with F_w--> F'_p, F'_a (L_spat with F_q)
             --QOAF with F_w, F_q--> F_fuse (B, M, D) --masked attention pooling over words--> (B, D) --> (B, C)
 
-Inputs are the feature store's layout (DESIGN.md §2): visual tokens (B, T, N, D) whose token 0 is CLIP's
-CLS when `ModelConfig.visual_cls` (the default; the model drops it and uses the N-1 = 49 patches, as
-the paper's SACL threshold 0.019 ~ 1/49 implies), VGGish audio (B, T, 128), word features (B, M, D),
-the sentence feature (B, D), and two masks. Padded seconds and words are zeroed on entry and masked
-everywhere after (attention keys, pooling, TACL and SACL), so what they hold never matters.
-
-Time order (DESIGN.md §5, issue 11). Everything after the projections treats the seconds as a set, so the
-audio time attention (`time_attention.py`, the authors' placement: right after TACL's audio projection, before
-TACL's pooling, AVCM and QOAF) is the one place order enters; `ModelConfig.time_positions=False` keeps
-the layer without positions, the order-blind control. Measured on generated features where only order
-answers (tests/order_features.py, tests/test_order_learning.py; D = 32, 3 patches, one question kind per
-model, 300 Adam steps of 64, lr 1e-3 falling to 0): with positions "first", "second" and "before X" all
-1.00 on held-out questions (seeds 0-2), without them 0.33-0.36 / 0.51-0.52, the order-blind rates; at
-T = 6 with gaps (slow test, 2,000 steps) "first" / "before" 1.00 / 1.00 against 0.30 / 0.52. "Where is
-the X?" is learned without any position (1.00): CLIP's patches carry their place in their content. A
-per-second position added to the patches as well (tried: "which X makes the sound first", where only the
-visual playing cue tells left from right) stayed at chance (0.43 vs 0.51) and slowed the audio-order kinds
-(first 0.30 at 2,000 steps), so the patches get none: those questions need a second's
-audio bound to that second's patches, which no part of the paper's forward path does.
+Inputs are a `Batch` in the store's layout (inputs.py): the model drops CLS and uses the N-1 = 49 patches
+(the paper's SACL threshold 0.019 ~ 1/49 implies it), the stored words and the sentence feature. Time
+order enters in one place, the audio time attention (time_attention.py, DESIGN.md §5 "Time order"); what
+was measured about it is in docs/training.md, "Time order". `MODELS` is the one table of variants.
 
     model = build_model(cfg.model)
-    out = model(visual, audio, seconds_mask, words, words_mask, sentence)
-    losses = compute_losses(out, answers, alpha=..., beta=..., phi=..., tau=...)   # train/losses.py
+    out = model(batch)                                   # AVAFOutput: logits, delta, each term's inputs
+    losses = model.losses(out, answers, cfg.loss)        # {"ce", "temporal", "spatial", "total"}
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from .authors_model import AuthorsNet
 from .avcm import AudioVisualClueMining
-from .config import ModelConfig
-from .inputs import prepare_inputs
+from .inputs import Batch, prepare_inputs
+from .losses import AVAFOutput, compute_losses
+from .model_config import ModelConfig
 from .qoaf import QuestionOrientedFusion
-from .tacl import TemporalAlignment
+from .sacl import SaclInputs
+from .tacl import TaclInputs, TemporalAlignment
 from .time_attention import AudioTimeAttention
 
 
 class AVAFNet(nn.Module):
     """AVAF-Net and its ablations (the `no_*` switches of `ModelConfig`); build it with `build_model`."""
+
+    #: what this variant changes in the training defaults: nothing, the defaults are the paper's recipe
+    recipe: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: eq. 14, the objective of this model's outputs
+    losses = staticmethod(compute_losses)
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -63,46 +55,26 @@ class AVAFNet(nn.Module):
         self.pool = nn.Linear(d, 1, bias=False)  # a score per word; softmax would cancel a bias
         self.classifier = nn.Linear(d, cfg.n_answers)
 
-    def forward(
-        self,
-        visual: Tensor,
-        audio: Tensor,
-        seconds_mask: Tensor,
-        words: Tensor,
-        words_mask: Tensor,
-        sentence: Tensor,
-    ) -> dict[str, Any]:
-        """Answer logits and what the losses need.
-
-        visual: (B, T, N, D) tokens (with CLS first if cfg.visual_cls); audio: (B, T, audio_dim);
-        seconds_mask: (B, T) True where the second exists; words: (B, M, D); words_mask: (B, M) True
-        where the word exists; sentence: (B, D). Any float dtype (the store's float16 is upcast).
-        Every sample needs at least one second and one word.
-
-        Returns "logits" (B, C), "delta" (B, 2) QOAF's modality weights or None, "seconds_mask", and
-        the loss inputs of the components that are on: "tacl_audio", "tacl_visual", "tacl_sounding"
-        (B, T, D); "sacl_sentence" (B, D), "sacl_patches" (B, T, N, D), "sacl_audio" (B, T, D), where N
-        counts the patches only (CLS dropped).
-        """
-        patches, audio, words, sentence = prepare_inputs(
-            self.cfg, self.classifier.weight.dtype, visual, audio, seconds_mask, words, words_mask, sentence
-        )
-        out: dict[str, Any] = {"seconds_mask": seconds_mask, "delta": None}
+    def forward(self, batch: Batch) -> AVAFOutput:
+        """Answer logits, QOAF's δ and the loss terms' inputs. Every sample needs at least one second and
+        one word; the store's float16 is upcast."""
+        patches, audio, words, sentence = prepare_inputs(self.cfg, self.classifier.weight.dtype, batch)
+        seconds_mask, words_mask = batch.seconds_mask, batch.words_mask
         if self.cfg.no_all:
-            out["logits"] = self.classifier(_pooled_inputs(patches, audio, seconds_mask, sentence))  # (B, C)
-            return out
+            pooled = _pooled_inputs(patches, audio, seconds_mask, sentence)  # (B, 2D + audio_dim)
+            return AVAFOutput(logits=self.classifier(pooled), delta=None)  # (B, C)
         patches, audio = self.tacl(patches, audio)  # (B, T, N, D), (B, T, D)
         audio = self.time(audio, seconds_mask)  # (B, T, D): each second now knows where it sits
+        temporal = None
         if not self.cfg.no_tacl:
             visual_mean, sounding = self.tacl.pooled(patches, audio)  # (B, T, D) each
-            out.update(tacl_audio=audio, tacl_visual=visual_mean, tacl_sounding=sounding)
+            temporal = TaclInputs(audio, visual_mean, sounding, seconds_mask)
         if self.avcm is not None:
             patches, audio = self.avcm(patches, audio, words, words_mask)  # F'_p, F'_a
-        if not self.cfg.no_sacl:
-            out.update(sacl_sentence=sentence, sacl_patches=patches, sacl_audio=audio)
-        fused, out["delta"] = self.qoaf(words, patches, audio, seconds_mask, sentence)  # (B, M, D)
-        out["logits"] = self.classifier(self._attention_pool(fused, words_mask))  # (B, C)
-        return out
+        spatial = None if self.cfg.no_sacl else SaclInputs(sentence, patches, audio, seconds_mask)
+        fused, delta = self.qoaf(words, patches, audio, seconds_mask, sentence)  # (B, M, D), (B, 2)
+        logits = self.classifier(self._attention_pool(fused, words_mask))  # (B, C)
+        return AVAFOutput(logits=logits, delta=delta, temporal=temporal, spatial=spatial)
 
     def _attention_pool(self, fused: Tensor, words_mask: Tensor) -> Tensor:
         """Weighted sum of F_fuse over the valid words, the weights a learned softmax over words."""
@@ -119,9 +91,13 @@ def _pooled_inputs(patches: Tensor, audio: Tensor, seconds_mask: Tensor, sentenc
     return torch.cat((visual, audio, sentence), dim=-1)  # (B, 2D + audio_dim)
 
 
+#: The one table of variants: `ModelConfig.variant` names a row. A variant is a module holding its model
+#: class (with its `recipe` and `losses`) and one line here.
+MODELS: dict[str, type[nn.Module]] = {"paper": AVAFNet, "authors": AuthorsNet}
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """The one constructor: cfg.variant selects the paper's AVAF-Net or the authors' model (DESIGN.md §5b),
-    the switches select the ablation."""
-    if cfg.variant == "authors":
-        return AuthorsNet(cfg)
-    return AVAFNet(cfg)
+    """The one constructor: cfg.variant selects the class in `MODELS`, the switches select the ablation."""
+    if cfg.variant not in MODELS:
+        raise ValueError(f"model.variant must be one of {list(MODELS)}, got {cfg.variant!r}")
+    return MODELS[cfg.variant](cfg)

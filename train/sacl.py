@@ -19,9 +19,20 @@ which matches the paper's Table 4 (phi = 0.000 scores the same 75.50 as "w/o SAC
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+class SaclInputs(NamedTuple):
+    """What L_spat reads from the model: `spatial_alignment_loss(*inputs, phi, tau)`."""
+
+    sentence: Tensor  # (B, D) F_q
+    patches: Tensor  # (B, T, N, D) F'_p
+    audio: Tensor  # (B, T, D) F'_a
+    mask: Tensor  # (B, T) True where the second exists
 
 
 def spatial_contrast(query: Tensor, patches: Tensor, mask: Tensor, phi: float, tau: float) -> Tensor:

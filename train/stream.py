@@ -1,26 +1,18 @@
-"""Training from a feature file larger than memory: splits streamed in blocks of videos (issue 13).
+"""A feature file larger than memory: splits streamed in blocks of videos (docs/training.md, "The recipe").
 
 MUSIC-AVQA's visual tokens are ~29 GB; a 24 GB machine cannot hold them. When the splits need more than
-the memory budget (`--memory-budget`, by default half of what this process may use: the smaller of the
-machine's available memory and its cgroup limit), each split becomes a `StreamedSplit`:
-
-* Small per-question and per-second arrays stay in memory: sentences, answers, offsets and the VGGish audio
-  (0.5% of the file at MUSIC-AVQA's shape: 256 B per second against 51 kB of visual tokens).
-* The visual tokens are read in blocks of consecutive videos of about `block_bytes` each, one large
-  coalesced read per block (`FeatureStore.load_videos`), with the word features of the block's questions,
-  by a background thread that keeps `prefetch` blocks ahead of the model. At most prefetch + 1 blocks are
-  alive: memory is bounded by the budget whatever the file's size.
-* Each training epoch cuts the blocks at a random video (so their borders move from epoch to epoch), visits
-  them in a random order and shuffles the questions inside each block. Batches never mix two blocks, so the
-  last batch of a block may be short. With one block the epoch is the in-memory epoch, batch for batch.
-
-Evaluation reads the blocks in file order and puts every prediction back at its question's place: the same
-predictions as in memory, up to the float rounding of batches that differ at block borders.
+the memory budget (`--memory-budget`; "auto": what this process may use, the smaller of the machine's
+available memory and its cgroup limit, less 6 GiB for training, and at least a quarter of it), each split
+is a `SplitData` whose features are `StreamedFeatures`: the per-question arrays and the VGGish audio stay
+in memory (0.5% of the file), and the visual tokens and words are read in blocks of consecutive videos of
+about `block_bytes`, one coalesced read per block, by a thread that keeps `prefetch` blocks ahead (at most
+prefetch + 1 alive). Each epoch cuts the blocks at a random video, visits them in a random order and
+shuffles inside each; batches never mix blocks. With one block the epoch is the in-memory one, batch for
+batch. Evaluation reads the blocks in file order: the in-memory predictions, up to float rounding.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -34,9 +26,10 @@ import torch
 from torch import Tensor
 
 from avaf.shared.store import schema
+from avaf.shared.store.index import QuestionIndex
 from avaf.shared.store.reader import FeatureStore
 
-from .data import SplitData, load_split
+from .data import Features, SplitData, load_split, placer, split_data, split_index
 
 log = logging.getLogger(__name__)
 
@@ -103,63 +96,30 @@ def resolve_budget(text: str) -> int:
     return max(available // 4, available - TRAINING_RESERVE)
 
 
-def visual_bytes(fs: FeatureStore, split: str, subset: str | None) -> int:
+def visual_bytes(fs: FeatureStore, split: str, subset: str | None, index: QuestionIndex | None = None) -> int:
     """Bytes of visual tokens the split's questions need in memory (each video once)."""
-    q = fs.questions_with_videos(split=split, subset=subset)
-    row = {v: i for i, v in enumerate(fs.video_ids)}
-    rows = np.array([row[v] for v in set(q["video_id"])], dtype=np.int64)
+    index = index or QuestionIndex.build(fs, split, subset)
     per_second = int(np.prod(fs.shape(schema.SECONDS, "visual_tokens")[1:])) * 2
-    return int(fs.videos["length"][rows].sum()) * per_second
+    return int(index.seconds_length[np.unique(index.video)].sum()) * per_second
 
 
-class StreamedSplit:
-    """One split whose visual tokens stay in the file; `parts` yields it block by block (module doc).
+class StreamedFeatures:
+    """A split's visual tokens and words, left in the file and read block by block (module doc)."""
 
-    Has the per-question attributes of `SplitData` that training and evaluation read for the whole split
-    (answer, qtype, question_id, video_length, word_length, name, device, variant).
-    """
+    nbytes = 0  # nothing held between parts; the blocks in flight are `resident`
 
     def __init__(
-        self,
-        path: str | os.PathLike,
-        split: str,
-        subset: str | None,
-        device: torch.device | str,
-        variant: str = "paper",
-        block_bytes: int = 512 << 20,
-        prefetch: int = 1,
+        self, fs: FeatureStore, index: QuestionIndex, device: torch.device, block_bytes: int, prefetch: int
     ):
-        self.path, self.block_bytes, self.prefetch = Path(path), int(block_bytes), max(0, int(prefetch))
-        with FeatureStore(self.path) as fs:
-            # everything but the visual tokens, in memory: the split loaded without its videos' tokens
-            self.base = load_split(fs, split, subset, "cpu", variant, streamed=True)
-            q = fs.questions_with_videos(split=split, subset=subset)
-            row = {v: i for i, v in enumerate(fs.video_ids)}
-            videos = sorted(set(q["video_id"]), key=row.__getitem__)  # file order: reads run forward
-            self.videos = np.array(videos, dtype=object)
-            position = {v: i for i, v in enumerate(videos)}
-            self.question_video = np.array([position[v] for v in q["video_id"]], dtype=np.int64)  # (Q,)
-            rows = np.array([row[v] for v in videos], dtype=np.int64)
-            self.per_second = int(np.prod(fs.shape(schema.SECONDS, "visual_tokens")[1:])) * 2
-            self.video_bytes = fs.videos["length"][rows].astype(np.int64) * self.per_second  # (V,)
-        self.base.device = torch.device(device)
-        self.name, self.device, self.variant = split, self.base.device, variant
+        self.path, self.index, self.device = fs.path, index, device
+        self.block_bytes, self.prefetch = int(block_bytes), max(0, int(prefetch))
+        self.videos = np.unique(index.video)  # (V,) positions in index.video_ids of the videos looked at
+        self.question_video = np.searchsorted(self.videos, index.video)  # (Q,) position in `videos`
+        per_second = int(np.prod(fs.shape(schema.SECONDS, "visual_tokens")[1:])) * 2
+        self.video_bytes = index.seconds_length[self.videos] * per_second  # (V,)
         self.resident = 0  # bytes of blocks read and not yet released
         self.peak_resident = 0  # the most ever alive at once: at most (prefetch + 1) blocks
         self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getattr__(self, name: str):  # answer, qtype, question_id, video_length, word_length, ...
-        if name == "base":
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-    @property
-    def nbytes(self) -> int:
-        """What stays in memory (the block budget comes on top)."""
-        return self.base.nbytes
 
     def blocks(self, start: int = 0) -> list[np.ndarray]:
         """Video positions cut into blocks of about `block_bytes` (at least one video each), from `start`."""
@@ -177,25 +137,12 @@ class StreamedSplit:
         return out
 
     def parts(
-        self, gen: torch.Generator | None = None, layout_seed: int = 0
-    ) -> Iterator[tuple[SplitData, Tensor, Tensor]]:
-        """(part, order, rows) per block: the block as a `SplitData`, the order to visit its questions in
-        (shuffled by `gen`, else as stored), and the split rows of its questions.
-
-        With `gen` the blocks are cut at a random video and visited in a random order drawn from
-        `layout_seed` (`gen` itself draws only the order inside each block).
-        """
-        layout = np.random.default_rng(layout_seed)
-        blocks = self.blocks(
-            int(layout.integers(len(self.videos))) if gen is not None and len(self.videos) else 0
-        )
-        if gen is not None:
-            blocks = [blocks[i] for i in layout.permutation(len(blocks))]
-        by_block = np.full(len(self.videos), -1, dtype=np.int64)
-        for b, videos in enumerate(blocks):
-            by_block[videos] = b
-        question_block = by_block[self.question_video]
-        block_rows = [torch.from_numpy(np.flatnonzero(question_block == i)) for i in range(len(blocks))]
+        self, questions: int, gen: torch.Generator | None = None, layout_seed: int = 0
+    ) -> Iterator[tuple[Features, Tensor]]:
+        """(features, rows) per block: the block's features and the split rows of its questions, in the order
+        to visit them (shuffled by `gen`, else as stored). With `gen` the blocks are cut at a random video and
+        visited in a random order drawn from `layout_seed` (`gen` draws only the order inside each block)."""
+        blocks, block_rows = self._layout(gen is not None, layout_seed)
         self.resident = 0
         with FeatureStore(self.path) as fs, ThreadPoolExecutor(1, thread_name_prefix="avaf-stream") as pool:
 
@@ -203,17 +150,14 @@ class StreamedSplit:
                 return pool.submit(self._read, fs, blocks[i], block_rows[i])
 
             pending = [read(i) for i in range(min(self.prefetch + 1, len(blocks)))]
-            for i in range(len(blocks)):
+            for i, rows in enumerate(block_rows):
                 part, size = pending.pop(0).result()
                 try:
-                    rows = block_rows[i]
                     if part is not None:
-                        order = (
-                            torch.randperm(len(rows), generator=gen)
-                            if gen is not None
-                            else torch.arange(len(rows))
+                        yield (
+                            part,
+                            rows[torch.randperm(len(rows), generator=gen)] if gen is not None else rows,
                         )
-                        yield part, order, rows
                 finally:
                     del part
                     with self._lock:
@@ -221,39 +165,61 @@ class StreamedSplit:
                 if i + self.prefetch + 1 < len(blocks):  # read ahead once this block is released
                     pending.append(read(i + self.prefetch + 1))
 
-    def _read(self, fs: FeatureStore, videos: np.ndarray, rows: Tensor) -> tuple[SplitData | None, int]:
-        """On the prefetch thread: the block's questions `rows` as a `SplitData` holding the block's visual
-        tokens (one coalesced read) and its questions' words, with offsets into both; and its size."""
+    def _layout(self, shuffled: bool, layout_seed: int) -> tuple[list[np.ndarray], list[Tensor]]:
+        """The blocks (video positions) in the order to visit them, and the split rows of each one's questions."""
+        layout = np.random.default_rng(layout_seed)
+        start = int(layout.integers(len(self.videos))) if shuffled and len(self.videos) else 0
+        blocks = self.blocks(start)
+        if shuffled:
+            blocks = [blocks[i] for i in layout.permutation(len(blocks))]
+        by_block = np.full(len(self.videos), -1, dtype=np.int64)
+        for b, videos in enumerate(blocks):
+            by_block[videos] = b
+        question_block = by_block[self.question_video]
+        return blocks, [torch.from_numpy(np.flatnonzero(question_block == i)) for i in range(len(blocks))]
+
+    def _read(self, fs: FeatureStore, videos: np.ndarray, rows: Tensor) -> tuple[Features | None, int]:
+        """On the prefetch thread: the block's visual tokens (one coalesced read) and the words of its
+        questions `rows`, with each question's offsets into both; and the block's size."""
         size = int(self.video_bytes[videos].sum())
         with self._lock:
             self.resident += size
             self.peak_resident = max(self.peak_resident, self.resident)
         if not len(rows):
             return None, size
-        bulk = fs.load_videos(self.videos[videos].tolist(), fields=("visual_tokens",))
+        index, held = self.index, self.videos[videos]  # positions in index.video_ids, this block's
+        bulk = fs.load_videos([index.video_ids[v] for v in held.tolist()], fields=("visual_tokens",))
         visual = torch.from_numpy(bulk.arrays["visual_tokens"])
         if self.device.type == "cuda":  # batches go to the GPU from pinned memory (gather)
             visual = visual.pin_memory()
-        base, r = self.base, rows.numpy()
-        per_question = {
-            f.name: getattr(base, f.name)[rows]
-            for f in dataclasses.fields(SplitData)
-            if isinstance(getattr(base, f.name), Tensor) and f.name not in ("visual", "audio", "words")
-        }
-        words, word_offset = fs.load_words(
-            per_question["word_offset"].numpy(), per_question["word_length"].numpy()
+        r = rows.numpy()
+        words, offset = fs.load_words(index.word_offset[r], index.word_length[r])
+        word_offset = np.zeros(len(index), dtype=np.int64)
+        word_offset[r] = offset
+        video_offset = index.packed_offset(held)[index.video]  # (Q,) -1 for the questions of other blocks
+        return Features(
+            visual, torch.from_numpy(words), torch.from_numpy(video_offset), torch.from_numpy(word_offset)
+        ), size
+
+
+def streamed_split(
+    path: str | os.PathLike,
+    split: str,
+    subset: str | None,
+    device: torch.device | str,
+    block_bytes: int = 512 << 20,
+    prefetch: int = 1,
+) -> SplitData:
+    """The split with everything but its visual tokens and words in memory (on the CPU; batches go to
+    `device`), those read block by block from the file."""
+    with FeatureStore(path) as fs:
+        index = split_index(fs, split, subset)
+        audio = fs.load_videos(index.video_ids, fields=("audio",)).arrays["audio"]
+        device = torch.device(device)
+        features = StreamedFeatures(fs, index, device, block_bytes, prefetch)
+        return split_data(
+            fs, split, device, index, placer(torch.device("cpu"), torch.device("cpu")), audio, features
         )
-        first = [int(bulk.offset[bulk.index[v]]) for v in self.videos[self.question_video[r]]]
-        per_question["video_offset"] = torch.tensor(first, dtype=torch.int64)
-        per_question["word_offset"] = torch.from_numpy(word_offset)
-        part = dataclasses.replace(
-            base,
-            visual=visual,
-            words=torch.from_numpy(words),
-            question_id=base.question_id[r],
-            **per_question,
-        )
-        return part, size
 
 
 def open_splits(
@@ -261,20 +227,20 @@ def open_splits(
     splits: list[str],
     subset: str | None,
     device: torch.device | str,
-    variant: str,
     memory_budget: str = "auto",
-) -> dict[str, SplitData | StreamedSplit]:
+) -> dict[str, SplitData]:
     """The splits in memory when their visual tokens fit `memory_budget` together, else each streamed in
     blocks of a quarter of the budget (two alive per split: the one in use and the one read ahead)."""
     budget = resolve_budget(memory_budget)
     with FeatureStore(path) as fs:  # one open (and validation) of the file, whichever way it goes
-        need = sum(visual_bytes(fs, s, subset) for s in splits)
+        indexes = {s: split_index(fs, s, subset) for s in splits}
+        need = sum(visual_bytes(fs, s, subset, indexes[s]) for s in splits)
         if need <= budget:
-            return {s: load_split(fs, s, subset, device, variant) for s in splits}
+            return {s: load_split(fs, s, subset, device, indexes[s]) for s in splits}
     log.warning(
         "%s: the visual tokens need %.1f GB, more than the memory budget of %.1f GB: streaming them from "
         "the file in blocks (--memory-budget to change)",
         path, need / 1e9, budget / 1e9,
     )  # fmt: skip
     block = max(1, budget // 4)
-    return {s: StreamedSplit(path, s, subset, device, variant, block) for s in splits}
+    return {s: streamed_split(path, s, subset, device, block) for s in splits}

@@ -18,10 +18,20 @@ with O((B*T)^2 * 49) memory, weight 100, normalised over the time axis).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+class TaclInputs(NamedTuple):
+    """What L_temp reads from the model: `temporal_alignment_loss(*inputs)`."""
+
+    audio: Tensor  # (B, T, D) the projected audio after the time attention
+    visual: Tensor  # (B, T, D) f_v
+    sounding: Tensor  # (B, T, D) f_s
+    mask: Tensor  # (B, T) True where the second exists
 
 
 class TemporalAlignment(nn.Module):

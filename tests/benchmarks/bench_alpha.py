@@ -1,4 +1,4 @@
-"""Choosing α, the weight of TACL's temporal loss in eq. 14 (issue 11, item 4; docs/training.md "Choosing α").
+"""Choosing α, the weight of TACL's temporal loss in eq. 14 (docs/training.md "Choosing α").
 
 The paper never gives α (the authors' code weighs a loss of another scale by 100). This script trains the
 tiny paper-variant model (tests/order_features.py: D = 32, 3 patches, dropout 0) with Adam on generated

@@ -193,7 +193,7 @@ def child_train(feats: str, budget: str, steps: int, threads: int) -> None:
     import torch
 
     from avaf.train.config import load_config
-    from avaf.train.loop import load_data, train_epoch
+    from avaf.train.loop import Run, load_data, train_epoch
     from avaf.train.model import build_model
 
     torch.set_num_threads(threads)
@@ -207,16 +207,16 @@ def child_train(feats: str, budget: str, steps: int, threads: int) -> None:
         },
     )
     start = time.perf_counter()
-    splits, seconds, max_words = load_data(cfg, torch.device("cpu"))
+    splits, shape = load_data(cfg, torch.device("cpu"))
     ready = time.perf_counter() - start
     torch.manual_seed(0)
     model = build_model(cfg.model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
-    stats = train_epoch(model, opt, splits["train"], cfg, 0, (seconds, max_words), None, False, steps)
+    stats = train_epoch(model, opt, splits["train"], Run(cfg, Path("unused"), shape, amp=None), 0, steps)
     print(
         json.dumps(
             {
-                "mode": type(splits["train"]).__name__,
+                "mode": type(splits["train"].features).__name__,  # Features (in memory), StreamedFeatures
                 "ready_s": ready,
                 "samples_per_s": stats["samples_per_s"],
                 "steps": stats["steps"],

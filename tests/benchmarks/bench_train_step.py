@@ -3,7 +3,7 @@
 A script, not a test: it prints figures and never asserts a time. One step = forward, the variant's losses,
 backward and an Adam step, on random features in the feature store's layout (float16 visual tokens with
 CLS, T = 60 seconds, 49 patches, D = 512; paper: up to 24 words; authors: 76 word positions masked after
-the template's 4-14 words). The reference (issue 11): the authors' public training code, measured on this
+the template's 4-14 words). The reference (docs/training.md "Variants"): the authors' public training code, measured on this
 kind of machine (2 threads, AVX2-only CPU, T = 60, batch 8), does 0.55 samples/s at 4.66 GB peak; at
 batch 32 it is killed for memory above 23 GB.
 
@@ -31,12 +31,11 @@ import time
 import torch
 
 from avaf.train.attention import CrossAttention
-from avaf.train.authors_losses import compute_authors_losses
-from avaf.train.config import VARIANT_RECIPES, LossConfig, ModelConfig
-from avaf.train.losses import compute_losses
-from avaf.train.model import build_model
+from avaf.train.config import LossConfig, ModelConfig
+from avaf.train.inputs import Batch
+from avaf.train.model import MODELS, build_model
 
-# The reference named in the output: the authors' public code on this kind of machine (issue 11).
+# The reference named in the output: the authors' public code on this kind of machine (docs/training.md).
 REFERENCE = (
     "the authors' public code, 2 threads, AVX2-only CPU, T = 60, batch 8: 0.55 samples/s, 4.66 GB peak"
 )
@@ -47,24 +46,28 @@ TRAIN_QUESTIONS = 31_927  # MUSIC-AVQA json_update train split
 EPOCHS = 30
 
 
-def make_batch(b: int, t: int, n: int, m: int, cfg: ModelConfig, device: torch.device) -> dict:
+def make_batch(
+    b: int, t: int, n: int, m: int, cfg: ModelConfig, device: torch.device
+) -> tuple[Batch, torch.Tensor]:
     """Random inputs shaped like a batch read from the store; word counts vary as real questions do."""
     g = torch.Generator().manual_seed(0)
-    if cfg.variant == "authors":  # 76 text positions, masked after the template's word count (4-14)
-        m, lengths = 76, torch.randint(4, 15, (b,), generator=g)
+    if cfg.variant == "authors":  # all 77 text positions stored, as their code reads them; n = 4-14 words
+        m, words = 77, torch.randint(4, 15, (b,), generator=g)
+        words_mask = torch.ones(b, m, dtype=torch.bool)
     else:
         lengths = torch.randint(m // 2, m + 1, (b,), generator=g)
-    words_mask = torch.arange(m)[None, :] < lengths[:, None]
-    batch = {
-        "visual": torch.randn(b, t, n + 1, cfg.dim, generator=g).half(),
-        "audio": torch.randn(b, t, cfg.audio_dim, generator=g).half(),
-        "seconds_mask": torch.ones(b, t, dtype=torch.bool),
-        "words": torch.randn(b, m, cfg.dim, generator=g).half(),
-        "words_mask": words_mask,
-        "sentence": torch.randn(b, cfg.dim, generator=g).half(),
-    }
+        words_mask, words = torch.arange(m)[None, :] < lengths[:, None], lengths - 2
+    batch = Batch(
+        visual=torch.randn(b, t, n + 1, cfg.dim, generator=g).half().to(device),
+        audio=torch.randn(b, t, cfg.audio_dim, generator=g).half().to(device),
+        seconds_mask=torch.ones(b, t, dtype=torch.bool, device=device),
+        words=torch.randn(b, m, cfg.dim, generator=g).half().to(device),
+        words_mask=words_mask.to(device),
+        sentence=torch.randn(b, cfg.dim, generator=g).half().to(device),
+        template_words=words.to(device),
+    )
     answers = torch.randint(0, cfg.n_answers, (b,), generator=g)
-    return {k: v.to(device) for k, v in batch.items()}, answers.to(device)
+    return batch, answers.to(device)
 
 
 def flops_per_sample(
@@ -76,16 +79,10 @@ def flops_per_sample(
     inputs, answers = make_batch(2, t, n, m, cfg, torch.device("cpu"))
     model = model.cpu()
     with FlopCounterMode(display=False) as counter:
-        out = model(**inputs)
-        losses = loss_fn(cfg)(out, answers, loss.alpha, loss.beta, loss.sacl_phi, loss.sacl_tau)
+        losses = model.losses(model(inputs), answers, loss)
         losses["total"].backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / 2
-
-
-def loss_fn(cfg: ModelConfig):
-    """The variant's loss combination (same signature for both)."""
-    return compute_authors_losses if cfg.variant == "authors" else compute_losses
 
 
 def peak_memory_gb(device: torch.device) -> str:
@@ -111,23 +108,15 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def time_steps(
-    model: torch.nn.Module,
-    cfg: ModelConfig,
-    loss: LossConfig,
-    inputs: dict,
-    answers: torch.Tensor,
-    steps: int,
-):
+def time_steps(model: torch.nn.Module, loss: LossConfig, inputs: Batch, answers: torch.Tensor, steps: int):
     """Wall and CPU seconds of each of `steps` training steps (forward, losses, backward, Adam), after a warm-up."""
-    device, losses_of = answers.device, loss_fn(cfg)
+    device = answers.device
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as train/loop.py
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step() -> float:
         with amp:
-            out = model(**inputs)
-            losses = losses_of(out, answers, loss.alpha, loss.beta, loss.sacl_phi, loss.sacl_tau)
+            losses = model.losses(model(inputs), answers, loss)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()
@@ -175,7 +164,7 @@ def main() -> None:
     if args.suite:
         return suite(args)
     cfg = ModelConfig(variant=args.variant, max_seconds=args.seconds)
-    loss = LossConfig(**VARIANT_RECIPES[args.variant].get("loss", {}))
+    loss = LossConfig(**MODELS[args.variant].recipe.get("loss", {}))
     model = build_model(cfg)
     for module in model.modules():
         if isinstance(module, CrossAttention):
@@ -185,7 +174,7 @@ def main() -> None:
     gflops = None if args.no_flops else flops_per_sample(model, cfg, loss, *shapes) / 1e9
     inputs, answers = make_batch(args.batch, *shapes, cfg, device)
     load = os.getloadavg()[0]
-    times, cpu_times = time_steps(model.to(device).train(), cfg, loss, inputs, answers, args.steps)
+    times, cpu_times = time_steps(model.to(device).train(), loss, inputs, answers, args.steps)
     print(f"device        {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
     print(
         f"shapes        batch {args.batch}, T {args.seconds}, N {args.patches}+CLS, D {cfg.dim}, "
