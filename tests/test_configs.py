@@ -1,4 +1,4 @@
-"""The example configs in configs/ load with the real loaders and say what their comments claim (issue 10)."""
+"""The example configs in configs/ load with the real loaders and say what their comments claim (docs/training.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from avaf.extract.config import ExtractConfig
-from avaf.shared.config import resolve
+from avaf.shared.config import read_file, resolve
+from avaf.train.authors_model import AuthorsNet
 from avaf.train.config import LossConfig, load_config
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -56,11 +57,20 @@ def test_authors_config_matches_the_authors_variant_recipe():
     assert (cfg.optim.lr, cfg.optim.lr_step_epochs, cfg.optim.epochs, cfg.loss.beta) == (1e-4, 8, 30, 0.2)
     assert cfg.optim == implied.optim and cfg.loss == implied.loss and cfg.model == implied.model
     assert cfg.run.out_dir == "runs/authors"
+    # the recipe has one home, the variant's class: the file names the variant and does not repeat it
+    assert read_file(CONFIGS / "train-authors.yaml") == {
+        "model": {"variant": "authors"},
+        "run": {"out_dir": "runs/authors"},
+    }
+    assert AuthorsNet.recipe["optim"] == {"batch_size": 64, "seed": 42}
 
 
 @pytest.mark.parametrize("name", sorted(TESTED))
 def test_a_typo_in_a_config_is_refused_with_the_file_name(tmp_path, name):
-    text = (CONFIGS / name).read_text().replace("seed:", "sed:").replace("shard_videos:", "shard_vidoes:")
+    typos = {"seed:": "sed:", "shard_videos:": "shard_vidoes:", "out_dir:": "out_dri:"}
+    text = (CONFIGS / name).read_text()
+    for right, wrong in typos.items():
+        text = text.replace(right, wrong)
     bad = tmp_path / name
     bad.write_text(text)
     with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*unknown setting"):
