@@ -185,7 +185,7 @@ def _fnac_on_rows(a, p, tau=0.03):
 
 
 def spatial_reference(query, patches, mask, phi, tau):
-    """§5b's spatial term with loops; padded seconds left out as authors_spatial.py documents."""
+    """§5b's spatial term with loops; padded seconds left out as authors_spatial_loss documents."""
     b_, t_, n_, _ = patches.shape
 
     def cos(x, y):

@@ -1,4 +1,4 @@
-"""The example configs in configs/ load with the real loaders and say what their comments claim (docs/training.md)."""
+"""The example configs in configs/ load with the real loaders and say what their comments claim (docs/)."""
 
 from __future__ import annotations
 

@@ -76,8 +76,8 @@ def test_relative_order_is_learned_over_six_seconds() -> None:
 
 
 def test_a_trained_model_answers_the_video_played_backwards_by_its_new_order() -> None:
-    """DESIGN.md §5 "Time order" asks for it: played backwards, "which instrument comes in first?" has the old third as its
-    answer. Same scenes (same seed) asked as "third" give that answer; the trained model must follow it."""
+    """DESIGN.md §5 "Time order": played backwards, "which instrument comes in first?" has the old third as
+    its answer. Same scenes (same seed) asked as "third" give that answer; the trained model must follow it."""
     cfg = dataclasses.replace(TINY, max_seconds=3)
     model = train(cfg, generate(2000, ("first",), seed=0, seconds=3), 300, lr=1e-3, seed=0)
     forward = generate(600, ("first",), seed=1, seconds=3)

@@ -1,4 +1,4 @@
-"""Time order (DESIGN.md §5 "Time order"): the audio time attention makes AVAF-Net's answers depend on the order
+"""Time order (DESIGN.md §5): the audio time attention makes AVAF-Net's answers depend on the order
 of the seconds, and switching its positions off makes them order-blind again.
 
 Untrained fixed-seed models, with the position embedding scaled up to the size a trained one reaches (its

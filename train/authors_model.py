@@ -1,7 +1,7 @@
 """The authors' variant of AVAF-Net (`--variant authors`): their public model as DESIGN.md §5b describes it.
 
-Written by us from that description (their repository has no license; none of its code is here). It is
-what the published numbers come from, so users can tell how much of a difference to them is ours.
+Written by us from that description (their repository has no license; none of its code is here): the
+published numbers come from it.
 
     patches (B, T, 49, D) --Linear(D, D)--> p      audio (B, T, 128) --Linear(128, D)--> time attention --> a
     p, a --(temporal "FNAC" loss, authors_losses.py)
@@ -12,9 +12,8 @@ what the published numbers come from, so users can tell how much of a difference
     answer: MCAN's AttFlat over the words 1..n, Linear(D, 42)                             (B, C)
 
 Blocks shared with the paper variant: `time_attention.AudioTimeAttention` and four
-`attention.CrossAttentionBlock`s (their key projections have no bias: softmax cancels one, so the function
-is theirs; tests/test_authors.py checks it against nn.MultiheadAttention). Where §5b is silent we read it
-as docs/training.md, "Variants", says. The variant owns its recipe (`AuthorsNet.recipe`) and objective.
+`attention.CrossAttentionBlock`s (no key bias: softmax cancels one; tests/test_authors.py checks it). Our
+readings where §5b is silent: docs/training.md, "Variants". The class owns its recipe and its objective.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class Features:
     word_offset: Tensor  # (Q,) int64: first row in `words` of each question's words
 
     def parts(self, questions: int, gen: torch.Generator | None, layout_seed: int):
-        """The one part of a split in memory: itself, its questions in the order `gen` draws (else as stored)."""
+        """The one part of a split in memory: itself, its questions in the order `gen` draws (else stored)."""
         yield self, torch.randperm(questions, generator=gen) if gen is not None else torch.arange(questions)
 
     @property

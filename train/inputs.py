@@ -53,7 +53,7 @@ class ModelOutput:
 
 def upcast(inputs: T) -> T:
     """A loss term's inputs (a NamedTuple of tensors) with every floating tensor in float32."""
-    return type(inputs)(*(x.float() if x.is_floating_point() else x for x in inputs))  # type: ignore[arg-type]
+    return type(inputs)(*(x.float() if x.is_floating_point() else x for x in inputs))
 
 
 def prepare_inputs(

@@ -166,7 +166,7 @@ class StreamedFeatures:
                     pending.append(read(i + self.prefetch + 1))
 
     def _layout(self, shuffled: bool, layout_seed: int) -> tuple[list[np.ndarray], list[Tensor]]:
-        """The blocks (video positions) in the order to visit them, and the split rows of each one's questions."""
+        """The blocks (video positions) in the order to visit them, and the split rows of their questions."""
         layout = np.random.default_rng(layout_seed)
         start = int(layout.integers(len(self.videos))) if shuffled and len(self.videos) else 0
         blocks = self.blocks(start)

@@ -97,7 +97,7 @@ class FeatureStore:
             raise KeyError(f"{self.path}: no video {video_id!r} in this store") from None
 
     def rows(self, video_ids) -> np.ndarray:
-        """(V,) int64: each video's row in the file's video table (the file order); a missing one is a KeyError."""
+        """(V,) int64: each video's row in the video table (file order); a missing one is a KeyError."""
         return np.array([self._row(v) for v in video_ids], dtype=np.int64)
 
     def video(self, video_id: str, fields: tuple[str, ...] = PER_SECOND) -> dict:

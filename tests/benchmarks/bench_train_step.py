@@ -3,9 +3,9 @@
 A script, not a test: it prints figures and never asserts a time. One step = forward, the variant's losses,
 backward and an Adam step, on random features in the feature store's layout (float16 visual tokens with
 CLS, T = 60 seconds, 49 patches, D = 512; paper: up to 24 words; authors: 76 word positions masked after
-the template's 4-14 words). The reference (docs/training.md "Variants"): the authors' public training code, measured on this
-kind of machine (2 threads, AVX2-only CPU, T = 60, batch 8), does 0.55 samples/s at 4.66 GB peak; at
-batch 32 it is killed for memory above 23 GB.
+the template's 4-14 words). The reference (docs/training.md "Variants"): the authors' public training
+code, measured on this kind of machine (2 threads, AVX2-only CPU, T = 60, batch 8), does 0.55 samples/s
+at 4.66 GB peak; at batch 32 it is killed for memory above 23 GB.
 
     python tests/benchmarks/bench_train_step.py                      # CPU, batch 32, 3 timed steps
     python tests/benchmarks/bench_train_step.py --variant authors --batch 64

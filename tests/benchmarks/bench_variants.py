@@ -1,4 +1,4 @@
-"""One table, both variants (docs/training.md "Variants"): `paper` and `authors` trained on the same generated feature set.
+"""One table, both variants (docs/training.md "Variants"): `paper` and `authors` on one generated set.
 
 A script, not a test. It writes one feature store of generated scenes whose answers are known, trains
 both variants on it with `avaf.train.loop.train` (the checkpoint selected on val, test reported at it),
