@@ -1,8 +1,9 @@
 """The one typed config of `avaf-train` (DESIGN.md §5, STYLE.md "One typed config per stage").
 
-Frozen dataclasses nested by concern; every default lives here and nowhere else. Override order:
-defaults, then a YAML or TOML file, then overrides (the CLI flags), each validated against the fields:
-an unknown key or a value of the wrong type is a `ConfigError` that names the key.
+Frozen dataclasses nested by concern (ModelConfig and LossConfig in model_config.py); every default lives
+in them. Override order: defaults, then the variant's recipe (its model class's `recipe`), then a YAML or
+TOML file, then overrides (the CLI flags), each validated against the fields: an unknown key or a value
+of the wrong type is a `ConfigError` that names the key.
 
     cfg = load_config("run.yaml", {"model.no_sacl": True, "optim": {"lr": 3e-4}})
     cfg.to_dict()  # saved in every checkpoint and in the run folder
