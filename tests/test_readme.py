@@ -76,5 +76,5 @@ def test_the_reuse_page_examples_run_in_order(small_store):
     scope: dict = {}
     for i, example in enumerate(blocks((ROOT / "docs/reuse.md").read_text(), "python")):
         exec(compile(example, f"docs/reuse.md block {i}", "exec"), scope)
-    assert tuple(scope["out"]["logits"].shape) == (len(scope["answer"]), 42)
+    assert tuple(scope["out"].logits.shape) == (len(scope["answer"]), 42)
     assert scope["loss"].ndim == 0

@@ -24,7 +24,7 @@ from avaf.shared.store.inspect_cli import main as inspect_main
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.writer import complete_shards, shard_dir
-from avaf.train.data import gather, load_split
+from avaf.train.data import Shape, gather, load_split
 
 from conftest import fake_question, fake_video, write_store
 
@@ -94,13 +94,13 @@ def test_trainer_batches_take_the_audio_of_the_audio_video(store):
     path, videos = store
     with FeatureStore(path) as fs:
         data = load_split(fs, "train", None, "cpu")
-    batch = gather(data, torch.arange(3), 5, 12, torch.float32)
+    batch, _ = gather(data, data.features, torch.arange(3), Shape(seconds=5, words=12))
     for row, (vis, aud) in enumerate((("A", "B"), ("A", "A"), ("B", "C"))):
         expected = _expected_audio(videos, vis, aud, 5).astype(np.float32)
-        np.testing.assert_array_equal(batch["audio"][row].numpy(), expected)
+        np.testing.assert_array_equal(batch.audio[row].numpy(), expected)
         n = len(videos[vis].visual_tokens)
-        np.testing.assert_array_equal(batch["visual"][row, :n].numpy(), videos[vis].visual_tokens)
-        assert batch["seconds_mask"][row].sum() == n  # the question's own video sets the time axis
+        np.testing.assert_array_equal(batch.visual[row, :n].numpy(), videos[vis].visual_tokens)
+        assert batch.seconds_mask[row].sum() == n  # the question's own video sets the time axis
 
 
 @pytest.mark.parametrize("in_memory", [True, False])
