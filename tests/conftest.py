@@ -110,6 +110,10 @@ def fake_question(rng, question_id: int, video_id: str, split: str, width: int =
     )
 
 
+KNOWN_ANSWERS = ("one", "two", "three", "four")
+KNOWN_TYPES = ("Audio/Counting", "Visual/Counting")
+
+
 def known_answer_store(
     path, n_videos=120, seconds=4, n_tokens=5, width=32, seed=0, splits=(0.6, 0.2, 0.2), audio=True
 ):
@@ -123,20 +127,11 @@ def known_answer_store(
     audio=False: the same videos with silent (all-zero) audio features.
     """
     from avaf.shared.store.merge import build_store
-    from avaf.shared.store.writer import (
-        QuestionFeatures,
-        ShardWriter,
-        VideoFeatures,
-        complete_shards,
-        new_shard_path,
-        shard_dir,
-    )
+    from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_path, shard_dir
 
     rng = np.random.default_rng(seed)
-    answers = ("one", "two", "three", "four")
-    audio_patterns = rng.standard_normal((4, 128)) * 2
-    visual_patterns = rng.standard_normal((4, width)) * 2
-    question_words = {k: rng.standard_normal((6, width)) for k in ("Audio/Counting", "Visual/Counting")}
+    patterns = {"audio": rng.standard_normal((4, 128)) * 2, "visual": rng.standard_normal((4, width)) * 2}
+    question_words = {k: rng.standard_normal((6, width)) for k in KNOWN_TYPES}
     folder = shard_dir(path)
     cut = np.cumsum(np.array(splits) * n_videos).astype(int)
     with ShardWriter(
@@ -144,39 +139,58 @@ def known_answer_store(
     ) as w:
         for i in range(n_videos):
             a_cls, v_cls = rng.integers(0, 4, size=2)
-            t = int(rng.integers(seconds - 1, seconds + 1))  # some videos shorter: padding is exercised
-            tokens = rng.standard_normal((t, n_tokens, width)) * 0.5
-            tokens[np.arange(t), rng.integers(1, n_tokens, size=t)] += visual_patterns[v_cls]
-            sound = np.abs(audio_patterns[a_cls] + rng.standard_normal((t, 128)) * 0.5) * audio
-            vid = f"{i:08d}"
-            w.add_video(
-                VideoFeatures(
-                    vid,
-                    f"/generated/{vid}.mp4",
-                    tokens.astype(np.float16),
-                    tokens[:, 0].astype(np.float16),
-                    sound.astype(np.float16),
-                    np.ones(t, bool),
-                    np.arange(t) + 0.5,
-                )
-            )
+            video = _known_answer_video(rng, f"{i:08d}", seconds, n_tokens, patterns, (a_cls, v_cls), audio)
+            w.add_video(video)
             split = "train" if i < cut[0] else "val" if i < cut[1] else "test"
-            for k, (qtype, cls) in enumerate((("Audio/Counting", a_cls), ("Visual/Counting", v_cls))):
-                words = question_words[qtype] + rng.standard_normal((6, width)) * 0.1
-                w.add_question(
-                    QuestionFeatures(
-                        2 * i + k,
-                        vid,
-                        split,
-                        f"{qtype}?",
-                        qtype,
-                        answers[cls],
-                        words.astype(np.float16),
-                        words.mean(0).astype(np.float16),
-                    )
-                )
+            for q in _known_answer_questions(rng, i, video.video_id, split, (a_cls, v_cls), question_words):
+                w.add_question(q)
     build_store(complete_shards(folder), path)
     return path
+
+
+def _known_answer_video(rng, vid, seconds, n_tokens, patterns, classes, audio):
+    """One video of known_answer_store: the pattern of its visual class in one random patch token per
+    second, that of its audio class in every second's VGGish features (all zero where audio is False)."""
+    from avaf.shared.store.writer import VideoFeatures
+
+    a_cls, v_cls = classes
+    visual = patterns["visual"][v_cls]
+    t = int(rng.integers(seconds - 1, seconds + 1))  # some videos shorter: padding is exercised
+    tokens = rng.standard_normal((t, n_tokens, len(visual))) * 0.5
+    tokens[np.arange(t), rng.integers(1, n_tokens, size=t)] += visual
+    sound = np.abs(patterns["audio"][a_cls] + rng.standard_normal((t, 128)) * 0.5) * audio
+    return VideoFeatures(
+        vid,
+        f"/generated/{vid}.mp4",
+        tokens.astype(np.float16),
+        tokens[:, 0].astype(np.float16),
+        sound.astype(np.float16),
+        np.ones(t, bool),
+        np.arange(t) + 0.5,
+    )
+
+
+def _known_answer_questions(rng, i, vid, split, classes, question_words):
+    """Video i's two questions: "Audio/Counting" answered by its audio class, "Visual/Counting" by its
+    visual class; the words of each a noisy copy of its type's fixed words."""
+    from avaf.shared.store.writer import QuestionFeatures
+
+    questions = []
+    for k, (qtype, cls) in enumerate(zip(KNOWN_TYPES, classes)):
+        words = question_words[qtype] + rng.standard_normal(question_words[qtype].shape) * 0.1
+        questions.append(
+            QuestionFeatures(
+                2 * i + k,
+                vid,
+                split,
+                f"{qtype}?",
+                qtype,
+                KNOWN_ANSWERS[cls],
+                words.astype(np.float16),
+                words.mean(0).astype(np.float16),
+            )
+        )
+    return questions
 
 
 @contextmanager

@@ -129,51 +129,60 @@ def _write(path, text):
     return path
 
 
+def _assert_point_aggregates_its_seeds(out, p):
+    """A point of the lr grid: its two seeds done, their mean and spread in results.json and table.md, and
+    every trial an ordinary run folder with its pictures."""
+    assert [t["seed"] for t in p["trials"]] == [0, 1] and {t["status"] for t in p["trials"]} == {"done"}
+    runs = [json.loads((out / "lr" / p["slug"] / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    alls = [r["tables"]["test"]["All"] for r in runs]
+    assert p["test"]["All"]["mean"] == pytest.approx(statistics.fmean(alls))
+    assert p["test"]["All"]["std"] == pytest.approx(statistics.stdev(alls))
+    assert p["test"]["All"]["n"] == 2
+    d = [r["delta_per_type"]["test"]["Audio/Counting"][1] for r in runs]
+    assert p["delta_per_type"]["Audio/Counting"][1] == pytest.approx(statistics.fmean(d))
+    cell = f"{statistics.fmean(alls):.2f} ± {statistics.stdev(alls):.2f}"
+    assert cell in (out / "table.md").read_text()
+    for s in (0, 1):
+        run = out / "lr" / p["slug"] / f"seed-{s}"
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["optim"]["seed"] == s and cfg["run"]["threads"] == 1 and cfg["optim"]["epochs"] == 2
+        assert_png(run / "curves.png", 900, 250)
+        assert_png(run / "delta.png", 400, 100)
+
+
+def _trial_stamps(out):
+    """The modification time of every file in the sweep's trial folders."""
+    return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "seed-" in str(p)}
+
+
+def _assert_rerun_trains_nothing(args, out, points):
+    """The same sweep again: every trial found done, no trial file touched, the same aggregates."""
+    stamps = _trial_stamps(out)
+    again = sweep([*args, *FLAGS])
+    assert again.exit_code == 0, again.output
+    assert "0 trials run, 4 done before, 0 failed" in again.output
+    assert stamps == _trial_stamps(out)
+    for p, q in zip(points, json.loads((out / "results.json").read_text())["grids"]["lr"]["points"]):
+        assert (q["test"], q["val"], q["delta_per_type"]) == (p["test"], p["val"], p["delta_per_type"])
+        assert [t["ran_now"] for t in q["trials"]] == [False, False]  # the same numbers, from the folders
+
+
 def test_two_points_two_seeds_aggregated_then_a_second_run_trains_nothing(
     feats, tmp_path, tiny_yaml, local_ray
 ):
     grid = _write(tmp_path / "lr.yaml", "grid:\n  lr: [1.0e-3, 3.0e-3]\n")
     out = tmp_path / "sweep"
-    args = [
-        "--feats",
-        str(feats),
-        "--grid",
-        str(grid),
-        "--seeds",
-        "2",
-        "--out",
-        str(out),
-        "--config",
-        tiny_yaml,
-    ]
+    args = ["--feats", str(feats), "--grid", str(grid), "--seeds", "2", "--out", str(out)]
+    args += ["--config", tiny_yaml]
     res = sweep([*args, *FLAGS])
     assert res.exit_code == 0, res.output
     assert "4 trials run, 0 done before, 0 failed" in res.output
     doc = json.loads((out / "results.json").read_text())
     points = doc["grids"]["lr"]["points"]
-    assert [p["name"] for p in points] == ["lr=0.001", "lr=0.003"] and [p["x"] for p in points] == [
-        1e-3,
-        3e-3,
-    ]
+    assert [p["name"] for p in points] == ["lr=0.001", "lr=0.003"]
+    assert [p["x"] for p in points] == [1e-3, 3e-3]
     for p in points:
-        assert [t["seed"] for t in p["trials"]] == [0, 1] and {t["status"] for t in p["trials"]} == {"done"}
-        runs = [
-            json.loads((out / "lr" / p["slug"] / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)
-        ]
-        alls = [r["tables"]["test"]["All"] for r in runs]
-        assert p["test"]["All"]["mean"] == pytest.approx(statistics.fmean(alls))
-        assert p["test"]["All"]["std"] == pytest.approx(statistics.stdev(alls))
-        assert p["test"]["All"]["n"] == 2
-        d = [r["delta_per_type"]["test"]["Audio/Counting"][1] for r in runs]
-        assert p["delta_per_type"]["Audio/Counting"][1] == pytest.approx(statistics.fmean(d))
-        cell = f"{statistics.fmean(alls):.2f} ± {statistics.stdev(alls):.2f}"
-        assert cell in (out / "table.md").read_text()
-        for s in (0, 1):  # every trial an ordinary run folder, with its pictures
-            run = out / "lr" / p["slug"] / f"seed-{s}"
-            cfg = json.loads((run / "config.json").read_text())
-            assert cfg["optim"]["seed"] == s and cfg["run"]["threads"] == 1 and cfg["optim"]["epochs"] == 2
-            assert_png(run / "curves.png", 900, 250)
-            assert_png(run / "delta.png", 400, 100)
+        _assert_point_aggregates_its_seeds(out, p)
     val = [p["val"]["All"]["mean"] for p in points]
     best = points[int(np.argmax(val))]["name"]
     assert doc["grids"]["lr"]["best"] == best and f"**{best}** (best)" in (out / "table.md").read_text()
@@ -185,14 +194,7 @@ def test_two_points_two_seeds_aggregated_then_a_second_run_trains_nothing(
     )
     assert ev.exit_code == 0, ev.output
     assert json.loads(ev.output)["table"]["All"] == pytest.approx(points[0]["trials"][1]["test"]["All"])
-    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "seed-" in str(p)}
-    again = sweep([*args, *FLAGS])
-    assert again.exit_code == 0, again.output
-    assert "0 trials run, 4 done before, 0 failed" in again.output
-    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "seed-" in str(p)}
-    for p, q in zip(points, json.loads((out / "results.json").read_text())["grids"]["lr"]["points"]):
-        assert (q["test"], q["val"], q["delta_per_type"]) == (p["test"], p["val"], p["delta_per_type"])
-        assert [t["ran_now"] for t in q["trials"]] == [False, False]  # the same numbers, from the folders
+    _assert_rerun_trains_nothing(args, out, points)
 
 
 def test_a_killed_trial_resumes_from_its_checkpoint(feats, tmp_path, local_ray):

@@ -59,54 +59,96 @@ def _side_kind(visible, source, side):
     return _only([s["instrument"] for s in there])
 
 
-def _longer(a, b, secs):
-    assert abs(len(secs(a)) - len(secs(b))) >= 2, "too close to call"
-    return "yes" if len(secs(a)) > len(secs(b)) else "no"
+def _yes(flag):
+    return "yes" if flag else "no"
 
 
-def expected_answer(d: dict, q: dict) -> str:
-    """The answer to q read off the scene dict; a table with one rule per template (hence its length)."""
-    src = d["sources"]
-    vis = sorted((s for s in src if s["visible"]), key=lambda s: SIDES.index(s["position"]))
-    snd = [s for s in src if s["intervals"]]
-    secs = lambda s: {t for a, b in s["intervals"] for t in range(a, b)}
-    yes = lambda flag: "yes" if flag else "no"
-    at = lambda pos: _single([s for s in vis if s["position"] == pos], pos)
-    heard, seen = {s["instrument"] for s in snd}, {s["instrument"] for s in vis}
-    v, t = q["values"], q["template"]
-    fl = lambda x: 0 if x == "first" else "last"
-    one = lambda kind: _single([s for s in src if s["instrument"] == kind], kind)
-    bigger = lambda key, a, b: yes(key(a) > key(b)) if key(a) != key(b) else pytest.fail(f"a tie: {t} {v}")
-    rules = {
-        "How many musical instruments were heard throughout the video?": lambda: NUMBER[len(snd)],
-        "Is there a <Object> sound?": lambda: yes(v[0] in heard),
-        "Are there <Object> and <Object> sound? ": lambda: yes(v[0] in heard and v[1] in heard),
-        "Is the <Object> louder than the <Object>?": lambda: bigger(
+def _fl(x):
+    """The onset rank of <FL>: "first" is rank 0; "last" stays "last"."""
+    return 0 if x == "first" else "last"
+
+
+def _secs(s):
+    """The seconds in which source s sounds."""
+    return {t for a, b in s["intervals"] for t in range(a, b)}
+
+
+def _longer(a, b):
+    assert abs(len(_secs(a)) - len(_secs(b))) >= 2, "too close to call"
+    return _yes(len(_secs(a)) > len(_secs(b)))
+
+
+class _Reading:
+    """What the rules read off a scene dict: its visible sources left to right, its sounding ones, the kinds
+    heard and seen; and the question's template and values."""
+
+    def __init__(self, d: dict, q: dict):
+        self.d, self.v, self.t = d, q["values"], q["template"]
+        self.src = d["sources"]
+        self.vis = sorted((s for s in self.src if s["visible"]), key=lambda s: SIDES.index(s["position"]))
+        self.snd = [s for s in self.src if s["intervals"]]
+        self.heard, self.seen = {s["instrument"] for s in self.snd}, {s["instrument"] for s in self.vis}
+
+    def one(self, kind):
+        """The only source of this kind."""
+        return _single([s for s in self.src if s["instrument"] == kind], kind)
+
+    def at(self, pos):
+        """The only visible source at this position."""
+        return _single([s for s in self.vis if s["position"] == pos], pos)
+
+    def bigger(self, key, a, b):
+        """Whether key(a) > key(b); a tie fails the test."""
+        return _yes(key(a) > key(b)) if key(a) != key(b) else pytest.fail(f"a tie: {self.t} {self.v}")
+
+
+def _audio_rules(r: _Reading) -> dict:
+    """Audio questions (counting, comparative): what is heard."""
+    v, one = r.v, r.one
+    return {
+        "How many musical instruments were heard throughout the video?": lambda: NUMBER[len(r.snd)],
+        "Is there a <Object> sound?": lambda: _yes(v[0] in r.heard),
+        "Are there <Object> and <Object> sound? ": lambda: _yes(v[0] in r.heard and v[1] in r.heard),
+        "Is the <Object> louder than the <Object>?": lambda: r.bigger(
             lambda s: s["gain"], one(v[0]), one(v[1])
         ),
-        "Is the <Object> more rhythmic than the <Object>?": lambda: bigger(
+        "Is the <Object> more rhythmic than the <Object>?": lambda: r.bigger(
             lambda s: s["notes_per_second"], one(v[0]), one(v[1])
         ),
-        "Is the <Object> playing longer than the <Object>?": lambda: _longer(one(v[0]), one(v[1]), secs),
+        "Is the <Object> playing longer than the <Object>?": lambda: _longer(one(v[0]), one(v[1])),
+    }
+
+
+def _visual_rules(r: _Reading) -> dict:
+    """Visual questions (counting, location): what is seen."""
+    v, vis = r.v, r.vis
+    return {
         "How many <Object> are in the entire video?": lambda: NUMBER[
             sum(s["instrument"] == v[0] for s in vis)
         ],
-        "How many types of musical instruments appeared in the entire video?": lambda: NUMBER[len(seen)],
-        "Are there <Object> and <Object> instruments in the video?": lambda: yes(
-            v[0] in seen and v[1] in seen
+        "How many types of musical instruments appeared in the entire video?": lambda: NUMBER[len(r.seen)],
+        "Are there <Object> and <Object> instruments in the video?": lambda: _yes(
+            v[0] in r.seen and v[1] in r.seen
         ),
-        "Is there a <Object> in the entire video?": lambda: yes(v[0] in seen),
-        "Where is the performance?": lambda: d["setting"],
-        "What is the instrument on the <LR> of <Object>?": lambda: _side_kind(vis, one(v[1]), v[0]),
+        "Is there a <Object> in the entire video?": lambda: _yes(v[0] in r.seen),
+        "Where is the performance?": lambda: r.d["setting"],
+        "What is the instrument on the <LR> of <Object>?": lambda: _side_kind(vis, r.one(v[1]), v[0]),
         "What kind of instrument is the <LRer> instrument? ": lambda: vis[0 if v[0] == "leftest" else -1][
             "instrument"
         ],
         "What kind of musical instrument is it?": lambda: _only([s["instrument"] for s in vis]),
-        "Is there a voiceover?": lambda: yes(any(not s["visible"] for s in snd)),
-        "Is the <Object> in the video always playing?": lambda: yes(
-            secs(one(v[0])) == set(range(d["duration"]))
+    }
+
+
+def _audio_visual_existential_and_counting_rules(r: _Reading) -> dict:
+    """Audio-visual existential and counting questions: which of the seen sources sound, and when."""
+    v, vis, snd = r.v, r.vis, r.snd
+    return {
+        "Is there a voiceover?": lambda: _yes(any(not s["visible"] for s in snd)),
+        "Is the <Object> in the video always playing?": lambda: _yes(
+            _secs(r.one(v[0])) == set(range(r.d["duration"]))
         ),
-        "Is this sound from the instrument in the video?": lambda: yes(all(s["visible"] for s in snd)),
+        "Is this sound from the instrument in the video?": lambda: _yes(all(s["visible"] for s in snd)),
         "How many sounding <Object> in the video？": lambda: NUMBER[
             sum(s["instrument"] == v[0] and bool(s["intervals"]) for s in vis)
         ],
@@ -119,39 +161,78 @@ def expected_answer(d: dict, q: dict) -> str:
         "How many instruments are sounding in the video?": lambda: NUMBER[
             sum(bool(s["intervals"]) for s in vis)
         ],
+    }
+
+
+def _audio_visual_location_rules(r: _Reading) -> dict:
+    """Audio-visual location questions: where a sound comes from, what sounds with or beside what."""
+    v, snd = r.v, r.snd
+    return {
         "Which is the musical instrument that sounds at the same time as the <Object>?": lambda: _only(
-            [s["instrument"] for s in snd if s is not one(v[0]) and secs(s) & secs(one(v[0]))]
+            [s["instrument"] for s in snd if s is not r.one(v[0]) and _secs(s) & _secs(r.one(v[0]))]
         ),
-        "Is the <FL> sound coming from the <LR> instrument?": lambda: yes(
-            _by_onset_rank(snd, fl(v[0]))["position"] == v[1]
+        "Is the <FL> sound coming from the <LR> instrument?": lambda: _yes(
+            _by_onset_rank(snd, _fl(v[0]))["position"] == v[1]
         ),
         "Where is the <LL> instrument?": lambda: _where_extreme(snd, v[0]),
         "What is the <LR> instrument of the <FL> sounding instrument?": lambda: _side_kind(
-            vis, _by_onset_rank(snd, fl(v[1])), v[0]
+            r.vis, _by_onset_rank(snd, _fl(v[1])), v[0]
         ),
+    }
+
+
+def _audio_visual_comparative_rules(r: _Reading) -> dict:
+    """Audio-visual comparative questions: louder or more rhythmic, of the sources at two positions."""
+    v, at, rules = r.v, r.at, {}
+    for what, key in (("louder", "gain"), ("more rhythmic", "notes_per_second")):
+        rules[f"Is the instrument on the <LR> {what} than the instrument on the <LR>?"] = lambda key=key: (
+            r.bigger(lambda s: s[key], at(v[0]), at(v[1]))
+        )
+        rules[f"Is the <Object> on the <LR> {what} than the <Object> on the <LR>?"] = lambda key=key: (
+            r.bigger(lambda s: s[key], at(v[1]), at(v[3]))
+            if [at(v[1])["instrument"], at(v[3])["instrument"]] == [v[0], v[2]]
+            else pytest.fail("misnamed")
+        )
+    return rules
+
+
+def _audio_visual_temporal_rules(r: _Reading) -> dict:
+    """Audio-visual temporal questions: the order in which the sources come in."""
+    v, snd = r.v, r.snd
+    return {
         "What is the <TH> instrument that comes in?": lambda: _by_onset_rank(
             snd, ["first", "second", "third", "fourth"].index(v[0])
         )["instrument"],
-        "Where is the <FL> sounding instrument?": lambda: _by_onset_rank(snd, fl(v[0]))["position"],
-        "Which <Object> makes the sound <FL>?": lambda: _which_twin(vis, v[0], v[1]),
+        "Where is the <FL> sounding instrument?": lambda: _by_onset_rank(snd, _fl(v[0]))["position"],
+        "Which <Object> makes the sound <FL>?": lambda: _which_twin(r.vis, v[0], v[1]),
         "Which instrument makes sounds <BA> the <Object>?": lambda: _only(
             [
                 s["instrument"]
                 for s in snd
-                if (s["intervals"][0][0] - one(v[1])["intervals"][0][0]) * (1 if v[0] == "after" else -1) > 0
+                if (s["intervals"][0][0] - r.one(v[1])["intervals"][0][0]) * (1 if v[0] == "after" else -1)
+                > 0
             ]
         ),
     }
-    for what, key in (("louder", "gain"), ("more rhythmic", "notes_per_second")):
-        rules[f"Is the instrument on the <LR> {what} than the instrument on the <LR>?"] = lambda key=key: (
-            bigger(lambda s: s[key], at(v[0]), at(v[1]))
-        )
-        rules[f"Is the <Object> on the <LR> {what} than the <Object> on the <LR>?"] = lambda key=key: (
-            bigger(lambda s: s[key], at(v[1]), at(v[3]))
-            if [at(v[1])["instrument"], at(v[3])["instrument"]] == [v[0], v[2]]
-            else pytest.fail("misnamed")
-        )
-    return rules[t]()
+
+
+FAMILIES = (
+    _audio_rules,
+    _visual_rules,
+    _audio_visual_existential_and_counting_rules,
+    _audio_visual_location_rules,
+    _audio_visual_comparative_rules,
+    _audio_visual_temporal_rules,
+)
+
+
+def expected_answer(d: dict, q: dict) -> str:
+    """The answer to q read off the scene dict: one rule per template, in one table per question family."""
+    r = _Reading(d, q)
+    rules = {}
+    for family in FAMILIES:
+        rules |= family(r)
+    return rules[r.t]()
 
 
 def _where_extreme(snd, which):

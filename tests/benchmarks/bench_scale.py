@@ -57,96 +57,126 @@ def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
 
-def write_store(folder: Path, scale: float, seed: int = 0) -> dict:
-    """Shards of the real shape through ShardWriter, then build_store; returns the timings."""
+class Pool:
+    """A pool of random float16 values; each array takes a random window of it (generating 29 GB of fresh
+    random numbers would time the generator, not the store)."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.values = rng.standard_normal(64 << 20, dtype=np.float32).astype(np.float16)
+
+    def window(self, n: int) -> np.ndarray:
+        a = int(self.rng.integers(0, len(self.values) - n))
+        return self.values[a : a + n]
+
+
+def video_splits(n_videos: int, counts: dict) -> np.ndarray:
+    """Each video's split: train, then val, then test, in the proportions of their questions."""
+    total = sum(counts.values())
+    cut = np.cumsum([round(n_videos * counts[s] / total) for s in ("train", "val")])
+    return np.array(["train"] * cut[0] + ["val"] * (cut[1] - cut[0]) + ["test"] * (n_videos - cut[1]))
+
+
+def generated_video(pool: Pool, v: int, t: int):
+    """Video v, t seconds long, in schema v1's layout."""
+    from avaf.shared.store.writer import VideoFeatures
+
+    tokens = pool.window(t * TOKENS * WIDTH).reshape(t, TOKENS, WIDTH)
+    return VideoFeatures(
+        video_id=f"{v:08d}",
+        source_path=f"/videos/{v:08d}.mp4",
+        visual_tokens=tokens,
+        visual_pooled=tokens[:, 0].copy(),
+        audio=pool.window(t * AUDIO).reshape(t, AUDIO),
+        audio_valid=np.ones(t, bool),
+        timestamp=np.arange(t) + 0.5,
+        source_size=t * 200_000,
+        duration=float(t),
+        has_audio=True,
+        decoder="generated",
+        streams={},
+    )
+
+
+def generated_question(pool: Pool, qid: int, split: str, videos: np.ndarray):
+    """Question qid of this split, on a random one of `videos`, with 7-20 word tokens."""
     from avaf.shared.avqa.answers import ANSWERS
     from avaf.shared.avqa.question_types import TYPES
-    from avaf.shared.store.merge import build_store
-    from avaf.shared.store.writer import (
-        QuestionFeatures,
-        ShardWriter,
-        VideoFeatures,
-        complete_shards,
-        new_shard_path,
-        shard_dir,
+    from avaf.shared.store.writer import QuestionFeatures
+
+    rng = pool.rng
+    length = int(rng.integers(7, 21))
+    return QuestionFeatures(
+        question_id=qid,
+        video_id=f"{int(rng.choice(videos)):08d}",
+        split=split,
+        text=f"generated question {qid}",
+        type=TYPES[qid % len(TYPES)],
+        answer=ANSWERS[int(rng.integers(len(ANSWERS)))],
+        words=pool.window(length * WIDTH).reshape(length, WIDTH),
+        sentence=pool.window(WIDTH),
     )
+
+
+def write_video_shard(shards: Path, config: dict, pool: Pool, seconds: dict[int, int]) -> None:
+    """One shard of generated videos: video v lasts seconds[v]."""
+    from avaf.shared.store.writer import ShardWriter, new_shard_path
+
+    with ShardWriter(new_shard_path(shards), config, random_weights=["generated"]) as w:
+        for v, t in seconds.items():
+            w.add_video(generated_video(pool, v, t))
+
+
+def write_question_shards(shards: Path, config: dict, pool: Pool, counts: dict, splits: np.ndarray) -> None:
+    """One shard of generated questions a split, counts[split] of them, on that split's videos."""
+    from avaf.shared.store.writer import ShardWriter, new_shard_path
+
+    qid = 0
+    for split, n in counts.items():
+        videos = np.flatnonzero(splits == split)
+        with ShardWriter(new_shard_path(shards, "questions"), config, random_weights=["generated"]) as w:
+            for _ in range(n):
+                w.add_question(generated_question(pool, qid, split, videos))
+                qid += 1
+
+
+def merge_seconds(shards: Path, feats: Path) -> float:
+    """build_store from the complete shards into feats (a first merge, or an append); its seconds."""
+    from avaf.shared.store.merge import build_store
+    from avaf.shared.store.writer import complete_shards
+
+    start = time.perf_counter()
+    build_store(complete_shards(shards), feats)
+    return time.perf_counter() - start
+
+
+def write_store(folder: Path, scale: float, seed: int = 0) -> dict:
+    """Shards of the real shape through ShardWriter, then build_store; returns the timings."""
+    from avaf.shared.store.writer import shard_dir
 
     rng = np.random.default_rng(seed)
     n_videos = max(3, round(VIDEOS * scale))
     counts = {s: max(1, round(n * scale)) for s, n in QUESTIONS.items()}
     seconds = durations(rng, n_videos)
-    # a pool of random float16 values; each video takes a random window of it (generating 29 GB of fresh
-    # random numbers would time the generator, not the store)
-    pool = rng.standard_normal(64 << 20, dtype=np.float32).astype(np.float16)
-    total = sum(counts.values())
-    cut = np.cumsum([round(n_videos * counts[s] / total) for s in ("train", "val")])
-    split_of = np.array(["train"] * cut[0] + ["val"] * (cut[1] - cut[0]) + ["test"] * (n_videos - cut[1]))
+    pool = Pool(rng)
     feats = folder / "feats.h5"
     shards = shard_dir(feats)
     shutil.rmtree(shards, ignore_errors=True)
     feats.unlink(missing_ok=True)
     config = {"generated": "bench_scale", "scale": scale}
-
-    def window(n: int) -> np.ndarray:
-        a = int(rng.integers(0, len(pool) - n))
-        return pool[a : a + n]
-
-    def video(v: int, t: int) -> VideoFeatures:
-        tokens = window(t * TOKENS * WIDTH).reshape(t, TOKENS, WIDTH)
-        return VideoFeatures(
-            video_id=f"{v:08d}",
-            source_path=f"/videos/{v:08d}.mp4",
-            visual_tokens=tokens,
-            visual_pooled=tokens[:, 0].copy(),
-            audio=window(t * AUDIO).reshape(t, AUDIO),
-            audio_valid=np.ones(t, bool),
-            timestamp=np.arange(t) + 0.5,
-            source_size=t * 200_000,
-            duration=float(t),
-            has_audio=True,
-            decoder="generated",
-            streams={},
-        )
-
     start = time.perf_counter()
     for a in range(0, n_videos, SHARD_VIDEOS):
-        with ShardWriter(new_shard_path(shards), config, random_weights=["generated"]) as w:
-            for v in range(a, min(a + SHARD_VIDEOS, n_videos)):
-                w.add_video(video(v, int(seconds[v])))
-    qid = 0
-    for split, n in counts.items():
-        videos = np.flatnonzero(split_of == split)
-        with ShardWriter(new_shard_path(shards, "questions"), config, random_weights=["generated"]) as w:
-            for _ in range(n):
-                length = int(rng.integers(7, 21))
-                w.add_question(
-                    QuestionFeatures(
-                        question_id=qid,
-                        video_id=f"{int(rng.choice(videos)):08d}",
-                        split=split,
-                        text=f"generated question {qid}",
-                        type=TYPES[qid % len(TYPES)],
-                        answer=ANSWERS[int(rng.integers(len(ANSWERS)))],
-                        words=window(length * WIDTH).reshape(length, WIDTH),
-                        sentence=window(WIDTH),
-                    )
-                )
-                qid += 1
+        batch = range(a, min(a + SHARD_VIDEOS, n_videos))
+        write_video_shard(shards, config, pool, {v: int(seconds[v]) for v in batch})
+    write_question_shards(shards, config, pool, counts, video_splits(n_videos, counts))
     written = time.perf_counter() - start
-    start = time.perf_counter()
-    build_store(complete_shards(shards), feats)
-    merged = time.perf_counter() - start
+    merged = merge_seconds(shards, feats)
     # a resumed run that adds 1% more videos: appended to feats.h5 in place
     extra = max(1, n_videos // 100)
-    with ShardWriter(new_shard_path(shards), config, random_weights=["generated"]) as w:
-        for v in range(n_videos, n_videos + extra):
-            w.add_video(video(v, 60))
-    start = time.perf_counter()
-    build_store(complete_shards(shards), feats)
-    appended = time.perf_counter() - start
+    write_video_shard(shards, config, pool, dict.fromkeys(range(n_videos, n_videos + extra), 60))
     return {
         "append_videos": extra,
-        "append_s": appended,
+        "append_s": merge_seconds(shards, feats),
         "videos": n_videos,
         "seconds": int(seconds.sum()),
         "questions": counts,
@@ -268,12 +298,22 @@ def main() -> None:
         child_train(args.child, args.budget, args.steps, args.threads)
         return
 
-    from avaf.train.stream import parse_bytes
-
     folder = Path(args.dir)
     folder.mkdir(parents=True, exist_ok=True)
     print(f"bench_scale: scale {args.scale}, {os.cpu_count()} CPUs, dir {folder}")
     w = write_store(folder, args.scale)
+    report_store(w)
+    subprocess.run(["cat", w["feats"]], stdout=subprocess.DEVNULL, check=True)  # page cache, charged here
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    in_memory = args.in_memory if args.in_memory is not None else w["store_bytes"] < ram / 2
+    report_train(train_rows(w["feats"], args, in_memory))
+    if not args.keep:
+        shutil.rmtree(Path(w["feats"] + ".shards"), ignore_errors=True)
+        Path(w["feats"]).unlink(missing_ok=True)
+
+
+def report_store(w: dict) -> None:
+    """Prints the store's size, the times to write, merge and append it, avaf-inspect's, and read speeds."""
     gb = w["store_bytes"] / 1e9
     print(f"  store: {w['videos']} videos, {w['seconds']} seconds, questions {w['questions']}")
     print(f"  write shards {w['write_s']:.1f} s ({w['shards_bytes'] / 1e9:.2f} GB on disk)")
@@ -288,15 +328,24 @@ def main() -> None:
         f"  FeatureStore random video reads: {r['random_videos_per_s']:.0f} videos/s "
         f"({r['random_mb_per_s']:.0f} MB/s); bulk load of {r['bulk_videos']} videos: {r['bulk_mb_per_s']:.0f} MB/s"
     )
-    subprocess.run(["cat", w["feats"]], stdout=subprocess.DEVNULL, check=True)  # page cache, charged here
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    in_memory = args.in_memory if args.in_memory is not None else w["store_bytes"] < ram / 2
+
+
+def train_rows(feats: str, args: argparse.Namespace, in_memory: bool) -> list[tuple[str, dict]]:
+    """The training rows, each in a fresh process: in memory (when asked), then streamed under the cap."""
+    from avaf.train.stream import parse_bytes
+
     rows = []
     if in_memory:
-        rows.append(("in memory, no cap", run_train(w["feats"], "1T", args.steps, args.threads, None)))
-    cap = parse_bytes(args.cap)
-    group = make_cgroup(cap)
-    rows.append((f"streamed, cap {args.cap}", run_train(w["feats"], "auto", args.steps, args.threads, group)))
+        rows.append(("in memory, no cap", run_train(feats, "1T", args.steps, args.threads, None)))
+    group = make_cgroup(parse_bytes(args.cap))
+    rows.append((f"streamed, cap {args.cap}", run_train(feats, "auto", args.steps, args.threads, group)))
+    if group is not None:
+        group.rmdir()
+    return rows
+
+
+def report_train(rows: list[tuple[str, dict]]) -> None:
+    """Prints each training row, and the streamed row's speed as a share of the in-memory one's."""
     for name, row in rows:
         peak = f", cgroup peak {row['cgroup_peak_gb']:.2f} GB" if "cgroup_peak_gb" in row else ""
         print(
@@ -305,11 +354,6 @@ def main() -> None:
         )
     if len(rows) == 2:
         print(f"  streamed / in memory: {rows[1][1]['samples_per_s'] / rows[0][1]['samples_per_s']:.0%}")
-    if group is not None:
-        group.rmdir()
-    if not args.keep:
-        shutil.rmtree(Path(w["feats"] + ".shards"), ignore_errors=True)
-        Path(w["feats"]).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
