@@ -228,6 +228,18 @@ def test_spatial_term_equals_the_plain_loop_reference(phi):
     assert want > 1e-3 and abs(got - want) < 1e-5
 
 
+def test_spatial_threshold_is_inclusive_a_patch_at_phi_is_positive():
+    # one sample (no negatives), N = 2 patches (1,0,0), (0,1,0), phi = tau = 0.5. Second 0: query (1,0,0),
+    # s = (0.7310586, 0.2689414), l = 0.3342091 (tests/test_losses.py's hand case); second 1: a query
+    # orthogonal to both, s = (1/2, 1/2) exactly = phi: both positive (s >= phi), first = second, l = 0.
+    # Mean 0.1671046. A strict threshold would leave no positive there: first = 1e-3, l = log(2 e / 1e-3).
+    patches = torch.tensor([[[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]] * 2], dtype=torch.float64)
+    query = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]], dtype=torch.float64)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    assert spatial_reference(query, patches, mask, 0.5, 0.5) == pytest.approx(0.1671046, abs=1e-6)
+    assert float(spatial_term(query, patches, mask, 0.5, 0.5)) == pytest.approx(0.1671046, abs=1e-6)
+
+
 def test_spatial_term_is_floored_at_1e_3():
     # every patch positive (phi = 0) and the other samples' patches opposite to the query: -log < 0
     patches = torch.ones(2, 3, 4, 5, dtype=torch.float64)
@@ -311,20 +323,43 @@ def test_fusion_weights_come_from_the_sentence_input():
     assert not torch.allclose(model(other).logits, out.logits)
 
 
-def test_attention_blocks_get_xavier_uniform_and_the_rest_pytorch_defaults():
-    model = AuthorsNet(ModelConfig(variant="authors", dim=64, heads=4, ffn_dim=256, max_seconds=6))
-    for name in (
-        "time.q",
-        "avcm_visual.attn.k",
-        "fuse_audio.attn.o",
-        "avcm_audio.ffn.fc1",
-        "fuse_visual.ffn.fc2",
-    ):
-        w = model.get_submodule(name).weight
-        bound = math.sqrt(6 / (w.shape[0] + w.shape[1]))
-        assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound, name
+def test_their_init_fused_qkv_xavier_zero_attention_biases_unit_positions():
+    """§5b and their code: q, k, v one fused (3D, D) Xavier-uniform matrix (bound sqrt(6 / 4D), not the
+    sqrt(6 / 2D) of a D x D one), the other matrices of the five attention layers Xavier-uniform, attention
+    biases zero, the position embedding nn.Embedding's N(0, 1), PyTorch's defaults elsewhere."""
+    torch.manual_seed(0)
+    d, f = 64, 256
+    model = AuthorsNet(ModelConfig(variant="authors", dim=d, heads=4, ffn_dim=f, max_seconds=60))
+    fused, square, ffn = math.sqrt(6 / (d + 3 * d)), math.sqrt(6 / (2 * d)), math.sqrt(6 / (d + f))
+    for layer in ("time", "avcm_audio.attn", "avcm_visual.attn", "fuse_audio.attn", "fuse_visual.attn"):
+        q, k, v, o = (model.get_submodule(f"{layer}.{x}") for x in "qkvo")
+        qkv = torch.cat((q.weight, k.weight, v.weight)).detach()  # (3D, D), their in_proj_weight
+        assert fused < 0.72 * square  # the two bounds are told apart (sqrt(1/2))
+        assert 0.98 * fused < qkv.abs().max() <= fused, layer
+        assert float(qkv.std()) == pytest.approx(fused / math.sqrt(3), rel=0.03), (
+            layer
+        )  # uniform over the bound
+        assert 0.95 * square < o.weight.abs().max() <= square, layer
+        assert q.bias.abs().max() == v.bias.abs().max() == o.bias.abs().max() == 0.0, layer
+    for name in ("time.ffn", "avcm_audio.ffn", "fuse_visual.ffn"):
+        fc1, fc2 = model.get_submodule(f"{name}.fc1"), model.get_submodule(f"{name}.fc2")
+        assert 0.95 * ffn < fc1.weight.abs().max() <= ffn and 0.95 * ffn < fc2.weight.abs().max() <= ffn
+        assert fc1.bias.abs().max() > 0.9 / math.sqrt(d)  # the FFN's biases keep nn.Linear's default
+    assert float(model.time.positions.detach().std()) == pytest.approx(1.0, rel=0.03)  # 60 x 64 draws
     w = model.visual_proj.weight  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) = +-0.125
     assert 0.95 / 8 < w.abs().max() <= 1 / 8
+
+
+def test_checkpoint_keys_are_those_of_the_layers():
+    """The init and the dropout sites add no parameter: a checkpoint's keys stay what they were."""
+    model = AuthorsNet(TINY)
+    names = {k.rsplit(".", 1)[0] for k in model.state_dict()}
+    block = {"attn.q", "attn.k", "attn.v", "attn.o", "norm1", "norm2", "ffn.fc1", "ffn.fc2"}
+    blocks = {f"{b}.{x}" for b in ("avcm_audio", "avcm_visual", "fuse_audio", "fuse_visual") for x in block}
+    time = {"time"} | {f"time.{x}" for x in ("q", "k", "v", "o", "norm1", "norm2", "ffn.fc1", "ffn.fc2")}
+    other = {"audio_proj", "visual_proj", "weights", "head.mlp.0", "head.mlp.3", "head.classifier"}
+    assert names == blocks | time | other
+    assert len(model.state_dict()) == 4 * 15 + 16 + 12
 
 
 def test_a_key_bias_would_change_nothing():

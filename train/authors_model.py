@@ -12,13 +12,16 @@ published numbers come from it.
     answer: MCAN's AttFlat over the words 1..n, Linear(D, 42)                             (B, C)
 
 Blocks shared with the paper variant: `time_attention.AudioTimeAttention` and four
-`attention.CrossAttentionBlock`s (no key bias: softmax cancels one; tests/test_authors.py checks it). Our
-readings where §5b is silent: docs/training.md, "Variants". The class owns its recipe and its objective.
+`attention.CrossAttentionBlock`s (no key bias: softmax cancels one; tests/test_authors.py checks it), built
+with their dropout sites (attention weights, FFN hidden state, both residual branches) and their init
+(`their_init`). Our readings where §5b is silent: docs/training.md, "Variants". The class owns its recipe
+and its objective.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -47,6 +50,21 @@ class AttFlat(nn.Module):
         return self.classifier(torch.einsum("bm,bmd->bd", scores.softmax(dim=-1), x))  # (B, C)
 
 
+def their_init(layer: AudioTimeAttention | CrossAttentionBlock) -> None:
+    """Their init of one attention layer (an nn.MultiheadAttention and an FFN in their code): q, k, v
+    Xavier-uniform as the one fused (3D, D) input projection (bound sqrt(6 / 4D), not sqrt(6 / 2D) per
+    matrix), the output projection and the FFN's matrices Xavier-uniform, the attention biases zero;
+    PyTorch's defaults elsewhere (the FFN's biases, the LayerNorms, and every layer outside these)."""
+    attn = layer.attn if isinstance(layer, CrossAttentionBlock) else layer
+    bound = math.sqrt(6 / (attn.q.in_features + 3 * attn.q.out_features))  # fan_in D, fan_out 3D
+    for lin in (attn.q, attn.k, attn.v):  # three blocks of the fused matrix, each U(-bound, bound)
+        nn.init.uniform_(lin.weight, -bound, bound)
+    for lin in (attn.o, layer.ffn.fc1, layer.ffn.fc2):
+        nn.init.xavier_uniform_(lin.weight)
+    for lin in (attn.q, attn.v, attn.o):  # k has none (softmax cancels a key bias)
+        nn.init.zeros_(lin.bias)
+
+
 class AuthorsNet(nn.Module):
     """The authors' model (§5b); build it with `build_model` and `ModelConfig(variant="authors")`."""
 
@@ -64,21 +82,20 @@ class AuthorsNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        d, block = cfg.dim, (cfg.dim, cfg.heads, cfg.ffn_dim, cfg.dropout)
+        d, p = cfg.dim, cfg.dropout
+        # their dropout sites, p everywhere: the attention weights, the FFN's hidden state, both residuals
+        block = {"dim": d, "heads": cfg.heads, "ffn_dim": cfg.ffn_dim, "dropout": p}
+        sites = {"attn_dropout": p, "ffn_dropout": p}
         self.audio_proj = nn.Linear(cfg.audio_dim, d)
         self.visual_proj = nn.Linear(d, d)
-        self.time = AudioTimeAttention(d, cfg.max_seconds, cfg.ffn_dim, cfg.dropout)
-        self.avcm_audio, self.avcm_visual = CrossAttentionBlock(*block), CrossAttentionBlock(*block)
-        self.fuse_audio, self.fuse_visual = CrossAttentionBlock(*block), CrossAttentionBlock(*block)
+        # the position embedding is an nn.Embedding in their code: N(0, 1)
+        self.time = AudioTimeAttention(d, cfg.max_seconds, cfg.ffn_dim, p, position_std=1.0, **sites)
+        self.avcm_audio, self.avcm_visual = (CrossAttentionBlock(**block, **sites) for _ in range(2))
+        self.fuse_audio, self.fuse_visual = (CrossAttentionBlock(**block, **sites) for _ in range(2))
         self.weights = nn.Linear(d, 2)
-        self.head = AttFlat(d, cfg.n_answers, cfg.dropout)
-        # their init: Xavier-uniform for every weight matrix inside the five attention blocks, PyTorch's
-        # defaults elsewhere (projections, fusion weights, answer head, biases; the position embedding
-        # keeps AudioTimeAttention's small normal init)
-        for block_ in (self.time, self.avcm_audio, self.avcm_visual, self.fuse_audio, self.fuse_visual):
-            for module in block_.modules():
-                if isinstance(module, nn.Linear):
-                    nn.init.xavier_uniform_(module.weight)
+        self.head = AttFlat(d, cfg.n_answers, p)
+        for layer in (self.time, self.avcm_audio, self.avcm_visual, self.fuse_audio, self.fuse_visual):
+            their_init(layer)
 
     def forward(self, batch: Batch) -> AuthorsOutput:
         """Answer logits, the fusion weights as δ (visual, audio), and the inputs of both loss terms."""
