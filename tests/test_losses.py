@@ -108,11 +108,39 @@ def test_spatial_second_without_positive_is_left_out() -> None:
     assert spatial_contrast(query, patches, mask, phi=0.99, tau=0.5).item() == 0.0
 
 
+def test_spatial_threshold_is_strict_a_patch_at_phi_is_no_positive() -> None:
+    # eq. 7: positives are the patches with s > phi. Second 0: the hand case (0.3342091 at phi = tau = 0.5);
+    # second 1: a query orthogonal to both patches -> cos (0, 0), s = (1/2, 1/2) exactly = phi: no positive,
+    # left out -> 0.3342091. Were the threshold inclusive, both patches would be positives there (l = 0)
+    # and the mean 0.3342091 / 2.
+    patches = torch.tensor([[[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]])
+    query = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    assert spatial_contrast(query, patches, mask, phi=0.5, tau=0.5).item() == pytest.approx(
+        HAND_TERM, abs=1e-6
+    )
+
+
 def test_spatial_phi_zero_makes_every_patch_positive_and_the_loss_zero() -> None:
+    """phi = 0 gives 0 (Table 4's phi = 0 scores as "w/o SACL"), and so does every phi below the smallest
+    softmax value over a second's patches, but not one above it: the threshold is applied to the
+    softmax over the patches of each second (another axis would move that edge)."""
     g = torch.Generator().manual_seed(0)
     patches, audio = torch.randn(2, 3, 49, 8, generator=g), torch.randn(2, 3, 8, generator=g)
+    sentence = torch.randn(2, 8, generator=g)
     mask = torch.ones(2, 3, dtype=torch.bool)
-    assert spatial_alignment_loss(torch.randn(2, 8), patches, audio, mask, phi=0.0, tau=0.4).item() == 0.0
+    question = sentence[:, None].expand(2, 3, 8)
+    s = torch.stack(
+        [F.cosine_similarity(q[:, :, None], patches, dim=-1).softmax(dim=-1) for q in (question, audio)]
+    )  # (2 queries, B, T, N): softmax over the patches of each second
+    lowest = s.min().item()
+    assert 0.2 / 49 < lowest < 0.9 / 49  # a real edge, far from 0 and from 1/N
+    for phi in (0.0, 0.99 * lowest):
+        assert spatial_alignment_loss(sentence, patches, audio, mask, phi=phi, tau=0.4).item() == 0.0
+    above = spatial_alignment_loss(sentence, patches, audio, mask, phi=1.01 * lowest, tau=0.4).item()
+    expected = _spatial_term_loop(question, patches, mask, 1.01 * lowest, 0.4)
+    expected += _spatial_term_loop(audio, patches, mask, 1.01 * lowest, 0.4)
+    assert above > 1e-4 and above == pytest.approx(expected, rel=1e-3)
 
 
 def _spatial_term_loop(
