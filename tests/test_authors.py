@@ -502,6 +502,11 @@ def test_trained_authors_checkpoint_is_evaluated_without_a_flag(tmp_path):
     assert got["questions"] == results["questions"]["test"] == 16
     assert got["table"]["All"] == pytest.approx(results["tables"]["test"]["All"])
     assert set(got["delta_per_type"]) == {"Audio/Counting", "Visual/Counting"}  # the authors' fusion weights
+    # which cannot depend on the question: the results, avaf-eval and delta.png say so
+    assert results["delta_note"] == got["delta_note"] == AuthorsNet.delta_note
+    assert AuthorsNet.delta_note.startswith("constant by construction")
+    assert f"δ per question type: {AuthorsNet.delta_note}" in (run / "results.md").read_text()
+    assert (run / "delta.png").stat().st_size > 10_000
 
 
 def test_filled_text_has_the_templates_word_count_in_every_shipped_annotation_file(data_dir):

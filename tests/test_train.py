@@ -70,7 +70,8 @@ def test_learns_audio_and_visual_questions_well_above_majority(feats, tmp_path):
     assert {"loss_ce", "loss_temporal", "loss_spatial", "loss_total", "samples_per_s", "lr"} <= set(lines[0])
     assert lines[-1]["loss_ce"] < lines[0]["loss_ce"] / 4
     md = (tmp_path / "run" / "results.md").read_text()
-    assert "| Audio Count |" in md and md.count("\n") == 4  # header, rule, val, test
+    assert "| Audio Count |" in md and md.count("\n") == 4  # header, rule, val, test: no δ note
+    assert "delta_note" not in results  # QOAF's δ depends on the question
     preds = (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == 240 and "delta_audio" in json.loads(preds[0])
 

@@ -78,6 +78,12 @@ class AuthorsNet(nn.Module):
     }
     #: CE + alpha * temporal + beta * spatial, their terms
     losses = staticmethod(compute_authors_losses)
+    #: what the reported δ (their fusion weights) means: the results and delta.png say it
+    delta_note: ClassVar[str] = (
+        "constant by construction: the authors' fusion weights come from their 'sentence', CLIP's start-token "
+        "output, the same vector for every question (CLIP's text attention is causal), so they cannot depend "
+        "on the question or its type"
+    )
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -83,6 +83,7 @@ def eval_main(feats, checkpoint, split, subset, device, as_json, memory_budget) 
     ev = evaluate(model, data, padding([data], meta["config"].model.max_seconds), 128)
     if as_json:
         out = {"table": ev.table, "delta_per_type": ev.delta_per_type, "questions": len(data)}
+        out |= {"delta_note": ev.delta_note} if ev.delta_note else {}
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(results_markdown({f"{split} ({subset})": ev}))

@@ -1,7 +1,8 @@
 """Evaluation as in the paper's tables (eq. 15): accuracy per question type, per modality, overall.
 
 Also keeps QOAF's modality weights δ1 (visual), δ2 (audio) per question, and their mean per type, so a
-user can see which modality each question type leaned on.
+user can see which modality each question type leaned on; a model whose δ cannot depend on the question
+says so in its `delta_note` (the authors' variant), which the results and delta.png carry.
 
     avaf-eval --feats feats.h5 --checkpoint runs/avaf/best --split test [--subset real]
 """
@@ -28,6 +29,7 @@ class Evaluation:
     predicted: np.ndarray  # (Q,) answer index
     correct: np.ndarray  # (Q,) bool
     delta: np.ndarray | None  # (Q, 2)
+    delta_note: str | None = None  # the model's word on what its δ means, e.g. "constant by construction"
 
     @property
     def accuracy(self) -> float:
@@ -78,9 +80,12 @@ def evaluate(
         predicted=pred.cpu().numpy(),
         correct=correct,
         delta=delta_np,
+        delta_note=getattr(model, "delta_note", None),
     )
 
 
 def results_markdown(rows: dict[str, Evaluation]) -> str:
-    """The paper's table, one row per evaluation (e.g. val and test)."""
-    return markdown_table({name: ev.table for name, ev in rows.items()})
+    """The paper's table, one row per evaluation (e.g. val and test), and the model's δ note if it has one."""
+    notes = {ev.delta_note for ev in rows.values() if ev.delta_note}
+    table = markdown_table({name: ev.table for name, ev in rows.items()})
+    return table + "".join(f"\nδ per question type: {note}\n" for note in sorted(notes))

@@ -297,6 +297,9 @@ def final_report(run: Run, model, splits: dict[str, SplitData], best_epoch: int)
         "questions": {s: len(splits[s]) for s in splits},
         "delta_per_type": {s: e.delta_per_type for s, e in evals.items()},
     }
+    note = next((e.delta_note for e in evals.values() if e.delta_note), None)
+    if note:  # the model's δ cannot depend on the question: say so beside the numbers
+        results["delta_note"] = note
     write_text(run.out / "results.json", json.dumps(results, indent=2) + "\n")
     write_text(run.out / "results.md", results_markdown(evals))
     write_predictions(run.out / "predictions.jsonl", evals)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.transforms import offset_copy
 
 from avaf.shared.avqa.question_types import MODALITIES, OVERALL, TYPES
 from avaf.shared.files import atomic_path
@@ -59,22 +61,39 @@ def run_curves(metrics: Sequence[dict], best_epoch: int, path: Path) -> Path:
     return save(fig, path)
 
 
-def delta_bars(delta_per_type: Mapping[str, Sequence[float]], path: Path, title: str) -> Path:
-    """delta.png: per question type, δ_visual and δ_audio (summing to 1) as one stacked bar."""
+def delta_bars(
+    delta_per_type: Mapping[str, Sequence[float]], path: Path, title: str, note: str | None = None
+) -> Path:
+    """delta.png: per question type, δ_visual and δ_audio (summing to 1) as one stacked bar; `note` (the
+    model's `delta_note`, e.g. δ constant by construction) goes under the title, and the bars turn grey."""
     types = [t for t in TYPES if t in delta_per_type]
     visual = [delta_per_type[t][0] for t in types]
     audio = [delta_per_type[t][1] for t in types]
-    fig = Figure(figsize=(7, 0.45 * len(types) + 1.4))
+    if note:
+        title += "\n" + textwrap.fill(f"δ is {note}", 80)
+    fig = Figure(figsize=(7, 0.45 * len(types) + 1.4 + 0.2 * title.count("\n")))
     ax = fig.subplots()
-    ax.barh(types, visual, color="tab:blue", label="δ visual")
-    ax.barh(types, audio, left=visual, color="tab:orange", label="δ audio")
+    colors = ("tab:gray", "silver") if note else ("tab:blue", "tab:orange")
+    ax.barh(types, visual, color=colors[0], label="δ visual")
+    ax.barh(types, audio, left=visual, color=colors[1], label="δ audio")
     for y, (v, a) in enumerate(zip(visual, audio)):
         ax.text(v / 2, y, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white")
         ax.text(v + a / 2, y, f"{a:.2f}", ha="center", va="center", fontsize=8, color="white")
     ax.axvline(0.5, color="black", lw=0.8, ls=":")
-    ax.set(xlim=(0, 1), title=title, xlabel="mean modality weight")
+    ax.set(xlim=(0, 1), xlabel="mean modality weight")
+    ax.set_title(title, fontsize=9 if note else None)
     ax.invert_yaxis()  # the paper's column order, top to bottom
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncols=2, fontsize=8, frameon=False)
+    below = offset_copy(
+        ax.transAxes, fig=fig, y=-34, units="points"
+    )  # under the x label, whatever the height
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        bbox_transform=below,
+        ncols=2,
+        fontsize=8,
+        frameon=False,
+    )
     return save(fig, path)
 
 
@@ -91,8 +110,9 @@ def write_run_plots(out: Path) -> list[Path]:
     deltas = results.get("delta_per_type", {})
     split = "test" if deltas.get("test") else "val"
     if deltas.get(split):
-        title = f"QOAF's δ per question type ({split}, selected epoch {results['best_epoch'] + 1})"
-        written.append(delta_bars(deltas[split], out / "delta.png", title))
+        whose = "the fusion weights" if results.get("delta_note") else "QOAF's"
+        title = f"{whose} δ per question type ({split}, selected epoch {results['best_epoch'] + 1})"
+        written.append(delta_bars(deltas[split], out / "delta.png", title, results.get("delta_note")))
     return written
 
 
