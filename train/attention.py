@@ -138,11 +138,11 @@ class _FeedForwardFn(torch.autograd.Function):
         x, w1, hidden, w2 = ctx.saved_tensors
         dt = hidden.dtype
         grad_out = grad_out.to(dt)
-        grad_b2 = grad_out.sum(dim=0)  # (D,)
-        if ctx.scale != 1.0:
-            grad_out = grad_out * ctx.scale  # (B*L, D): dropout's 1/(1-p), on the narrow side
-        grad_w2 = grad_out.t() @ hidden  # (D, F)
-        grad_hidden = (grad_out @ w2.to(dt)).masked_fill_(hidden == 0, 0.0)  # (B*L, F); relu' = 0 at z <= 0
+        grad_w2, grad_b2 = grad_out.t() @ hidden, grad_out.sum(dim=0)  # (D, F), (D,)
+        w2 = w2.to(dt)
+        if ctx.scale != 1.0:  # dropout's 1/(1-p) on the (D, F) matrices, not a (B*L, D) copy of grad_out
+            grad_w2, w2 = grad_w2.mul_(ctx.scale), w2 * ctx.scale
+        grad_hidden = (grad_out @ w2).masked_fill_(hidden == 0, 0.0)  # (B*L, F); relu' = 0 at z <= 0
         grad_w1, grad_b1 = grad_hidden.t() @ x.to(dt), grad_hidden.sum(dim=0)  # (F, D), (F,)
         grad_x = grad_hidden @ w1.to(dt) if ctx.needs_input_grad[0] else None  # (B*L, D)
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2, None
