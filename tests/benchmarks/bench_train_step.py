@@ -11,22 +11,23 @@ at 4.66 GB peak; at batch 32 it is killed for memory above 23 GB.
     python tests/benchmarks/bench_train_step.py --variant authors --batch 64
     python tests/benchmarks/bench_train_step.py --suite              # paper b8, b32, authors b8, b64: one
                                                                      # fresh process each (peak RSS), AVX2-only
+    python tests/benchmarks/bench_train_step.py --suite --compare-with /tmp/before   # and each on another
+                                                # checkout (git worktree add /tmp/before REV), interleaved
     python tests/benchmarks/bench_train_step.py --device cuda        # GPU with bf16 autocast
     python tests/benchmarks/bench_train_step.py --order standard     # attention without the folding
 
-Measured with --suite on the 2-core AMD EPYC development VM as an AVX2-only CPU (torch 2.14.1, fp32, quiet
-machine but for the last row; tests/benchmarks/README.md has the loads): paper b8 2.43 samples/s, 1.95 GB;
-paper b32 2.45, 4.56 GB; authors b8 2.30, 1.94 GB; authors b64 8.39 GB, 0.72 samples/s with another job
-taking half the machine (~1.44 from its CPU time). The authors' code: 0.55 samples/s, 4.66 GB at batch 8.
-The machine is shared: read the "contention" line before trusting a figure.
+Figures, with the machine's load: docs/training.md ("Variants") and tests/benchmarks/README.md. The
+machine is shared: read the "contention" line before trusting a figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import resource
 import time
+from pathlib import Path
 
 import torch
 
@@ -105,6 +106,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-flops", action="store_true", help="skip counting the FLOPs per sample")
     p.add_argument("--suite", action="store_true", help="paper b8/b32, authors b8/b64, a fresh process each")
     p.add_argument("--native-isa", action="store_true", help="--suite without the AVX2-only settings")
+    p.add_argument(
+        "--compare-with",
+        metavar="TREE",
+        help="--suite: run each configuration on the avaf code of this checkout too, just before this tree's",
+    )
     return p.parse_args()
 
 
@@ -182,45 +188,66 @@ def main() -> None:
     )
     print(f"model         {args.variant}, {n_params / 1e6:.2f} M parameters, attention order {args.order}")
     print(f"cpu isa       {torch.backends.cpu.get_cpu_capability()}")
+    print(f"code          {Path(inspect.getfile(build_model)).parent}")
     report(args, device, times, cpu_times, gflops, load)
 
 
-def suite(args: argparse.Namespace) -> None:
-    """Each configuration of SUITE in a fresh process (so peak RSS is its own), AVX2-only unless asked."""
+def shadow(tree: str) -> str:
+    """A folder that, first on PYTHONPATH, makes `import avaf` load the packages of another checkout."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="avaf-shadow-"))
+    (root / "avaf").mkdir()
+    for package in ("train", "shared", "extract"):
+        (root / "avaf" / package).symlink_to(Path(tree).resolve() / package)
+    return str(root)
+
+
+def run_one(variant: str, batch: int, args: argparse.Namespace, env: dict) -> tuple[str, dict]:
+    """One configuration in a fresh process: its printout and the figures parsed from it."""
     import re
     import subprocess
     import sys
 
+    cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(batch), "--steps", str(args.steps)]
+    cmd += ["--threads", str(args.threads), "--no-flops"]
+    load = os.getloadavg()[0]
+    text = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    figures = {
+        "rate": float(re.search(r"throughput\s+([\d.]+)", text)[1]),
+        "best": float(re.search(r"best step\s+([\d.]+)", text)[1]),
+        "peak": float(re.search(r"peak memory\s+([\d.]+)", text)[1]),
+        "isa": re.search(r"cpu isa\s+(\S+)", text)[1],
+        "load": f"{load:.2f} -> {os.getloadavg()[0]:.2f}",
+    }
+    return text, figures
+
+
+def suite(args: argparse.Namespace) -> None:
+    """Each configuration of SUITE in a fresh process (so peak RSS is its own), AVX2-only unless asked; with
+    --compare-with, each also on the other checkout's code, right before (the same load for both)."""
     env = os.environ | ({} if args.native_isa else AVX2_ONLY)
+    trees = [("this tree", env)]
+    if args.compare_with:
+        before = env | {
+            "PYTHONPATH": os.pathsep.join(filter(None, [shadow(args.compare_with), env.get("PYTHONPATH")]))
+        }
+        trees.insert(0, (args.compare_with, before))
     rows = []
     for variant, batch in SUITE:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--variant",
-            variant,
-            "--batch",
-            str(batch),
-            "--steps",
-            str(args.steps),
-        ]
-        cmd += ["--threads", str(args.threads), "--no-flops"]
-        load = os.getloadavg()[0]
-        text = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-        print(text, flush=True)
-        rate = float(re.search(r"throughput\s+([\d.]+)", text)[1])
-        best = float(re.search(r"best step\s+([\d.]+)", text)[1])
-        peak = float(re.search(r"peak memory\s+([\d.]+)", text)[1])
-        isa = re.search(r"cpu isa\s+(\S+)", text)[1]
-        rows.append((variant, batch, rate, best, peak, isa, load, os.getloadavg()[0]))
+        for code, tree_env in trees:
+            text, figures = run_one(variant, batch, args, tree_env)
+            print(f"--- {code}\n{text}", flush=True)
+            rows.append((variant, batch, code, figures))
     print(f"reference: {REFERENCE}")
     print(
-        "| variant | batch | samples/s (median) | best step | peak RSS GB | CPU ISA | load before -> after |"
+        "| variant | batch | code | samples/s (median) | best step | peak RSS GB | CPU ISA | load before -> after |"
     )
-    print("|---|---:|---:|---:|---:|---|---|")
-    for variant, batch, rate, best, peak, isa, before, after in rows:
+    print("|---|---:|---|---:|---:|---:|---|---|")
+    for variant, batch, code, f in rows:
         print(
-            f"| {variant} | {batch} | {rate:.2f} | {best:.2f} | {peak:.2f} | {isa} | {before:.2f} -> {after:.2f} |"
+            f"| {variant} | {batch} | {code} | {f['rate']:.2f} | {f['best']:.2f} | {f['peak']:.2f} | {f['isa']} "
+            f"| {f['load']} |"
         )
 
 
