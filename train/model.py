@@ -48,12 +48,27 @@ class AVAFNet(nn.Module):
             return
         self.tacl = TemporalAlignment(d, cfg.audio_dim)
         self.time = AudioTimeAttention(
-            d, cfg.max_seconds, cfg.ffn_dim, cfg.dropout, positions=cfg.time_positions
+            d, cfg.max_seconds, cfg.ffn_dim, cfg.dropout, positions=cfg.time_positions, position_std=1.0
         )
         self.avcm = None if cfg.no_avcm else AudioVisualClueMining(d, cfg.heads, cfg.ffn_dim, cfg.dropout)
         self.qoaf = QuestionOrientedFusion(d, cfg.heads, cfg.ffn_dim, cfg.dropout, adaptive=not cfg.no_qoaf)
         self.pool = nn.Linear(d, 1, bias=False)  # a score per word; softmax would cancel a bias
         self.classifier = nn.Linear(d, cfg.n_answers)
+        self._start_aligned()
+
+    @torch.no_grad()
+    def _start_aligned(self) -> None:
+        """Start where CLIP's alignment is (docs/training.md, "Order and place at full width"): the patch
+        projection is the identity, so patches stay in the space the words share with them, and every
+        cross-attention's keys start as its queries (W_k = W_q), so a word first attends to the patches
+        like it. The time positions start at std 1 (above). With PyTorch's defaults, neither time order
+        nor place was learned at D = 512 and the recipe's learning rates."""
+        nn.init.eye_(self.tacl.visual_proj.weight)
+        nn.init.zeros_(self.tacl.visual_proj.bias)
+        blocks = [self.qoaf.visual, self.qoaf.audio]
+        blocks += [self.avcm.visual, self.avcm.audio] if self.avcm is not None else []
+        for block in blocks:
+            block.attn.k.weight.copy_(block.attn.q.weight)
 
     def forward(self, batch: Batch) -> AVAFOutput:
         """Answer logits, QOAF's δ and the loss terms' inputs. Every sample needs at least one second and
