@@ -11,6 +11,12 @@ Text: words = `ln_final` + `text_projection` output of every real BPE token, sta
 (L = BPE tokens + 2 <= context length 77; open_clip's tokenizer truncates and keeps the end token last).
 Sentence = the end token's output = `model.encode_text` = words[-1]; never the start token (same for all).
 
+The `tspm` pack's layout (TSPM, QA-TIGER, AV-Master read OpenAI ViT-L/14@336: `load_clip("ViT-L-14-336",
+"openai")`): `encode_pooled` gives the pooled, projected image embedding (B, D) from decoded frames of any
+size, each resized and cropped from the frame itself as open_clip's preprocess does; `encode_text_padded`
+gives all C = 77 positions times `text_projection`, padding included (AV-Master's `[1, 77, 768]` word files),
+and the sentence as the end token's row.
+
 QuickGELU (OpenAI's weights need it; nn.GELU gives silently wrong features): a tag follows open_clip's tag
 table (True for "openai"); a local file follows the `weights.json` of `fetch_default_weights`, else True if
 the model name ends in `-quickgelu` or the file name contains "openai"/"quickgelu", else nn.GELU with a
@@ -35,6 +41,7 @@ import torch
 from open_clip.transformer import TextTransformer
 from torch import Tensor, nn
 
+from avaf.extract.decode.sampling import clip_resize
 from avaf.extract.encoders.batching import pad_batch
 from avaf.extract.encoders.weights import (
     OFFLINE_FIX,
@@ -330,6 +337,31 @@ class ClipEncoder:
             raise RuntimeError(f"ln_post saw {tuple(x.shape)}, expected (B, {self.num_tokens}, W)")
         return tokens
 
+    def preprocess(self, frames: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """uint8 (B, S, S, 3) from uint8 frames (H, W, 3) of any size: shorter side to S (PIL bicubic), centre
+        crop, as open_clip's preprocess does before it normalises; a frame already S x S is kept as it is."""
+        s, out = self.image_size, []
+        for i, f in enumerate(frames):
+            f = np.asarray(f)
+            if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+                raise ValueError(f"frame {i}: expected uint8 (H, W, 3), got {f.dtype} {f.shape}")
+            out.append(f if f.shape[:2] == (s, s) else clip_resize(f, s))
+        return np.stack(out) if out else np.zeros((0, s, s, 3), np.uint8)
+
+    @torch.inference_mode()
+    def encode_pooled(self, frames: np.ndarray | list[np.ndarray], batch_size: int | None = None) -> Tensor:
+        """The image tower's pooled, projected output (B, D) (`model.encode_image`), float32 on the CPU, from
+        uint8 frames (H, W, 3) of any size (`preprocess`), in passes of one fixed shape like `encode_images`."""
+        x = torch.from_numpy(self.preprocess(frames))  # (B, S, S, 3)
+        step, pooled = batch_size or self.batch_size, []
+        for chunk in x.split(step):
+            n = len(chunk)
+            pixels = pad_batch(chunk, step).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+            with self._autocast():
+                out = self.model.visual((pixels - self._mean) / self._std)  # (step, D)
+            pooled.append(out[:n].float().cpu())
+        return torch.cat(pooled) if pooled else torch.zeros(0, self.width)
+
     def tokenize(self, texts: list[str]) -> Tensor:
         """BPE ids (B, context_length) with open_clip's tokenizer for this model, zero-padded."""
         if self._tokenizer is None:
@@ -400,6 +432,23 @@ class ClipEncoder:
         finally:
             handle.remove()
         return _project(kept[0], proj), sentence  # (B, C, D), (B, D)
+
+    @torch.inference_mode()
+    def encode_text_padded(self, texts: list[str], batch_size: int | None = None) -> tuple[Tensor, Tensor]:
+        """words (B, C, D): `ln_final` output times `text_projection` at every one of the C context positions,
+        padding included; sentence (B, D): the end token's row of words (== `model.encode_text`). float32, CPU."""
+        ln_final, proj, pool, eos_id, context = self._text_parts()
+        texts, step, words, ends = list(texts), batch_size or self.batch_size, [], []
+        for a in range(0, len(texts), step):
+            ids = self.tokenize(texts[a : a + step]).to(self.device)  # (B, C)
+            ends.append(ids.argmax(dim=-1) if pool == "argmax" else (ids == eos_id).int().argmax(dim=-1))
+            with self._autocast():
+                words.append(self._encode_hooked(ids, ln_final, proj)[0].float().cpu())  # (B, C, D)
+        if not words:
+            width = _project(torch.zeros(1, ln_final.weight.shape[0]), proj).shape[-1]
+            return torch.zeros(0, context, width), torch.zeros(0, width)
+        words, end = torch.cat(words), torch.cat(ends).cpu()  # (B, C, D), (B,)
+        return words, words[torch.arange(len(words)), end].clone()
 
     def config_dict(self) -> dict:
         """What determines the numbers (no machine-specific paths: shards from different nodes must agree)."""
