@@ -109,6 +109,7 @@ class _Source:
     kind: str  # "random", "tag" or "file"
     label: str  # what the config records: "random", the tag, or the file name
     path: Path | None = None
+    tag: str | None = None  # the timm tag whose weights these are, when known
 
 
 def load_tome(
@@ -163,17 +164,17 @@ def _resolve_source(model_name: str, pretrained: str, weights_dir: str | os.Path
     tag = default_tag(model_name) if pretrained == "default" else pretrained
     if tag in tags:
         if weights_dir is None:
-            return _Source("tag", tag)
+            return _Source("tag", tag, tag=tag)
         path = Path(weights_dir) / tome_weights_filename(model_name, tag)
         if not path.is_file():
             raise WeightsUnavailable(f"{path} not found in the weights folder {weights_dir}. {_FIX}")
-        return _Source("file", tag, path)
+        return _Source("file", tag, path, tag=tag)
     path = Path(pretrained).expanduser()
     if path.is_file():
         return _Source("file", path.name, path)
     raise ValueError(
-        f"pretrained={pretrained!r} is neither 'default', a timm tag of {model_name} ({', '.join(tags) or 'none'}), "
-        "an existing .safetensors file, nor 'random'"
+        f"pretrained={pretrained!r} is neither 'default', a timm tag of {model_name} "
+        f"({', '.join(tags) or 'none'}), an existing .safetensors file, nor 'random'"
     )
 
 
@@ -183,17 +184,18 @@ def _build(model_name: str, source: _Source, kwargs: dict, seed: int) -> nn.Modu
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
+    name = model_name if source.tag is None else f"{model_name}.{source.tag}"  # its pretrained_cfg: mean, std
     if source.kind == "tag":
         try:
             with hub_offline_unless_reachable():
-                return timm.create_model(f"{model_name}.{source.label}", pretrained=True, num_classes=0)
+                return timm.create_model(name, pretrained=True, num_classes=0)
         except Exception as e:  # timm raises hub / OS errors offline
             raise WeightsUnavailable(
                 f"timm {model_name}.{source.label}: not in the Hugging Face cache and the download failed "
                 f"({type(e).__name__}: {' '.join(str(e).split())[:300]}). {_FIX}"
             ) from e
     with skip_init():  # every tensor is overwritten by the strict load below
-        model = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
+        model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     model.load_state_dict(_read_state_dict(source.path, model))
     return model
 
