@@ -38,7 +38,8 @@ class Engine(Protocol):
     frame_size: int  # the frames' side in pixels, known before the encoders load
 
     def facts(self) -> dict:
-        """{"signature", "random_weights", "image_size"} of the encoders that encode (`encoder_facts`)."""
+        """{"signature", "random_weights", "feature_sets", "image_size"} of the encoders that encode
+        (`encoder_facts`)."""
         ...
 
     def rows(self, todo: list[tuple[str, str]], decode: dict) -> Iterator[dict]:
@@ -52,10 +53,12 @@ class Engine(Protocol):
 
 
 def encoder_facts(encoders: Encoders) -> dict:
-    """What a run records of its encoders: the signature, the random-weight flags, the frame size."""
+    """What a run records of its encoders: the signature, the random-weight flags, the feature sets they
+    write (with their encoders and preprocessing), the frame size."""
     return {
         "signature": encoders.signature(),
         "random_weights": encoders.random_weights,
+        "feature_sets": encoders.feature_sets(),
         "image_size": encoders.image_size,
     }
 

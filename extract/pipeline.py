@@ -125,8 +125,9 @@ def choose_mode(rt: RuntimeConfig, videos: int) -> tuple[Callable[[ExtractConfig
 
 
 def _shard_meta(cfg: ExtractConfig, engine: Engine) -> Callable[[], dict]:
-    """What every shard records, asked for once, when the first shard opens: the encoders' signature and
-    random-weight flags (from the engine) and the config, which records the mode that ran, not the flag."""
+    """What every shard records, asked for once, when the first shard opens: the encoders' signature,
+    random-weight flags and feature sets (from the engine) and the config, which records the mode that ran,
+    not the flag."""
     ran = replace(cfg, runtime=replace(cfg.runtime, in_process=engine.in_process))
 
     @functools.cache
@@ -136,7 +137,9 @@ def _shard_meta(cfg: ExtractConfig, engine: Engine) -> Callable[[], dict]:
             raise RuntimeError(
                 f"{cfg.clip.model} takes {facts['image_size']} px frames, its config says {engine.frame_size}"
             )
-        return {k: facts[k] for k in ("signature", "random_weights")} | {"config": to_dict(ran)}
+        return {k: facts[k] for k in ("signature", "random_weights", "feature_sets")} | {
+            "config": to_dict(ran)
+        }
 
     return meta
 
@@ -204,7 +207,9 @@ class _Shards:
         if self.writer is None:
             m = self.meta()
             path = new_shard_path(self.folder)
-            self.writer = ShardWriter(path, m["config"], m["signature"], m["random_weights"])
+            self.writer = ShardWriter(
+                path, m["config"], m["signature"], m["random_weights"], m["feature_sets"]
+            )
         if row["features"] is None:
             self.writer.add_failure(row["video_id"], row["path"], row["error"])
             summary.failed[row["video_id"]] = row["error"]

@@ -75,7 +75,11 @@ def write(
     early: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     with (
         ShardWriter(
-            new_shard_path(folder, "questions"), meta["config"], meta["signature"], meta["random_weights"]
+            new_shard_path(folder, "questions"),
+            meta["config"],
+            meta["signature"],
+            meta["random_weights"],
+            meta.get("feature_sets"),  # None: the avaf set as the signature describes it
         ) as w,
         tqdm(total=len(todo), unit="question", disable=not progress, dynamic_ncols=True) as bar,
     ):

@@ -106,11 +106,11 @@ def test_other_schema_version_is_refused_naming_both_versions(store, tmp_path):
     old = tmp_path / "old.h5"
     shutil.copy(path, old)
     with h5py.File(old, "a") as f:
-        f.attrs["schema_version"] = 2
+        f.attrs["schema_version"] = 3
     with pytest.raises(StoreError) as e:
         FeatureStore(old)
     msg = str(e.value)
-    assert str(old) in msg and "schema version 2" in msg and "reads schema version 1" in msg
+    assert str(old) in msg and "schema version 3" in msg and "reads schema versions 1 and 2" in msg
 
 
 def test_truncated_file_is_refused(store, tmp_path):

@@ -19,7 +19,8 @@ from avaf.extract.encoders import clip_encoder, vggish_encoder
 from avaf.extract.encoders.clip_encoder import ClipEncoder, input_size, load_clip
 from avaf.extract.encoders.vggish_encoder import VGGishEncoder, load_vggish
 from avaf.shared.store import schema
-from avaf.shared.store.schema import FPS, SAMPLE_RATE
+from avaf.shared.store.schema import AVAF, FPS, SAMPLE_RATE, Sets
+from avaf.shared.store.sets import avaf_set
 from avaf.shared.store.writer import VideoFeatures
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ class Encoders:
             # the shape of every pass sets the last bits (batching.py): shards must agree on it
             "pass_size": {"clip_frames": self.clip.batch_size, "vggish_examples": self.vggish.batch_size},
         }
+
+    def feature_sets(self) -> Sets:
+        """The feature sets these encoders write, each array with its encoder and preprocessing: the avaf
+        set, described by the signature as the store describes a schema-1 file's (shared/store/sets.py)."""
+        return {AVAF: avaf_set(self.signature())}
 
 
 def _device_and_precision(precision: str) -> tuple[str, str]:

@@ -56,6 +56,7 @@ IMPORTED_DECODER = "imported"
 RESTORED = ("source_path", "source_size", "duration", "has_audio", "decoder", "streams")
 VIDEO_META = ("video_id", "length", *RESTORED, "audio_valid", "timestamp")
 QUESTION_META = ("question_id", "video_id", "audio_video_id", "split", "text", "type", "answer")
+AVAF_PER_SECOND = ("visual_tokens", "visual_pooled", "audio", "audio_valid", "timestamp")  # what it exports
 QUESTIONS_PER_READ = 4096
 QUESTIONS_PER_SHARD = 8192
 
@@ -114,6 +115,7 @@ def export_npy(
         raise ValueError(f"dtype must be one of {DTYPES} and layout one of {LAYOUTS}")
     out = Path(out)
     with FeatureStore(feats) as fs:  # the input first: a bad store leaves no folder behind
+        fs.require([(schema.AVAF, name) for name in schema.AVAF_COLUMNS], "avaf-export (the avaf set)")
         check_fresh_output(out, "an export", (*EXPORT_DIRS, MANIFEST), o.overwrite, "choose a new --out")
         for name in EXPORT_DIRS:
             (out / name).mkdir(exist_ok=True)
@@ -153,7 +155,7 @@ def export_npy(
 
 
 def _export_video(fs: FeatureStore, vid: str, out: Path, dtype: str) -> dict:
-    v = fs.video(vid)
+    v = fs.video(vid, fields=AVAF_PER_SECOND)
     _save(out / AUDIO / f"{vid}.npy", v["audio"].astype(dtype))
     _save(out / VISUAL / f"{vid}.npy", v["visual_tokens"].astype(dtype))
     _save(out / POOLED / f"{vid}.npy", v["visual_pooled"].astype(dtype))
@@ -374,12 +376,13 @@ def _read_video(job: _Job, vid: str, entry: dict | None) -> VideoFeatures:
         raise _Skip(f"{VISUAL}/{vid}.npy has {n} tokens per second, expected CLS + a square grid (e.g. 50)")
     _same(dims, "D", d, f"the width of {VISUAL}/{vid}.npy")
     _same(dims, "N", n, f"the token count of {VISUAL}/{vid}.npy")
-    if audio.ndim != 2 or audio.shape[1] != schema.AUDIO_DIM:
-        raise _Skip(f"{AUDIO}/{vid}.npy has shape {audio.shape}, expected (T, {schema.AUDIO_DIM})")
+    if audio.ndim != 2:
+        raise _Skip(f"{AUDIO}/{vid}.npy has shape {audio.shape}, expected (T, A) (A = 128 for VGGish)")
+    _same(dims, "A", audio.shape[1], f"the width of {AUDIO}/{vid}.npy")
     valid = np.ones(t, bool)
     if audio.shape[0] < t and job.options.pad_short_audio:
         valid[audio.shape[0] :] = False
-        audio = np.concatenate([audio, np.zeros((t - audio.shape[0], schema.AUDIO_DIM), np.float16)])
+        audio = np.concatenate([audio, np.zeros((t - audio.shape[0], audio.shape[1]), np.float16)])
     if audio.shape[0] != t or t == 0:
         raise _Skip(f"audio has T = {audio.shape[0]} seconds, visual has T = {t}")
     pooled = visual[:, 0]
@@ -398,7 +401,7 @@ def _read_video(job: _Job, vid: str, entry: dict | None) -> VideoFeatures:
         for k in RESTORED:
             setattr(v, k, entry[k])
         v.audio_valid, v.timestamp = np.array(entry["audio_valid"], bool), np.array(entry["timestamp"], float)
-    dims.update(D=d, N=n)
+    dims.update(D=d, N=n, A=audio.shape[1])
     return v
 
 

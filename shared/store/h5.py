@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -17,6 +18,7 @@ from avaf.shared.errors import StoreError
 from avaf.shared.store import schema
 from avaf.shared.store.journal import recover
 from avaf.shared.store.schema import STR, Table
+from avaf.shared.store.sets import avaf_set
 from avaf.shared.version import avaf_version
 
 
@@ -47,32 +49,79 @@ def _validate(path: Path, f: h5py.File, kind: str | None) -> None:
             f"{path}: not an avaf feature file (root attribute 'format' is {fmt!r}, expected {schema.FORMAT_NAME!r})"
         )
     version = int(f.attrs.get("schema_version", -1))
-    if version != schema.SCHEMA_VERSION:
+    if version not in schema.READABLE_VERSIONS:
         writer = f.attrs.get("avaf_version", "unknown")
+        readable = " and ".join(str(v) for v in schema.READABLE_VERSIONS)
         raise StoreError(
             f"{path}: feature schema version {version} (written by avaf {writer}); this avaf reads schema "
-            f"version {schema.SCHEMA_VERSION}. Re-extract, or read it with the avaf version that wrote it."
+            f"versions {readable}. Re-extract, or read it with the avaf version that wrote it."
         )
     if kind is not None and f.attrs.get("kind") != kind:
         raise StoreError(f"{path}: is a {f.attrs.get('kind')!r} file, expected a {kind!r} file")
     missing = [a for a in schema.ROOT_ATTRS if a not in f.attrs]
-    for table in schema.TABLES:
+    missing += [schema.SETS_ATTR] if version > 1 and schema.SETS_ATTR not in f.attrs else []
+    if missing:
+        raise StoreError(f"{path}: incomplete avaf feature file, missing {', '.join(missing)}")
+    tables = file_layout(f)
+    for table in tables:
         missing += [
             table.path(c.name) for c in table.columns if c.fill is None and table.path(c.name) not in f
         ]
     if missing:
         raise StoreError(f"{path}: incomplete avaf feature file, missing {', '.join(missing)}")
-    for table in schema.TABLES:
+    for table in tables:
         rows = {f[table.path(c)].shape[0] for c in table.names if table.path(c) in f}
-        if len(rows) != 1:
+        if len(rows) > 1:
             raise StoreError(f"{path}: the columns of /{table.group} have different lengths {sorted(rows)}")
+    by_group = {t.group: t for t in tables}
     for child, (parent, off, length) in schema.RAGGED.items():
-        n = f[schema.TABLE_BY_GROUP[child].path(schema.TABLE_BY_GROUP[child].names[0])].shape[0]
+        n = table_rows(f, by_group[child])
         ends = f[parent.path(off)][...].astype(np.int64) + f[parent.path(length)][...]
         if len(ends) and (ends.max() > n or f[parent.path(off)][...].min() < 0):
             raise StoreError(
                 f"{path}: /{parent.group}/{off} points past the {n} rows of /{child}: corrupt file"
             )
+
+
+def file_sets(f: h5py.File) -> schema.Sets:
+    """The feature sets of a file, each array's shape as stored: its `feature_sets` attribute, or for a
+    schema-1 file the avaf set its signature describes."""
+    if schema.SETS_ATTR in f.attrs:
+        try:
+            sets = schema.sets_from_json(f.attrs[schema.SETS_ATTR])
+            schema.check_sets(sets)
+        except (ValueError, KeyError, TypeError) as e:
+            raise StoreError(f"{f.filename}: unreadable {schema.SETS_ATTR} attribute ({e})") from e
+    else:
+        sets = {schema.AVAF: avaf_set(json.loads(f.attrs.get("signature", "{}")))}
+    return _shaped(f, sets)
+
+
+def _shaped(f: h5py.File, sets: schema.Sets) -> schema.Sets:
+    """`sets`, each array's shape that of its dataset in `f` (left as it is where `f` has none)."""
+    return {
+        s: {n: replace(a, shape=tuple(f[a.path].shape[1:])) if a.path in f else a for n, a in arrays.items()}
+        for s, arrays in sets.items()
+    }
+
+
+def file_layout(f: h5py.File) -> tuple[Table, ...]:
+    """The tables of this file: the schema's, with the columns of the feature sets it holds."""
+    return schema.layout(file_sets(f))
+
+
+def record_sets(f: h5py.File, sets: schema.Sets) -> None:
+    """Write the `feature_sets` attribute of `sets`, each array's shape taken from its dataset in `f`."""
+    f.attrs[schema.SETS_ATTR] = schema.sets_to_json(_shaped(f, sets))
+
+
+def table_rows(f: h5py.File, table: Table) -> int:
+    """Rows of a table: those of its first column in the file (0 for a table without columns, e.g. /words
+    of a file whose sets have no per-token array)."""
+    for name in table.names:
+        if table.path(name) in f:
+            return f[table.path(name)].shape[0]
+    return 0
 
 
 def read_table(f: h5py.File, table: Table, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
@@ -99,8 +148,7 @@ def fill_column(f: h5py.File, table: Table, column: schema.Column) -> np.ndarray
         raise StoreError(f"{f.filename}: missing {table.path(column.name)}")
     if isinstance(column.fill, schema.SameAs):
         return read_column(f, table, table.column(column.fill.column)).astype(schema.numpy_dtype(column))
-    rows = f[table.path(table.names[0])].shape[0]
-    return np.full(rows, column.fill, dtype=schema.numpy_dtype(column))
+    return np.full(table_rows(f, table), column.fill, dtype=schema.numpy_dtype(column))
 
 
 def stack_rows(column: schema.Column, values: list, dims: dict[str, int], blocks: bool) -> np.ndarray:

@@ -23,12 +23,16 @@ from avaf.shared.files import atomic_path, check_room
 from avaf.shared.store import schema
 from avaf.shared.store.h5 import (
     create_column,
+    file_layout,
+    file_sets,
     growable_layout,
     open_h5,
     read_column,
     read_strings,
     read_table,
+    record_sets,
     root_attrs,
+    table_rows,
 )
 from avaf.shared.store.journal import JournaledFile, recover
 from avaf.shared.store.schema import KIND_SHARD, KIND_STORE, STR, Table
@@ -68,8 +72,9 @@ def build_store(shards: list[Path], out: str | os.PathLike) -> dict[str, int]:
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
             f.attrs.update(plan["attrs"])
             f.attrs[BUILT_FROM] = json.dumps([p.name for p in shards])
-            for table in schema.TABLES:
+            for table in plan["tables"]:
                 _copy_table(f, table, handles, plan)
+            record_sets(f, plan["sets"])
     finally:
         for h in handles:
             h.close()
@@ -107,6 +112,7 @@ class _Grown:
 
     built_from: list[str]  # the shard names the store holds, a prefix of the shards now
     signature: str
+    structure: dict  # schema.structure of its feature sets
     random_weights: list[str]
     videos: set[str]
     questions: set[int]
@@ -128,7 +134,8 @@ def _appendable(f: h5py.File, names: list[str]) -> _Grown | None:
     built = json.loads(f.attrs.get(BUILT_FROM, "null"))
     if built is None or names[: len(built)] != built:
         return None  # an older store, or shards removed or renamed since
-    for table in schema.TABLES:
+    tables = file_layout(f)
+    for table in tables:
         for column in table.columns:
             path = table.path(column.name)  # an empty column of a width not known yet is made anew (_put)
             if path not in f or (f[path].maxshape[0] is not None and f[path].shape[0] != 0):
@@ -136,11 +143,12 @@ def _appendable(f: h5py.File, names: list[str]) -> _Grown | None:
     return _Grown(
         built_from=built,
         signature=f.attrs["signature"],
+        structure=schema.structure(file_sets(f)),
         random_weights=json.loads(f.attrs["random_weights"]),
         videos=set(read_strings(f, schema.VIDEOS, "video_id")),
         questions=set(f[schema.QUESTIONS.path("question_id")][...].tolist()),
         run_row={v: i for i, v in enumerate(read_strings(f, schema.RUNS, "video_id"))},
-        start={t.group: f[t.path(t.names[0])].shape[0] for t in schema.TABLES},
+        start={t.group: table_rows(f, t) for t in tables},
     )
 
 
@@ -149,6 +157,8 @@ def _append_plan(store: _Grown, new: list[Path], handles: list[h5py.File]) -> _A
     shards replace features (or differ in signature): a rebuild then decides, or refuses naming them."""
     if any(h.attrs["signature"] != store.signature for h in handles):
         return None  # the rebuild refuses it, naming the shards
+    if any(schema.structure(file_sets(h)) != store.structure for h in handles):
+        return None  # other feature sets: likewise
     plan = _merge_plan(new, handles)
     vids = [read_strings(h, schema.VIDEOS, "video_id") for h in handles]
     qids = [h[schema.QUESTIONS.path("question_id")][...] for h in handles]
@@ -174,13 +184,14 @@ def _write_append(out: Path, handles: list[h5py.File], plan: _AppendPlan, names:
     """Write the planned rows at the end of every table, in place, through a rollback journal (journal.py)."""
     with JournaledFile(out) as jf:
         with h5py.File(jf, "r+") as f:
-            for table in schema.TABLES:
+            for table in plan.merge["tables"]:
                 _copy_table(f, table, handles, plan.merge, plan.start)
             for row, record in sorted(plan.replaced.items()):
                 for name, value in record.items():
                     f[schema.RUNS.path(name)][row] = value
             f.attrs.update(plan.merge["attrs"])
             f.attrs[BUILT_FROM] = json.dumps(names)
+            record_sets(f, plan.merge["sets"])
         jf.commit()
 
 
@@ -197,6 +208,7 @@ def _counts(f: h5py.File) -> dict[str, int]:
 def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
     """Which rows of which shard end up in the store, in what order."""
     signature = handles[0].attrs["signature"]
+    _check_structure(paths, handles)
     for p, h in zip(paths[1:], handles[1:]):
         if h.attrs["signature"] != signature:
             diff = signature_difference(json.loads(h.attrs["signature"]), json.loads(signature))
@@ -229,7 +241,24 @@ def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
     }
     counts = {k: len(v) for k, v in rows.items()}
     counts["failed"] = sum(status == schema.STATUS_FAILED for status in run_status.values())
-    return {"attrs": attrs, "rows": rows, "counts": counts}
+    sets = file_sets(handles[-1])
+    return {"attrs": attrs, "rows": rows, "counts": counts, "sets": sets, "tables": schema.layout(sets)}
+
+
+def _check_structure(paths: list[Path], handles: list[h5py.File]) -> None:
+    """Shards holding other feature sets (or other arrays of them) are refused, naming both files."""
+    first = schema.structure(file_sets(handles[0]))
+    for p, h in zip(paths[1:], handles[1:]):
+        other = schema.structure(file_sets(h))
+        if other != first:
+            raise StoreError(
+                f"{p}: holds the feature arrays {_arrays_of(other)}, {paths[0]} holds {_arrays_of(first)}; "
+                "refusing to merge them into one store, where every video has every array"
+            )
+
+
+def _arrays_of(structure: dict) -> str:
+    return ", ".join(f"{s}/{n}" for s, arrays in structure.items() for n in arrays) or "none"
 
 
 def _runs_of(rows: list[tuple[int, int]], shard: int) -> np.ndarray:
@@ -246,7 +275,7 @@ def _copy_table(
     if table.group in schema.RAGGED:
         return  # copied with its parent
     rows = plan["rows"][table.group]
-    children = [(g, r) for g, r in schema.RAGGED.items() if r[0] is table]
+    children = [(g, r) for g, r in schema.RAGGED.items() if r[0].group == table.group]
     selected = [_runs_of(rows, s) for s in range(len(handles))]
     for column in table.columns:
         if any(column.name in (off, length) for _, (_, off, length) in children):
@@ -255,7 +284,7 @@ def _copy_table(
         merged = np.concatenate(parts) if parts else read_column(handles[0], table, column)[:0]
         _put(f, table, column, merged, None if start is None else start[table.group])
     for child_group, (_, off_name, len_name) in children:
-        child = schema.TABLE_BY_GROUP[child_group]
+        child = next(t for t in plan["tables"] if t.group == child_group)
         _copy_ragged(f, child, table, off_name, len_name, handles, selected, start)
 
 

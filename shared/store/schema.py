@@ -1,4 +1,4 @@
-"""The feature-store schema, version 1: every HDF5 path, dtype and shape avaf writes or reads.
+"""The feature-store schema, version 2: every HDF5 path, dtype and shape avaf writes or reads.
 
 This is the contract between `avaf-extract` and `avaf-train` (DESIGN.md §2). Nothing else in the project
 spells an HDF5 path: the writer, the reader, `avaf-inspect` and the tests all go through the tables below.
@@ -7,7 +7,8 @@ Layout of one file (a shard and the merged `feats.h5` share it; the root attribu
 
     /                       attrs: format, schema_version, kind, avaf_version, created, config (JSON),
                                    signature (JSON: what determines the numbers; shards must agree),
-                                   random_weights (JSON list of encoders on random weights; [] when none)
+                                   random_weights (JSON list of encoders on random weights; [] when none),
+                                   feature_sets (JSON: every feature array, its encoder and preprocessing)
     /videos/<column>        one row per video        (ids, offset, length, source path, ...)
     /seconds/<column>       one row per second       (all seconds of all videos stacked; rows
                                                       offset[v] .. offset[v]+length[v] belong to video v)
@@ -17,16 +18,27 @@ Layout of one file (a shard and the merged `feats.h5` share it; the root attribu
 
 Flat ragged arrays rather than one group per video: HDF5 groups with tens of thousands of members are
 slow, and a video is one contiguous slice of each per-second array, so it is read in one call.
+
+Feature sets (schema 2). The feature arrays are named sets of arrays (`FeatureArray`): a set's per-second
+arrays are further columns of /seconds, its per-question arrays further columns of /questions (a fixed
+shape per question) and its ragged per-token arrays further columns of /words. The `avaf` set is stored
+where schema 1 stored it (/seconds/visual_tokens, visual_pooled, audio, /questions/sentence,
+/words/features); array <name> of any other set <set> is /<table>/<set>/<name>. `layout(sets)` gives the
+tables of a file holding `sets`; a schema-1 file holds the `avaf` set only, described by its signature
+(sets.py), and reads as it is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 FORMAT_NAME = "avaf-features"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what this avaf writes
+READABLE_VERSIONS = (1, 2)  # 1: the avaf set only, no feature_sets attribute (read as the avaf set)
 
 KIND_SHARD = "shard"
 KIND_STORE = "store"
@@ -41,14 +53,12 @@ ROOT_ATTRS = (
     "signature",
     "random_weights",
 )
+SETS_ATTR = "feature_sets"  # root attribute of schema 2 (FeatureArray.to_json of every array)
 
 # The time axis: one row per second, the frame nearest t + 0.5 s and the 16 kHz mono audio of second t.
 # The one place these numbers live; decoding, the encoders and the synthetic set all import them.
 FPS = 1
 SAMPLE_RATE = 16_000  # Hz: VGGish's rate
-
-# Widths fixed by the schema; the visual token count and width come from the encoder (config).
-AUDIO_DIM = 128
 
 STR = "str"  # variable-length UTF-8 string column
 
@@ -76,6 +86,7 @@ class Column:
     tail: tuple[str | int, ...] = ()
     doc: str = ""
     fill: object = None
+    feature: str = ""  # "<set>/<array>" for a feature array (present only where its set is); "" otherwise
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,10 @@ class Table:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    @property
+    def features(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.feature)
 
 
 F16 = np.dtype("float16")
@@ -134,9 +149,27 @@ VIDEOS = Table(
 SECONDS = Table(
     "seconds",
     (
-        Column("visual_tokens", F16, ("N", "D"), "CLIP ViT tokens after ln_post and proj; token 0 = CLS"),
-        Column("visual_pooled", F16, ("D",), "CLIP image embedding (equals token 0)"),
-        Column("audio", F16, (AUDIO_DIM,), "VGGish embedding after the last ReLU, no PCA"),
+        Column(
+            "visual_tokens",
+            F16,
+            ("N", "D"),
+            "CLIP ViT tokens after ln_post and proj; token 0 = CLS",
+            feature="avaf/visual_tokens",
+        ),
+        Column(
+            "visual_pooled",
+            F16,
+            ("D",),
+            "CLIP image embedding (equals token 0)",
+            feature="avaf/visual_pooled",
+        ),
+        Column(
+            "audio",
+            F16,
+            ("A",),
+            "VGGish embedding after the last ReLU, no PCA (A = 128)",
+            feature="avaf/audio",
+        ),
         Column("audio_valid", BOOL, (), "False where the audio was missing and zero-filled"),
         Column(
             "timestamp",
@@ -168,14 +201,20 @@ QUESTIONS = Table(
         Column("answer", STR, (), "answer string (one of the 42 of manifests/answers.json)"),
         Column("word_offset", I64, (), "first row of this question in /words"),
         Column("word_length", I32, (), "L, the real BPE token count (start and end tokens included)"),
-        Column("sentence", F16, ("D",), "CLIP text embedding: the end-of-text token's projected output"),
+        Column(
+            "sentence",
+            F16,
+            ("D",),
+            "CLIP text embedding: the end-of-text token's projected output",
+            feature="avaf/sentence",
+        ),
     ),
     "one row per question",
 )
 
 WORDS = Table(
     "words",
-    (Column("features", F16, ("D",), "CLIP text encoder output per token, projected"),),
+    (Column("features", F16, ("D",), "CLIP text encoder output per token, projected", feature="avaf/words"),),
     "one row per BPE token of every question, questions stacked in /questions order",
 )
 
@@ -190,7 +229,7 @@ RUNS = Table(
     "one row per attempted video: the run record a resumed job reads",
 )
 
-TABLES: tuple[Table, ...] = (VIDEOS, SECONDS, QUESTIONS, WORDS, RUNS)
+TABLES: tuple[Table, ...] = (VIDEOS, SECONDS, QUESTIONS, WORDS, RUNS)  # a file holding the avaf set only
 TABLE_BY_GROUP = {t.group: t for t in TABLES}
 
 # Ragged parents: child table rows [offset, offset + length) belong to a parent row.
@@ -214,3 +253,158 @@ def chunk_rows(row_bytes: int) -> int:
 def numpy_dtype(column: Column) -> np.dtype:
     """The dtype arrays of this column have in memory (strings come back as Python str objects)."""
     return np.dtype(object) if column.dtype == STR else np.dtype(column.dtype)
+
+
+# -- feature sets (schema 2) -------------------------------------------------------------------------------
+
+AVAF = (
+    "avaf"  # the set avaf-extract writes by default and avaf-train reads: CLIP ViT tokens, VGGish, CLIP text
+)
+ROLES = ("visual", "audio", "text")
+FEATURE_TABLES = ("seconds", "questions", "words")  # a row per second, per question, per token (ragged)
+# the avaf set's arrays: name -> (table, column) where schema 1 stores them
+AVAF_COLUMNS = {c.feature.split("/")[1]: (t.group, c.name) for t in TABLES for c in t.features}
+_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_RESERVED = {c.name for t in TABLES for c in t.columns}  # a set named so would shadow a column
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """What made a feature array: the model's name, its pretrained tag ("openai", "default", a file name,
+    "random"), the sha256 of the weights actually loaded and whether they were a random initialisation."""
+
+    model: str = ""
+    pretrained: str = ""
+    weights_sha256: str = ""
+    random: bool = False
+    library: str = ""  # open_clip, timm, avaf (VGGish), ...
+
+
+@dataclass(frozen=True)
+class FeatureArray:
+    """One named array of a feature set: which rows it has, what it holds, what made it.
+
+    shape: one row's shape as stored: (N, D) or (D,) per second, (D,) or (77, D) per question, (D,) per
+    token; () while unknown (the writer and the reader fill it in from the dataset).
+    """
+
+    set: str
+    name: str
+    table: str  # one of FEATURE_TABLES; "words": rows word_offset .. + word_length of each question
+    role: str  # one of ROLES
+    encoder: Encoder = field(default_factory=Encoder)
+    preprocessing: dict = field(default_factory=dict)
+    shape: tuple[int, ...] = ()
+    doc: str = ""
+
+    @property
+    def key(self) -> str:
+        """Its column in its table: the schema-1 name for the avaf set, "<set>/<name>" for any other."""
+        return AVAF_COLUMNS[self.name][1] if self.set == AVAF else f"{self.set}/{self.name}"
+
+    @property
+    def path(self) -> str:
+        return f"{self.table}/{self.key}"
+
+    @property
+    def width(self) -> int:
+        return int(self.shape[-1]) if self.shape else 0
+
+    @property
+    def tokens(self) -> int | None:
+        """Tokens per row: N of (N, D), 1 of (D,); None for a /words array (a question's word_length)."""
+        if self.table == "words":
+            return None
+        return int(self.shape[-2]) if len(self.shape) >= 2 else 1
+
+    def to_json(self) -> dict:
+        return {
+            "table": self.table,
+            "path": "/" + self.path,
+            "role": self.role,
+            "encoder": vars(self.encoder).copy(),
+            "preprocessing": self.preprocessing,
+            "dtype": str(F16),
+            "shape": list(self.shape),
+            "width": self.width,
+            "tokens": self.tokens,
+            "doc": self.doc,
+        }
+
+    @classmethod
+    def from_json(cls, set_name: str, name: str, d: dict) -> FeatureArray:
+        known = set(Encoder.__dataclass_fields__)
+        encoder = Encoder(**{k: v for k, v in d.get("encoder", {}).items() if k in known})
+        shape = tuple(int(x) for x in d.get("shape", ()))
+        return cls(
+            set_name,
+            name,
+            d["table"],
+            d["role"],
+            encoder,
+            d.get("preprocessing", {}),
+            shape,
+            d.get("doc", ""),
+        )
+
+
+Sets = dict[str, dict[str, FeatureArray]]  # set -> array name -> FeatureArray
+
+
+def check_sets(sets: Sets) -> None:
+    """A ValueError naming the first bad set or array: names ([a-z][a-z0-9_]*, no set named like a column),
+    tables, roles, and the avaf set's arrays being those schema 1 has."""
+    for s, arrays in sets.items():
+        if not _NAME.match(s) or s in _RESERVED:
+            raise ValueError(f"feature set name {s!r}: use [a-z][a-z0-9_]*, not a column name")
+        for name, a in arrays.items():
+            where = f"feature array {s}/{name}"
+            if (a.set, a.name) != (s, name) or not _NAME.match(name):
+                raise ValueError(f"{where}: named {a.set}/{a.name}; names are [a-z][a-z0-9_]*")
+            if a.table not in FEATURE_TABLES or a.role not in ROLES:
+                raise ValueError(
+                    f"{where}: table {a.table!r} / role {a.role!r}: use {FEATURE_TABLES} / {ROLES}"
+                )
+            if s == AVAF and AVAF_COLUMNS.get(name, ("",))[0] != a.table:
+                raise ValueError(
+                    f"{where}: the avaf set's arrays are {sorted(AVAF_COLUMNS)}, in their tables"
+                )
+
+
+def layout(sets: Sets) -> tuple[Table, ...]:
+    """The tables of a file holding `sets`: the avaf set's columns where it has them, then every other
+    set's arrays (by set, then name) as further columns. `layout({AVAF: all five})` is TABLES."""
+    avaf = sets.get(AVAF, {})
+    tables = []
+    for table in TABLES:
+        columns = [c for c in table.columns if not c.feature or c.feature.split("/")[1] in avaf]
+        columns += [
+            Column(a.key, F16, a.shape, a.doc, feature=f"{a.set}/{a.name}")
+            for s in sorted(sets)
+            if s != AVAF
+            for _, a in sorted(sets[s].items())
+            if a.table == table.group
+        ]
+        tables.append(replace(table, columns=tuple(columns)))
+    return tuple(tables)
+
+
+def sets_to_json(sets: Sets) -> str:
+    """The `feature_sets` root attribute."""
+    return json.dumps(
+        {s: {n: a.to_json() for n, a in arrays.items()} for s, arrays in sets.items()}, sort_keys=True
+    )
+
+
+def sets_from_json(text: str) -> Sets:
+    return {
+        s: {n: FeatureArray.from_json(s, n, d) for n, d in arrays.items()}
+        for s, arrays in json.loads(text).items()
+    }
+
+
+def structure(sets: Sets) -> dict[str, dict[str, tuple[str, str]]]:
+    """What files must agree on to be merged: the sets, their arrays, each array's table and role."""
+    return {
+        s: {n: (a.table, a.role) for n, a in sorted(arrays.items())} for s, arrays in sorted(sets.items())
+    }

@@ -1,0 +1,78 @@
+"""The avaf feature set described: its five arrays, their encoders and preprocessing (docs/schema.md).
+
+A schema-1 file has no `feature_sets` attribute: it holds the avaf set, which its signature describes (the
+CLIP and VGGish configs that avaf-extract records). `avaf_set(signature)` turns such a signature into the
+set's `FeatureArray`s; avaf-extract records the same for the files it writes now (encoders/stage.py), so a
+file reads alike whichever version wrote it. h5py-free, numpy-free: plain dicts in, dataclasses out.
+"""
+
+from __future__ import annotations
+
+from avaf.shared.store import schema
+from avaf.shared.store.schema import AVAF, Encoder, FeatureArray
+
+FRAME = "1 fps: the frame nearest t + 0.5 s"
+AUDIO_EXAMPLE = "the 0.96 s example starting at second t; zeros where the audio is missing (audio_valid)"
+TEXT = "question with its placeholders filled, the final question mark dropped (docs/schema.md)"
+
+
+def avaf_set(signature: dict) -> dict[str, FeatureArray]:
+    """The avaf set's arrays as a signature of avaf-extract describes them (its "clip" and "vggish"
+    entries); a signature without them (a test's, an import's) gives arrays of unknown encoder."""
+    clip = _entry(signature, "clip")
+    audio = _entry(signature, "vggish")
+    image = _known(
+        frame=FRAME,
+        resize="shorter side to image_size, bicubic; centre crop image_size x image_size" if clip else None,
+        image_size=clip.get("image_size", signature.get("image_size")),
+        mean=clip.get("mean"),
+        std=clip.get("std"),
+        quick_gelu=clip.get("quick_gelu"),
+        precision=clip.get("precision"),
+    )
+    sound = _known(
+        example=AUDIO_EXAMPLE,
+        sample_rate=audio.get("sample_rate", signature.get("sample_rate")),
+        log_mel=audio.get("log_mel"),
+        embedding=audio.get("embedding"),
+        precision=audio.get("precision"),
+    )
+    text = _known(
+        text=TEXT,
+        tokenizer="open_clip BPE" if clip else None,
+        context_length=clip.get("context_length"),
+        precision=clip.get("precision"),
+    )
+    encoders = {"visual": _encoder(clip, signature, "clip"), "audio": _encoder(audio, signature, "vggish")}
+    encoders["text"] = encoders["visual"]
+    preprocessing = {"visual": image, "audio": sound, "text": text}
+    roles = {"visual_tokens": "visual", "visual_pooled": "visual", "audio": "audio"}
+    out = {}
+    for name, (table, column) in schema.AVAF_COLUMNS.items():
+        role = roles.get(name, "text")
+        doc = schema.TABLE_BY_GROUP[table].column(column).doc
+        out[name] = FeatureArray(AVAF, name, table, role, encoders[role], preprocessing[role], (), doc)
+    return out
+
+
+def _entry(signature: dict, key: str) -> dict:
+    value = signature.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _known(**items) -> dict:
+    return {k: v for k, v in items.items() if v is not None}
+
+
+def _encoder(config: dict, signature: dict, key: str) -> Encoder:
+    """An encoder from its config in the signature: open_clip's (model_name, pretrained) or VGGish's
+    (name, weights); the checksum as the signature records it."""
+    if not config:
+        return Encoder()
+    return Encoder(
+        model=str(config.get("model_name") or config.get("name", "")),
+        pretrained=str(config.get("pretrained") or config.get("weights", "")),
+        weights_sha256=str(signature.get(f"{key}_sha256") or config.get("weights_sha256", "")),
+        random=bool(config.get("random", False)),
+        library=str(config.get("name", "")) if "model_name" in config else "avaf",
+    )
