@@ -4,9 +4,14 @@ A schema-1 file has no `feature_sets` attribute: it holds the avaf set, which it
 CLIP and VGGish configs that avaf-extract records). `avaf_set(signature)` turns such a signature into the
 set's `FeatureArray`s; avaf-extract records the same for the files it writes now (encoders/stage.py), so a
 file reads alike whichever version wrote it. h5py-free, numpy-free: plain dicts in, dataclasses out.
+
+The tspm pack's set (`TSPM`): its array names, tables and real shapes (`TSPM_ARRAYS`), the one table that
+avaf-extract and the exporters of shared/exchange/ both use; `tspm_array(name, encoder, preprocessing)`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from avaf.shared.store import schema
 from avaf.shared.store.schema import AVAF, Encoder, FeatureArray
@@ -76,3 +81,60 @@ def _encoder(config: dict, signature: dict, key: str) -> Encoder:
         random=bool(config.get("random", False)),
         library=str(config.get("name", "")) if "model_name" in config else "avaf",
     )
+
+
+# -- the tspm pack's set (DESIGN.md §3b, issue 25) ---------------------------------------------------------
+# The one place its array names live: avaf-extract --features tspm writes them, the exporters for TSPM,
+# QA-TIGER, AV-Master and STG (shared/exchange/layouts.py) read them.
+
+TSPM = "tspm"
+
+
+@dataclass(frozen=True)
+class PackArray:
+    """One array a pack writes: its table, role, row shape (at the real encoders' sizes) and what it holds."""
+
+    table: str
+    role: str
+    shape: tuple[int, ...]
+    doc: str
+
+
+TSPM_ARRAYS: dict[str, PackArray] = {
+    "audio": PackArray("seconds", "audio", (128,), "VGGish embedding after the last ReLU, no PCA"),
+    "frame": PackArray(
+        "seconds", "visual", (768,), "OpenAI CLIP ViT-L/14@336 image embedding (pooled, projected)"
+    ),
+    "tome": PackArray(
+        "seconds",
+        "visual",
+        (14, 1024),
+        "ToMe-14 tokens of timm vit_large_patch16_384 (r = 25 in 23 blocks), final norm, class token first",
+    ),
+    "sentence": PackArray(
+        "questions", "text", (768,), "CLIP ViT-L/14@336 text tower: the end token's output, projected"
+    ),
+    "words": PackArray(
+        "questions",
+        "text",
+        (77, 768),
+        "CLIP ViT-L/14@336 text tower: all 77 positions after ln_final, times text_projection",
+    ),
+    "prompt": PackArray(
+        "questions",
+        "text",
+        (768,),
+        "the QA-prompt sentence (--qa-prompts table) as `sentence`; NaN where the table lacks the template",
+    ),
+}
+TSPM_OPTIONAL = ("prompt",)  # only with --qa-prompts
+
+
+def tspm_array(
+    name: str, encoder: Encoder | None = None, preprocessing: dict | None = None, shape=None
+) -> FeatureArray:
+    """The `FeatureArray` of the tspm set's array `name` (shape: the real one unless given, e.g. by a test's
+    tiny stand-in)."""
+    a = TSPM_ARRAYS[name]
+    shape = a.shape if shape is None else tuple(shape)
+    return FeatureArray(TSPM, name, a.table, a.role, encoder or Encoder(), preprocessing or {}, shape, a.doc)
