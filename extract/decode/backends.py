@@ -40,6 +40,7 @@ from avaf.extract.decode.sampling import (
     sample_times,
 )
 from avaf.extract.decode.torchcodec_backend import decode_torchcodec, torchcodec_problem
+from avaf.extract.decode.views import Views, as_views, empty_views
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -79,7 +80,7 @@ class Backend:
     """One decode backend, as ``--decoder`` names it."""
 
     name: str  # the --decoder choice, and the decoder each video it serves records
-    decode: Callable[[str | Path, int, int], DecodedVideo]  # (path, image_size, threads)
+    decode: Callable[[str | Path, int | Views, int], DecodedVideo]  # (path, image_size or views, threads)
     # why it cannot decode in this process (one line, the fix included), or None
     problem: Callable[[], str | None] = _no_problem
     fallback: str | None = None  # the backend that takes over a video this one fails on
@@ -159,7 +160,7 @@ def is_audio_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
-def _run(backend: str, path: str | Path, image_size: int, threads: int) -> DecodedVideo:
+def _run(backend: str, path: str | Path, image_size: int | Views, threads: int) -> DecodedVideo:
     """One backend on one video; DecodeError naming the fix where it cannot decode here (a Ray worker without
     decord: this video fails, the job goes on)."""
     problem = backend_problem(backend)
@@ -171,7 +172,7 @@ def _run(backend: str, path: str | Path, image_size: int, threads: int) -> Decod
 def decode_with_fallback(
     path: str | Path,
     order: tuple[str, ...] | None = None,
-    image_size: int = 224,
+    image_size: int | Views = 224,
     on_attempt: Callable[[str], None] | None = None,
     threads: int = 0,
 ) -> DecodedVideo:
@@ -198,13 +199,14 @@ def decode_with_fallback(
 def decode_video(
     path: str | Path,
     backend: str = "auto",
-    image_size: int = 224,
+    image_size: int | Views = 224,
     threads: int = 0,
     order: tuple[str, ...] | None = None,
     on_attempt: Callable[[str], None] | None = None,
 ) -> DecodedVideo:
     """Decode one video (or audio-only file, by extension) into T frames and T seconds of audio.
 
+    image_size: CLIP's side, or the views to make of each frame (views.py: one encoder's input each).
     threads: FFmpeg decoding threads (0: FFmpeg's choice; 1: the fewest CPU-seconds), PyAV and torchcodec.
     A backend with nothing to fall back on runs alone and raises its own error; otherwise
     ``decode_with_fallback`` tries ``order`` (default ``attempts(backend)``; the isolated decode passes those
@@ -212,7 +214,7 @@ def decode_video(
     """
     chain = attempts(backend)
     if is_audio_file(path):
-        return decode_audio_file(path)
+        return decode_audio_file(path, image_size)
     if len(chain) == 1:
         return _run(backend, path, image_size, threads)
     return decode_with_fallback(path, chain if order is None else order, image_size, on_attempt, threads)
@@ -232,7 +234,7 @@ def _librosa_load(path: str | Path) -> np.ndarray | None:
     return samples.astype(np.float32, copy=False)
 
 
-def decode_audio_file(path: str | Path, image_size: int = 224) -> DecodedVideo:
+def decode_audio_file(path: str | Path, image_size: int | Views = 224) -> DecodedVideo:
     """An audio-only file: T seconds of 16 kHz mono audio and no frames (``has_video`` False)."""
     with open_container(path) as container:
         _, audio = choose_streams(container, path, need_video=False)
@@ -248,9 +250,13 @@ def decode_audio_file(path: str | Path, image_size: int = 224) -> DecodedVideo:
             duration, decoder = header_duration(container, audio) or 0.0, "pyav"
             seconds = check_seconds(path, duration)
             wave, valid = read_audio(container, audio, stream_start(audio), seconds, path, streams)
-    frames = np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
+    views = as_views(image_size)
+    frames = empty_views(views)
     times = sample_times(seconds)
-    return DecodedVideo(frames, wave, valid, times, duration, True, decoder, streams, has_video=False)
+    return DecodedVideo(
+        frames[0], wave, valid, times, duration, True, decoder, streams, has_video=False,
+        views=dict(zip(views, frames)),
+    )  # fmt: skip
 
 
 def video_id(path: str | Path) -> str:

@@ -36,6 +36,7 @@ from avaf.extract.decode.sampling import (
     sample_times,
     seconds_decoded,
 )
+from avaf.extract.decode.views import Views, as_views
 
 BATCH = 16  # frames per read: bounds the full-resolution frames held at once (16 x 720p = 44 MB)
 
@@ -46,8 +47,9 @@ class FrameReader(Protocol):
     def times(self) -> tuple[np.ndarray, float]:
         """(start of every frame in presentation order, end of the last), in seconds on the timeline."""
 
-    def frames(self, indices: np.ndarray, image_size: int) -> Any:
-        """(T, S, S, 3) uint8: the frames at ``indices``, CLIP-resized (a NumPy array, or a CUDA tensor)."""
+    def frames(self, indices: np.ndarray, views: Views) -> tuple:
+        """(T, S, S, 3) uint8 per view: the frames at ``indices``, each view made from the frame (NumPy
+        arrays, or CUDA tensors)."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ class ByIndex:
     rotated_problem: str  # why a video with a display matrix is refused
 
 
-def decode_by_index(path: str | Path, image_size: int, backend: ByIndex) -> DecodedVideo:
-    """Decode ``path``: PyAV probes it and decodes its audio, ``backend`` reads the frames taken."""
+def decode_by_index(path: str | Path, image_size: int | Views, backend: ByIndex) -> DecodedVideo:
+    """Decode ``path``: PyAV probes it and decodes its audio, ``backend`` reads the frames taken and makes
+    the views (``image_size``: CLIP's side, or views.py's views)."""
     with open_container(path) as container:
         video, audio = choose_streams(container, path)
         streams = describe_streams(container, video, audio)
@@ -71,7 +74,8 @@ def decode_by_index(path: str | Path, image_size: int, backend: ByIndex) -> Deco
         times, end = reader.times()
         seconds, duration = seconds_decoded(path, declared, end)
         indices = nearest_indices(times, sample_times(seconds))
-        frames = reader.frames(indices, image_size)
+        views = as_views(image_size)
+        per_view = reader.frames(indices, views)
         del reader  # its decoder's memory goes before the audio pass
         if audio is not None:
             wave, valid = read_audio(container, audio, origin, seconds, path, streams)
@@ -81,8 +85,9 @@ def decode_by_index(path: str | Path, image_size: int, backend: ByIndex) -> Deco
     streams |= timeline_info(video, audio, origin) | {"rotation": 0, "mirrored": False}
     streams["corrupt_packets"] = None  # these decoders do not report them
     return DecodedVideo(
-        frames, wave, valid, times[indices], duration, audio is not None, backend.name, streams
-    )
+        per_view[0], wave, valid, times[indices], duration, audio is not None, backend.name, streams,
+        views=dict(zip(views, per_view)),
+    )  # fmt: skip
 
 
 def _probe(path: str | Path, container, video, audio, backend: ByIndex) -> tuple[float, float | None]:

@@ -20,7 +20,8 @@ import numpy as np
 
 from avaf.extract.decode.by_index import BATCH, ByIndex, decode_by_index
 from avaf.extract.decode.probe import stream_start
-from avaf.extract.decode.sampling import DecodedVideo, DecodeError, clip_resize
+from avaf.extract.decode.sampling import DecodedVideo, DecodeError
+from avaf.extract.decode.views import Views, make_views, stack_views
 
 # FFmpeg demuxer names (PyAV's container.format.name) whose frames decord returns wrongly
 UNRELIABLE_CONTAINERS = frozenset({"mpegts", "mpeg", "mpegvideo", "avi"})
@@ -64,17 +65,17 @@ def _open_reader(path: str | Path, width: int, height: int):
     return reader
 
 
-def _read_frames(reader, indices: np.ndarray, image_size: int, path: str | Path) -> np.ndarray:
-    """(T, S, S, 3) uint8: the frames at ``indices``, CLIP-resized, fetched BATCH at a time."""
-    out = np.empty((len(indices), image_size, image_size, 3), dtype=np.uint8)
+def _read_frames(reader, indices: np.ndarray, views: Views, path: str | Path) -> tuple[np.ndarray, ...]:
+    """(T, S, S, 3) uint8 per view: the frames at ``indices``, fetched BATCH at a time, each view made from
+    the frame."""
+    chosen = []
     for lo in range(0, len(indices), BATCH):
         try:
             batch = reader.get_batch(indices[lo : lo + BATCH].tolist()).asnumpy()  # (B, H, W, 3)
         except Exception as err:
             raise DecodeError(path, f"decord failed reading frames ({_reason(err)})") from None
-        for k, rgb in enumerate(batch):
-            out[lo + k] = clip_resize(rgb, image_size)
-    return out
+        chosen += [make_views(rgb, views) for rgb in batch]
+    return stack_views(chosen, views)
 
 
 def _frame_times(reader, path: str | Path) -> tuple[np.ndarray, float]:
@@ -100,8 +101,8 @@ class DecordReader:
             starts, end = starts + self.shift, end + self.shift
         return starts, end
 
-    def frames(self, indices: np.ndarray, image_size: int) -> np.ndarray:
-        return _read_frames(self.reader, indices, image_size, self.path)
+    def frames(self, indices: np.ndarray, views: Views) -> tuple[np.ndarray, ...]:
+        return _read_frames(self.reader, indices, views, self.path)
 
 
 DECORD = ByIndex(
@@ -113,6 +114,6 @@ DECORD = ByIndex(
 )
 
 
-def decode_decord(path: str | Path, image_size: int = 224, threads: int = 0) -> DecodedVideo:
+def decode_decord(path: str | Path, image_size: int | Views = 224, threads: int = 0) -> DecodedVideo:
     """Decode ``path`` with decord (frames) and PyAV (probe and audio); decord picks its own threads."""
     return decode_by_index(path, image_size, DECORD)

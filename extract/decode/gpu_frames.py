@@ -10,7 +10,7 @@ the functions: the CPU decode path never needs it.
 
 from __future__ import annotations
 
-from avaf.extract.decode.sampling import clip_geometry
+from avaf.extract.decode.views import View, geometry
 
 # (Kr, Kb) of each AVColorSpace FFmpeg tags frames with; anything else converts as BT.601, like swscale
 _MATRIX = {1: (0.2126, 0.0722), 9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
@@ -47,15 +47,20 @@ def upright_cuda(rgb, turns: int, mirrored: bool):
     return out.flip(1) if mirrored else out
 
 
-def resize_cuda(frames, image_size: int):
-    """(B, H, W, 3) uint8 CUDA -> (B, S, S, 3) uint8 CUDA: shorter side to S (bicubic, antialiased), centre crop."""
+def resize_cuda(frames, image_size: int | View):
+    """(B, H, W, 3) uint8 CUDA -> (B, S, S, 3) uint8 CUDA: a view (an int: CLIP's, ``View(S)``) with torch's
+    antialiased bicubic: shorter side to the view's, centre crop. View(0): the frames unchanged."""
     import torch
     import torch.nn.functional as F
 
+    view = image_size if isinstance(image_size, View) else View(image_size)
+    if not view.size:
+        return frames
     height, width = frames.shape[1:3]
-    new_w, new_h, top, left = clip_geometry(width, height, image_size)
+    new_w, new_h, top, left = geometry(width, height, view)
+    s = view.size
     x = frames.permute(0, 3, 1, 2).float()  # (B, 3, H, W)
     if (new_w, new_h) != (width, height):
         x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
-    x = x[:, :, top : top + image_size, left : left + image_size]
+    x = x[:, :, top : top + s, left : left + s]
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (B, S, S, 3)

@@ -43,13 +43,13 @@ from avaf.extract.decode.sampling import (
     NearestFramePicker,
     assemble_audio,
     check_seconds,
-    clip_resize,
     orientation,
     sample_times,
     seconds_decoded,
     upright,
     whole_seconds,
 )
+from avaf.extract.decode.views import Views, as_views, make_views
 
 logger = logging.getLogger(__name__)
 
@@ -246,9 +246,15 @@ def _drain(video, path: str | Path, errors: list[str]) -> list:
 
 
 def decode_pyav(
-    path: str | Path, image_size: int = 224, threads: int = 0, plan: bool = True, device: str = "cpu"
+    path: str | Path,
+    image_size: int | Views = 224,
+    threads: int = 0,
+    plan: bool = True,
+    device: str = "cpu",
 ) -> DecodedVideo:
     """Decode ``path`` with PyAV: T frames at t + 0.5 s and T seconds of 16 kHz mono audio.
+
+    image_size: CLIP's side, or the views to make of each frame taken (views.py), each from the frame.
 
     threads: 0 lets FFmpeg choose (frame and slice threads: the shortest wall time on idle cores), 1 decodes
     on one thread (the fewest CPU-seconds, for machines whose cores all decode), n uses n threads.
@@ -270,8 +276,8 @@ def decode_pyav(
         _set_threads(video, 1 if cuda else threads)  # NVDEC decodes; the CPU only parses
         scan = scan_packets(path, video.index, origin) if _plans(container, plan) else None
         actions = _packet_plan(scan, max_seconds)
-        turn = Upright(path, cuda)
-        picker = NearestFramePicker(max_seconds, _converter(turn, cuda, image_size))
+        turn, views = Upright(path, cuda), as_views(image_size)
+        picker = NearestFramePicker(max_seconds, _converter(turn, cuda, views), views)
         collector = AudioCollector(audio, origin) if audio is not None else None
         frames_end, errors = _decode_pass(container, video, picker, collector, actions, path, origin)
         _check_decoded(path, cuda, frames_end, errors)
@@ -279,7 +285,7 @@ def decode_pyav(
         if not picker.done:  # packets that were not decoded still count for where the video ends
             end = max(frames_end, scan.end) if scan is not None else frames_end
             seconds, duration = seconds_decoded(path, declared, end)
-        frames, times = picker.finish(seconds)
+        per_view, times = picker.finish(seconds)
         wave, valid = collector.finish(seconds) if collector is not None else assemble_audio([], seconds)
     streams |= timeline_info(video, audio, origin) | turn.info()
     streams["audio_gaps"] = collector.gaps if collector is not None else 0
@@ -287,7 +293,10 @@ def decode_pyav(
     if actions is not None:
         streams["packets_sent"] = [int((actions == SEND).sum() + (actions == NONREF).sum()), len(actions)]
     name = "pyav-cuda" if cuda else "pyav"
-    return DecodedVideo(frames, wave, valid, times, duration, audio is not None, name, streams)
+    return DecodedVideo(
+        per_view[0], wave, valid, times, duration, audio is not None, name, streams,
+        views=dict(zip(views, per_view)),
+    )  # fmt: skip
 
 
 def _plans(container, plan: bool) -> bool:
@@ -303,11 +312,16 @@ def _packet_plan(scan: PacketScan | None, max_seconds: int | None) -> np.ndarray
     return plan_packets(scan, sample_times(count))
 
 
-def _converter(turn: Upright, cuda: bool, image_size: int):
-    """A chosen frame -> (S, S, 3) uint8, upright and CLIP-resized (on the GPU for NVDEC's frames)."""
+def _converter(turn: Upright, cuda: bool, views: Views):
+    """A chosen frame -> one (S, S, 3) uint8 per view, upright, each view made from the frame (on the GPU for
+    NVDEC's frames)."""
     if cuda:
-        return lambda frame: resize_cuda(turn(frame)[None], image_size)[0]
-    return lambda frame: clip_resize(turn(frame), image_size)
+        return lambda frame: _cuda_views(turn(frame)[None], views)
+    return lambda frame: make_views(turn(frame), views)
+
+
+def _cuda_views(frames, views: Views) -> tuple:
+    return tuple(resize_cuda(frames, v)[0] for v in views)
 
 
 def _check_decoded(path: str | Path, cuda: bool, frames_end: float | None, errors: int) -> None:

@@ -4,8 +4,9 @@ per second of video, and the result and error types they produce.
 T = the whole seconds of the video (``whole_seconds``); second t is represented by the frame nearest t + 0.5 s
 (``nearest_indices``, or ``NearestFramePicker`` for frames that arrive in order) and by the audio samples
 [t * 16000, (t + 1) * 16000) (``assemble_audio``), both on one presentation timeline (``timeline_origin``).
-Frames are turned upright (the display matrix: ``orientation``, ``upright``), then resized exactly like
-CLIP's preprocess (``clip_resize``) and kept as uint8, so an encoder only has to normalise. ``DecodedVideo``
+Frames are turned upright (the display matrix: ``orientation``, ``upright``), then each encoder's view is
+made from the frame (views.py; ``clip_resize`` for CLIP) and kept as uint8, so an encoder only has to
+normalise. ``DecodedVideo``
 and the errors live here because these rules raise them (a clip under one second, a truncated file). The
 public entry points are in ``avaf.extract.decode.backends``.
 """
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from avaf.extract.decode.views import View, geometry, resize_view, stack_views
 from avaf.shared.store.schema import SAMPLE_RATE
 
 # A duration this close under a whole second counts as that second: a 29.97 fps clip of 1798 frames lasts
@@ -55,8 +56,8 @@ class MediaError(DecodeError):
 class DecodedVideo:
     """One video, sampled at one frame and one second of audio per second.
 
-    frames: (T, S, S, 3) uint8 RGB, resized and centre-cropped like CLIP's preprocess; (0, S, S, 3) for an
-        audio-only file (``has_video`` False).
+    frames: (T, S, S, 3) uint8 RGB, resized and centre-cropped like CLIP's preprocess (the first view asked
+        for); (0, S, S, 3) for an audio-only file (``has_video`` False).
     audio: (T, 16000) float32 mono at 16 kHz; row t is second t, zero where the audio is missing. The VGGish
         example for second t is ``audio[t, :15360]`` (0.96 s from t), so no sample past T seconds is kept.
     audio_valid: (T,) bool, True where decoded audio covers at least half of the second.
@@ -69,6 +70,8 @@ class DecodedVideo:
         did: ``video_start`` / ``audio_start`` (s on the timeline), ``audio_gaps`` (timestamp jumps the audio
         was re-placed at), ``rotation`` (degrees counter-clockwise) and ``mirrored`` (the display matrix
         applied to the frames).
+    views: every view asked for (`views.View` -> (T, S, S, 3) uint8), each made from the decoded frame;
+        ``frames`` is the first one's.
     """
 
     frames: np.ndarray
@@ -80,6 +83,7 @@ class DecodedVideo:
     decoder: str
     streams: dict = field(default_factory=dict)
     has_video: bool = True
+    views: dict = field(default_factory=dict)
 
     @property
     def num_seconds(self) -> int:
@@ -176,9 +180,10 @@ class NearestFramePicker:
     tie), converted with ``convert`` as soon as it is chosen so decoded frames are not held.
     """
 
-    def __init__(self, max_seconds: int | None, convert) -> None:
+    def __init__(self, max_seconds: int | None, convert, views=None) -> None:
         self.max_seconds = max_seconds
         self.convert = convert
+        self.views = views  # the views `convert` returns, one tuple per frame (None: one array per frame)
         self.chosen: list[np.ndarray] = []
         self.times: list[float] = []
         self._prev: tuple[float, object] | None = None
@@ -204,48 +209,32 @@ class NearestFramePicker:
         self._prev = (time, frame)
 
     def finish(self, seconds: int) -> tuple[np.ndarray, np.ndarray]:
-        """(frames, times) for T = ``seconds``; targets past the last frame get the last frame."""
+        """(frames, times) for T = ``seconds``; targets past the last frame get the last frame. With
+        ``views`` (the converter returns a tuple per frame), frames is a tuple: (T, S, S, 3) per view."""
         while len(self.chosen) < seconds and self._prev is not None:
             self._take(*self._prev)
         self._prev = None
+        times = np.asarray(self.times[:seconds], dtype=np.float64)
+        if self.views is not None:
+            return stack_views(self.chosen[:seconds], self.views), times
         frames, stack = self.chosen[:seconds], np.stack
         if frames and not isinstance(frames[0], np.ndarray):  # CUDA tensors (pyav-cuda)
             import torch
 
             stack = torch.stack
-        return stack(frames), np.asarray(self.times[:seconds], dtype=np.float64)
+        return stack(frames), times
 
 
 def clip_geometry(width: int, height: int, image_size: int) -> tuple[int, int, int, int]:
     """(new width, new height, top, left) of CLIP's preprocess: torchvision's Resize(S) (shorter side to S,
     longer side int(S * long / short)), then CenterCrop(S) at offsets int(round((size - S) / 2))."""
-    short, long = (width, height) if width <= height else (height, width)
-    new_long = int(image_size * long / short)
-    new_w, new_h = (image_size, new_long) if width <= height else (new_long, image_size)
-    return new_w, new_h, int(round((new_h - image_size) / 2.0)), int(round((new_w - image_size) / 2.0))
+    return geometry(width, height, View(image_size))
 
 
 def clip_resize(rgb: np.ndarray, image_size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (S, S, 3) uint8 exactly as CLIP / open_clip preprocess before normalising.
-
-    torchvision's Resize(S, bicubic) on a PIL image (shorter side to S, longer side int(S * long / short))
-    then CenterCrop(S) (offsets int(round((size - S) / 2))). Bit-identical to that full resize and crop
-    (tests/test_resize.py), but PIL's second pass only runs on the lines the crop keeps: PIL resamples in
-    two one-axis passes, each line on its own (Resample.c, ImagingResampleInner), so running the first pass
-    alone, cropping, then the second pass alone gives the same bytes with less work. PIL's resize with a
-    ``box`` does not: the box is float32, which moves the taps (at 720p 81 of 150,528 values differ by 1).
-    """
-    height, width = rgb.shape[:2]
-    new_w, new_h, top, left = clip_geometry(width, height, image_size)
-    img = Image.fromarray(rgb)
-    # PIL's order: horizontal first unless the height shrinks more than twice as much as the width.
-    if 0 < height - new_h and (width - new_w) * 2 < height - new_h:
-        img = img.resize((width, new_h), Image.BICUBIC)  # vertical pass: (new_h, W)
-        img = img.crop((0, top, width, top + image_size)).resize((new_w, image_size), Image.BICUBIC)
-        return np.asarray(img.crop((left, 0, left + image_size, image_size)))
-    img = img.resize((new_w, height), Image.BICUBIC)  # horizontal pass: (H, new_w)
-    img = img.crop((left, 0, left + image_size, height)).resize((image_size, new_h), Image.BICUBIC)
-    return np.asarray(img.crop((0, top, image_size, top + image_size)))
+    """(H, W, 3) uint8 -> (S, S, 3) uint8 exactly as CLIP / open_clip preprocess before normalising:
+    `views.resize_view` of `View(S)` (bit-identical to the full resize then the crop, tests/test_resize.py)."""
+    return resize_view(rgb, View(image_size))
 
 
 def assemble_audio(chunks: list[tuple[int, np.ndarray]], seconds: int) -> tuple[np.ndarray, np.ndarray]:

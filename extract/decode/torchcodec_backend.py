@@ -22,7 +22,8 @@ from avaf.extract.decode.by_index import BATCH, ByIndex, decode_by_index
 from avaf.extract.decode.gpu_frames import resize_cuda
 from avaf.extract.decode.plan import scan_packets
 from avaf.extract.decode.probe import FRAME_COUNT_CONTAINERS
-from avaf.extract.decode.sampling import DecodedVideo, DecodeError, clip_resize
+from avaf.extract.decode.sampling import DecodedVideo, DecodeError
+from avaf.extract.decode.views import Views, make_views, stack_views
 
 TORCHCODEC_MISSING = "torchcodec is not installed: pip install 'avaf[torchcodec]' (and the system's FFmpeg)"
 
@@ -52,8 +53,9 @@ def torchcodec_problem(device: str = "cpu") -> str | None:
     return None
 
 
-def _read_frames(decoder, indices: np.ndarray, image_size: int, cuda: bool, path):
-    """The frames at ``indices`` (presentation order), resized; also the times torchcodec gives them."""
+def _read_frames(decoder, indices: np.ndarray, views: Views, cuda: bool, path):
+    """The frames at ``indices`` (presentation order), one array per view, each view made from the frame;
+    also the times torchcodec gives them."""
     import torch
 
     out, times = [], []
@@ -64,10 +66,13 @@ def _read_frames(decoder, indices: np.ndarray, image_size: int, cuda: bool, path
             raise DecodeError(path, f"torchcodec failed reading frames ({err})") from None
         times.append(batch.pts_seconds.cpu().numpy().astype(np.float64))
         if cuda:
-            out.append(resize_cuda(batch.data, image_size))  # (B, S, S, 3) on the GPU
+            out.append(tuple(resize_cuda(batch.data, v) for v in views))  # (B, S, S, 3) per view, on the GPU
         else:
-            out.extend(clip_resize(rgb, image_size) for rgb in batch.data.numpy())
-    frames = torch.cat(out) if cuda else np.stack(out)
+            out.extend(make_views(rgb, views) for rgb in batch.data.numpy())
+    if cuda:
+        frames = tuple(torch.cat([o[i] for o in out]) for i in range(len(views)))
+    else:
+        frames = stack_views(out, views)
     return frames, np.concatenate(times)
 
 
@@ -88,7 +93,7 @@ class TorchcodecReader:
         self.starts = np.sort(scan.times)
         return self.starts, scan.end
 
-    def frames(self, indices: np.ndarray, image_size: int):
+    def frames(self, indices: np.ndarray, views: Views):
         from torchcodec.decoders import VideoDecoder
 
         try:
@@ -102,14 +107,14 @@ class TorchcodecReader:
             )
         except Exception as err:
             raise DecodeError(self.path, f"torchcodec cannot open it ({err})") from None
-        frames, got = _read_frames(decoder, indices, image_size, self.device == "cuda", self.path)
+        frames, got = _read_frames(decoder, indices, views, self.device == "cuda", self.path)
         if not np.allclose(got - self.origin, self.starts[indices], atol=1e-4):
             raise DecodeError(self.path, "torchcodec's frames are not at the packet timestamps")
         return frames
 
 
 def decode_torchcodec(
-    path: str | Path, image_size: int = 224, threads: int = 0, device: str = "cpu"
+    path: str | Path, image_size: int | Views = 224, threads: int = 0, device: str = "cpu"
 ) -> DecodedVideo:
     """Decode ``path``'s frames with torchcodec on ``device`` ("cpu" or "cuda") and its audio with PyAV."""
     backend = ByIndex(

@@ -26,6 +26,7 @@ import numpy as np
 
 from avaf.extract.decode import backends
 from avaf.extract.decode.sampling import DecodedVideo, DecodeError
+from avaf.extract.decode.views import Views, as_views
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ def _serve(conn, initializer: Callable | None, initargs: tuple) -> None:
         try:
             result = backends.decode_video(path, backend, image_size, threads, order, report)
             if not isinstance(result.frames, np.ndarray):  # torchcodec-cuda: a CUDA tensor cannot cross
-                result.frames = result.frames.cpu().numpy()
+                result.views = {v: a.cpu().numpy() for v, a in result.views.items()}
+                result.frames = next(iter(result.views.values()))
             conn.send(("ok", result))
         except DecodeError as err:
             conn.send(("error", err))
@@ -198,11 +200,11 @@ class IsolatedDecoder:
         path: str | Path,
         timeout_s: float,
         backend: str = "auto",
-        image_size: int = 224,
+        image_size: int | Views = 224,
         threads: int = 0,
     ) -> DecodedVideo:
         """``decode_video(path, backend, image_size, threads)`` in the child, within ``timeout_s`` per attempt;
-        frames come back as a NumPy array (torchcodec-cuda's too)."""
+        frames come back as NumPy arrays (torchcodec-cuda's too)."""
         path, order = str(path), backends.attempts(backend)
         lost: list[str] = []
         with self._lock:
@@ -236,33 +238,51 @@ def decode_isolated(path: str | Path, timeout_s: float, **kwargs) -> DecodedVide
     return _shared.decode(path, timeout_s, **kwargs)
 
 
-def decode_row(video_id: str, path: str, cfg_decode: dict, isolated: bool = True) -> dict:
+def frame_views(cfg_decode: dict, packs: str | None = None) -> int | Views:
+    """What to make of each frame: the views of ``packs`` (a comma list; None: every pack) when
+    ``cfg_decode["views"]`` maps packs to their views (extract/packs.py), else ``cfg_decode["image_size"]``."""
+    by_pack = cfg_decode.get("views")
+    if not by_pack:
+        return cfg_decode["image_size"]
+    wanted = packs.split(",") if packs else list(by_pack)
+    return tuple(sorted({v for p in wanted for v in as_views(by_pack[p])}))
+
+
+def decode_row(
+    video_id: str, path: str, cfg_decode: dict, isolated: bool = True, packs: str | None = None
+) -> dict:
     """One video decoded for the pipeline; a failure becomes an error string on the row, never an exception.
 
-    ``cfg_decode``: the decode config as a dict, with ``image_size``. ``isolated``: in this process's child
-    with a timeout (the CPU decoders); else in this process (a GPU decoder: its frames stay on this
-    process's GPU).
+    ``cfg_decode``: the decode config as a dict, with ``image_size`` or the views of each pack (``frame_views``;
+    ``packs``: those this video is decoded for, a comma list). ``isolated``: in this process's child with a
+    timeout (the CPU decoders); else in this process (a GPU decoder: its frames stay on this process's GPU).
+    The row keeps ``packs`` and the decode's wall time (``decode_s``).
     """
-    backend, size, threads = cfg_decode["backend"], cfg_decode["image_size"], cfg_decode["threads"]
+    backend, threads = cfg_decode["backend"], cfg_decode["threads"]
+    size = frame_views(cfg_decode, packs)
+    row = {"video_id": video_id, "path": path, "decoded": None, "error": "", "packs": packs}
+    start = time.perf_counter()
     try:
         if isolated:
-            decoded = decode_isolated(
+            row["decoded"] = decode_isolated(
                 path, cfg_decode["timeout_s"], backend=backend, image_size=size, threads=threads
             )
         else:
-            decoded = backends.decode_video(path, backend, size, threads)
-        return {"video_id": video_id, "path": path, "decoded": decoded, "error": ""}
+            row["decoded"] = backends.decode_video(path, backend, size, threads)
     except DecodeError as e:
-        return {"video_id": video_id, "path": path, "decoded": None, "error": str(e)}
+        row["error"] = str(e)
     except Exception as e:  # a decoder bug must cost one video, not the job: record it with its type
         logger.exception("unexpected error decoding %s", path)
-        return {"video_id": video_id, "path": path, "decoded": None, "error": f"{type(e).__name__}: {e}"}
+        row["error"] = f"{type(e).__name__}: {e}"
+    return row | {"decode_s": time.perf_counter() - start}
 
 
 def decode_on_node(row: dict, cfg_decode: dict) -> dict:
     """A Ray decode task: ``decode_row`` and the node it ran on. It lives here, not with the Ray engine, so a
     decode worker imports PyAV and not torch (docs/extraction.md, "Decoders": a tenth of the start-up)."""
-    return decode_row(row["video_id"], row["path"], cfg_decode) | {"decode_node": node_id()}
+    return decode_row(row["video_id"], row["path"], cfg_decode, packs=row.get("packs")) | {
+        "decode_node": node_id()
+    }
 
 
 def node_id() -> str:
