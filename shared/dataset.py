@@ -38,6 +38,8 @@ from avaf.shared.store.reader import FeatureStore
 
 log = logging.getLogger(__name__)
 
+READS = ("visual_tokens", "audio", "words", "sentence")  # the arrays of the store's avaf set items hold
+
 
 class AVQADataset(Dataset):
     """The questions of one split (all splits when `split` is None) of a feature store, with their features.
@@ -56,6 +58,7 @@ class AVQADataset(Dataset):
         self._fs: FeatureStore | None = None  # lazy mode: opened per process on first item
         self._pid: int | None = None
         with FeatureStore(self.path) as fs:
+            fs.require([(schema.AVAF, n) for n in READS], "AVQADataset")  # one line naming what is missing
             index = QuestionIndex.build(fs, split, subset)
             q = index.questions
             self.question_id, self.video_id, self.type = q["question_id"], q["video_id"], q["type"]

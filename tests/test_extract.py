@@ -27,6 +27,7 @@ from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.config import to_dict
 from avaf.shared.store import schema
 from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.schema import Encoder
 from avaf.shared.store.writer import complete_shards, shard_dir
 
 from conftest import DATA, write_clip
@@ -161,6 +162,14 @@ def test_in_process_and_on_ray_the_same_arrays(
         # the config records the mode that ran, not the unset flag
         assert fs.config["runtime"]["in_process"] is engine.in_process
         assert fs.signature == signature and fs.random_weights == ["clip", "vggish"]
+        # the avaf set, each array with the encoder that made it (docs/schema.md, "Feature sets")
+        avaf = fs.sets["avaf"]
+        assert fs.schema_version == 2 and list(fs.sets) == ["avaf"]
+        clip = Encoder(signature["clip"]["model_name"], "random", signature["clip_sha256"], True, "open_clip")
+        assert avaf["visual_tokens"].encoder == avaf["words"].encoder == clip
+        assert avaf["audio"].encoder == Encoder("vggish", "random", signature["vggish_sha256"], True, "avaf")
+        assert avaf["visual_tokens"].preprocessing["image_size"] == signature["image_size"]
+        assert avaf["audio"].preprocessing["log_mel"] == signature["vggish"]["log_mel"]
         assert sorted(fs.video_ids) == sorted(GOOD)  # in the order they were done: Ray's may differ
         for vid in fs.video_ids:
             for name in schema.SECONDS.names:

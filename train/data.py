@@ -7,7 +7,8 @@ Python loop over the batch. Videos shorter than T and questions shorter than M a
 masked. A batch is the store's layout (`inputs.Batch`) plus each question's word count; each model turns
 it into its own inputs, so nothing here knows which variant trains. A split too large for memory keeps
 its visual tokens and words in the file and reads them block by block (stream.py): a `SplitData` whose
-`features` come in parts.
+`features` come in parts. The arrays it reads are named in ARRAYS (the store's avaf set); a store that
+lacks one is refused in one line naming it and the sets the store holds.
 """
 
 from __future__ import annotations
@@ -26,10 +27,26 @@ from avaf.shared.avqa.question_types import type_index
 from avaf.shared.dataset import pad_ragged
 from avaf.shared.store.index import QuestionIndex
 from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.schema import AVAF
 
 from .inputs import Batch
 
 log = logging.getLogger(__name__)
+
+#: the arrays avaf-train reads, by (set, name): visual tokens F_p, audio F_a, words F_w, sentence F_q
+ARRAYS = {
+    "visual": (AVAF, "visual_tokens"),
+    "audio": (AVAF, "audio"),
+    "words": (AVAF, "words"),
+    "sentence": (AVAF, "sentence"),
+}
+
+
+def columns(fs: FeatureStore) -> dict[str, str]:
+    """The store's column of each array of ARRAYS (its key in its table); a store that lacks one is a
+    one-line StoreError naming the missing arrays and the sets the store holds."""
+    fs.require(ARRAYS.values(), "avaf-train")
+    return {role: fs.array(*pair).key for role, pair in ARRAYS.items()}
 
 
 @dataclass(frozen=True)
@@ -85,7 +102,7 @@ class SplitData:
     audio_length: Tensor  # (Q,) int64 (the same video, except MUSIC-AVQA-v2.0's unmatch_audio rows)
     word_length: Tensor  # (Q,) int64 stored words: start token, BPE tokens, end token
     template_words: Tensor  # (Q,) int64 words of the question text (the authors' word mask)
-    audio: Tensor  # (S, 128) float16, the seconds of every video the split needs
+    audio: Tensor  # (S, A) float16, the seconds of every video the split needs (A = 128: VGGish)
     features: FeatureSource
 
     def __len__(self) -> int:
@@ -106,7 +123,9 @@ class SplitData:
 
 
 def split_index(fs: FeatureStore, split: str, subset: str | None) -> QuestionIndex:
-    """The store's question index of one split; a split without questions with features is an error."""
+    """The store's question index of one split; a split without questions with features is an error, and
+    so is a store without the arrays avaf-train reads (`columns`)."""
+    columns(fs)
     index = QuestionIndex.build(fs, split, subset)
     if not len(index):
         raise ValueError(f"{fs.path}: no {split} questions with features (subset={subset or 'all'})")
@@ -122,17 +141,18 @@ def load_split(
 ) -> SplitData:
     """The questions of one split whose video is in the store, with everything they need, on `device`."""
     index = index or split_index(fs, split, subset)
-    bulk = fs.load_videos(index.video_ids, fields=("visual_tokens", "audio"))
-    words, word_offset = fs.load_words(index.word_offset, index.word_length)
+    key = columns(fs)
+    bulk = fs.load_videos(index.video_ids, fields=(key["visual"], key["audio"]))
+    words, word_offset = fs.load_words(index.word_offset, index.word_length, key["words"])
     device = torch.device(device)
-    place = placer(device, _fits(device, bulk.arrays["visual_tokens"].nbytes + words.nbytes, split))
+    place = placer(device, _fits(device, bulk.arrays[key["visual"]].nbytes + words.nbytes, split))
     features = Features(
-        visual=place(bulk.arrays["visual_tokens"]),
+        visual=place(bulk.arrays[key["visual"]]),
         words=place(words),
         video_offset=place(index.packed_offset()[index.video]),
         word_offset=place(word_offset),
     )
-    return split_data(fs, split, device, index, place, bulk.arrays["audio"], features)
+    return split_data(fs, split, device, index, place, bulk.arrays[key["audio"]], features)
 
 
 def split_data(
@@ -153,7 +173,7 @@ def split_data(
         question_id=np.asarray(q["question_id"]),
         answer=place(answer_indices(q["answer"], where=where)),
         qtype=place([type_index(x, where=where) for x in q["type"]]),
-        sentence=place(q["sentence"]),
+        sentence=place(q[columns(fs)["sentence"]]),
         video_length=place(index.seconds_length[index.video]),
         audio_offset=place(index.packed_offset()[index.audio_video]),
         audio_length=place(index.seconds_length[index.audio_video]),
@@ -196,7 +216,7 @@ def gather(
     vo, vl = features.video_offset[rows], data.video_length[rows]  # (B,)
     visual, seconds_mask = pad_ragged(features.visual, vo, vl, shape.seconds)  # (B, T, N, D), (B, T)
     ao, al = data.audio_offset[rows], torch.minimum(data.audio_length[rows], vl)  # audio stops with the video
-    audio, _ = pad_ragged(data.audio, ao, al, shape.seconds)  # (B, T, 128)
+    audio, _ = pad_ragged(data.audio, ao, al, shape.seconds)  # (B, T, A)
     wo, wl = features.word_offset[rows], data.word_length[rows]  # (B,)
     words, words_mask = pad_ragged(features.words, wo, wl, shape.words)  # (B, M, D), (B, M)
     on = {"device": data.device, "non_blocking": True}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from avaf.shared.store.schema import SECONDS, WORDS
 
 from . import checkpoint
 from .config import TrainConfig
-from .data import Shape, SplitData, gather
+from .data import Shape, SplitData, columns, gather
 from .evaluate import Evaluation, evaluate, results_markdown
 from .model import build_model
 from .plots import log_epoch, summary_writer, write_run_plots
@@ -87,11 +87,18 @@ def load_data(cfg: TrainConfig, device: torch.device) -> tuple[dict[str, SplitDa
     """train / val / test on `device`, in memory when they fit the memory budget, else streamed from the
     file (train/stream.py); and the padded T and M."""
     with FeatureStore(cfg.data.feats) as fs:
-        d_visual, d_words = fs.shape(SECONDS, "visual_tokens")[-1], fs.shape(WORDS, "features")[-1]
+        key = columns(fs)  # the arrays it reads, by name: a store without one is refused in one line
+        d_visual, d_words = fs.shape(SECONDS, key["visual"])[-1], fs.shape(WORDS, key["words"])[-1]
         if cfg.model.dim not in (d_visual, d_words) or d_visual != d_words:
             raise ValueError(
                 f"{fs.path}: features are {d_visual}-D (visual) / {d_words}-D (words) but model.dim is "
                 f"{cfg.model.dim}; set --dim to the features' width"
+            )
+        d_audio = fs.shape(SECONDS, key["audio"])[-1]
+        if d_audio != cfg.model.audio_dim:
+            raise ValueError(
+                f"{fs.path}: audio features are {d_audio}-D but model.audio_dim is {cfg.model.audio_dim} "
+                "(train() takes it from the store: fit_to_store)"
             )
         if fs.random_weights:
             log.warning(
@@ -105,6 +112,14 @@ def load_data(cfg: TrainConfig, device: torch.device) -> tuple[dict[str, SplitDa
         if needed not in splits:
             raise ValueError(f"{cfg.data.feats}: no {needed} questions (the checkpoint is selected on val)")
     return splits, padding(splits.values(), cfg.model.max_seconds)
+
+
+def fit_to_store(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with model.audio_dim the width of the store's audio array (VGGish: 128): the store, not a
+    flag, says which audio encoder made it. A store without the arrays avaf-train reads: one line."""
+    with FeatureStore(cfg.data.feats) as fs:
+        width = int(fs.shape(SECONDS, columns(fs)["audio"])[-1])
+    return cfg if width == cfg.model.audio_dim else replace(cfg, model=replace(cfg.model, audio_dim=width))
 
 
 def padding(splits, max_seconds: int) -> Shape:
@@ -217,6 +232,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
     device = resolve_device(cfg.run.device)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
+    cfg = fit_to_store(cfg)  # model.audio_dim: the store's audio width
     splits, shape = load_data(cfg, device)
     if resume:
         out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ class ModelConfig:
         "(batch 64, seed 42, temporal weight 100, fp32). Saved in the checkpoint.",
     )
     dim: int = option(512, "Feature width D (512 for CLIP ViT-B/32), also the model width.")
-    audio_dim: int = 128  # VGGish embedding width
+    audio_dim: int = 128  # audio feature width A; avaf-train takes it from the store (VGGish: 128)
     heads: int = 4
     ffn_dim: int = 2048
     dropout: float = 0.1

@@ -29,7 +29,7 @@ from avaf.shared.store import schema
 from avaf.shared.store.index import QuestionIndex
 from avaf.shared.store.reader import FeatureStore
 
-from .data import Features, SplitData, load_split, placer, split_data, split_index
+from .data import Features, SplitData, columns, load_split, placer, split_data, split_index
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def resolve_budget(text: str) -> int:
 def visual_bytes(fs: FeatureStore, split: str, subset: str | None, index: QuestionIndex | None = None) -> int:
     """Bytes of visual tokens the split's questions need in memory (each video once)."""
     index = index or QuestionIndex.build(fs, split, subset)
-    per_second = int(np.prod(fs.shape(schema.SECONDS, "visual_tokens")[1:])) * 2
+    per_second = int(np.prod(fs.shape(schema.SECONDS, columns(fs)["visual"])[1:])) * 2
     return int(index.seconds_length[np.unique(index.video)].sum()) * per_second
 
 
@@ -115,7 +115,8 @@ class StreamedFeatures:
         self.block_bytes, self.prefetch = int(block_bytes), max(0, int(prefetch))
         self.videos = np.unique(index.video)  # (V,) positions in index.video_ids of the videos looked at
         self.question_video = np.searchsorted(self.videos, index.video)  # (Q,) position in `videos`
-        per_second = int(np.prod(fs.shape(schema.SECONDS, "visual_tokens")[1:])) * 2
+        self.key = columns(fs)
+        per_second = int(np.prod(fs.shape(schema.SECONDS, self.key["visual"])[1:])) * 2
         self.video_bytes = index.seconds_length[self.videos] * per_second  # (V,)
         self.resident = 0  # bytes of blocks read and not yet released
         self.peak_resident = 0  # the most ever alive at once: at most (prefetch + 1) blocks
@@ -188,12 +189,12 @@ class StreamedFeatures:
         if not len(rows):
             return None, size
         index, held = self.index, self.videos[videos]  # positions in index.video_ids, this block's
-        bulk = fs.load_videos([index.video_ids[v] for v in held.tolist()], fields=("visual_tokens",))
-        visual = torch.from_numpy(bulk.arrays["visual_tokens"])
+        bulk = fs.load_videos([index.video_ids[v] for v in held.tolist()], fields=(self.key["visual"],))
+        visual = torch.from_numpy(bulk.arrays[self.key["visual"]])
         if self.device.type == "cuda":  # batches go to the GPU from pinned memory (gather)
             visual = visual.pin_memory()
         r = rows.numpy()
-        words, offset = fs.load_words(index.word_offset[r], index.word_length[r])
+        words, offset = fs.load_words(index.word_offset[r], index.word_length[r], self.key["words"])
         word_offset = np.zeros(len(index), dtype=np.int64)
         word_offset[r] = offset
         video_offset = index.packed_offset(held)[index.video]  # (Q,) -1 for the questions of other blocks
@@ -214,7 +215,8 @@ def streamed_split(
     `device`), those read block by block from the file."""
     with FeatureStore(path) as fs:
         index = split_index(fs, split, subset)
-        audio = fs.load_videos(index.video_ids, fields=("audio",)).arrays["audio"]
+        key = columns(fs)["audio"]
+        audio = fs.load_videos(index.video_ids, fields=(key,)).arrays[key]
         device = torch.device(device)
         features = StreamedFeatures(fs, index, device, block_bytes, prefetch)
         return split_data(

@@ -35,6 +35,7 @@ def describe_store(path: str | Path) -> dict:
             "created": fs.created,
             "random_weights": fs.random_weights,
             "config": fs.config,
+            "feature_sets": {s: {n: a.to_json() for n, a in arrays.items()} for s, arrays in fs.sets.items()},
             "counts": {
                 "videos": len(fs.video_ids),
                 "seconds": int(np.sum(videos["length"])),
@@ -52,13 +53,27 @@ def describe_store(path: str | Path) -> dict:
             "questions_per_split_and_type": _split_type_counts(q),
             "datasets": {
                 t.path(c): {"shape": list(fs.shape(t, c)), "dtype": str(fs.dataset(t, c).dtype)}
-                for t in schema.TABLES
+                for t in fs.tables.values()
                 for c in t.names
                 if fs.has(t, c)
             },
             "failed": [{"video_id": v, "source_path": p, "error": e} for v, p, e in failed[:MAX_LISTED]],
             "videos_missing_for_questions": orphans[:MAX_LISTED],
         }
+
+
+ROWS = {"seconds": "per second", "questions": "per question", "words": "per word"}
+
+
+def _array_line(set_name: str, name: str, a: dict) -> str:
+    """One array of a feature set: role, rows, shape of a row, encoder, weights checksum."""
+    shape = ("L", *a["shape"]) if a["table"] == "words" else tuple(a["shape"])
+    shape_text = "(" + ", ".join(str(x) for x in shape) + ("," if len(shape) == 1 else "") + ")"
+    e = a["encoder"]
+    encoder = f"{e['model']} ({e['pretrained']})" if e["model"] else "encoder unknown"
+    sha = f" sha256 {e['weights_sha256'][:12]}" if e["weights_sha256"] else ""
+    random = "  RANDOM WEIGHTS" if e["random"] else ""
+    return f"    {set_name + '/' + name:<22} {a['role']:<6} {ROWS[a['table']]:<12} {shape_text:<14} {encoder}{sha}{random}"
 
 
 def _split_type_counts(q: dict) -> dict[str, dict[str, int]]:
@@ -101,6 +116,10 @@ def format_description(d: dict) -> str:
         lines += [f"      {t:<28} {n:>7}" for t, n in types.items()]
     lines.append("  config")
     lines += [f"    {k}: {v}" for k, v in sorted(d["config"].items())]
+    lines.append(f"  feature sets: {', '.join(sorted(d['feature_sets'])) or 'none'}")
+    lines += [
+        _array_line(s, n, a) for s, arrays in sorted(d["feature_sets"].items()) for n, a in arrays.items()
+    ]
     lines.append("  datasets")
     lines += [f"    {p:<26} {str(tuple(s['shape'])):<20} {s['dtype']}" for p, s in d["datasets"].items()]
     if d["failed"]:

@@ -1,4 +1,5 @@
-"""`avaf-inspect FILE`: explain what a feature file holds (schema, config, counts, shapes, failures)."""
+"""`avaf-inspect FILE`: explain what a feature file holds (schema, config, feature sets, counts, shapes,
+failures)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from avaf.shared.store.describe import describe_store, format_description
 @click.argument("feats", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the same information as one JSON object.")
 def main(feats: str, as_json: bool) -> None:
-    """Show the schema version, extraction config, counts of videos and questions (per split and
-    question type), dataset shapes and dtypes, failed videos with their errors, and whether random
-    weights were used, for FEATS (a feats.h5 store or one of its shards)."""
+    """Show the schema version, extraction config, feature sets (each array's role, shape, encoder and
+    weights checksum), counts of videos and questions (per split and question type), dataset shapes and
+    dtypes, failed videos with their errors, and whether random weights were used, for FEATS (a feats.h5
+    store or one of its shards)."""
     d = describe_store(feats)
     click.echo(json.dumps(d, indent=2) if as_json else format_description(d))
