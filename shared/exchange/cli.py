@@ -41,7 +41,9 @@ EXPORT, IMPORT = ExportOptions(), ImportOptions()  # the defaults live there; th
     type=click.Choice(list(EXPORTERS)),
     default="npy",
     show_default=True,
-    help="Output format: one .npy file per video and per question (the AVQA repositories' layout).",
+    help="npy: the avaf set as one .npy file per video and per question (MUSIC-AVQA, PSTP-Net, AVAF-Net "
+    "code). qa-tiger, tspm, av-master, stg: the tspm set (avaf-extract --features tspm) in the folders or "
+    "HDF5 files that repository's loader reads unchanged, with MANIFEST.json (docs/feature-packs.md).",
 )
 @click.option(
     "--out",
@@ -55,42 +57,62 @@ EXPORT, IMPORT = ExportOptions(), ImportOptions()  # the defaults live there; th
     type=click.Choice(list(DTYPES)),
     default=EXPORT.dtype,
     show_default=True,
-    help="Array dtype. The repositories write float32; float16 halves the disk and is what the store holds. "
-    "Either way float16 -> file -> float16 is exact.",
+    help="npy only: array dtype. The repositories write float32; float16 halves the disk and is what the "
+    "store holds. Either way float16 -> file -> float16 is exact.",
 )
 @click.option(
     "--layout",
     type=click.Choice(list(LAYOUTS)),
     default=EXPORT.layout,
     show_default=True,
-    help="repos: clip_word (1, 77, D) with zero rows after the L real tokens and clip_qst (1, D), as PSTP-Net "
-    "and AVAF-Net load them; exact: clip_word (L, D) and clip_qst (D,).",
+    help="npy only. repos: clip_word (1, 77, D) with zero rows after the L real tokens and clip_qst (1, D), "
+    "as PSTP-Net and AVAF-Net load them; exact: clip_word (L, D) and clip_qst (D,).",
 )
 @click.option(
     "--context-length",
     type=int,
     default=EXPORT.context_length,
     show_default=True,
-    help="Rows of clip_word in the repos layout (CLIP's text context).",
+    help="npy only: rows of clip_word in the repos layout (CLIP's text context).",
+)
+@click.option(
+    "--pad-to",
+    type=click.IntRange(min=1),
+    default=EXPORT.pad_to,
+    metavar="N",
+    help="qa-tiger, tspm, av-master, stg: give every video N seconds (their loaders stack a batch, so all "
+    "need one T; MUSIC-AVQA: 60). A shorter video repeats its last second, frames and audio alike (the "
+    "MUSIC-AVQA authors' rule); a longer one keeps its first N; the summary counts both, MANIFEST.json "
+    "lists them.",
 )
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Delete what --out holds of an export first (vggish/, clip_vit_b32/, clip_vit_b32_pooled/, clip_word/, "
-    "clip_qst/, manifest.json; nothing else there), so no file of the old export stays beside the new ones.",
+    help="Delete what --out holds of an export of this format first (npy: vggish/, clip_vit_b32/, "
+    "clip_vit_b32_pooled/, clip_word/, clip_qst/, manifest.json; the others: their own folders or files and "
+    "MANIFEST.json; nothing else there), so no file of the old export stays beside the new ones.",
 )
 def export_main(feats: str, format: str, out: str, **options) -> None:
-    """Write FEATS as OUT/vggish/{video_id}.npy (T, 128), OUT/clip_vit_b32/{video_id}.npy (T, 50, 512) CLS first,
-    OUT/clip_vit_b32_pooled/{video_id}.npy (T, 512), OUT/clip_word/{question_id}.npy (1, 77, 512),
-    OUT/clip_qst/{question_id}.npy (1, 512), and OUT/manifest.json (source config, signature, random weights,
-    per-video metadata, per-question text, type, answer, split and true word count L).
+    """--format npy (the default) writes FEATS as OUT/vggish/{video_id}.npy (T, 128),
+    OUT/clip_vit_b32/{video_id}.npy (T, 50, 512) CLS first, OUT/clip_vit_b32_pooled/{video_id}.npy (T, 512),
+    OUT/clip_word/{question_id}.npy (1, 77, 512), OUT/clip_qst/{question_id}.npy (1, 512), and
+    OUT/manifest.json (source config, signature, random weights, per-video metadata, per-question text, type,
+    answer, split and true word count L).
 
     Who reads what: vggish/ - GeWu-Lab/MUSIC-AVQA (net_grd_avst/dataloader_avst.py), GeWu-Lab/PSTP-Net and
     GeWu-Lab/TSPM (dataloader.py), Yuzuriha-Inori-x/AVAF-Net (avqa_scripts/dataloader_music.py), AIM-SKKU/QA-TIGER
     (data/feats/vggish); clip_vit_b32/ - PSTP-Net (CLS [:, 0] as frame feature, patches [:, 1:]) and AVAF-Net
     (patches [:, 1:]); clip_word/ - PSTP-Net (squeeze(-3) to (77, 512)) and AVAF-Net ([0], row 0 as sentence,
     rows 1: as words); clip_qst/ - PSTP-Net (squeeze(-2) to (512,)). TSPM and QA-TIGER read ViT-L/14@336px
-    frame and ToMe features that avaf does not make. The repositories slice [:60]: MUSIC-AVQA videos have T = 60.
+    frame and ToMe features: export the tspm set for them. The repositories slice [:60]: MUSIC-AVQA videos
+    have T = 60.
+
+    --format tspm | qa-tiger | av-master | stg: the tspm set (VGGish, CLIP ViT-L/14@336 frames, ToMe-14
+    tokens, L/14 question sentence, words and QA prompt) as GeWu-Lab/TSPM, AIM-SKKU/QA-TIGER,
+    AoKoo233/AV-Master and zyXiest/STG-master read it: float32 .npy files by video_id and question_id (STG:
+    float16 HDF5 files, one dataset per id), and MANIFEST.json with every file's sha256 and every array's
+    encoder, weights checksum, preprocessing and padding. What each loader opens and what differs:
+    docs/feature-packs.md.
     """
     report = EXPORTERS[format](feats, out, ExportOptions(**options))  # the other flags are its fields
     for line in report.lines():

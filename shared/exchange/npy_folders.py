@@ -75,12 +75,14 @@ def _save(path: Path, array: np.ndarray) -> None:
 class ExportOptions:
     """How `export_npy` writes (docs/reuse.md): the dtype of the files, the question layout ("repos":
     clip_word (1, context_length, D) zero-padded and clip_qst (1, D); "exact": (L, D) and (D,)), and whether
-    an earlier export in the folder is replaced."""
+    an earlier export in the folder is replaced. pad_to: the seconds every video gets in the feature-pack
+    layouts (packs_export.py); npy refuses it."""
 
     dtype: str = "float32"
     layout: str = "repos"
     context_length: int = CONTEXT_LENGTH
     overwrite: bool = False
+    pad_to: int | None = None  # the feature-pack layouts only (packs_export.py): seconds every video gets
 
 
 @dataclass
@@ -113,6 +115,8 @@ def export_npy(
     o = options or ExportOptions()
     if o.dtype not in DTYPES or o.layout not in LAYOUTS:
         raise ValueError(f"dtype must be one of {DTYPES} and layout one of {LAYOUTS}")
+    if o.pad_to is not None:
+        raise ExchangeError("--pad-to applies to the qa-tiger, tspm, av-master and stg layouts, not to npy")
     out = Path(out)
     with FeatureStore(feats) as fs:  # the input first: a bad store leaves no folder behind
         fs.require([(schema.AVAF, name) for name in schema.AVAF_COLUMNS], "avaf-export (the avaf set)")
