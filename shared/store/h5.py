@@ -18,7 +18,7 @@ from avaf.shared.errors import StoreError
 from avaf.shared.store import schema
 from avaf.shared.store.journal import recover
 from avaf.shared.store.schema import STR, Table
-from avaf.shared.store.sets import avaf_set
+from avaf.shared.store.sets import avaf_set, check_sets, sets_from_json, sets_to_json
 from avaf.shared.version import avaf_version
 
 
@@ -88,8 +88,8 @@ def file_sets(f: h5py.File) -> schema.Sets:
     schema-1 file the avaf set its signature describes."""
     if schema.SETS_ATTR in f.attrs:
         try:
-            sets = schema.sets_from_json(f.attrs[schema.SETS_ATTR])
-            schema.check_sets(sets)
+            sets = sets_from_json(f.attrs[schema.SETS_ATTR])
+            check_sets(sets)
         except (ValueError, KeyError, TypeError) as e:
             raise StoreError(f"{f.filename}: unreadable {schema.SETS_ATTR} attribute ({e})") from e
     else:
@@ -112,7 +112,7 @@ def file_layout(f: h5py.File) -> tuple[Table, ...]:
 
 def record_sets(f: h5py.File, sets: schema.Sets) -> None:
     """Write the `feature_sets` attribute of `sets`, each array's shape taken from its dataset in `f`."""
-    f.attrs[schema.SETS_ATTR] = schema.sets_to_json(_shaped(f, sets))
+    f.attrs[schema.SETS_ATTR] = sets_to_json(_shaped(f, sets))
 
 
 def table_rows(f: h5py.File, table: Table) -> int:

@@ -36,6 +36,7 @@ from avaf.shared.store.h5 import (
 )
 from avaf.shared.store.journal import JournaledFile, recover
 from avaf.shared.store.schema import KIND_SHARD, KIND_STORE, STR, Table
+from avaf.shared.store.sets import structure
 
 COPY_BYTES = 64 << 20  # bytes per read while merging: bounds memory whatever the store's size
 BUILT_FROM = "built_from"  # root attribute of a store: JSON list of the shard file names it holds
@@ -112,7 +113,7 @@ class _Grown:
 
     built_from: list[str]  # the shard names the store holds, a prefix of the shards now
     signature: str
-    structure: dict  # schema.structure of its feature sets
+    structure: dict  # sets.structure of its feature sets
     random_weights: list[str]
     videos: set[str]
     questions: set[int]
@@ -143,7 +144,7 @@ def _appendable(f: h5py.File, names: list[str]) -> _Grown | None:
     return _Grown(
         built_from=built,
         signature=f.attrs["signature"],
-        structure=schema.structure(file_sets(f)),
+        structure=structure(file_sets(f)),
         random_weights=json.loads(f.attrs["random_weights"]),
         videos=set(read_strings(f, schema.VIDEOS, "video_id")),
         questions=set(f[schema.QUESTIONS.path("question_id")][...].tolist()),
@@ -157,7 +158,7 @@ def _append_plan(store: _Grown, new: list[Path], handles: list[h5py.File]) -> _A
     shards replace features (or differ in signature): a rebuild then decides, or refuses naming them."""
     if any(h.attrs["signature"] != store.signature for h in handles):
         return None  # the rebuild refuses it, naming the shards
-    if any(schema.structure(file_sets(h)) != store.structure for h in handles):
+    if any(structure(file_sets(h)) != store.structure for h in handles):
         return None  # other feature sets: likewise
     plan = _merge_plan(new, handles)
     vids = [read_strings(h, schema.VIDEOS, "video_id") for h in handles]
@@ -247,9 +248,9 @@ def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
 
 def _check_structure(paths: list[Path], handles: list[h5py.File]) -> None:
     """Shards holding other feature sets (or other arrays of them) are refused, naming both files."""
-    first = schema.structure(file_sets(handles[0]))
+    first = structure(file_sets(handles[0]))
     for p, h in zip(paths[1:], handles[1:]):
-        other = schema.structure(file_sets(h))
+        other = structure(file_sets(h))
         if other != first:
             raise StoreError(
                 f"{p}: holds the feature arrays {_arrays_of(other)}, {paths[0]} holds {_arrays_of(first)}; "
@@ -257,8 +258,8 @@ def _check_structure(paths: list[Path], handles: list[h5py.File]) -> None:
             )
 
 
-def _arrays_of(structure: dict) -> str:
-    return ", ".join(f"{s}/{n}" for s, arrays in structure.items() for n in arrays) or "none"
+def _arrays_of(held: dict) -> str:
+    return ", ".join(f"{s}/{n}" for s, arrays in held.items() for n in arrays) or "none"
 
 
 def _runs_of(rows: list[tuple[int, int]], shard: int) -> np.ndarray:

@@ -30,7 +30,6 @@ tables of a file holding `sets`; a schema-1 file holds the `avaf` set only, desc
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 
@@ -264,8 +263,8 @@ ROLES = ("visual", "audio", "text")
 FEATURE_TABLES = ("seconds", "questions", "words")  # a row per second, per question, per token (ragged)
 # the avaf set's arrays: name -> (table, column) where schema 1 stores them
 AVAF_COLUMNS = {c.feature.split("/")[1]: (t.group, c.name) for t in TABLES for c in t.features}
-_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
-_RESERVED = {c.name for t in TABLES for c in t.columns}  # a set named so would shadow a column
+NAME = re.compile(r"[a-z][a-z0-9_]*\Z")  # a set's name and its arrays'
+RESERVED = {c.name for t in TABLES for c in t.columns}  # no set is named so: it would shadow a column
 
 
 @dataclass(frozen=True)
@@ -351,26 +350,6 @@ class FeatureArray:
 Sets = dict[str, dict[str, FeatureArray]]  # set -> array name -> FeatureArray
 
 
-def check_sets(sets: Sets) -> None:
-    """A ValueError naming the first bad set or array: names ([a-z][a-z0-9_]*, no set named like a column),
-    tables, roles, and the avaf set's arrays being those schema 1 has."""
-    for s, arrays in sets.items():
-        if not _NAME.match(s) or s in _RESERVED:
-            raise ValueError(f"feature set name {s!r}: use [a-z][a-z0-9_]*, not a column name")
-        for name, a in arrays.items():
-            where = f"feature array {s}/{name}"
-            if (a.set, a.name) != (s, name) or not _NAME.match(name):
-                raise ValueError(f"{where}: named {a.set}/{a.name}; names are [a-z][a-z0-9_]*")
-            if a.table not in FEATURE_TABLES or a.role not in ROLES:
-                raise ValueError(
-                    f"{where}: table {a.table!r} / role {a.role!r}: use {FEATURE_TABLES} / {ROLES}"
-                )
-            if s == AVAF and AVAF_COLUMNS.get(name, ("",))[0] != a.table:
-                raise ValueError(
-                    f"{where}: the avaf set's arrays are {sorted(AVAF_COLUMNS)}, in their tables"
-                )
-
-
 def layout(sets: Sets) -> tuple[Table, ...]:
     """The tables of a file holding `sets`: the avaf set's columns where it has them, then every other
     set's arrays (by set, then name) as further columns. `layout({AVAF: all five})` is TABLES."""
@@ -387,24 +366,3 @@ def layout(sets: Sets) -> tuple[Table, ...]:
         ]
         tables.append(replace(table, columns=tuple(columns)))
     return tuple(tables)
-
-
-def sets_to_json(sets: Sets) -> str:
-    """The `feature_sets` root attribute."""
-    return json.dumps(
-        {s: {n: a.to_json() for n, a in arrays.items()} for s, arrays in sets.items()}, sort_keys=True
-    )
-
-
-def sets_from_json(text: str) -> Sets:
-    return {
-        s: {n: FeatureArray.from_json(s, n, d) for n, d in arrays.items()}
-        for s, arrays in json.loads(text).items()
-    }
-
-
-def structure(sets: Sets) -> dict[str, dict[str, tuple[str, str]]]:
-    """What files must agree on to be merged: the sets, their arrays, each array's table and role."""
-    return {
-        s: {n: (a.table, a.role) for n, a in sorted(arrays.items())} for s, arrays in sorted(sets.items())
-    }

@@ -3,7 +3,8 @@
 A schema-1 file has no `feature_sets` attribute: it holds the avaf set, which its signature describes (the
 CLIP and VGGish configs that avaf-extract records). `avaf_set(signature)` turns such a signature into the
 set's `FeatureArray`s; avaf-extract records the same for the files it writes now (encoders/stage.py), so a
-file reads alike whichever version wrote it. h5py-free, numpy-free: plain dicts in, dataclasses out.
+file reads alike whichever version wrote it. What a set may be (`check_sets`) and how a file records its sets
+(`sets_to_json`, the root attribute `feature_sets`). h5py-free, numpy-free: plain dicts in, dataclasses out.
 
 The tspm pack's set (`TSPM`): its array names, tables and real shapes (`TSPM_ARRAYS`), the one table that
 avaf-extract and the exporters of shared/exchange/ both use; `tspm_array(name, encoder, preprocessing)`.
@@ -11,6 +12,7 @@ avaf-extract and the exporters of shared/exchange/ both use; `tspm_array(name, e
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from avaf.shared.store import schema
@@ -58,6 +60,47 @@ def avaf_set(signature: dict) -> dict[str, FeatureArray]:
         doc = schema.TABLE_BY_GROUP[table].column(column).doc
         out[name] = FeatureArray(AVAF, name, table, role, encoders[role], preprocessing[role], (), doc)
     return out
+
+
+def check_sets(sets: schema.Sets) -> None:
+    """A ValueError naming the first bad set or array: names ([a-z][a-z0-9_]*, no set named like a column),
+    tables, roles, and the avaf set's arrays being those schema 1 has."""
+    for s, arrays in sets.items():
+        if not schema.NAME.match(s) or s in schema.RESERVED:
+            raise ValueError(f"feature set name {s!r}: use [a-z][a-z0-9_]*, not a column name")
+        for name, a in arrays.items():
+            where = f"feature array {s}/{name}"
+            if (a.set, a.name) != (s, name) or not schema.NAME.match(name):
+                raise ValueError(f"{where}: named {a.set}/{a.name}; names are [a-z][a-z0-9_]*")
+            if a.table not in schema.FEATURE_TABLES or a.role not in schema.ROLES:
+                raise ValueError(
+                    f"{where}: table {a.table!r} / role {a.role!r}: use {schema.FEATURE_TABLES} / {schema.ROLES}"
+                )
+            if s == schema.AVAF and schema.AVAF_COLUMNS.get(name, ("",))[0] != a.table:
+                raise ValueError(
+                    f"{where}: the avaf set's arrays are {sorted(schema.AVAF_COLUMNS)}, in their tables"
+                )
+
+
+def sets_to_json(sets: schema.Sets) -> str:
+    """The `feature_sets` root attribute."""
+    return json.dumps(
+        {s: {n: a.to_json() for n, a in arrays.items()} for s, arrays in sets.items()}, sort_keys=True
+    )
+
+
+def sets_from_json(text: str) -> schema.Sets:
+    return {
+        s: {n: schema.FeatureArray.from_json(s, n, d) for n, d in arrays.items()}
+        for s, arrays in json.loads(text).items()
+    }
+
+
+def structure(sets: schema.Sets) -> dict[str, dict[str, tuple[str, str]]]:
+    """What files must agree on to be merged: the sets, their arrays, each array's table and role."""
+    return {
+        s: {n: (a.table, a.role) for n, a in sorted(arrays.items())} for s, arrays in sorted(sets.items())
+    }
 
 
 def _entry(signature: dict, key: str) -> dict:

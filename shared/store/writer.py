@@ -23,7 +23,7 @@ from avaf.shared.files import TMP_MARK, atomic_path, check_room
 from avaf.shared.store import schema
 from avaf.shared.store.h5 import create_column, record_sets, root_attrs, stack_rows
 from avaf.shared.store.schema import AVAF, AVAF_COLUMNS, KIND_SHARD, STR
-from avaf.shared.store.sets import avaf_set
+from avaf.shared.store.sets import avaf_set, check_sets
 
 SHARD_SUFFIX = ".h5"
 HEADER_BYTES = 4 << 10  # an upper bound on HDF5's own bytes per dataset (object header, chunk index)
@@ -101,7 +101,7 @@ class ShardWriter:
         self.random_weights = list(random_weights)
         self.sets = feature_sets if feature_sets is not None else {AVAF: avaf_set(self.signature)}
         try:
-            schema.check_sets(self.sets)
+            check_sets(self.sets)
         except ValueError as e:
             raise StoreError(f"{self.path}: {e}") from e
         self.tables = schema.layout(self.sets)
