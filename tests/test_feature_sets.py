@@ -251,17 +251,31 @@ def test_a_schema_1_file_reads_as_the_avaf_set_without_being_rewritten(tmp_path)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == before  # read, never rewritten
 
 
-def test_schema_1_shards_merge_with_new_ones(tmp_path):
-    """A run resumed with this avaf over shards an older one wrote: one store of schema 2."""
+def test_schema_1_shards_and_stores_grow_with_new_shards(tmp_path):
+    """A run resumed with this avaf over the shards and the store an older one wrote: the new shards are
+    appended to the schema-1 store in place, which becomes schema 2; a rebuild merges old and new shards."""
     rng = np.random.default_rng(3)
-    folder = tmp_path / "shards"
+    folder, out = shard_dir(tmp_path / "feats.h5"), tmp_path / "feats.h5"
     old = write(folder, [fake_video(rng, "a", 2)])
+    build_store([old], out)
     _as_schema_1(old)
+    _as_schema_1(out)
+    inode = out.stat().st_ino
     write(folder, [fake_video(rng, "b", 3)])
-    build_store(complete_shards(folder), tmp_path / "feats.h5")
-    with FeatureStore(tmp_path / "feats.h5") as fs:
+    build_store(complete_shards(folder), out)
+    assert out.stat().st_ino == inode  # appended in place
+    _check_grown(out)
+    out.unlink()
+    build_store(complete_shards(folder), out)  # rebuilt from a schema-1 shard and a schema-2 one
+    _check_grown(out)
+
+
+def _check_grown(out):
+    with FeatureStore(out) as fs:
         assert fs.schema_version == 2 and fs.video_ids == ["a", "b"] and sorted(fs.sets) == ["avaf"]
         assert fs.sets["avaf"]["visual_tokens"].encoder.model == "ViT-B-32"
+    with h5py.File(out, "r") as f:  # the attribute records the shapes of the store's datasets
+        assert json.loads(f.attrs[schema.SETS_ATTR])["avaf"]["visual_tokens"]["shape"] == [5, 8]
 
 
 def test_shards_of_other_sets_are_not_merged(tmp_path):
