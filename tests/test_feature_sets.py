@@ -375,3 +375,18 @@ def test_avaf_train_takes_the_audio_width_from_the_store(tmp_path):
     assert cfg.model.audio_dim == 128
     train(cfg, progress=False)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["audio_dim"] == 16
+
+
+def test_the_npy_export_reads_the_avaf_set_of_a_two_set_store(two_sets, tmp_path):
+    from avaf.shared.exchange.npy_folders import export_npy
+
+    path, videos, questions = two_sets
+    report = export_npy(path, tmp_path / "npy")
+    assert (report.videos, report.questions) == (3, 6)
+    for v in videos:
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "npy" / "vggish" / f"{v.video_id}.npy"), v.audio.astype(np.float32)
+        )
+        assert np.load(tmp_path / "npy" / "clip_vit_b32" / f"{v.video_id}.npy").shape == v.visual_tokens.shape
+    with pytest.raises(StoreError, match="avaf-export .the avaf set. needs avaf/visual_tokens"):
+        export_npy(_tspm_only_store(tmp_path), tmp_path / "npy2")

@@ -122,7 +122,7 @@ def _encoder(config: dict, signature: dict, key: str) -> Encoder:
         pretrained=str(config.get("pretrained") or config.get("weights", "")),
         weights_sha256=str(signature.get(f"{key}_sha256") or config.get("weights_sha256", "")),
         random=bool(config.get("random", False)),
-        library=str(config.get("name", "")) if "model_name" in config else "avaf",
+        library={"open_clip": "open_clip", "vggish": "avaf"}.get(str(config.get("name")), ""),
     )
 
 
@@ -181,3 +181,10 @@ def tspm_array(
     a = TSPM_ARRAYS[name]
     shape = a.shape if shape is None else tuple(shape)
     return FeatureArray(TSPM, name, a.table, a.role, encoder or Encoder(), preprocessing or {}, shape, a.doc)
+
+
+def tspm_question_text(text: str) -> str:
+    """The string the tspm set's question arrays encode, from a question's stored text (placeholders filled,
+    final mark dropped): TSPM's question convention, a final '?'. The exporters tokenize the same string
+    (STG's word mask), so extraction and export agree on it here."""
+    return text + "?"
