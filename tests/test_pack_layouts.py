@@ -185,7 +185,7 @@ def test_stg_layout_reads_back_as_stg_loads_it(store, tmp_path):
         )
         assert data["words"][key].shape == (1, 20, 768) and data["words"][key].dtype == np.float16
         assert np.array_equal(data["words"][key][0], questions["words"][qid][:20])
-        n = len(bpe.encode(text))  # real tokens sit at positions 1..n, after the start token
+        n = len(bpe.encode(text + "?"))  # the words encode TSPM's string; its tokens sit at 1..n
         assert data["mask"][key] == [0 < i <= n for i in range(20)], (qid, n)
     assert len(bpe.encode(QUESTIONS[49431][1])) > 19  # one question fills the 20 positions STG keeps
     manifest = check_manifest(out)

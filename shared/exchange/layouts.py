@@ -127,8 +127,9 @@ LAYOUTS: dict[str, Layout] = {
             "a 7 x 7 grid in its graph layer, square 384 resize, ImageNet mean/std): its model runs on 14 "
             "(two rows of 7), but its published numbers were made on 49",
             "clip_word_vit_L14.h5 qst_feat holds positions 0-19 of CLIP's text output after ln_final and "
-            "text_projection (the tspm set's words); STG's own are the transformer's states before ln_final, "
-            "unprojected, which avaf does not extract",
+            "text_projection (the tspm set's words, of the question with TSPM's final '?'); STG's own are the "
+            "transformer's states before ln_final, unprojected, of the question without '?', which avaf does "
+            "not extract",
         ),
         usage="set DATA_path in configs/stg/parameters.py to {out}/",
     ),

@@ -6,8 +6,9 @@ The word file holds one group per question with two datasets: `qst_feat` (1, 20,
 CLIP BPE strings of the question's 77 token ids (`<|startoftext|>`, `how</w>`, ..., `<|endoftext|>`, then
 `!`, which is what pad id 0 decodes to); the loader masks out those three and keeps the first 20 entries,
 so `tokens` is what gives the model its word mask. The tokens come from open_clip's tokenizer (the same
-BPE as OpenAI's CLIP) on the question text the store holds, which is STG's question string (placeholders
-filled, final question mark dropped). Layout facts and what differs: layouts.LAYOUTS["stg"].
+BPE as OpenAI's CLIP) on the string the tspm set's words encode (`sets.tspm_question_text`: the stored
+question and a final '?'), so the mask marks the positions of `qst_feat` that hold its tokens. Layout facts
+and what differs: layouts.LAYOUTS["stg"].
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from avaf.shared.exchange.layouts import Target
 from avaf.shared.exchange.manifest import file_sha256
 from avaf.shared.files import commit, tmp_name
+from avaf.shared.store.sets import tspm_question_text
 
 CONTEXT_LENGTH = 77  # CLIP's text context: STG's extractor keeps every token string
 FEATURES, TOKENS = "qst_feat", "tokens"  # the datasets of a question's group in the word file
@@ -65,7 +67,7 @@ class StgSink:
             return
         group = f.create_group(str(question_id))
         group.create_dataset(FEATURES, data=array)
-        group.create_dataset(TOKENS, data=self.tokens(text))
+        group.create_dataset(TOKENS, data=self.tokens(tspm_question_text(text)))
 
     def close(self) -> dict[str, str]:
         """Complete every file under its name; returns path -> sha256."""
