@@ -11,6 +11,7 @@ import sys
 import click
 
 from avaf.extract.config import ClipConfig, ExtractConfig
+from avaf.extract.preflight import check_clip_model, check_extract
 from avaf.shared.cli import (
     CONTEXT,
     USER_ERRORS,
@@ -24,14 +25,13 @@ from avaf.shared.cli import (
 
 
 class ExtractCommand(Command):
-    """A `Command` that also says missing encoder weights on one line (WeightsUnavailable is a RuntimeError);
-    imported only when an error is caught, so `-h` does not load torch."""
+    """A `Command` that also says missing encoder weights on one line (WeightsUnavailable is a RuntimeError),
+    looked up only where its module was loaded (it raised it): an early error does not wait for torch."""
 
     @property
     def user_errors(self) -> tuple[type[BaseException], ...]:
-        from avaf.extract.encoders.weights import WeightsUnavailable
-
-        return (*USER_ERRORS, WeightsUnavailable)
+        weights = sys.modules.get("avaf.extract.encoders.weights")
+        return USER_ERRORS if weights is None else (*USER_ERRORS, weights.WeightsUnavailable)
 
 
 @click.command("avaf-extract", cls=ExtractCommand, context_settings=CONTEXT)
@@ -44,11 +44,12 @@ def main(config_file, **flags) -> None:
     resumable shards plus one self-describing feats.h5. Re-running into the same --out is how a run is
     resumed, not an overwrite: it skips what is done, retries what failed and adds new videos and questions.
     Exit status 1 when any video failed or the questions could not be written."""
-    from avaf.extract.pipeline import run_extract
-
     cfg = from_flags(ExtractConfig, flags, config_file)
     if not cfg.input.videos and not cfg.input.annotations:
         raise click.UsageError("give --videos and/or --annotations")
+    check_extract(cfg)  # a wrong file or name is one line now, not after torch and Ray have loaded
+    from avaf.extract.pipeline import run_extract
+
     s = run_extract(cfg, progress=show_progress(), echo=click.echo)
     if s.random_weights:
         click.echo(
@@ -138,6 +139,10 @@ def demo(out: str, train_config: str | None, overwrite: bool, **options) -> None
     """The whole pipeline in a few minutes on this machine: generate a music-scene set with known answers,
     extract features on a local Ray instance (--in-process: without Ray), train AVAF-Net, print the
     per-type table."""
+    from avaf.extract.synth.generate import SynthSpec
+
+    check_clip_model(options["clip_model"])
+    SynthSpec(options["videos"], options["seed"], (options["seconds"], options["seconds"]))  # checks itself
     from avaf.extract.demo import DemoOptions, run_demo
 
     extra = ("--config", train_config) if train_config else ()

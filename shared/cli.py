@@ -91,10 +91,15 @@ class Command(click.Command):
             raise OneLineError(ctx.command_path, one_line(e)) from None
 
 
+def verbosity() -> int:
+    """The running command's -v count minus its -q count; 0 outside a command (a library caller)."""
+    ctx = click.get_current_context(silent=True)
+    return 0 if ctx is None else ctx.meta.get(VERBOSITY, 0)
+
+
 def show_progress() -> bool:
     """Progress bars unless the command was asked to be quiet (-q)."""
-    ctx = click.get_current_context(silent=True)
-    return ctx is None or ctx.meta.get(VERBOSITY, 0) >= 0
+    return verbosity() >= 0
 
 
 def option(
@@ -202,12 +207,16 @@ def from_flags(cls: type[T], flags: dict, file: str | None = None) -> T:
 
 
 class _Formatter(logging.Formatter):
-    """Plain messages for INFO (progress lines), the level and logger name for everything else."""
+    """Plain messages for INFO (progress lines), the level and logger name for everything else; a logged
+    exception's traceback only at -vv (one line otherwise)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.levelno == logging.INFO:
-            return record.getMessage()
-        return f"{record.levelname} {record.name}: {record.getMessage()}"
+        text = record.getMessage()
+        if record.levelno != logging.INFO:
+            text = f"{record.levelname} {record.name}: {text}"
+        if record.exc_info and logging.getLogger().isEnabledFor(logging.DEBUG):  # -vv: the traceback too
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
 def setup_logging(verbosity: int = 0, base: int = logging.WARNING) -> None:

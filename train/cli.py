@@ -17,7 +17,7 @@ from avaf.shared.cli import (
     show_progress,
 )
 
-from .config import TrainConfig, load_config
+from .config import TrainConfig, check_config, load_config
 
 FILE = click.Path(exists=True, dir_okay=False)
 SUBSETS = click.Choice(["all", "real"])
@@ -45,14 +45,16 @@ BUDGET_HELP = "Feature bytes held in memory at most (as avaf-train's); a larger 
 def main(config_file, resume, overwrite, **flags) -> None:
     """Train AVAF-Net on the train split of FEATS, select the checkpoint on val, and report test at that
     checkpoint as the paper's table (9 question types, Audio / Visual / Audio-Visual averages, overall)."""
-    from .loop import train
-
     over = given(TrainConfig, flags)
     if resume and config_file is None:  # the run's own resolved config, then the flags given now
-        config_file = f"{load_config(None, over).run.out_dir}/config.json"
-    cfg = load_config(config_file, over)
-    if not cfg.data.feats:
+        config_file = f"{check_config(None, over).run.out_dir}/config.json"
+    feats = check_config(config_file, over).data.feats  # flags, file and features checked before torch loads
+    if not feats:
         raise click.UsageError("Missing option '--feats' (the feature file from avaf-extract)")
+    check_feats(feats)
+    from .loop import train
+
+    cfg = load_config(config_file, over)
     results = train(cfg, resume=resume, progress=show_progress(), overwrite=overwrite)
     click.echo(open(f"{cfg.run.out_dir}/results.md").read())
     click.echo(f"best epoch {results['best_epoch'] + 1} (selected on val); outputs in {cfg.run.out_dir}/")
@@ -71,6 +73,7 @@ def main(config_file, resume, overwrite, **flags) -> None:
 @click.option("--memory-budget", default="auto", show_default=True, help=BUDGET_HELP)
 def eval_main(feats, checkpoint, split, subset, device, as_json, memory_budget) -> None:
     """Evaluate a checkpoint on one split of FEATS and print the paper's table row."""
+    check_feats(feats)  # before torch loads
     # the model, its variant and its T come from the checkpoint
     from .checkpoint import load_model
     from .evaluate import evaluate, results_markdown
@@ -87,3 +90,11 @@ def eval_main(feats, checkpoint, split, subset, device, as_json, memory_budget) 
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(results_markdown({f"{split} ({subset})": ev}))
+
+
+def check_feats(path: str) -> None:
+    """`path` is a feature store this avaf reads (its format and schema version), checked with h5py alone:
+    a wrong --feats is one line before torch loads."""
+    from avaf.shared.store.h5 import open_h5
+
+    open_h5(path).close()

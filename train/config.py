@@ -29,11 +29,15 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
+    "VARIANTS",
+    "check_config",
     "load_config",
 ]
 
 
 LOGS = ("none", "tensorboard")
+#: the names of `model.MODELS`' rows (tests/test_errors_early.py keeps them equal), known without torch
+VARIANTS = ("paper", "authors")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,17 @@ class TrainConfig:
         return from_dict(cls, dict(d))
 
 
+def check_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The config as given, before any recipe: defaults, then the file, then `overrides`, every key, type and
+    the variant checked. A mistake in a file or a flag is found here without importing torch."""
+    cfg = resolve(TrainConfig, path, dict(overrides or {}))  # errors name the file and the key
+    if cfg.model.variant not in VARIANTS:
+        raise ConfigError(
+            f"{path or 'config'}: model.variant must be one of {list(VARIANTS)}, got {cfg.model.variant!r}"
+        )
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Resolve the config: defaults, then the file at `path` (if any), then `overrides`.
 
@@ -118,15 +133,11 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     `overrides` may be nested ({"model": {"dim": 8}}) or dotted ({"model.dim": 8}); None values are
     skipped so unset CLI flags don't override the file.
     """
-    # the models' table imports torch: only once a config is resolved, so that --help stays fast
+    flags = dict(overrides or {})
+    cfg = check_config(path, flags)
+    # the models' table imports torch: only once the config is known to be right, so a typo is quick
     from .model import MODELS
 
-    flags = dict(overrides or {})
-    cfg = resolve(TrainConfig, path, flags)  # checks the file and the flags; errors name the file
-    if cfg.model.variant not in MODELS:
-        raise ConfigError(
-            f"{path or 'config'}: model.variant must be one of {list(MODELS)}, got {cfg.model.variant!r}"
-        )
     recipe = MODELS[cfg.model.variant].recipe
     if not recipe:
         return cfg

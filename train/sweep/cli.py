@@ -16,6 +16,8 @@ from avaf.shared.cli import (
     from_flags,
     given,
 )
+from avaf.shared.config import read_file
+from avaf.train.cli import check_feats
 from avaf.train.config import TrainConfig
 
 from .config import SweepConfig
@@ -36,12 +38,19 @@ def main(config_file, **flags) -> None:
     again trains only what is not finished (killed trials resume from their last checkpoint). Exit status
     1 if any trial failed (its error is in the table); 2 for bad input."""
     from .grids import resolve_grid
-    from .runner import run_sweep
 
     s = from_flags(SweepConfig, flags)
     over = given(TrainConfig, flags)
     out = Path(over.pop("run.out_dir", DEFAULT_OUT))
     grids = [resolve_grid(g) for g in s.grid]
+    # the features every trial reads, before torch and Ray load (a grid point may change anything else)
+    feats = over.get("data.feats") or (
+        read_file(config_file).get("data", {}).get("feats") if config_file else ""
+    )
+    if feats:
+        check_feats(feats)
+    from .runner import run_sweep
+
     summary = run_sweep(grids, out, config_file, over, s)
     click.echo((out / "table.md").read_text())
     click.echo(

@@ -1,0 +1,73 @@
+"""What `avaf-extract` checks before it imports torch, open_clip or Ray: the inputs a user types wrong.
+
+A wrong annotation file, --clip-model name or weights path is one line naming the flag or the file, in a
+fraction of a second, instead of after the seconds that loading torch and starting Ray take
+(tests/benchmarks/bench_errors.py). Nothing here imports a model library: open_clip's model names are read
+from its packaged config files. The encoders check again, fully, when they load; these checks only move the
+common mistakes to the front.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from pathlib import Path
+
+from avaf.extract.config import ExtractConfig
+from avaf.shared.avqa.annotations import load_questions
+from avaf.shared.errors import AvafError
+from avaf.shared.ray_session import ray_address
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def check_extract(cfg: ExtractConfig) -> None:
+    """Raise on what can be checked without torch or Ray: the annotation files (their names and rows), the
+    --clip-model name and, for a run on this machine (no cluster address), the weight paths."""
+    if cfg.input.annotations:
+        load_questions(cfg.input.annotations, cfg.input.split)
+    check_clip_model(cfg.clip.model)
+    if not ray_address(cfg.runtime.address):  # on a cluster the weights are the nodes' files, not ours
+        check_weight_paths(cfg.runtime.weights_dir, cfg.clip.pretrained, cfg.vggish.weights)
+
+
+def open_clip_models() -> list[str]:
+    """The model names open_clip ships configs for, read from its package folder without importing it
+    (empty if open_clip is not installed: nothing is checked then)."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folders = [Path(p) / "model_configs" for p in spec.submodule_search_locations]
+    return sorted(f.stem for folder in folders if folder.is_dir() for f in folder.glob("*.json"))
+
+
+def check_clip_model(model: str) -> None:
+    """--clip-model: an open_clip model name or a model-config JSON file (names with a schema, "hf-hub:...",
+    are left to the encoder, which refuses them)."""
+    if model.endswith(".json"):
+        if not Path(model).is_file():
+            raise AvafError(f"--clip-model {model}: no such model-config file")
+        return
+    known = open_clip_models()
+    if ":" in model or not known or model in known:
+        return
+    close = difflib.get_close_matches(model, known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise AvafError(
+        f"--clip-model {model!r}: open_clip has no such model ({hint}{len(known)} names in "
+        "open_clip/model_configs/), nor is it a model-config .json file"
+    )
+
+
+def check_weight_paths(weights_dir: str | None, clip_pretrained: str, vggish_weights: str) -> None:
+    """The weights folder and weight files named on the command line exist on this machine."""
+    if weights_dir is not None and not Path(weights_dir).expanduser().is_dir():
+        raise AvafError(f"--weights-dir {weights_dir}: no such folder (avaf-fetch-weights DIR fills one)")
+    if vggish_weights not in ("default", "random") and not Path(vggish_weights).expanduser().is_file():
+        raise AvafError(
+            f"--vggish-weights {vggish_weights}: no such file (use 'default', a file, or 'random')"
+        )
+    if clip_pretrained.endswith(WEIGHT_SUFFIXES) and not Path(clip_pretrained).expanduser().is_file():
+        raise AvafError(
+            f"--clip-pretrained {clip_pretrained}: no such file (an open_clip tag, a file, or 'random')"
+        )
