@@ -11,6 +11,7 @@ import sys
 import click
 
 from avaf.extract.config import ClipConfig, ExtractConfig
+from avaf.extract.packs import parse_features
 from avaf.extract.preflight import check_clip_model, check_extract
 from avaf.shared.cli import (
     CONTEXT,
@@ -47,6 +48,7 @@ def main(config_file, **flags) -> None:
     cfg = from_flags(ExtractConfig, flags, config_file)
     if not cfg.input.videos and not cfg.input.annotations:
         raise click.UsageError("give --videos and/or --annotations")
+    parse_features(cfg.features)  # an unknown pack: one line naming it and the known packs, exit 2
     check_extract(cfg)  # a wrong file or name is one line now, not after torch and Ray have loaded
     from avaf.extract.pipeline import run_extract
 
@@ -55,13 +57,20 @@ def main(config_file, **flags) -> None:
         click.echo(
             f"!!! RANDOM WEIGHTS ({', '.join(s.random_weights)}): features for tests only, recorded in {s.out} !!!"
         )
+    extended = f", given {','.join(s.packs)} {s.extended}" if s.extended else ""
     click.echo(
-        f"{s.out}: written {s.written}, skipped as done {s.skipped}, failed {len(s.failed)}, questions {s.questions} ({s.seconds:.1f} s)"
+        f"{s.out}: written {s.written}{extended}, skipped as done {s.skipped}, failed {len(s.failed)}, questions {s.questions} ({s.seconds:.1f} s)"
     )
     for vid, err in sorted(s.failed.items()):
         click.echo(f"  failed {vid}: {err}")
     if s.questions_lost:
         click.echo(f"  questions not written, the same command encodes them: {s.questions_lost}")
+    if s.prompts_missing:
+        click.echo(
+            f"  {s.prompts_missing} questions have a template the --qa-prompts table lacks: no prompt value"
+        )
+    if s.unmerged:
+        click.echo(f"  feats.h5 not rebuilt: {s.unmerged}")
     if s.questions_without_video:
         click.echo(
             f"  {s.questions_without_video} questions ask about videos not in the store (kept out of training)"
@@ -71,16 +80,23 @@ def main(config_file, **flags) -> None:
 
 @click.command("avaf-fetch-weights", cls=ExtractCommand, context_settings=CONTEXT)
 @common_options
-@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("folder", type=click.Path(file_okay=False), required=False)
+@click.option("--list", "show", is_flag=True, help="Print pack, encoder and the file each reads in FOLDER.")
+@click.option("--features", default="avaf", show_default=True, help="The packs whose weights to fetch.")
 @config_options(ClipConfig)
-def fetch_weights(folder: str, **flags) -> None:
-    """Download the default CLIP and VGGish weights once into FOLDER (needs network). Copy FOLDER to
-    offline cluster nodes and run avaf-extract with --weights-dir FOLDER."""
-    from avaf.extract.encoders.weights import fetch_default_weights
+def fetch_weights(folder: str | None, show: bool, features: str, **flags) -> None:
+    """Download the default weights of the --features packs' encoders once into FOLDER (needs network).
+    Copy FOLDER to offline cluster nodes and run avaf-extract with --weights-dir FOLDER."""
+    from avaf.extract.packs import fetch_pack_weights, weights_files
 
-    clip = from_flags(ClipConfig, flags)
-    paths = fetch_default_weights(folder, clip.model, clip.pretrained)
-    for name, path in paths.items():
+    cfg = ExtractConfig(clip=from_flags(ClipConfig, flags))
+    if show:
+        for pack, encoder, name in weights_files(cfg):
+            click.echo(f"{pack}\t{encoder}\t{name}")
+        return
+    if folder is None:
+        raise click.UsageError("give FOLDER (or --list)")
+    for name, path in fetch_pack_weights(folder, cfg, parse_features(features)).items():
         click.echo(f"{name}: {path}")
     click.echo(f"now: avaf-extract ... --weights-dir {folder}")
 

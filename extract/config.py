@@ -28,6 +28,12 @@ class InputConfig:
         None, "Split of the --annotations files (default: from each file name, avqa-test.json -> test)."
     )
     limit: int | None = option(None, "Only the first N videos (sorted by path): a smoke run.")
+    qa_prompts: str | None = option(
+        None,
+        "TSPM's QA-prompt table (TextPrompt.xlsx, or a .csv of its columns): the tspm pack then also encodes "
+        "each question's prompt sentence (a template the table lacks: no value, counted in the summary).",
+        path={"exists": True, "dir_okay": False},
+    )
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,33 @@ class VGGishConfig:
 
 
 @dataclass(frozen=True)
+class TspmConfig:
+    """The tspm pack's encoders (docs/extraction.md, "Feature packs"). `clip_model` and `tome_model_kwargs`
+    have no flag: a config file (or a test) sets them to build stand-ins, e.g. tiny widths on random weights."""
+
+    clip_weights: str = option(
+        "openai",
+        "tspm pack's CLIP ViT-L/14@336: an open_clip tag, a local .safetensors of open_clip's state dict, or "
+        "'random'.",
+        flag="tspm-clip-weights",
+    )
+    tome_weights: str = option(
+        "default",
+        "tspm pack's ToMe ViT-L/16@384: 'default' (timm's default tag), a timm tag, a local .safetensors of "
+        "timm's state dict, or 'random'.",
+        flag="tome-weights",
+    )
+    clip_batch_size: int = option(
+        16, "Frames per forward pass of the tspm CLIP.", flag="tspm-clip-batch-size"
+    )
+    tome_batch_size: int = option(
+        16, "Frames per forward pass of ToMe (always fp32).", flag="tome-batch-size"
+    )
+    clip_model: str = "ViT-L-14-336"  # an open_clip name or a model-config JSON
+    tome_model_kwargs: dict = field(default_factory=dict)  # timm.create_model keywords (width, depth, ...)
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     address: str | None = option(
         None, "Ray cluster address (else RAY_ADDRESS, else a local Ray instance on this machine)."
@@ -101,6 +134,11 @@ class RuntimeConfig:
     weights_dir: str | None = option(
         None, "Folder filled by avaf-fetch-weights: load all weights from there (offline nodes)."
     )
+    random_weights: bool = option(
+        False,
+        "Every encoder of every pack on random weights: features for smoke runs and tests only (recorded in "
+        "the output file).",
+    )
     precision: str = option(
         "auto",
         "auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16.",
@@ -116,8 +154,15 @@ class ExtractConfig:
         "done videos are skipped, failed ones retried, new ones added.",
         path={"dir_okay": False},
     )
+    features: str = option(
+        "avaf",
+        "Feature packs, a comma list: avaf (CLIP ViT-B/32 tokens, VGGish, CLIP text: AVAF-Net, PSTP-Net), tspm "
+        "(VGGish, CLIP ViT-L/14@336 frames and text, ToMe-14 tokens: TSPM, QA-TIGER, AV-Master, STG). Each "
+        "video is decoded once for all of them; a pack missing from an existing OUT is added to every video.",
+    )
     input: InputConfig = field(default_factory=InputConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     vggish: VGGishConfig = field(default_factory=VGGishConfig)
+    tspm: TspmConfig = field(default_factory=TspmConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

@@ -2,13 +2,15 @@
 
 `run_extract` (pipeline.py) plans the work, takes an engine from `choose_mode` and writes what it returns:
 
-    facts()                  what every shard records: the encoders' signature, random flags, frame size
-    rows(todo, decode)       one row per video: its features, or the error that stopped it
-    question_batches(texts)  (batch number, features) for each fixed batch of question texts, in any order
+    facts()                  what every shard records: the encoders' signature, random flags, feature sets
+    rows(jobs, decode)       one row per video job (todo.VideoJob): its features, or the error that stopped it
+    question_batches(specs)  (batch number, features) for each fixed batch of questions, in any order
 
 `InProcessEngine` (here) encodes in this process, without Ray; `RayEngine` (ray_engine.py) on a local Ray
-instance or a cluster. Both decode and encode with the functions below, so they write the same arrays. A
-GPU decoder (``--decoder pyav-cuda``) decodes where its videos are encoded: the frames never leave the GPU.
+instance or a cluster. Both decode and encode with the functions below, so they write the same arrays. Each
+video is decoded once for all its packs, into the views their encoders take (decode/views.py), and each
+encoder runs once per batch of videos. A GPU decoder (``--decoder pyav-cuda``) decodes where its videos are
+encoded: the frames never leave the GPU.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from avaf.extract.config import ExtractConfig
 from avaf.extract.decode.backends import GPU_BACKENDS
 from avaf.extract.decode.worker import decode_row
 from avaf.extract.encoders.stage import Encoders, encode_videos, load_encoders
+from avaf.extract.todo import VideoJob
 
 log = logging.getLogger(__name__)
 
@@ -35,32 +38,38 @@ class Engine(Protocol):
     """Decodes and encodes a run's videos and questions; started by its constructor, `Engine(cfg)`."""
 
     in_process: ClassVar[bool]  # what the file's config records as `runtime.in_process`
-    frame_size: int  # the frames' side in pixels, known before the encoders load
+    views: dict  # {pack: [[size, resize], ...]}: what decoding makes of each frame, known before loading
 
     def facts(self) -> dict:
-        """{"signature", "random_weights", "feature_sets", "image_size"} of the encoders that encode
+        """{"signature", "random_weights", "feature_sets", "views"} of the encoders that encode
         (`encoder_facts`)."""
         ...
 
-    def rows(self, todo: list[tuple[str, str]], decode: dict) -> Iterator[dict]:
-        """{"video_id", "path", "features" (None on failure), "error"} per (video id, path) of `todo`, in
-        any order; a row may come twice (a retried task) or never (`JobLost` ends the iteration)."""
+    def rows(self, jobs: list[VideoJob], decode: dict) -> Iterator[dict]:
+        """{"video_id", "path", "features" (None on failure), "error", "timing"} per job, in any order; a row
+        may come twice (a retried task) or never (`JobLost` ends the iteration)."""
         ...
 
-    def question_batches(self, texts: list[list[str]]) -> Iterator[tuple[int, list]]:
-        """(b, [(words, sentence)] of texts[b]) for every batch b, in any order (`questions.write`)."""
+    def question_batches(self, specs: list[dict]) -> Iterator[tuple[int, list]]:
+        """(b, per question {set: {array: value}}) of specs[b] for every batch b, in any order
+        (`questions.batches`, `questions.write`)."""
         ...
 
 
 def encoder_facts(encoders: Encoders) -> dict:
     """What a run records of its encoders: the signature, the random-weight flags, the feature sets they
-    write (with their encoders and preprocessing), the frame size."""
+    write (with their encoders and preprocessing), the views of the frame they take."""
     return {
         "signature": encoders.signature(),
         "random_weights": encoders.random_weights,
         "feature_sets": encoders.feature_sets(),
-        "image_size": encoders.image_size,
+        "views": encoders.pack_views(),
     }
+
+
+def job_rows(jobs: list[VideoJob]) -> list[dict]:
+    """The rows a decode starts from: {"video_id", "path", "packs": comma list}."""
+    return [{"video_id": j.video_id, "path": j.path, "packs": ",".join(j.packs)} for j in jobs]
 
 
 def decodes_on_gpu(backend: str) -> bool:
@@ -73,21 +82,27 @@ def decode_rows_here(rows: list[dict], cfg_decode: dict) -> list[dict]:
     """A GPU decoder's videos, decoded by the process that encodes them, all at once on threads, their frames
     left on the GPU for the encoders (how fast: docs/cluster.md, "How the work is laid out")."""
     with ThreadPoolExecutor(max(1, len(rows))) as pool:
-        return list(pool.map(lambda r: decode_row(r["video_id"], r["path"], cfg_decode, False), rows))
+        return list(
+            pool.map(lambda r: decode_row(r["video_id"], r["path"], cfg_decode, False, r["packs"]), rows)
+        )
 
 
 def encode_rows(encoders: Encoders, rows: list[dict]) -> list[dict]:
-    """Encode decoded videos together; rows that failed to decode pass their error on.
+    """Encode decoded videos together, those of the same packs in one group; rows that failed to decode pass
+    their error on. Each row's "timing": its decode's seconds and its share (by seconds of video) of each
+    encoder's time on its group.
 
-    If the shared batch fails (e.g. out of memory), each video is retried alone so one bad video is
+    If a shared group fails (e.g. out of memory), each video is retried alone so one bad video is
     recorded with its error and the others still get features.
     """
     ok = [r for r in rows if r["decoded"] is not None]
-    feats, errors = {}, {}
-    groups = [ok] if ok else []
-    for group in groups:  # grows while iterating: a failed shared batch is queued again video by video
+    feats, errors, timing = {}, {}, {}
+    groups = [[r for r in ok if r["packs"] == p] for p in dict.fromkeys(r["packs"] for r in ok)]
+    for group in groups:  # grows while iterating: a failed shared group is queued again video by video
+        before = dict(encoders.timings)
         try:
-            done = encode_videos(encoders, [(r["video_id"], r["path"], r["decoded"]) for r in group])
+            packs = tuple(group[0]["packs"].split(","))
+            done = encode_videos(encoders, [(r["video_id"], r["path"], r["decoded"]) for r in group], packs)
             feats.update({r["video_id"]: f for r, f in zip(group, done, strict=True)})
         except Exception as e:  # recorded per video, never fatal
             if len(group) > 1:
@@ -95,15 +110,27 @@ def encode_rows(encoders: Encoders, rows: list[dict]) -> list[dict]:
                 continue
             log.exception("encoding failed for %s", group[0]["path"])
             errors[group[0]["video_id"]] = f"encoding failed: {type(e).__name__}: {e}"
+        timing.update(_shares(group, before, encoders.timings))
     return [
         {
             "video_id": r["video_id"],
             "path": r["path"],
             "features": feats.get(r["video_id"]),
             "error": r["error"] or errors.get(r["video_id"], ""),
+            "timing": {"decode": float(r.get("decode_s", 0.0))} | timing.get(r["video_id"], {}),
         }
         for r in rows
     ]
+
+
+def _shares(group: list[dict], before: dict, after: dict) -> dict[str, dict[str, float]]:
+    """Each video's share of the seconds every encoder spent on its group, by seconds of video."""
+    seconds = [max(1, r["decoded"].num_seconds) for r in group]
+    spent = {k: v - before.get(k, 0.0) for k, v in after.items() if k != "videos"}
+    return {
+        r["video_id"]: {k: v * t / sum(seconds) for k, v in spent.items() if v}
+        for r, t in zip(group, seconds, strict=True)
+    }
 
 
 class InProcessEngine:
@@ -113,23 +140,23 @@ class InProcessEngine:
 
     in_process = True
 
-    def __init__(self, cfg: ExtractConfig):
+    def __init__(self, cfg: ExtractConfig, prompt_table: dict | None = None):
         self.cfg = cfg
-        self.encoders = load_encoders(cfg)
-        self.frame_size = self.encoders.image_size
+        self.encoders = load_encoders(cfg, prompt_table=prompt_table)
+        self.views = self.encoders.pack_views()
 
     def facts(self) -> dict:
         return encoder_facts(self.encoders)
 
-    def rows(self, todo: list[tuple[str, str]], decode: dict) -> Iterator[dict]:
+    def rows(self, jobs: list[VideoJob], decode: dict) -> Iterator[dict]:
         step = self.cfg.runtime.videos_per_call
-        for a in range(0, len(todo), step):
-            part = todo[a : a + step]
+        for a in range(0, len(jobs), step):
+            part = job_rows(jobs[a : a + step])
             if decodes_on_gpu(decode["backend"]):
-                rows = decode_rows_here([{"video_id": v, "path": p} for v, p in part], decode)
+                rows = decode_rows_here(part, decode)
             else:
-                rows = [decode_row(v, p, decode) for v, p in part]
+                rows = [decode_row(r["video_id"], r["path"], decode, packs=r["packs"]) for r in part]
             yield from encode_rows(self.encoders, rows)
 
-    def question_batches(self, texts: list[list[str]]) -> Iterator[tuple[int, list]]:
-        return ((b, question_stage.encode_batch(self.encoders.clip, t)) for b, t in enumerate(texts))
+    def question_batches(self, specs: list[dict]) -> Iterator[tuple[int, list]]:
+        return ((b, question_stage.encode_batch(self.encoders, spec)) for b, spec in enumerate(specs))

@@ -1,9 +1,10 @@
 """The extraction pipeline (DESIGN.md §3): videos -> decode (CPU) -> encode (GPU/CPU) -> shards -> feats.h5.
 
-`run_extract` plans the work (videos not yet in a complete shard, questions not yet encoded), takes an
-engine from `choose_mode` (engine.py: in this process; ray_engine.py: on Ray), writes what the engine returns
-into shards as their single writer, and merges the complete shards into `cfg.out`. Both engines give
-identical arrays.
+`run_extract` plans the work (todo.py: videos and questions not yet done for every pack of `--features`), takes
+an engine from `choose_mode` (engine.py: in this process; ray_engine.py: on Ray), writes what the engine
+returns into shards as their single writer, and merges the complete shards into `cfg.out`. Both engines give
+identical arrays. A pack the store lacks is added to every video and question: decoded again once, encoded
+for that pack only, the stored arrays copied (todo.py).
 
     from avaf.extract.config import ExtractConfig, InputConfig
     from avaf.extract.pipeline import run_extract
@@ -24,16 +25,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from avaf.extract import questions as question_stage
+from avaf.extract import todo
 from avaf.extract.config import ExtractConfig, RuntimeConfig
 from avaf.extract.decode.backends import check_backend, find_media, video_id
 from avaf.extract.engine import Engine, InProcessEngine, JobLost
+from avaf.extract.packs import parse_features
 from avaf.extract.ray_engine import RayEngine
-from avaf.shared.avqa.annotations import Question, load_questions
+from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.config import to_dict
 from avaf.shared.files import TMP_MARK
 from avaf.shared.ray_session import ray_address
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
+from avaf.shared.store.sets import TSPM
 from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_path, shard_dir
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,7 @@ class ExtractSummary:
     out: str
     written: int = 0
     skipped: int = 0
+    extended: int = 0  # videos already stored that gained the packs they lacked
     failed: dict[str, str] = field(default_factory=dict)
     questions: int = 0
     questions_without_video: int = 0
@@ -57,18 +62,24 @@ class ExtractSummary:
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     duplicates: int = 0  # rows Ray handed back twice (a retried task); each video is written once
     mode: str = ""  # where the work ran and why (`choose_mode`); empty when there was nothing to do
+    packs: tuple[str, ...] = ()
+    prompts_missing: int = 0  # questions whose template the --qa-prompts table lacks (no prompt value)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: decode and each encoder, all videos
+    unmerged: str = ""  # why feats.h5 was not rebuilt (shards still lacking a pack)
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.questions_lost
+        return not self.failed and not self.questions_lost and not self.unmerged
 
 
 def run_extract(
     cfg: ExtractConfig, progress: bool = True, echo: Callable[[str], None] | None = None
 ) -> ExtractSummary:
-    """Extract every video not yet done and every question given, then rebuild `cfg.out`; `echo` is told
-    the mode chosen (`choose_mode`) before the work starts."""
+    """Extract every video and question not yet done for every pack of `cfg.features`, then rebuild
+    `cfg.out`; `echo` is told the mode chosen (`choose_mode`) before the work starts."""
     start = time.perf_counter()
+    packs = parse_features(cfg.features)  # an unknown pack: one line, before any work
+    prompts = _prompt_table(cfg, packs)  # likewise a malformed table
     if cfg.input.videos:
         check_backend(cfg.decode.backend)  # e.g. --decoder decord without decord: one line, before any work
     out = Path(cfg.out)
@@ -76,26 +87,70 @@ def run_extract(
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(folder)
     questions = load_questions(cfg.input.annotations, cfg.input.split)  # bad files fail before hours of work
-    todo, skipped = _plan_videos(cfg, folder) if cfg.input.videos else ([], 0)
-    pending = question_stage.pending(questions, folder) if questions else []
-    summary = ExtractSummary(out=str(out), skipped=skipped)
-    if todo or pending:
-        make_engine, summary.mode = choose_mode(cfg.runtime, len(todo))
+    index = todo.index_shards(folder)
+    todo.check_sets(index, packs, str(out))
+    if todo.remove_outgrown(folder, todo.outgrown(index, packs)):  # left by a run killed while adding a pack
+        index = todo.index_shards(folder)
+    jobs, skipped = todo.plan_videos(_media(cfg) if cfg.input.videos else [], packs, index)
+    pending = todo.plan_questions(questions, packs, index, prompts is not None)
+    summary = ExtractSummary(out=str(out), skipped=skipped, packs=packs)
+    if jobs or pending:
+        make_engine, summary.mode = choose_mode(cfg.runtime, len(jobs))
         log.info("mode: %s", summary.mode)
         if echo is not None:
             echo(f"mode: {summary.mode}")
-        engine = make_engine(cfg)
+        engine = make_engine(cfg, _prompt_info(prompts))
+        if any(j.kept for j in (*jobs, *pending)):  # the stored sets and this run's must belong together
+            todo.check_kept([*jobs, *pending], index, engine.facts()["signature"])
         meta = _shard_meta(cfg, engine)
-        if todo:
-            decode = to_dict(cfg.decode) | {"image_size": engine.frame_size}
-            shards = _Shards(folder, meta, cfg.runtime.shard_videos)
-            _write_shards(engine.rows(todo, decode), todo, shards, summary, progress)
+        if jobs:
+            shards = _Shards(folder, meta, cfg.runtime.shard_videos, {j.video_id: j for j in jobs})
+            _write_shards(
+                engine.rows(jobs, to_dict(cfg.decode) | {"views": engine.views}), shards, summary, progress
+            )
         if pending:
-            _write_questions(engine, pending, folder, meta, cfg.runtime.batch_size, summary, progress)
+            _write_questions(
+                engine, pending, folder, meta, cfg.runtime.batch_size, prompts, summary, progress
+            )
         summary.random_weights = engine.facts()["random_weights"]
-    _merge(folder, out, summary)
+    left = todo.outgrown(todo.index_shards(folder), packs)
+    if left and todo.remove_outgrown(folder, left) != left:
+        summary.unmerged = (
+            f"{len(left)} shards still lack {','.join(packs)}: the same command adds it to the rest"
+        )
+    else:
+        _merge(folder, out, summary)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _media(cfg: ExtractConfig) -> list[tuple[str, str]]:
+    """(video_id, path) of every video under --videos (the first --limit)."""
+    media = find_media(cfg.input.videos)
+    if cfg.input.limit is not None:
+        media = media[: cfg.input.limit]
+    return [(video_id(p), str(p)) for p in media]
+
+
+def _prompt_table(cfg: ExtractConfig, packs: tuple[str, ...]):
+    """The --qa-prompts table, read and checked before any work (None without one)."""
+    if cfg.input.qa_prompts is None:
+        return None
+    if TSPM not in packs:
+        raise ValueError(
+            f"--qa-prompts {cfg.input.qa_prompts}: QA prompts belong to the tspm pack, which --features "
+            f"{','.join(packs)} leaves out"
+        )
+    from avaf.extract.prompts import load_prompt_table
+
+    return load_prompt_table(cfg.input.qa_prompts)
+
+
+def _prompt_info(prompts) -> dict | None:
+    """What the tspm set records of the prompt table: its file name, sha256 and rows (None: no table)."""
+    if prompts is None:
+        return None
+    return {"file": Path(prompts.path).name, "sha256": prompts.sha256, "templates": len(prompts)}
 
 
 def choose_mode(rt: RuntimeConfig, videos: int) -> tuple[Callable[[ExtractConfig], Engine], str]:
@@ -133,9 +188,9 @@ def _shard_meta(cfg: ExtractConfig, engine: Engine) -> Callable[[], dict]:
     @functools.cache
     def meta() -> dict:
         facts = engine.facts()
-        if facts["image_size"] != engine.frame_size:
+        if facts["views"] != engine.views:
             raise RuntimeError(
-                f"{cfg.clip.model} takes {facts['image_size']} px frames, its config says {engine.frame_size}"
+                f"the encoders take the views {facts['views']}, their configs say {engine.views}"
             )
         return {k: facts[k] for k in ("signature", "random_weights", "feature_sets")} | {
             "config": to_dict(ran)
@@ -146,18 +201,27 @@ def _shard_meta(cfg: ExtractConfig, engine: Engine) -> Callable[[], dict]:
 
 def _write_questions(
     engine: Engine,
-    pending: list[Question],
+    pending: list[todo.QuestionJob],
     folder: Path,
     meta: Callable[[], dict],
     batch_size: int,
+    prompts,
     summary: ExtractSummary,
     progress: bool,
 ) -> None:
-    """One shard of the questions not yet encoded, in fixed batches whoever encodes them."""
-    encoded = engine.question_batches(question_stage.batches(pending, batch_size))
+    """One shard of the questions not yet encoded (for every pack, or for the packs they lack), in fixed
+    batches whoever encodes them; questions whose template the prompt table lacks are counted."""
+    specs = question_stage.batches(pending, batch_size, prompts)
+    summary.prompts_missing = sum(p is None for s in specs for p in s["prompts"] or ())
+    if summary.prompts_missing:
+        log.warning(
+            "%d questions have a template the QA-prompt table lacks: no prompt value", summary.prompts_missing
+        )
+    encoded = engine.question_batches(specs)
     begin = time.perf_counter()
     try:
-        summary.questions = question_stage.write(pending, encoded, folder, meta(), batch_size, progress)
+        sizes = [len(s["texts"]) for s in specs]
+        summary.questions = question_stage.write(pending, sizes, encoded, folder, meta(), progress)
     except JobLost as e:  # the videos' shards stand; the questions are encoded by the next run
         summary.questions_lost = f"lost: {e}"
     summary.question_seconds = time.perf_counter() - begin
@@ -181,26 +245,17 @@ def _remove_stale_tmp(folder: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def _plan_videos(cfg: ExtractConfig, folder: Path) -> tuple[list[tuple[str, str]], int]:
-    """(video_id, path) still to do, and how many are skipped as already done."""
-    media = find_media(cfg.input.videos)
-    if cfg.input.limit is not None:
-        media = media[: cfg.input.limit]
-    done: set[str] = set()
-    for p in complete_shards(folder):
-        with FeatureStore(p) as s:
-            done.update(s.video_ids)
-    todo = [(video_id(p), str(p)) for p in media if video_id(p) not in done]
-    return todo, len(media) - len(todo)
-
-
 class _Shards:
     """Rows -> shards of `per_shard` videos, each committed atomically; `close` commits the one in flight.
-    `meta` (what every shard records, `_shard_meta`) is first asked for at the first row."""
+    `meta` (what every shard records, `_shard_meta`) is first asked for at the first row. A video that keeps
+    stored sets (`jobs`, todo.VideoJob.kept) gets them copied in."""
 
-    def __init__(self, folder: Path, meta: Callable[[], dict], per_shard: int):
-        self.folder, self.meta, self.per_shard = folder, meta, per_shard
+    def __init__(
+        self, folder: Path, meta: Callable[[], dict], per_shard: int, jobs: dict[str, todo.VideoJob]
+    ):
+        self.folder, self.meta, self.per_shard, self.jobs = folder, meta, per_shard, jobs
         self.writer: ShardWriter | None = None
+        self.kept = todo.Kept()
         self.n = 0
 
     def add(self, row: dict, summary: ExtractSummary) -> None:
@@ -210,12 +265,21 @@ class _Shards:
             self.writer = ShardWriter(
                 path, m["config"], m["signature"], m["random_weights"], m["feature_sets"]
             )
-        if row["features"] is None:
-            self.writer.add_failure(row["video_id"], row["path"], row["error"])
-            summary.failed[row["video_id"]] = row["error"]
+        job, features = self.jobs.get(row["video_id"]), row["features"]
+        if features is not None and job is not None and job.kept:
+            features = self.kept.video(job, features)  # an error string when the timeline changed
+        if features is None or isinstance(features, str):
+            error = row["error"] if features is None else features
+            self.writer.add_failure(row["video_id"], row["path"], error)
+            summary.failed[row["video_id"]] = error
         else:
-            self.writer.add_video(row["features"])
-            summary.written += 1
+            self.writer.add_video(features)
+            if job is not None and job.kept:
+                summary.extended += 1
+            else:
+                summary.written += 1
+        for k, v in (row.get("timing") or {}).items():  # from Ray: a struct, None where a row had no key
+            summary.timings[k] = summary.timings.get(k, 0.0) + (v or 0.0)
         self.n += 1
         if self.n % self.per_shard == 0:
             self.close()
@@ -224,22 +288,17 @@ class _Shards:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        self.kept.close()
 
 
-def _write_shards(
-    rows: Iterator[dict],
-    todo: list[tuple[str, str]],
-    shards: _Shards,
-    summary: ExtractSummary,
-    progress: bool,
-) -> None:
+def _write_shards(rows: Iterator[dict], shards: _Shards, summary: ExtractSummary, progress: bool) -> None:
     """The single writer. Each video is written once, however often Ray hands it back (a retried task);
     a video that never comes back (its node lost for good, the job stopped) is recorded as failed with an
     error starting "lost:", so no video goes missing in silence and the next run re-runs it.
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(shards.jobs), unit="video", disable=not progress, dynamic_ncols=True)
     lost = "lost: the Ray job ended without returning this video"
     seen: set[str] = set()
     try:
@@ -257,8 +316,8 @@ def _write_shards(
             bar.set_postfix(failed=len(summary.failed))
     except JobLost as e:
         lost = f"lost: {e}"
-    for vid, path in todo:
+    for vid, job in shards.jobs.items():
         if vid not in seen:
-            shards.add({"video_id": vid, "path": path, "features": None, "error": lost}, summary)
+            shards.add({"video_id": vid, "path": job.path, "features": None, "error": lost}, summary)
     shards.close()
     bar.close()

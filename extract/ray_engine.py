@@ -22,8 +22,17 @@ import numpy as np
 from avaf.extract import questions as question_stage
 from avaf.extract.config import ExtractConfig
 from avaf.extract.decode.worker import decode_on_node, node_id
-from avaf.extract.encoders.stage import find_weights, frame_size, load_encoders
-from avaf.extract.engine import JobLost, decode_rows_here, decodes_on_gpu, encode_rows, encoder_facts
+from avaf.extract.encoders.stage import find_weights, load_encoders
+from avaf.extract.engine import (
+    JobLost,
+    decode_rows_here,
+    decodes_on_gpu,
+    encode_rows,
+    encoder_facts,
+    job_rows,
+)
+from avaf.extract.packs import encoder_views, pack_views, parse_features, with_random_weights
+from avaf.extract.todo import VideoJob
 from avaf.shared.ray_session import init_ray, ray_address
 
 log = logging.getLogger(__name__)
@@ -40,20 +49,23 @@ class RayEngine:
 
     in_process = False
 
-    def __init__(self, cfg: ExtractConfig):
+    def __init__(self, cfg: ExtractConfig, prompt_table: dict | None = None):
         self.cfg = cfg
         if not ray_address(cfg.runtime.address):  # the actors will look on this machine
             find_weights(cfg)
-        self._facts = _start_probe(cfg)
-        self.frame_size = frame_size(cfg)  # from the model's config: decode tasks start while the probe loads
+        self.prompt_table = prompt_table
+        self._facts = _start_probe(cfg, prompt_table)
+        # from the models' configs: decode tasks start while the probe loads
+        packs = parse_features(cfg.features)
+        self.views = pack_views(encoder_views(with_random_weights(cfg), packs), packs)
 
     def facts(self) -> dict:
         return self._facts()  # the probe's, waited for once (cached)
 
-    def rows(self, todo: list[tuple[str, str]], decode: dict) -> Iterator[dict]:
+    def rows(self, jobs: list[VideoJob], decode: dict) -> Iterator[dict]:
         """The rows of the Ray Data job; a row encoded with other weights or settings than the probe's
         (an actor that loaded something else) is turned into a failure."""
-        for row in _run_on_ray(self.cfg, decode, todo):
+        for row in _run_on_ray(self.cfg, decode, jobs, self.prompt_table):
             expected = json.dumps(self.facts()["signature"], sort_keys=True)
             if row["signature"] != expected and row["features"] is not None:
                 row = row | {
@@ -62,12 +74,12 @@ class RayEngine:
                 }
             yield row
 
-    def question_batches(self, texts: list[list[str]]) -> Iterator[tuple[int, list]]:
-        return _encode_text_on_ray(self.cfg, texts, self.facts()["signature"])
+    def question_batches(self, specs: list[dict]) -> Iterator[tuple[int, list]]:
+        return _encode_text_on_ray(self.cfg, specs, self.facts()["signature"], self.prompt_table)
 
 
-def _probe(cfg: ExtractConfig) -> dict:
-    return encoder_facts(load_encoders(cfg))
+def _probe(cfg: ExtractConfig, prompt_table: dict | None) -> dict:
+    return encoder_facts(load_encoders(cfg, prompt_table=prompt_table))
 
 
 def _gpus(cfg: ExtractConfig) -> float:
@@ -87,14 +99,14 @@ def start_ray(address: str | None) -> None:
             logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _start_probe(cfg: ExtractConfig):
+def _start_probe(cfg: ExtractConfig, prompt_table: dict | None):
     """Starts a task placed like an encoder actor that loads the weights there, never in the driver, and
     returns the wait for its `encoder_facts` (a missing weight file raises there, in one line)."""
     import ray
 
     start_ray(cfg.runtime.address)
     task = ray.remote(_probe).options(num_gpus=_gpus(cfg), num_cpus=cfg.runtime.num_cpus, max_retries=0)
-    ref = task.remote(cfg)
+    ref = task.remote(cfg, prompt_table)
 
     @functools.cache
     def facts() -> dict:
@@ -109,14 +121,14 @@ def _start_probe(cfg: ExtractConfig):
 class _EncoderActor:
     """One per GPU (or per `encoders` on CPU): loads the frozen encoders once, encodes batches of videos."""
 
-    def __init__(self, cfg: ExtractConfig, decode: dict | None = None):
+    def __init__(self, cfg: ExtractConfig, decode: dict | None = None, prompt_table: dict | None = None):
         import torch
 
         # Ray pins a 1-CPU worker to one thread; an encoder on a CPU node wants them all.
         if not torch.cuda.is_available():
             torch.set_num_threads(cfg.runtime.encoder_threads or os.cpu_count() or 1)
-        self.encoders = load_encoders(cfg)
-        self.where = {"encode_node": node_id(), "device": str(self.encoders.clip.device)}
+        self.encoders = load_encoders(cfg, prompt_table=prompt_table)  # every pack's: they share the device
+        self.where = {"encode_node": node_id(), "device": self.encoders.device}
         self.signature = json.dumps(self.encoders.signature(), sort_keys=True)  # the driver checks it per row
         self.decode = decode  # a GPU decoder's settings: this actor decodes its videos itself
 
@@ -126,7 +138,7 @@ class _EncoderActor:
             rows = decode_rows_here(rows, self.decode)
             batch = batch | {"decode_node": _objects([self.where["encode_node"]] * len(rows))}
         out = encode_rows(self.encoders, rows)
-        cols = {k: _objects([o[k] for o in out]) for k in ("video_id", "path", "features", "error")}
+        cols = {k: _objects([o[k] for o in out]) for k in ("video_id", "path", "features", "error", "timing")}
         return (
             cols
             | {"decode_node": batch["decode_node"]}
@@ -136,10 +148,11 @@ class _EncoderActor:
 
 
 class _TextActor(_EncoderActor):
-    """An encoder actor for questions: each row is one batch of texts (`questions.batches`), encoded whole."""
+    """An encoder actor for questions: each row is one batch of questions (`questions.batches`, as JSON),
+    encoded whole."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = [question_stage.encode_batch(self.encoders.clip, list(texts)) for texts in batch["texts"]]
+        out = [question_stage.encode_batch(self.encoders, json.loads(spec)) for spec in batch["spec"]]
         return {
             "batch": batch["batch"],
             "features": _objects(out),
@@ -166,7 +179,9 @@ def _actor_pool(size: int) -> dict:
     return {"concurrency": size} if (major, minor) < (2, 51) else {"compute": ActorPoolStrategy(size=size)}
 
 
-def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> Iterator[dict]:
+def _run_on_ray(
+    cfg: ExtractConfig, dec: dict, jobs: list[VideoJob], prompt_table: dict | None
+) -> Iterator[dict]:
     """The rows of a Ray Data job. The work of a lost node is redone by Ray Data's defaults (checked on
     2.60, tests/test_cluster.py): tasks retried without limit, encoder actors restarted without limit on a
     node with their resources, their calls retried, lost blocks rebuilt from their lineage. Passing those as
@@ -175,12 +190,12 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
     """
     import ray
 
-    if not todo:
+    if not jobs:
         return iter(())
     start_ray(cfg.runtime.address)
     rt = cfg.runtime
     gpus = _gpus(cfg)
-    ds = ray.data.from_items([{"video_id": v, "path": p} for v, p in todo], override_num_blocks=len(todo))
+    ds = ray.data.from_items(job_rows(jobs), override_num_blocks=len(jobs))
     here = decodes_on_gpu(dec["backend"])
     if here and not gpus:
         log.warning(
@@ -196,7 +211,7 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
         ds = ds.map(task, num_cpus=1, memory=DECODE_MEMORY)
     ds = ds.map_batches(
         _EncoderActor,
-        fn_constructor_kwargs={"cfg": cfg, "decode": dec if here else None},
+        fn_constructor_kwargs={"cfg": cfg, "decode": dec if here else None, "prompt_table": prompt_table},
         batch_size=rt.videos_per_call,
         batch_format="numpy",
         num_gpus=gpus,
@@ -207,17 +222,17 @@ def _run_on_ray(cfg: ExtractConfig, dec: dict, todo: list[tuple[str, str]]) -> I
 
 
 def _encode_text_on_ray(
-    cfg: ExtractConfig, texts: list[list[str]], signature: dict
+    cfg: ExtractConfig, specs: list[dict], signature: dict, prompt_table: dict | None
 ) -> Iterator[tuple[int, list]]:
-    """(batch number, features) of every batch of texts, encoded by `runtime.encoders` text actors."""
+    """(batch number, features) of every batch of questions, encoded by `runtime.encoders` text actors."""
     import ray
 
     rt = cfg.runtime
-    items = [{"batch": b, "texts": t} for b, t in enumerate(texts)]
+    items = [{"batch": b, "spec": json.dumps(s)} for b, s in enumerate(specs)]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * max(1, rt.encoders))))
     ds = ds.map_batches(
         _TextActor,
-        fn_constructor_kwargs={"cfg": cfg},
+        fn_constructor_kwargs={"cfg": cfg, "prompt_table": prompt_table},
         batch_size=1,
         batch_format="numpy",
         num_gpus=_gpus(cfg),

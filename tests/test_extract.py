@@ -23,6 +23,7 @@ from avaf.extract.encoders.stage import encode_videos, load_encoders
 from avaf.extract.engine import InProcessEngine
 from avaf.extract.pipeline import choose_mode, run_extract
 from avaf.extract.ray_engine import RayEngine
+from avaf.extract.todo import QuestionJob
 from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.config import to_dict
 from avaf.shared.store import schema
@@ -118,14 +119,16 @@ def direct(videos, annotations, tmp_path_factory):
     own, the questions in their fixed batches; and the encoders' signature."""
     cfg = engine_cfg(videos, annotations, tmp_path_factory.mktemp("direct") / "unused.h5")
     enc = load_encoders(cfg)
-    dec = to_dict(cfg.decode) | {"image_size": enc.image_size}
+    dec = to_dict(cfg.decode) | {"views": enc.pack_views()}
     feats = {}
     for path in find_media(videos):
         row = decode_row(video_id(path), str(path), dec)
         if row["decoded"] is not None:
             (feats[row["video_id"]],) = encode_videos(enc, [(row["video_id"], row["path"], row["decoded"])])
-    texts = question_stage.batches(load_questions((str(annotations),)), cfg.runtime.batch_size)
-    questions = [wd_st for t in texts for wd_st in question_stage.encode_batch(enc.clip, t)]
+    jobs = [QuestionJob(q, ("avaf",)) for q in load_questions((str(annotations),))]
+    specs = question_stage.batches(jobs, cfg.runtime.batch_size)
+    encoded = [r["avaf"] for spec in specs for r in question_stage.encode_batch(enc, spec)]
+    questions = [(r["words"], r["sentence"]) for r in encoded]
     return feats, questions, json.loads(json.dumps(enc.signature()))
 
 
@@ -363,14 +366,16 @@ def test_questions_keep_the_annotation_order_whatever_order_the_batches_arrive_i
     from avaf.shared.avqa.annotations import Question
 
     todo = [
-        Question(question_id=10 + i, video_id="v", split="test", text=f"q{i}", type="Audio/Counting",
-                 answer="two", template=f"q{i}", templ_values=())
+        QuestionJob(Question(question_id=10 + i, video_id="v", split="test", text=f"q{i}", type="Audio/Counting",
+                             answer="two", template=f"q{i}", templ_values=()), ("avaf",))
         for i in range(7)
     ]  # fmt: skip
-    feats = [(np.full((i + 1, 4), i, np.float16), np.full(4, i, np.float16)) for i in range(7)]
+    feats = [{"avaf": {"words": np.full((i + 1, 4), i, np.float16), "sentence": np.full(4, i, np.float16)}}
+             for i in range(7)]  # fmt: skip
     batches = [(b, feats[3 * b : 3 * b + 3]) for b in range(3)]  # 3 + 3 + 1 questions
     meta = {"config": {}, "signature": {}, "random_weights": ["clip"]}
-    n = question_stage.write(todo, iter([batches[2], batches[0], batches[1]]), tmp_path, meta, 3, False)
+    sizes = [3, 3, 1]
+    n = question_stage.write(todo, sizes, iter([batches[2], batches[0], batches[1]]), tmp_path, meta, False)
     assert n == 7
     (shard,) = complete_shards(tmp_path)
     with FeatureStore(shard) as s:
@@ -379,4 +384,4 @@ def test_questions_keep_the_annotation_order_whatever_order_the_batches_arrive_i
         assert q["sentence"][:, 0].tolist() == list(range(7))
         assert [s.question_words(10 + i).shape[0] for i in range(7)] == list(range(1, 8))
     with pytest.raises(RuntimeError, match=r"batches \[2\] arrived without"):
-        question_stage.write(todo, iter([batches[0], batches[2]]), tmp_path / "b", meta, 3, False)
+        question_stage.write(todo, sizes, iter([batches[0], batches[2]]), tmp_path / "b", meta, False)

@@ -1,26 +1,33 @@
-"""The frozen encoders of one extraction, bundled: CLIP ViT tokens and VGGish audio (DESIGN.md §3).
+"""The frozen encoders of one extraction, bundled by feature pack (DESIGN.md §3, §3b; extract/packs.py).
 
-`load_encoders(cfg)` builds both from the config (library default weights, a local file, the
-`--weights-dir` folder, or random initialisation); `encode_video` turns one decoded video into the
-store's `VideoFeatures`. The same functions serve the Ray actors and the in-process path.
+`load_encoders(cfg)` builds every encoder the enabled packs need (library default weights, a local file, the
+`--weights-dir` folder, or random initialisation); `encode_videos` turns decoded videos into the store's
+`VideoFeatures`: each encoder runs once over the batch on its own view of the frames, whichever packs use it
+(VGGish serves avaf and tspm), and each pack takes its arrays from those outputs. The same functions serve
+the Ray actors and the in-process path.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from avaf.extract import packs as pack_table
 from avaf.extract.config import ExtractConfig
 from avaf.extract.decode.backends import DecodedVideo
-from avaf.extract.encoders import clip_encoder, vggish_encoder
-from avaf.extract.encoders.clip_encoder import ClipEncoder, input_size, load_clip
-from avaf.extract.encoders.vggish_encoder import VGGishEncoder, load_vggish
+from avaf.extract.decode.views import View
+from avaf.extract.encoders import clip_encoder, tome_encoder, tspm_pack, vggish_encoder
+from avaf.extract.encoders.clip_encoder import load_clip
+from avaf.extract.encoders.tome_encoder import load_tome
+from avaf.extract.encoders.vggish_encoder import load_vggish
+from avaf.extract.packs import clip_model_name
 from avaf.shared.store import schema
 from avaf.shared.store.schema import AVAF, FPS, SAMPLE_RATE, Sets
-from avaf.shared.store.sets import avaf_set
+from avaf.shared.store.sets import TSPM, avaf_set
 from avaf.shared.store.writer import VideoFeatures
 
 log = logging.getLogger(__name__)
@@ -28,34 +35,63 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Encoders:
-    clip: ClipEncoder
-    vggish: VGGishEncoder
-    image_size: int
-    batch_size: int
+    """The loaded encoders of `packs` (by ENCODERS key), their views of the frame, and the seconds each has
+    spent encoding in this process (`timings`, with `frames` and `seconds` counted)."""
+
+    packs: tuple[str, ...]
+    models: dict[str, object]
+    views: dict[str, View]
+    prompt_table: dict | None = None  # what --qa-prompts gave the tspm set: file, sha256, rows; None: none
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def clip(self):
+        """The avaf pack's CLIP (None without it)."""
+        return self.models.get("clip")
+
+    @property
+    def image_size(self) -> int:
+        """The avaf CLIP's frame side (0 without the avaf pack)."""
+        return self.views["clip"].size if "clip" in self.views else 0
+
+    @property
+    def device(self) -> str:
+        return str(next(iter(self.models.values())).device)
 
     @property
     def random_weights(self) -> list[str]:
-        return [name for name, enc in (("clip", self.clip), ("vggish", self.vggish)) if enc.random]
+        return sorted(name for name, enc in self.models.items() if enc.random)
+
+    def pack_views(self) -> dict[str, list[list[int]]]:
+        return pack_table.pack_views(self.views, self.packs)
 
     def signature(self) -> dict:
-        """What determines the numbers in a store: shards must agree on all of it to be merged."""
-        return {
-            "clip": self.clip.config_dict(),
-            "clip_sha256": self.clip.weights_sha256,
-            "vggish": self.vggish.config_dict(),
-            "vggish_sha256": self.vggish.weights_sha256,
-            "fps": FPS,
-            "sample_rate": SAMPLE_RATE,
-            "image_size": self.image_size,
-            "dtype": str(schema.F16),
-            # the shape of every pass sets the last bits (batching.py): shards must agree on it
-            "pass_size": {"clip_frames": self.clip.batch_size, "vggish_examples": self.vggish.batch_size},
-        }
+        """What determines the numbers in a store: shards must agree on all of it to be merged. The avaf
+        set's keys sit at the top level, as before packs; another pack's under its name (packs.py)."""
+        sig = {"fps": FPS, "sample_rate": SAMPLE_RATE, "dtype": str(schema.F16)}
+        if AVAF in self.packs:
+            clip, vggish = self.models["clip"], self.models["vggish"]
+            sig |= {
+                "clip": clip.config_dict(),
+                "clip_sha256": clip.weights_sha256,
+                "vggish": vggish.config_dict(),
+                "vggish_sha256": vggish.weights_sha256,
+                "image_size": self.image_size,
+                # the shape of every pass sets the last bits (batching.py): shards must agree on it
+                "pass_size": {"clip_frames": clip.batch_size, "vggish_examples": vggish.batch_size},
+            }
+        if TSPM in self.packs:
+            sig[TSPM] = tspm_pack.signature(self.models, self.views["tome"], self.prompt_table)
+        return sig
 
     def feature_sets(self) -> Sets:
-        """The feature sets these encoders write, each array with its encoder and preprocessing: the avaf
-        set, described by the signature as the store describes a schema-1 file's (shared/store/sets.py)."""
-        return {AVAF: avaf_set(self.signature())}
+        """The feature sets these encoders write, each array with its encoder and preprocessing."""
+        sets: Sets = {}
+        if AVAF in self.packs:  # described by the signature, as the store describes a schema-1 file's
+            sets[AVAF] = avaf_set(self.signature())
+        if TSPM in self.packs:
+            sets[TSPM] = tspm_pack.feature_set(self.models, self.views, self.prompt_table)
+        return sets
 
 
 def _device_and_precision(precision: str) -> tuple[str, str]:
@@ -67,27 +103,36 @@ def _device_and_precision(precision: str) -> tuple[str, str]:
     return device, precision
 
 
-def load_encoders(cfg: ExtractConfig) -> Encoders:
-    """Both frozen encoders on this process's best device, in eval mode."""
+def load_encoders(
+    cfg: ExtractConfig, packs: tuple[str, ...] | None = None, prompt_table: dict | None = None
+) -> Encoders:
+    """Every frozen encoder of `packs` (default: `--features`) on this process's best device, in eval mode.
+    ToMe always runs in fp32: fp16 changes which tokens merge."""
+    cfg = pack_table.with_random_weights(cfg)
+    packs = packs or pack_table.parse_features(cfg.features)
     device, precision = _device_and_precision(cfg.runtime.precision)
-    rt = cfg.runtime
-    clip = load_clip(
-        clip_model_name(cfg.clip.model),
-        cfg.clip.pretrained,
-        device=device,
-        precision=precision,
-        weights_dir=rt.weights_dir,
-        batch_size=rt.batch_size,
-    )
-    vggish = load_vggish(
-        cfg.vggish.weights,
-        device=device,
-        precision=precision,
-        weights_dir=rt.weights_dir,
-        batch_size=rt.batch_size,  # 4x (256) padded a 60 s video's 60 examples to 256: 3.5 s instead of 0.9
-    )
-    _check_frame_size(cfg, clip.image_size)
-    enc = Encoders(clip, vggish, clip.image_size, rt.batch_size)
+    rt, tspm = cfg.runtime, cfg.tspm
+    wd, batch = rt.weights_dir, rt.batch_size
+    loaders = {
+        "clip": lambda: load_clip(
+            clip_model_name(cfg.clip.model), cfg.clip.pretrained, device, precision, weights_dir=wd, batch_size=batch
+        ),
+        # batch 4x (256) padded a 60 s video's 60 examples to 256: 3.5 s instead of 0.9
+        "vggish": lambda: load_vggish(cfg.vggish.weights, device, precision, weights_dir=wd, batch_size=batch),
+        "tspm_clip": lambda: load_clip(
+            clip_model_name(tspm.clip_model), tspm.clip_weights, device, precision, weights_dir=wd,
+            batch_size=tspm.clip_batch_size,
+        ),
+        "tome": lambda: load_tome(
+            tspm.tome_weights, device, "fp32", model_kwargs=tspm.tome_model_kwargs, weights_dir=wd,
+            batch_size=tspm.tome_batch_size,
+        ),
+    }  # fmt: skip
+    models = {name: loaders[name]() for name in pack_table.encoders_of(packs)}
+    views = pack_table.encoder_views(cfg, packs)
+    for name, view in views.items():
+        _check_view(name, models[name], view)
+    enc = Encoders(packs, models, views, prompt_table if TSPM in packs else None)
     if enc.random_weights:
         log.warning(
             "RANDOM WEIGHTS for %s: features are meaningless, for tests and smoke runs only "
@@ -97,83 +142,111 @@ def load_encoders(cfg: ExtractConfig) -> Encoders:
     return enc
 
 
+def _check_view(name: str, model, view: View) -> None:
+    """The loaded model takes the view the decode side was told to make (from the config alone)."""
+    size = model.input_size if name == "tome" else model.image_size
+    if size != view.size:
+        raise ValueError(f"{name}: the model takes {size} px frames, its config said {view.size}")
+
+
 def find_weights(cfg: ExtractConfig) -> None:
-    """Find both encoders' weights as `load_encoders` will, loading nothing: a missing file stops a run in
+    """Find every encoder's weights as `load_encoders` will, loading nothing: a missing file stops a run in
     one line before any other work."""
-    clip_encoder.find_weights(clip_model_name(cfg.clip.model), cfg.clip.pretrained, cfg.runtime.weights_dir)
-    vggish_encoder.find_weights(cfg.vggish.weights, cfg.runtime.weights_dir)
+    cfg = pack_table.with_random_weights(cfg)
+    encoders, wd = pack_table.encoders_of(pack_table.parse_features(cfg.features)), cfg.runtime.weights_dir
+    if "clip" in encoders:
+        clip_encoder.find_weights(clip_model_name(cfg.clip.model), cfg.clip.pretrained, wd)
+    if "vggish" in encoders:
+        vggish_encoder.find_weights(cfg.vggish.weights, wd)
+    if "tspm_clip" in encoders:
+        clip_encoder.find_weights(clip_model_name(cfg.tspm.clip_model), cfg.tspm.clip_weights, wd)
+    if "tome" in encoders:
+        tome_encoder.find_weights(cfg.tspm.tome_weights, wd)
 
 
-def frame_size(cfg: ExtractConfig) -> int:
-    """The side of the decoded frames: the CLIP's input size, read from its config without loading it (what
-    `load_encoders(cfg).image_size` will be)."""
-    return _check_frame_size(cfg, input_size(clip_model_name(cfg.clip.model)))
+def encode_videos(
+    enc: Encoders, items: list[tuple[str, str, DecodedVideo]], packs: tuple[str, ...] | None = None
+) -> list[VideoFeatures]:
+    """Encode several decoded videos together for `packs` (default: all of `enc`'s): every encoder they
+    need runs once over all the videos' frames (or seconds of audio), in shared fixed-shape passes."""
+    packs = packs or enc.packs
+    out = {}
+    for name in pack_table.encoders_of(packs):
+        start = time.perf_counter()
+        out[name] = _RUN[name](enc.models[name], enc.views.get(name), items)
+        enc.timings[name] = enc.timings.get(name, 0.0) + time.perf_counter() - start
+    enc.timings["videos"] = enc.timings.get("videos", 0) + len(items)
+    return [_features(vid, path, d, packs, out, i) for i, (vid, path, d) in enumerate(items)]
 
 
-def _check_frame_size(cfg: ExtractConfig, size: int) -> int:
-    if cfg.decode.image_size not in (None, size):
-        raise ValueError(
-            f"decode.image_size {cfg.decode.image_size} differs from {cfg.clip.model}'s input size {size}"
-        )
-    return size
-
-
-def clip_model_name(model: str) -> str:
-    """An open_clip model name; a path to a model-config JSON is registered first (custom or tiny models)."""
-    if model.endswith(".json") and os.path.isfile(model):
-        import open_clip
-
-        open_clip.add_model_config(model)
-        return os.path.splitext(os.path.basename(model))[0]
-    return model
-
-
-def encode_videos(enc: Encoders, items: list[tuple[str, str, DecodedVideo]]) -> list[VideoFeatures]:
-    """Encode several decoded videos together: all their frames (and seconds of audio) share batches."""
-    lengths = [d.num_seconds for _, _, d in items]
-    seen = [d.num_seconds if d.has_video else 0 for _, _, d in items]  # audio-only files: no frames
-    tokens, pooled = enc.clip.encode_images(_all_frames([d.frames for _, _, d in items], enc.clip.device))
-    # (sum T, N, D), (sum T, D)
-    tokens, pooled = (
-        _fill_audio_only(tokens.split(seen), lengths),
-        _fill_audio_only(pooled.split(seen), lengths),
+def _features(vid: str, path: str, d: DecodedVideo, packs, out: dict, i: int) -> VideoFeatures:
+    """One video's arrays for `packs` from the encoders' outputs `out` (encoder -> per-video outputs)."""
+    avaf = AVAF in packs
+    sets = {TSPM: tspm_pack.video_arrays(out, i)} if TSPM in packs else {}
+    return VideoFeatures(
+        video_id=vid,
+        source_path=path,
+        visual_tokens=out["clip"][i][0] if avaf else None,
+        visual_pooled=out["clip"][i][1] if avaf else None,
+        audio=out["vggish"][i] if avaf else None,
+        audio_valid=d.audio_valid,
+        timestamp=d.timestamps,
+        source_size=os.path.getsize(path),
+        duration=d.duration,
+        has_audio=d.has_audio,
+        decoder=d.decoder,
+        streams=d.streams,
+        sets=sets,
     )
-    audio = enc.vggish.encode_batch([d.audio for _, _, d in items], lengths)  # [(T, 128)]
+
+
+def _frames(items, view: View, device) -> tuple:
+    """The videos' frames of `view` in one array (sum T, S, S, 3), one tensor on `device` when a GPU decoder
+    left them there; and how many each video has (0 for an audio-only file)."""
+    parts = [d.views[view] if d.views else d.frames for _, _, d in items]
+    seen = [len(p) if d.has_video else 0 for p, (_, _, d) in zip(parts, items, strict=True)]
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts), seen
+    import torch
+
+    return torch.cat([torch.as_tensor(p).to(device) for p in parts]), seen
+
+
+def _per_video(x, seen: list[int], items) -> list[np.ndarray]:
+    """Split rows per video into float16 arrays; zeros for an audio-only file (T seconds, no frames)."""
+    lengths = [d.num_seconds for _, _, d in items]
+    parts = [p.numpy().astype(np.float16) for p in x.split(seen)]
+    return [
+        p if len(p) == t else np.zeros((t, *p.shape[1:]), np.float16)
+        for p, t in zip(parts, lengths, strict=True)
+    ]
+
+
+def _run_clip(clip, view: View, items) -> list[tuple[np.ndarray, np.ndarray]]:
+    frames, seen = _frames(items, view, clip.device)
+    tokens, pooled = clip.encode_images(frames)  # (sum T, N, D), (sum T, D)
+    return list(zip(_per_video(tokens, seen, items), _per_video(pooled, seen, items), strict=True))
+
+
+def _run_vggish(vggish, _view, items) -> list[np.ndarray]:
+    audio = vggish.encode_batch([d.audio for _, _, d in items], [d.num_seconds for _, _, d in items])
     out = []
-    for (vid, path, d), tk, pl, au in zip(items, tokens, pooled, audio, strict=True):
+    for (_, _, d), au in zip(items, audio, strict=True):
         au = au.numpy().astype(np.float16)
         au[~d.audio_valid] = 0  # seconds without real audio stay zero, flagged by audio_valid
-        out.append(
-            VideoFeatures(
-                video_id=vid,
-                source_path=path,
-                visual_tokens=tk.numpy().astype(np.float16),
-                visual_pooled=pl.numpy().astype(np.float16),
-                audio=au,
-                audio_valid=d.audio_valid,
-                timestamp=d.timestamps,
-                source_size=os.path.getsize(path),
-                duration=d.duration,
-                has_audio=d.has_audio,
-                decoder=d.decoder,
-                streams=d.streams,
-            )
-        )
+        out.append(au)
     return out
 
 
-def _all_frames(parts: list, device):
-    """The videos' frames (sum T, S, S, 3) in one array; one tensor on ``device`` when a GPU decoder left some
-    there (they never come back to the CPU)."""
-    if all(isinstance(p, np.ndarray) for p in parts):
-        return np.concatenate(parts)
-    import torch
-
-    return torch.cat([torch.as_tensor(p).to(device) for p in parts])
+def _run_tspm_clip(clip, view: View, items) -> list[np.ndarray]:
+    frames, seen = _frames(items, view, clip.device)
+    frames = frames if isinstance(frames, np.ndarray) else frames.cpu().numpy()
+    return _per_video(clip.encode_pooled(frames), seen, items)  # (sum T, D): frames already view-sized
 
 
-def _fill_audio_only(parts, lengths: list[int]) -> list:
-    """Zero visual features for audio-only inputs (T seconds, no frames), so every video has T rows."""
-    import torch
+def _run_tome(tome, view: View, items) -> list[np.ndarray]:
+    frames, seen = _frames(items, view, tome.device)
+    return _per_video(tome.encode_crops(frames), seen, items)  # (sum T, K, D)
 
-    return [p if len(p) == t else torch.zeros(t, *p.shape[1:]) for p, t in zip(parts, lengths, strict=True)]
+
+_RUN = {"clip": _run_clip, "vggish": _run_vggish, "tspm_clip": _run_tspm_clip, "tome": _run_tome}

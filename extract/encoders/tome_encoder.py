@@ -39,10 +39,12 @@ from avaf.extract.encoders.weights import (
     WeightsUnavailable,
     check_precision,
     hub_offline_unless_reachable,
+    no_network_error,
     precision_autocast,
     skip_init,
     state_dict_sha256,
 )
+from avaf.shared.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +157,35 @@ def load_tome(
         precision=precision,
         batch_size=batch_size,
     )
+
+
+def fetch_weights(folder: str | os.PathLike, tag: str = "default", model_name: str = MODEL_NAME) -> Path:
+    """Download timm's `tag` of the model (needs network) and save its state dict as safetensors under the
+    name `load_tome(weights_dir=folder)` reads; a file already there is kept."""
+    from safetensors.torch import save_file
+
+    tag = default_tag(model_name) if tag == "default" else tag
+    path = Path(folder) / tome_weights_filename(model_name, tag)
+    if not path.is_file():
+        try:
+            with hub_offline_unless_reachable():
+                model = timm.create_model(f"{model_name}.{tag}", pretrained=True, num_classes=0)
+        except Exception as e:  # hub / OS errors offline
+            raise no_network_error(f"timm {model_name}.{tag}", [], e) from e
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    return path
+
+
+def find_weights(
+    pretrained: str = "default",
+    weights_dir: str | os.PathLike | None = None,
+    model_name: str = MODEL_NAME,
+) -> Path | None:
+    """The local file `load_tome` will read (None: random, or a tag timm fetches when it builds the model),
+    found as it finds it, nothing loaded: a missing file raises its one-line fix before any other work."""
+    return _resolve_source(model_name, pretrained, weights_dir).path
 
 
 def _resolve_source(model_name: str, pretrained: str, weights_dir: str | os.PathLike | None) -> _Source:
@@ -278,11 +309,25 @@ class ToMeEncoder:
 
     def encode_frames(self, frames: np.ndarray | Tensor, batch_size: int | None = None) -> Tensor:
         """uint8 frames (B, H, W, 3) of any size -> tokens (B, K, D) float32 (ToMe-14: K = 14, D = 1024)."""
-        pixels = self.preprocess(frames)  # (B, 3, S, S)
+        frames = frames.cpu().numpy() if isinstance(frames, Tensor) else np.asarray(frames)
+        crops = [resize_crop(f, self.input_size, self.resize_size) for f in frames]
+        s = self.input_size
+        return self.encode_crops(np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8), batch_size)
+
+    def encode_crops(self, crops: np.ndarray | Tensor, batch_size: int | None = None) -> Tensor:
+        """uint8 crops (B, S, S, 3), already resized and cropped as `resize_crop` does (the decode side's
+        view, decode/views.py) -> tokens (B, K, D) float32, in passes of one fixed shape (batching.py)."""
+        x = crops if isinstance(crops, Tensor) else torch.from_numpy(np.asarray(crops))
+        s = self.input_size
+        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (s, s, 3):
+            raise ValueError(f"expected uint8 crops (B, {s}, {s}, 3), got {x.dtype} {tuple(x.shape)}")
+        m = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        sd = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         step, out = batch_size or self.batch_size, []
-        for chunk in pixels.split(step):
+        for chunk in x.split(step):
             n = len(chunk)
-            out.append(self.encode_pixels(pad_batch(chunk, step))[0][:n])  # one pass shape (batching.py)
+            pixels = (chunk.permute(0, 3, 1, 2).float().div(255) - m) / sd  # (B, 3, S, S), as `preprocess`
+            out.append(self.encode_pixels(pad_batch(pixels, step))[0][:n])  # one pass shape (batching.py)
         return torch.cat(out) if out else torch.zeros(0, self.num_tokens, self.width)
 
     def config_dict(self) -> dict:
