@@ -16,15 +16,10 @@ import numpy as np
 
 from avaf.extract.decode.views import View
 from avaf.shared.store.schema import FPS, SAMPLE_RATE, Encoder, FeatureArray
-from avaf.shared.store.sets import AUDIO_EXAMPLE, FRAME, TSPM_ARRAYS, tspm_array
+from avaf.shared.store.sets import AUDIO_EXAMPLE, FRAME, TSPM_ARRAYS, tspm_array, tspm_question_text
 
 QUESTION_TEXT = "question with its placeholders filled, single spaces, and a final '?' (as TSPM encodes it)"
 TOME_PRECISION = "fp32 always: fp16 changes which tokens merge"
-
-
-def question_text(text: str) -> str:
-    """What TSPM's question script feeds CLIP: the filled question without its own final mark, plus '?'."""
-    return text + "?"
 
 
 def video_arrays(out: dict, i: int) -> dict[str, np.ndarray]:
@@ -39,7 +34,7 @@ def encode_questions(
     (D,): None where the table lacks the question's template (prompts[i] None). One pass per call for the
     questions and one for the prompts: a fixed batch gives the same bits whoever encodes it."""
     words, sentence = clip.encode_text_padded(
-        [question_text(t) for t in texts], batch_size=max(1, len(texts))
+        [tspm_question_text(t) for t in texts], batch_size=max(1, len(texts))
     )
     given = [p for p in prompts or [] if p is not None]
     encoded = iter(clip.encode_text_padded(given, batch_size=len(given))[1] if given else [])
