@@ -33,7 +33,7 @@ from avaf.extract.engine import (
 )
 from avaf.extract.packs import encoder_views, pack_views, parse_features, with_random_weights
 from avaf.extract.todo import VideoJob
-from avaf.shared.ray_session import init_ray, ray_address
+from avaf.shared.ray_session import init_ray, quiet_console, ray_address, ray_verbose
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +90,15 @@ def _gpus(cfg: ExtractConfig) -> float:
 
 
 def start_ray(address: str | None) -> None:
-    """Ray for an extraction (`init_ray`); in a session this call started, Ray Data says nothing per job."""
-    if init_ray(address):  # Ray Data's own progress bars and plan logs off in a session of ours
-        import ray
+    """Ray for an extraction (`init_ray`). In a session this call started, Ray Data draws no progress bars
+    (avaf's bar counts videos) and, unless -v, prints nothing on the console: its plan, warnings and the
+    tracebacks of a failed job stay in its log files, and avaf says what failed in one line."""
+    if init_ray(address):
+        import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = False
-        if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # Ray Data's plan per job: only with -vv
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        if not ray_verbose():
+            quiet_console("ray.data")
 
 
 def _start_probe(cfg: ExtractConfig, prompt_table: dict | None):
@@ -253,6 +255,6 @@ def _stream(ds) -> Iterator[dict]:
     try:
         yield from ds.iter_rows()
     except Exception as e:  # lost nodes, actors or objects beyond retry, Ray Data's no-progress timeout
-        log.exception("the Ray job stopped")
+        log.debug("the Ray job stopped", exc_info=True)  # its message goes on in the JobLost
         first = next((line for line in str(e).splitlines() if line.strip()), "")
         raise JobLost(f"{type(e).__name__}: {first[:300]}") from e

@@ -3,11 +3,40 @@
 DESIGN.md §3 "Parallelism": no address means a new local Ray instance on this machine (the embedded default,
 never a cluster that happens to run here); `--address` or `RAY_ADDRESS` means that cluster. Ray is imported
 only when a session starts, so reading this module costs nothing.
+
+Quiet by default (issue 26): a command prints only avaf's own lines; Ray's stay in its log folder
+(`/tmp/ray/session_latest/logs`). What Ray would print in this process, and how it is kept off the console:
+
+* its Python loggers ("ray", e.g. the token-authentication notice): `ray.init(logging_level=QUIET)`;
+* errors the cluster publishes to the driver (a task retried, an actor that died at start with its
+  traceback): printed by Ray's listener thread unless `ray._private.worker._worker_logs_enabled` is off,
+  the switch Ray's own debugger uses (`ray.util.rpdb`);
+* its workers' output: `log_to_driver=False`;
+* its C++ core's ERROR lines (`core_worker.cc ... max_restarts`), which the driver's core worker writes to
+  stderr besides its log file, whatever the settings: `CoreLogFilter` takes them out of this process's stderr.
+
+With -v (a command's verbosity of 1 or more) all of it reaches the console as Ray prints it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import select
+import sys
+import threading
+
+import click
+
+from avaf.shared.cli import verbosity
+
+QUIET = logging.CRITICAL + 1  # above every level: a logger or handler set to it prints nothing
+
+# "[2026-12-07 11:15:34,313 E 13931 13931] core_worker.cc:2465: ..." (spdlog, Ray >= 2.40); F(atal) passes
+_CORE_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [DIWE] \d+ \d+\] [^\n]*\n")
+_CORE_HEAD = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [DIWE] \d+ \d+\] ")
+_HEAD_BYTES = frozenset(b"[0123456789-:, DIWE]")
 
 
 def ray_address(address: str | None) -> str | None:
@@ -15,16 +44,90 @@ def ray_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
-def init_ray(address: str | None) -> bool:
+def ray_verbose() -> bool:
+    """Whether Ray's own lines reach the console: only when the running command was given -v."""
+    return verbosity() > 0
+
+
+def init_ray(address: str | None, verbose: bool | None = None) -> bool:
     """Join the cluster at `address` (`ray_address`), else start a local Ray instance; nothing if Ray is
-    already initialised (a caller's own session). True if this call started it: the caller may end it."""
+    already initialised (a caller's own session). True if this call started it: the caller may end it.
+    Quiet unless `verbose` (default: `ray_verbose`); inside a command, its stderr loses Ray's C++ lines
+    until the command ends."""
     import ray
 
     if ray.is_initialized():
         return False
+    loud = ray_verbose() if verbose is None else verbose
+    ray._private.worker._worker_logs_enabled = loud
+    ctx = click.get_current_context(silent=True)
+    if not loud and ctx is not None and os.name == "posix":  # a command: its stderr, while it runs
+        ctx.call_on_close(CoreLogFilter().close)
+    quiet = {"log_to_driver": loud, "logging_level": logging.INFO if loud else QUIET}
     address = ray_address(address)
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, **quiet)
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", include_dashboard=False, **quiet)
     return True
+
+
+def quiet_console(logger: str) -> None:
+    """Silence the console handlers of a Ray library's `logger` (Ray Data's "ray.data"): its files under
+    Ray's log folder keep every record."""
+    for handler in logging.getLogger(logger).handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(QUIET)
+
+
+class CoreLogFilter:
+    """This process's stderr (fd 2) through a pipe: lines of Ray's C++ core are dropped (they are in its log
+    file, python-core-driver-*.log), every other byte goes on to the real stderr as written."""
+
+    def __init__(self):
+        sys.stderr.flush()
+        self._real = os.dup(2)
+        read, self._write = os.pipe()
+        os.dup2(self._write, 2)
+        self._thread = threading.Thread(target=self._pump, args=(read,), name="avaf-stderr", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """The real stderr back on fd 2, and everything written before it forwarded."""
+        sys.stderr.flush()
+        os.dup2(self._real, 2)
+        os.close(self._write)
+        self._thread.join(timeout=2.0)
+        if not self._thread.is_alive():  # a child still holding the pipe: leave the thread its fd
+            os.close(self._real)
+
+    def _pump(self, read: int) -> None:
+        held = b""
+        while True:
+            ready = select.select([read], [], [], 0.05 if held else None)[0]
+            chunk = os.read(read, 1 << 16) if ready else b""
+            if ready and not chunk:
+                break
+            held = self._forward(held + chunk, wait=bool(ready) or bool(_CORE_HEAD.match(held)))
+        self._forward(b"" if _CORE_HEAD.match(held) else held, wait=False)
+        os.close(read)
+
+    def _forward(self, data: bytes, wait: bool) -> bytes:
+        """Writes `data` without Ray's lines; returns the tail held back because it may be one (`wait`:
+        more bytes are on their way, or a Ray line has begun and its end has not come yet)."""
+        data = _CORE_LINE.sub(b"", data)
+        cut = len(data)
+        if wait:
+            begun = [m.start() for m in _CORE_HEAD.finditer(data)]  # complete ones are gone: no newline after
+            start = data.rfind(b"[")
+            if begun:
+                cut = begun[-1]
+            elif start >= 0 and len(data) - start < 64 and set(data[start:]) <= _HEAD_BYTES:
+                cut = start  # "[2026-12-07 11:1": perhaps the head of one
+        out = memoryview(data)[:cut]
+        try:
+            while out:
+                out = out[os.write(self._real, out) :]
+        except OSError:  # the real stderr is gone: nowhere to show it; keep draining so writers never block
+            pass
+        return data[cut:]
