@@ -73,11 +73,15 @@ def test_bad_input_is_one_line_exit_2_before_torch_and_ray(inputs, case):
     assert sorted(p.name for p in inputs.iterdir()) == before  # nothing written either (no folder, no shard)
 
 
-def test_the_variants_known_without_torch_are_the_models():
-    from avaf.train.config import VARIANTS
-    from avaf.train.model import MODELS
+def test_the_variants_table_names_each_model_class_without_importing_torch():
+    from avaf.train.authors_model import AuthorsNet
+    from avaf.train.model import AVAFNet
+    from avaf.train.variants import MODELS, model_class
 
-    assert list(VARIANTS) == list(MODELS)
+    assert [model_class(name) for name in MODELS] == [AVAFNet, AuthorsNet]
+    code = "import sys, avaf.train.config, avaf.train.variants; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_vv_shows_the_traceback_behind_the_one_line(inputs):

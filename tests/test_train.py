@@ -23,7 +23,7 @@ from avaf.train.config import LossConfig, ModelConfig, load_config
 from avaf.train.data import Shape, gather, load_split
 from avaf.train.inputs import Batch, ModelOutput, prepare_inputs
 from avaf.train.loop import train
-from avaf.train.model import MODELS
+from avaf.train.variants import MODELS
 
 from conftest import known_answer_store
 

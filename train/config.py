@@ -20,6 +20,7 @@ from avaf.shared.cli import option
 from avaf.shared.config import ConfigError, from_dict, merge, nest, read_file, resolve, to_dict
 
 from .model_config import LossConfig, ModelConfig
+from .variants import MODELS, model_class
 
 __all__ = [
     "ConfigError",
@@ -29,15 +30,12 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
-    "VARIANTS",
     "check_config",
     "load_config",
 ]
 
 
 LOGS = ("none", "tensorboard")
-#: the names of `model.MODELS`' rows (tests/test_errors_early.py keeps them equal), known without torch
-VARIANTS = ("paper", "authors")
 
 
 @dataclass(frozen=True)
@@ -116,9 +114,9 @@ def check_config(path: str | Path | None = None, overrides: Mapping[str, Any] | 
     """The config as given, before any recipe: defaults, then the file, then `overrides`, every key, type and
     the variant checked. A mistake in a file or a flag is found here without importing torch."""
     cfg = resolve(TrainConfig, path, dict(overrides or {}))  # errors name the file and the key
-    if cfg.model.variant not in VARIANTS:
+    if cfg.model.variant not in MODELS:
         raise ConfigError(
-            f"{path or 'config'}: model.variant must be one of {list(VARIANTS)}, got {cfg.model.variant!r}"
+            f"{path or 'config'}: model.variant must be one of {list(MODELS)}, got {cfg.model.variant!r}"
         )
     return cfg
 
@@ -135,10 +133,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     """
     flags = dict(overrides or {})
     cfg = check_config(path, flags)
-    # the models' table imports torch: only once the config is known to be right, so a typo is quick
-    from .model import MODELS
-
-    recipe = MODELS[cfg.model.variant].recipe
+    # the model's class imports torch: only once the config is known to be right, so a typo is quick
+    recipe = model_class(cfg.model.variant).recipe
     if not recipe:
         return cfg
     given = merge(read_file(path) if path is not None else {}, nest(flags))  # what the user set wins

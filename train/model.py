@@ -6,7 +6,7 @@
 Inputs are a `Batch` in the store's layout (inputs.py): the model drops CLS and uses the N-1 = 49 patches
 (the paper's SACL threshold 0.019 ~ 1/49 implies it), the stored words and the sentence feature. Time
 order enters in one place, the audio time attention (time_attention.py, DESIGN.md §5 "Time order"); what
-was measured about it is in docs/training.md, "Time order". `MODELS` is the one table of variants.
+was measured about it is in docs/training.md, "Time order". `variants.MODELS` is the one table of variants.
 
     model = build_model(cfg.model)
     out = model(batch)                                   # AVAFOutput: logits, delta, each term's inputs
@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from .authors_model import AuthorsNet
 from .avcm import AudioVisualClueMining
 from .inputs import Batch, prepare_inputs
 from .losses import AVAFOutput, compute_losses
@@ -29,6 +28,7 @@ from .qoaf import QuestionOrientedFusion
 from .sacl import SaclInputs
 from .tacl import TaclInputs, TemporalAlignment
 from .time_attention import AudioTimeAttention
+from .variants import model_class
 
 
 class AVAFNet(nn.Module):
@@ -106,13 +106,7 @@ def _pooled_inputs(patches: Tensor, audio: Tensor, seconds_mask: Tensor, sentenc
     return torch.cat((visual, audio, sentence), dim=-1)  # (B, 2D + audio_dim)
 
 
-#: The one table of variants: `ModelConfig.variant` names a row. A variant is a module holding its model
-#: class (with its `recipe` and `losses`) and one line here.
-MODELS: dict[str, type[nn.Module]] = {"paper": AVAFNet, "authors": AuthorsNet}
-
-
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """The one constructor: cfg.variant selects the class in `MODELS`, the switches select the ablation."""
-    if cfg.variant not in MODELS:
-        raise ValueError(f"model.variant must be one of {list(MODELS)}, got {cfg.variant!r}")
-    return MODELS[cfg.variant](cfg)
+    """The one constructor: cfg.variant selects the class in variants.py's `MODELS`, the switches select
+    the ablation."""
+    return model_class(cfg.variant)(cfg)

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from order_scenes import KINDS, N_ANSWERS, T, generate, table, train  # noqa: E402
 
 from avaf.train.config import ModelConfig  # noqa: E402
-from avaf.train.model import MODELS, AVAFNet  # noqa: E402
+from avaf.train.model import AVAFNet  # noqa: E402
+from avaf.train.variants import MODELS  # noqa: E402
 
 SCHEDULES = {"5e-4": (5e-4, 8, 0), "recipe": (1e-4, 10, 8)}  # lr, epochs, decay at
 

@@ -34,7 +34,8 @@ import torch
 from avaf.train.attention import CrossAttention
 from avaf.train.config import LossConfig, ModelConfig
 from avaf.train.inputs import Batch
-from avaf.train.model import MODELS, build_model
+from avaf.train.model import build_model
+from avaf.train.variants import model_class
 
 # The reference named in the output: the authors' public code on this kind of machine (docs/training.md).
 REFERENCE = (
@@ -170,7 +171,7 @@ def main() -> None:
     if args.suite:
         return suite(args)
     cfg = ModelConfig(variant=args.variant, max_seconds=args.seconds)
-    loss = LossConfig(**MODELS[args.variant].recipe.get("loss", {}))
+    loss = LossConfig(**model_class(args.variant).recipe.get("loss", {}))
     model = build_model(cfg)
     for module in model.modules():
         if isinstance(module, CrossAttention):
