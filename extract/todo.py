@@ -137,7 +137,7 @@ def plan_questions(
             f"{without} stored questions gain the tspm set, whose QA prompts need their templates: pass the "
             "annotation files they came from with --annotations"
         )
-    log.info("%d questions to encode (%d already encoded)", len(jobs), len(index.question) - len(jobs))
+    log.info("%d questions to encode (%d for the packs they lack)", len(jobs), len(jobs) - len(new))
     return jobs
 
 

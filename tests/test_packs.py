@@ -270,3 +270,34 @@ def test_an_avaf_run_signs_as_before_packs_and_each_set_reads_its_part(avaf_only
         tspm = signature_of_set(b.signature, "tspm")
         assert tspm["vggish"] == a.signature["vggish"] and tspm["dtype"] == "float16"
         assert set(tspm["pass_size"]) == {"vggish_examples", "clip_frames", "tome_frames"}
+
+
+def test_the_command_line_takes_the_pack_flags_and_a_config_file_the_stand_ins(tmp_path):
+    from conftest import write_clip
+
+    conf = tmp_path / "tiny.json"
+    tspm = {"clip_model": TINY_TSPM.clip_model, "tome_model_kwargs": TINY_TSPM.tome_model_kwargs}
+    conf.write_text(json.dumps({"clip": {"model": TINY_CLIP}, "tspm": tspm}))
+    write_clip(tmp_path / "videos" / "tones.mp4", seconds=2)
+    out = tmp_path / "feats.h5"
+    args = ["--config", str(conf), "--videos", str(tmp_path / "videos"), "--out", str(out), "--in-process"]
+    flags = [
+        "--features",
+        "tspm,avaf",
+        "--random-weights",
+        "--tome-batch-size",
+        "2",
+        "--tspm-clip-batch-size",
+        "3",
+    ]
+    res = CliRunner().invoke(extract_main, [*args, *flags])
+    assert res.exit_code == 0, res.output
+    assert "RANDOM WEIGHTS (clip, tome, tspm_clip, vggish)" in res.output and "written 1," in res.output
+    with FeatureStore(out) as fs:
+        assert sorted(fs.sets) == ["avaf", "tspm"] and fs.config["features"] == "tspm,avaf"
+        assert fs.signature["tspm"]["pass_size"] == {
+            "vggish_examples": 64,
+            "clip_frames": 3,
+            "tome_frames": 2,
+        }
+        assert fs.video_array("tones", "tspm", "tome").shape == (2, 14, 32)
