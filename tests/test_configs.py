@@ -27,6 +27,12 @@ def test_extract_gpu_config_runs_fp16_encoders_one_per_gpu():
     assert (rt.batch_size, rt.videos_per_call, rt.shard_videos, rt.weights_dir) == (256, 8, 32, None)
     assert (cfg.clip.model, cfg.clip.pretrained, cfg.vggish.weights) == ("ViT-B-32", "openai", "default")
     assert (cfg.decode.backend, cfg.decode.timeout_s, cfg.out) == ("auto", 300.0, "feats.h5")
+    assert cfg.features == "avaf" and (cfg.tspm.clip_weights, cfg.tspm.tome_weights) == ("openai", "default")
+    for size in (
+        cfg.tspm.clip_batch_size,
+        cfg.tspm.tome_batch_size,
+    ):  # 8 videos x 60 s: 5 passes, none padded
+        assert rt.videos_per_call * 60 == 5 * size
     assert cfg.input.videos is None and cfg.input.annotations == ()  # given as flags
     flags = resolve(
         ExtractConfig, CONFIGS / "extract-gpu.yaml", {"runtime.encoders": 4, "input.videos": "v/"}
