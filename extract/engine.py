@@ -23,6 +23,7 @@ from typing import ClassVar, Protocol
 from avaf.extract import questions as question_stage
 from avaf.extract.config import ExtractConfig
 from avaf.extract.decode.backends import GPU_BACKENDS
+from avaf.extract.decode.sampling import DecodedVideo
 from avaf.extract.decode.worker import decode_row
 from avaf.extract.encoders.stage import Encoders, encode_videos, load_encoders
 from avaf.extract.todo import VideoJob
@@ -95,7 +96,8 @@ def encode_rows(encoders: Encoders, rows: list[dict]) -> list[dict]:
     If a shared group fails (e.g. out of memory), each video is retried alone so one bad video is
     recorded with its error and the others still get features.
     """
-    ok = [r for r in rows if r["decoded"] is not None]
+    # a failed decode's None may reach here as NaN: Ray Data turns a batch column of only None into floats
+    ok = [r for r in rows if isinstance(r["decoded"], DecodedVideo)]
     feats, errors, timing = {}, {}, {}
     groups = [[r for r in ok if r["packs"] == p] for p in dict.fromkeys(r["packs"] for r in ok)]
     for group in groups:  # grows while iterating: a failed shared group is queued again video by video
