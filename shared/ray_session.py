@@ -4,7 +4,7 @@ DESIGN.md §3 "Parallelism": no address means a new local Ray instance on this m
 never a cluster that happens to run here); `--address` or `RAY_ADDRESS` means that cluster. Ray is imported
 only when a session starts, so reading this module costs nothing.
 
-Quiet by default (issue 26): a command prints only avaf's own lines; Ray's stay in its log folder
+Quiet by default (docs/reliability.md, "Output"): a command prints only avaf's own lines; Ray's stay in its log folder
 (`/tmp/ray/session_latest/logs`). What Ray would print in this process, and how it is kept off the console:
 
 * its Python loggers ("ray", e.g. the token-authentication notice): `ray.init(logging_level=QUIET)`;

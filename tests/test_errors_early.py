@@ -1,4 +1,4 @@
-"""Bad input is reported before torch and Ray load (issue 26, item 5): the real console commands, each in a
+"""Bad input is reported before torch and Ray load: the real console commands, each in a
 fresh process under `python -X importtime`, so the test sees every module the process imported before it
 printed its error and exited. tests/benchmarks/bench_errors.py times the same five inputs."""
 

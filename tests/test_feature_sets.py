@@ -25,7 +25,7 @@ from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_pat
 from conftest import fake_question, fake_video
 
 L14 = Encoder("ViT-L-14-336", "openai", "b" * 64, False, "open_clip")
-TSPM = {  # name: table, role, shape of a row, encoder: the pack of issue 25 at its real widths
+TSPM = {  # name: table, role, shape of a row, encoder: the tspm pack at its real widths
     "audio": ("seconds", "audio", (128,), Encoder("vggish", "default", "a" * 64, False, "avaf")),
     "frame": ("seconds", "visual", (768,), L14),
     "tome": (
@@ -316,7 +316,7 @@ def test_the_writer_refuses_arrays_outside_its_sets_missing_ones_and_wrong_shape
 
 
 def _tspm_only_store(tmp_path):
-    """A store of the tspm set alone (issue 25: `--features tspm`): no avaf array."""
+    """A store of the tspm set alone (`--features tspm`): no avaf array."""
     rng = np.random.default_rng(6)
     out = tmp_path / "tspm.h5"
     videos = []

@@ -1,7 +1,7 @@
 """avaf-export --format qa-tiger | tspm | av-master | stg: the layouts each repository's loader reads as is.
 
-Each format's files are read back the way its loader reads them, as /tmp/avqa_layouts.md (the research notes
-for issue 25) describes those loaders: np.load by `<video_id>.npy` / `str(question_id).npy` (h5py for STG,
+Each format's files are read back the way its loader reads them, as docs/feature-packs.md
+describes those loaders: np.load by `<video_id>.npy` / `str(question_id).npy` (h5py for STG,
 every key read into memory), no cast where the loader casts none, default-collate stacking (one shape per
 kind), and the model's squeeze of the leading axis. The reading functions are written here from those notes;
 no code of the repositories is in this file. MANIFEST.json's checksums are recomputed from the files, and the

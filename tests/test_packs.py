@@ -301,3 +301,45 @@ def test_the_command_line_takes_the_pack_flags_and_a_config_file_the_stand_ins(t
             "tome_frames": 2,
         }
         assert fs.video_array("tones", "tspm", "tome").shape == (2, 14, 32)
+
+
+@pytest.mark.parametrize("name", ["npy", "tspm", "qa-tiger", "av-master", "stg"])
+def test_the_extracted_store_exports_in_every_format(both, tmp_path, name):
+    """The store `--features avaf,tspm` wrote on Ray, through each `--format`: every video (padded to 5 s) and,
+    where the layout has question files, every question; the manifest's checksums are the files'."""
+    import hashlib
+
+    import h5py
+
+    from avaf.shared.exchange import EXPORTERS, ExportOptions
+    from avaf.shared.exchange.layouts import LAYOUTS
+
+    _, feats = both
+    out = tmp_path / name
+    report = EXPORTERS[name](feats, out, ExportOptions(pad_to=None if name == "npy" else 5))
+    assert report.lines()
+    if name == "npy":
+        assert sorted(p.stem for p in (out / "vggish").glob("*.npy")) == sorted(VIDEOS)
+        return
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    files = manifest["files"]
+    assert files and all(hashlib.sha256((out / f).read_bytes()).hexdigest() == h for f, h in files.items())
+    with FeatureStore(feats) as fs:
+        qids = [str(q) for q in fs.questions()["question_id"]]
+    for target in LAYOUTS[name].targets:
+        expected = sorted(VIDEOS) if target.per == "video" else qids
+        if target.array == "prompt":
+            expected = [q for q in qids if q != "4"]  # the louder template is not in the prompt table
+        if LAYOUTS[name].container == "hdf5":
+            with h5py.File(out / target.path, "r") as f:
+                assert sorted(f) == sorted(expected)
+                first = f[expected[0]]
+                rows = (first["qst_feat"] if isinstance(first, h5py.Group) else first)[()]
+        else:
+            assert sorted(p.stem for p in (out / target.path).glob("*.npy")) == sorted(expected)
+            rows = np.load(out / target.path / f"{expected[0]}.npy")
+        assert rows.dtype == np.dtype(LAYOUTS[name].dtype)
+        if target.per == "video":
+            assert rows.shape[0] == 5  # padded: every loader reads one T
+        elif target.lead:
+            assert rows.shape[0] == 1  # the (1, ...) of the loader's files

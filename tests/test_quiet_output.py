@@ -1,4 +1,4 @@
-"""A normal run prints only avaf's own lines (issue 26, item 4): the real avaf-extract on a local Ray instance
+"""A normal run prints only avaf's own lines: the real avaf-extract on a local Ray instance
 over the real test videos, its stdout and stderr captured and every line classified. Ray's lines stay in
 Ray's log folder; -v lets them through (shared/ray_session.py says where each kind came from)."""
 

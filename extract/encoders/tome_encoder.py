@@ -1,4 +1,4 @@
-"""The ToMe-14 token encoder of the `tspm` feature pack (DESIGN.md §3b; issue 25).
+"""The ToMe-14 token encoder of the `tspm` feature pack (DESIGN.md §3b; docs/feature-packs.md).
 
 timm `vit_large_patch16_384` (ImageNet-21k -> 1k AugReg weights, timm's default tag), head and pooling removed,
 Token Merging (`tome.py`) at r = 25 in each of the first 23 blocks: 577 tokens -> 14, width 1024. Output: the

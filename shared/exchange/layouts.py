@@ -1,4 +1,4 @@
-"""The feature layouts that TSPM, QA-TIGER, AV-Master and STG read, as data (issue 25; docs/feature-packs.md).
+"""The feature layouts that TSPM, QA-TIGER, AV-Master and STG read, as data (docs/feature-packs.md).
 
 Each `Layout` says which folder of per-id `.npy` files (or, for STG, which HDF5 file of per-id datasets) holds
 which array of the store's `tspm` set (`sets.TSPM_ARRAYS`), in which form (a leading axis of 1, the first n

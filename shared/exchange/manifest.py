@@ -1,4 +1,4 @@
-"""MANIFEST.json of a feature-pack export: what proves which features produced a number (issue 25, item 4).
+"""MANIFEST.json of a feature-pack export: what proves which features produced a number.
 
 For each file written, its sha256; for each array, the store array it came from, the encoder (model,
 pretrained tag, sha256 of the weights loaded, random flag), the preprocessing, the shapes and dtypes, and the

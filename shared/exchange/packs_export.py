@@ -1,4 +1,4 @@
-"""Export a store's `tspm` set in the layout TSPM, QA-TIGER, AV-Master or STG reads unchanged (issue 25).
+"""Export a store's `tspm` set in the layout TSPM, QA-TIGER, AV-Master or STG reads unchanged (docs/feature-packs.md).
 
     export_pack("tspm", "feats.h5", "out/", ExportOptions(pad_to=60))  # avaf-export --format tspm --pad-to 60
 

@@ -126,7 +126,7 @@ def _encoder(config: dict, signature: dict, key: str) -> Encoder:
     )
 
 
-# -- the tspm pack's set (DESIGN.md §3b, issue 25) ---------------------------------------------------------
+# -- the tspm pack's set (DESIGN.md §3b, docs/feature-packs.md) ---------------------------------------------------------
 # The one place its array names live: avaf-extract --features tspm writes them, the exporters for TSPM,
 # QA-TIGER, AV-Master and STG (shared/exchange/layouts.py) read them.
 
