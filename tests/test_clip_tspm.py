@@ -128,7 +128,9 @@ def test_pooled_from_frames_of_any_size_is_encode_image_of_open_clip_preprocess(
 def test_pooled_does_not_depend_on_batch_neighbours_and_bad_frames_are_refused(tiny):
     frames = [frame(40, 64, s) for s in range(3)]
     alone = torch.cat([tiny.encode_pooled([f]) for f in frames])
-    assert torch.equal(tiny.encode_pooled(frames), alone)  # fixed-shape passes (batch_size 2, padded)
+    # fixed-shape passes (batch_size 2, padded): a padding or batching bug moves a row by O(1); on 2 threads a
+    # row's place in the pass moves its last bits (seen on this CPU), which no test may depend on
+    torch.testing.assert_close(tiny.encode_pooled(frames), alone, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match=r"frame 1: expected uint8 \(H, W, 3\)"):
         tiny.encode_pooled([frames[0], frames[1].astype(np.float32)])
     with pytest.raises(ValueError, match="frame 0"):
