@@ -193,6 +193,18 @@ def _known_answer_questions(rng, i, vid, split, classes, question_words):
     return questions
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test, then as before: for files of tiny tensors and thousands of ops, which
+    2 threads on 2 busy cores made up to 100x slower (`pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @contextmanager
 def local_cluster(*workers: dict, head: dict | None = None, system_config: dict | None = None):
     """Several Ray nodes on this machine (`ray.cluster_utils.Cluster`): a head, then one node per entry of

@@ -28,13 +28,7 @@ SITES = frozenset(
 )  # attention weights, FFN hidden, residuals, AttFlat
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors, thousands of ops: one thread (on 2 busy cores 2 threads made this file 100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, many ops
 
 
 def lin(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:

@@ -36,12 +36,7 @@ from avaf.train.config import ModelConfig
 TINY = ModelConfig(dim=32, heads=2, ffn_dim=64, n_answers=N_ANSWERS, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, many ops
 
 
 def learned(kinds: tuple[str, ...], seconds: int, steps: int, lr: float, positions: bool = True) -> dict:

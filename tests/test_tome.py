@@ -38,12 +38,7 @@ from avaf.extract.encoders.weights import WeightsFileError, WeightsUnavailable, 
 TINY = {"embed_dim": 32, "num_heads": 2, "mlp_ratio": 1.0}  # depth 24, patch 16, 384²: 577 tokens
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, many ops
 
 
 def tiny_vit(seed: int = 0, **kwargs) -> torch.nn.Module:

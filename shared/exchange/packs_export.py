@@ -198,7 +198,7 @@ def _fresh_output(out: Path, layout: Layout, overwrite: bool) -> None:
 
 def fit_seconds(array: np.ndarray, pad_to: int | None) -> np.ndarray:
     """(T, ...) -> (pad_to, ...): a shorter video repeats its last second, a longer one keeps its first
-    pad_to seconds (the MUSIC-AVQA authors' rule, their repository's issue #3); None: as it is."""
+    pad_to seconds (the rule the MUSIC-AVQA authors give for videos shorter than 60 s); None: as it is."""
     if pad_to is None or len(array) == pad_to:
         return array
     if len(array) > pad_to:
