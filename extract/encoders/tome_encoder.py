@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
+from avaf.extract.decode.views import View, resize_view
 from avaf.extract.encoders.batching import pad_batch
 from avaf.extract.encoders.tome import token_schedule, tome_forward
 from avaf.extract.encoders.weights import (
@@ -82,10 +82,7 @@ def resize_crop(rgb: np.ndarray, input_size: int = 384, resize_size: int | None 
     h, w = rgb.shape[:2]
     if min(h, w) == 0 or size < input_size:
         raise ValueError(f"cannot resize a {w}x{h} frame to shorter side {size} and crop {input_size}")
-    new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
-    img = Image.fromarray(rgb).resize((new_w, new_h), Image.BICUBIC)
-    top, left = int(round((new_h - input_size) / 2.0)), int(round((new_w - input_size) / 2.0))
-    return np.asarray(img.crop((left, top, left + input_size, top + input_size)))
+    return resize_view(rgb, View(input_size, size))  # the decode side's view: the same bytes, less work
 
 
 def preprocess(
