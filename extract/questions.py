@@ -31,8 +31,8 @@ Encoded = list[dict[str, dict[str, np.ndarray | None]]]  # per question: set -> 
 def batches(jobs: list[QuestionJob], batch_size: int, prompts=None) -> list[dict]:
     """The jobs in fixed batches, in order, each of consecutive jobs with the same packs: {"packs": comma
     list, "texts", "prompts": the QA prompt per question (None: the table lacks its template), or None
-    without a table or the tspm pack}. Whoever encodes a batch (this process or any encoder actor) sees the
-    same batch, so the features are the same bits (a batch's length sets the passes' shape)."""
+    without a table or the tspm pack}. The batches only share the work out: a question's features are the
+    same bits in any batch (the text passes have fixed shapes, batching.text_passes)."""
     out, a = [], 0
     while a < len(jobs):
         packs = jobs[a].packs
@@ -57,7 +57,7 @@ def encode_batch(encoders, batch: dict) -> Encoded:
     packs, texts = batch["packs"].split(","), list(batch["texts"])
     out: Encoded = [{} for _ in texts]
     if AVAF in packs:
-        for row, (wd, st) in zip(out, encoders.clip.encode_text(texts, batch_size=len(texts)), strict=True):
+        for row, (wd, st) in zip(out, encoders.clip.encode_text(texts), strict=True):
             row[AVAF] = {"words": _f16(wd), "sentence": _f16(st)}
     if TSPM in packs:
         prompts = batch.get("prompts")

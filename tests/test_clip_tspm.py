@@ -20,6 +20,7 @@ from open_clip.transformer import QuickGELU
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from avaf.extract.encoders.batching import TEXT_ROWS
 from avaf.extract.encoders.clip_encoder import ClipEncoder, load_clip
 from avaf.extract.encoders.weights import clip_weights_filename, state_dict_sha256
 
@@ -97,11 +98,19 @@ def test_padded_words_are_every_position_projected_and_sentence_is_the_end_row(t
         assert real.shape[0] == e + 1 and sent.shape == (32,)
 
 
-def test_padded_text_in_batches_equals_one_batch_and_empty_input(tiny):
-    one_w, one_s = tiny.encode_text_padded(QUESTIONS, batch_size=3)
-    two_w, two_s = tiny.encode_text_padded(QUESTIONS, batch_size=2)
-    torch.testing.assert_close(one_w, two_w, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(one_s, two_s, rtol=1e-5, atol=1e-5)
+def test_padded_text_gives_the_same_bits_alone_and_among_others_and_empty_input(tiny):
+    """Passes of TEXT_ROWS x 77, padded: a question's 77 rows do not depend on the others encoded with it."""
+    shapes = []
+    hook = tiny.model.transformer.register_forward_pre_hook(lambda m, args: shapes.append(args[0].shape))
+    try:
+        alone_w, alone_s = tiny.encode_text_padded(QUESTIONS[1:2])
+        among_w, among_s = tiny.encode_text_padded(QUESTIONS * 12)  # more than one pass
+    finally:
+        hook.remove()
+    assert shapes == [(TEXT_ROWS, 77, 32)] * (1 + -(-len(QUESTIONS) * 12 // TEXT_ROWS))
+    assert among_w.shape == (len(QUESTIONS) * 12, 77, 32)
+    for i in range(1, len(among_w), len(QUESTIONS)):
+        assert torch.equal(among_w[i], alone_w[0]) and torch.equal(among_s[i], alone_s[0])
     words, sentence = tiny.encode_text_padded([])
     assert words.shape == (0, 77, 32) and sentence.shape == (0, 32)
 

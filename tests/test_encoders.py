@@ -22,6 +22,7 @@ from torch import nn
 from torchvggish import mel_features, vggish_input
 
 from avaf.extract.encoders import clip_encoder, vggish_encoder, weights
+from avaf.extract.encoders.batching import TEXT_ROWS
 from avaf.extract.encoders.clip_encoder import load_clip
 from avaf.extract.encoders.vggish_encoder import build_vggish, load_vggish, log_mel_examples, mel_matrix
 from avaf.extract.encoders.weights import (
@@ -208,13 +209,35 @@ def test_trimmed_text_pass_equals_the_full_hooked_pass(tiny, monkeypatch):
         torch.testing.assert_close(sa, sb, atol=1e-5, rtol=0)
 
 
-def test_text_in_batches_equals_one_batch(tiny):
-    qs = [f"Is the instrument on the left louder than number {i}?" for i in range(5)]
-    one = tiny.encode_text(qs, batch_size=8)
-    many = tiny.encode_text(qs, batch_size=2)
-    for (wa, sa), (wb, sb) in zip(one, many, strict=True):
-        torch.testing.assert_close(wa, wb, atol=1e-5, rtol=0)
-        torch.testing.assert_close(sa, sb, atol=1e-5, rtol=0)
+def test_a_question_encodes_to_the_same_bits_alone_and_among_others(vit_b32):
+    """Text passes have fixed shapes (batching.text_passes): TEXT_ROWS rows, and a length set by the question
+    alone. So its features do not depend on the questions sharing its batch, its encoder actor or a resumed
+    run's remaining questions. Run the suite under the AVX2-only settings to check that CPU too."""
+    q = "What is the first instrument that comes in?"
+    others = [
+        f"Is the {w} on the left louder than the {w} on the right number {i}?"
+        for i, w in enumerate(["violin", "cello", "guitar", "piano", "flute"] * 8)
+    ]
+    others += ["violin " * 20, "Is there a tuba?"]  # 18 and 22 positions (passes of 32) and 7 (of 16)
+    shapes = []
+    hook = vit_b32.model.transformer.register_forward_pre_hook(lambda m, args: shapes.append(args[0].shape))
+    try:
+        [(words, sentence)] = vit_b32.encode_text([q])
+        alone = shapes[:]
+        among = vit_b32.encode_text(others[:21] + [q] + others[21:])
+    finally:
+        hook.remove()
+    assert alone == [(TEXT_ROWS, 16, 512)]  # 11 positions rounded up to 16, padded to TEXT_ROWS rows
+    assert sorted(shapes[1:]) == [
+        (TEXT_ROWS, 16, 512),
+        (TEXT_ROWS, 32, 512),
+        (TEXT_ROWS, 32, 512),
+    ]  # 41 of 32
+    assert words.shape == (11, 512)  # SOT, 9 BPE tokens, EOT
+    assert torch.equal(among[21][0], words) and torch.equal(among[21][1], sentence)
+    with torch.no_grad():  # and it is CLIP's own sentence feature
+        ref = vit_b32.model.encode_text(open_clip.get_tokenizer("ViT-B-32")([q]))[0]
+    torch.testing.assert_close(sentence, ref, atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- CLIP weights

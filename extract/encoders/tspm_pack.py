@@ -31,13 +31,11 @@ def encode_questions(
     clip, texts: list[str], prompts: list[str | None] | None = None
 ) -> list[dict[str, np.ndarray | None]]:
     """{sentence (D,), words (C, D)} float16 per question, and with `prompts` (a table was given) `prompt`
-    (D,): None where the table lacks the question's template (prompts[i] None). One pass per call for the
-    questions and one for the prompts: a fixed batch gives the same bits whoever encodes it."""
-    words, sentence = clip.encode_text_padded(
-        [tspm_question_text(t) for t in texts], batch_size=max(1, len(texts))
-    )
+    (D,): None where the table lacks the question's template (prompts[i] None). Passes of a fixed shape
+    (ClipEncoder.encode_text_padded): the same bits whoever encodes a question, with whichever others."""
+    words, sentence = clip.encode_text_padded([tspm_question_text(t) for t in texts])
     given = [p for p in prompts or [] if p is not None]
-    encoded = iter(clip.encode_text_padded(given, batch_size=len(given))[1] if given else [])
+    encoded = iter(clip.encode_text_padded(given)[1] if given else [])
     out = []
     for i in range(len(texts)):
         row = {"sentence": _f16(sentence[i]), "words": _f16(words[i])}
