@@ -15,9 +15,13 @@ room first (`check_room`). `check_fresh_output` keeps a command from writing ove
 from __future__ import annotations
 
 import errno
+import functools
+import json
+import math
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -61,6 +65,7 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike, durable: bool = True
     writing them again.
     """
     tmp, path = Path(tmp), Path(path)
+    _default_mode(tmp)
     if not durable:
         os.replace(tmp, path)
         return
@@ -75,6 +80,28 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike, durable: bool = True
             os.close(dir_fd)
     except OSError:  # some filesystems cannot fsync a directory; the rename itself is still atomic
         pass
+
+
+def _default_mode(path: Path) -> None:
+    """Give a written file the mode `open()` gives a new one (0666 less the umask): some writers create
+    their file private (safetensors: 0600), which would make checkpoints and weights the only outputs other
+    users of a shared folder cannot read."""
+    with suppress(OSError):
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != 0o666 & ~_umask():
+            os.chmod(path, 0o666 & ~_umask())
+
+
+@functools.cache
+def _umask() -> int:
+    """This process's umask, read once: from /proc where it is (os.umask can only be read by setting it,
+    which would race with other threads creating files), else through os.umask."""
+    with suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -99,6 +126,22 @@ def write_text(path: str | os.PathLike, text: str, durable: bool = True) -> None
     """Write a whole text file atomically (`atomic_path`)."""
     with atomic_path(path, durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def json_text(value, indent: int | None = None) -> str:
+    """`value` as JSON that strict readers accept: a NaN or infinite float (the accuracy of a question type
+    without questions) becomes null, never the NaN that Python's json writes by default."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 def append_text(path: str | os.PathLike, text: str) -> None:

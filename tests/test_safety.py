@@ -10,6 +10,7 @@ when the tests run as root.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import signal
@@ -26,6 +27,7 @@ from avaf.extract.cli import demo as demo_main
 from avaf.extract.cli import fetch_weights as fetch_main
 from avaf.extract.cli import main as extract_main
 from avaf.extract.synth.cli import main as synth_main
+from avaf.shared import files
 from avaf.shared.exchange.cli import export_main, import_main
 from avaf.shared.exchange.npy_folders import export_npy
 from avaf.shared.store.inspect_cli import main as inspect_main
@@ -114,6 +116,10 @@ def test_resume_still_continues_the_run(feats, tiny, run, tmp_path):
     assert res.exit_code == 0, res.output
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert lines[:2] == first and [json.loads(x)["epoch"] for x in lines] == [0, 1, 2]
+    # the best epoch restored from the checkpoint's state (counted from 0) is reported from 1, as the console
+    val = [json.loads(x)["val_accuracy"] for x in lines]
+    assert json.loads((out / "results.json").read_text())["best_epoch"] == int(np.argmax(val)) + 1
+    assert f"best epoch {int(np.argmax(val)) + 1} (selected on val)" in res.output
     both = CliRunner().invoke(train_main, ["--out", str(out), "--overwrite", *resume])
     assert both.exit_code == 2 and "give one" in one_line(both.stderr)
     missing = CliRunner().invoke(train_main, ["--out", str(tmp_path / "nothing"), *resume])
@@ -378,3 +384,37 @@ def test_the_size_check_refuses_only_what_cannot_fit(tmp_path):
         estimate = w.nbytes()
         w.close()
         assert w.path.stat().st_size <= estimate <= 2 * w.path.stat().st_size + 200_000
+
+
+# ---- file modes: what every output gets, checkpoints included ------------------------------------------
+
+
+def test_every_file_of_a_run_has_the_mode_the_umask_gives(run):
+    """safetensors creates its file 0600: the checkpoints were the only outputs others could not read."""
+    written = [p for p in run.rglob("*") if p.is_file()]
+    modes = {p.relative_to(run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in written}
+    checkpoints = {"best/model.safetensors", "last/model.safetensors", "last/state-1.pt"}
+    assert checkpoints | {"results.json", "delta.png", "metrics.jsonl"} <= set(modes)
+    assert modes == dict.fromkeys(modes, 0o666 & ~files._umask()), modes  # 0644 under umask 022
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    """Under umask 027 a safetensors file, a torch file and a text file all end 0640, as open() makes them."""
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o027)
+    files._umask.cache_clear()
+    try:
+        with files.atomic_path(tmp_path / "w.safetensors") as tmp:
+            save_file({"a": torch.zeros(2)}, str(tmp))
+        with files.atomic_path(tmp_path / "s.pt") as tmp:
+            torch.save({"a": 1}, tmp)
+        files.write_text(tmp_path / "r.json", "{}")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("made by open()")
+    finally:
+        os.umask(old)
+        files._umask.cache_clear()
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"w.safetensors": 0o640, "s.pt": 0o640, "r.json": 0o640, "plain.txt": 0o640}

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from avaf.shared.avqa.question_types import TYPES
+from avaf.shared.files import json_text
 from avaf.shared.store.reader import FeatureStore
 from avaf.train import checkpoint
 from avaf.train.cli import eval_main
@@ -196,14 +198,40 @@ def test_cli_equals_library_and_eval_prints_the_table(feats, tmp_path, tiny_flag
     assert res.exit_code == 0, res.output
     assert "| test |" in res.output
     lib = train(tiny_cfg(feats, tmp_path / "lib", **{"optim.epochs": 3}), progress=False)
-    cli = json.loads((tmp_path / "cli" / "results.json").read_text())
-    assert cli["tables"] == json.loads(json.dumps(lib["tables"]))
+    cli = strict_json((tmp_path / "cli" / "results.json").read_text())
+    assert cli["tables"] == json.loads(json_text(lib["tables"]))
+    # the selected epoch counts from 1 in results.json as on the console: 1 + the epoch of the best val
+    val = [
+        strict_json(x)["val_accuracy"] for x in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert cli["best_epoch"] == lib["best_epoch"] == int(np.argmax(val)) + 1
+    assert f"best epoch {cli['best_epoch']} (selected on val)" in res.output
+    # a type without questions is null (strict JSON), not NaN: the store asks 2 of the 9 types
+    empty = {k for k, v in cli["tables"]["test"].items() if v is None}
+    assert empty == {*NO_QUESTIONS, "Audio-Visual"} and cli["tables"]["test"]["Audio"] > 0
+    for line in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines():
+        assert {k for k, v in strict_json(line)["val"].items() if v is None} == empty
+    for line in (tmp_path / "cli" / "predictions.jsonl").read_text().splitlines():
+        strict_json(line)
     out = CliRunner().invoke(
         eval_main, ["--feats", str(feats), "--checkpoint", str(tmp_path / "cli" / "best"), "--json"]
     )
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["table"]["All"] == pytest.approx(cli["tables"]["test"]["All"])
-    assert json.loads(out.output)["questions"] == 120
+    assert strict_json(out.output)["table"]["All"] == pytest.approx(cli["tables"]["test"]["All"])
+    assert strict_json(out.output)["questions"] == 120
+    assert strict_json(out.output)["table"]["Audio-Visual/Temporal"] is None
+
+
+NO_QUESTIONS = [t for t in TYPES if t not in ("Audio/Counting", "Visual/Counting")]
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as strict JSON readers (jq, JavaScript) do."""
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def test_checkpoints_of_another_vocabulary_or_config_are_refused(feats, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import click
@@ -16,6 +15,7 @@ from avaf.shared.cli import (
     given,
     show_progress,
 )
+from avaf.shared.files import json_text
 
 from .config import TrainConfig, check_config, load_config
 
@@ -57,7 +57,7 @@ def main(config_file, resume, overwrite, **flags) -> None:
     cfg = load_config(config_file, over)
     results = train(cfg, resume=resume, progress=show_progress(), overwrite=overwrite)
     click.echo(open(f"{cfg.run.out_dir}/results.md").read())
-    click.echo(f"best epoch {results['best_epoch'] + 1} (selected on val); outputs in {cfg.run.out_dir}/")
+    click.echo(f"best epoch {results['best_epoch']} (selected on val); outputs in {cfg.run.out_dir}/")
 
 
 @click.command("avaf-eval", cls=Command, context_settings=CONTEXT)
@@ -87,7 +87,7 @@ def eval_main(feats, checkpoint, split, subset, device, as_json, memory_budget) 
     if as_json:
         out = {"table": ev.table, "delta_per_type": ev.delta_per_type, "questions": len(data)}
         out |= {"delta_note": ev.delta_note} if ev.delta_note else {}
-        click.echo(json.dumps(out, indent=2))
+        click.echo(json_text(out, indent=2))
     else:
         click.echo(results_markdown({f"{split} ({subset})": ev}))
 

@@ -9,8 +9,9 @@ batches are gathered there by index; mixed precision on GPU.
 
 Run folder: config.json (resolved config), metrics.jsonl (one line per epoch: every loss term by name,
 accuracies, samples/s, lr), best/ and last/ checkpoints, results.json and results.md (the paper's table
-at the best checkpoint), predictions.jsonl (per question: prediction, correctness, δ), curves.png and
-delta.png (train/plots.py), and with --log tensorboard the same scalars in tensorboard/. A folder that
+at the best checkpoint; results.json counts the selected epoch from 1, as the console does, and writes a
+type without questions as null), predictions.jsonl (per question: prediction, correctness, δ), curves.png
+and delta.png (train/plots.py), and with --log tensorboard the same scalars in tensorboard/. A folder that
 already holds any of these is refused unless the run is resumed (--resume) or replaced (--overwrite).
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 
 from avaf.shared.avqa.answers import ANSWERS
-from avaf.shared.files import append_text, check_fresh_output, write_text
+from avaf.shared.files import append_text, check_fresh_output, json_text, write_text
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.schema import SECONDS, WORDS
 
@@ -180,7 +181,9 @@ def train_epoch(model, opt, data: SplitData, run: Run, epoch: int, max_steps: in
 
 @dataclass
 class Standing:
-    """Where a run stands: the next epoch to run, the best val accuracy so far and its epoch."""
+    """Where a run stands: the next epoch to run, the best val accuracy so far and its epoch. Epochs count
+    from 0 here, in the resume state and in the checkpoints' metadata (as metrics.jsonl's "epoch" does);
+    results.json and the console count from 1."""
 
     epoch: int = 0
     best_acc: float = -1.0
@@ -276,7 +279,7 @@ def _epochs(run: Run, model, opt, sched, splits: dict[str, SplitData], standing:
         sched.step()
         val = run.evaluate(model, splits["val"])
         record = {"epoch": epoch, "lr": lr, **stats, "val_accuracy": val.accuracy, "val": val.table}
-        append_text(out / "metrics.jsonl", json.dumps(record) + "\n")
+        append_text(out / "metrics.jsonl", json_text(record) + "\n")
         if run.board:
             log_epoch(run.board, record)
         if val.accuracy > standing.best_acc:
@@ -306,7 +309,7 @@ def final_report(run: Run, model, splits: dict[str, SplitData], best_epoch: int)
     checkpoint.load_weights(model, run.out / checkpoint.BEST)
     evals = {s: run.evaluate(model, splits[s]) for s in ("val", "test") if s in splits}
     results = {
-        "best_epoch": best_epoch,
+        "best_epoch": best_epoch + 1,  # counted from 1, as the console says it
         "selected_on": "val",
         "subset": run.cfg.data.subset,
         "tables": {s: e.table for s, e in evals.items()},
@@ -316,7 +319,7 @@ def final_report(run: Run, model, splits: dict[str, SplitData], best_epoch: int)
     note = next((e.delta_note for e in evals.values() if e.delta_note), None)
     if note:  # the model's δ cannot depend on the question: say so beside the numbers
         results["delta_note"] = note
-    write_text(run.out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text(run.out / "results.json", json_text(results, indent=2) + "\n")
     write_text(run.out / "results.md", results_markdown(evals))
     write_predictions(run.out / "predictions.jsonl", evals)
     return results
@@ -334,5 +337,5 @@ def write_predictions(path: Path, evals: dict[str, Evaluation]) -> None:
             }
             if e.delta is not None:
                 row["delta_visual"], row["delta_audio"] = (round(float(x), 4) for x in e.delta[i])
-            rows.append(json.dumps(row) + "\n")
+            rows.append(json_text(row) + "\n")
     write_text(path, "".join(rows))

@@ -16,18 +16,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.transforms import offset_copy
 
 from avaf.shared.avqa.question_types import MODALITIES, OVERALL, TYPES
 from avaf.shared.files import atomic_path
 
 GROUPS = (*MODALITIES, OVERALL)  # the paper's averages: Audio, Visual, Audio-Visual, All
 DPI = 110
+MIN_LABELLED = 0.08  # delta.png: a bar segment narrower than this has no room for its number
 
 
 def save(fig: Figure, path: Path) -> Path:
     """Write `fig` as a PNG atomically (a killed run never leaves half an image)."""
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure made with layout="constrained" has placed itself
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     return path
@@ -37,8 +38,14 @@ def _finite(values) -> bool:
     return any(v is not None and not math.isnan(v) for v in values)
 
 
+def _nan(v) -> float:
+    """A number to plot: metrics.jsonl writes an accuracy without questions as null."""
+    return math.nan if v is None else v
+
+
 def run_curves(metrics: Sequence[dict], best_epoch: int, path: Path) -> Path:
-    """curves.png from a run's metrics.jsonl lines: loss terms, val accuracy per modality, lr."""
+    """curves.png from a run's metrics.jsonl lines: loss terms, val accuracy per modality, lr; the selected
+    epoch `best_epoch` (counted from 1, as results.json does) marked."""
     epochs = [m["epoch"] + 1 for m in metrics]
     fig = Figure(figsize=(12, 3.6))
     losses, acc, lr = fig.subplots(1, 3)
@@ -49,11 +56,11 @@ def run_curves(metrics: Sequence[dict], best_epoch: int, path: Path) -> Path:
     losses.set_yscale("log" if positive else "linear")  # the terms differ by orders of magnitude
     losses.legend(fontsize=8)
     for group in GROUPS:
-        ys = [m["val"].get(group, math.nan) for m in metrics]
+        ys = [_nan(m["val"].get(group)) for m in metrics]
         if _finite(ys):
             acc.plot(epochs, ys, marker=".", label=group, lw=2.5 if group == OVERALL else 1.2)
-    if best_epoch >= 0:
-        acc.axvline(best_epoch + 1, color="grey", ls="--", lw=1, label="selected")
+    if best_epoch >= 1:
+        acc.axvline(best_epoch, color="grey", ls="--", lw=1, label="selected")
     acc.set(title="val accuracy (%)", xlabel="epoch")
     acc.legend(fontsize=8)
     lr.plot(epochs, [m["lr"] for m in metrics], marker=".")
@@ -66,35 +73,36 @@ def delta_bars(
 ) -> Path:
     """delta.png: per question type, δ_visual and δ_audio (summing to 1) as one stacked bar; `note` (the
     model's `delta_note`, e.g. δ constant by construction) goes under the title, and the bars turn grey."""
+    return save(delta_figure(delta_per_type, title, note), path)
+
+
+def delta_figure(
+    delta_per_type: Mapping[str, Sequence[float]], title: str, note: str | None = None
+) -> Figure:
+    """delta.png's figure. Constrained layout places the type labels, the title and the legend inside the
+    figure, and its size follows the number of types and title lines, so nothing is cut off and no part of
+    it is left empty; a segment too narrow for its number shows none (the other segment's says it)."""
     types = [t for t in TYPES if t in delta_per_type]
     visual = [delta_per_type[t][0] for t in types]
     audio = [delta_per_type[t][1] for t in types]
     if note:
-        title += "\n" + textwrap.fill(f"δ is {note}", 80)
-    fig = Figure(figsize=(7, 0.45 * len(types) + 1.4 + 0.2 * title.count("\n")))
+        title += "\n" + textwrap.fill(f"δ is {note}", 90)
+    lines = title.count("\n") + 1
+    fig = Figure(figsize=(7, 0.4 * len(types) + 1.1 + 0.2 * lines), layout="constrained")
     ax = fig.subplots()
     colors = ("tab:gray", "silver") if note else ("tab:blue", "tab:orange")
     ax.barh(types, visual, color=colors[0], label="δ visual")
     ax.barh(types, audio, left=visual, color=colors[1], label="δ audio")
     for y, (v, a) in enumerate(zip(visual, audio)):
-        ax.text(v / 2, y, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white")
-        ax.text(v + a / 2, y, f"{a:.2f}", ha="center", va="center", fontsize=8, color="white")
+        for middle, width in ((v / 2, v), (v + a / 2, a)):
+            if width >= MIN_LABELLED:
+                ax.text(middle, y, f"{width:.2f}", ha="center", va="center", fontsize=8, color="white")
     ax.axvline(0.5, color="black", lw=0.8, ls=":")
     ax.set(xlim=(0, 1), xlabel="mean modality weight")
-    ax.set_title(title, fontsize=9 if note else None)
     ax.invert_yaxis()  # the paper's column order, top to bottom
-    below = offset_copy(
-        ax.transAxes, fig=fig, y=-34, units="points"
-    )  # under the x label, whatever the height
-    ax.legend(
-        loc="upper center",
-        bbox_to_anchor=(0.5, 0.0),
-        bbox_transform=below,
-        ncols=2,
-        fontsize=8,
-        frameon=False,
-    )
-    return save(fig, path)
+    fig.suptitle(title, fontsize=9 if note else 10)  # over the figure's width, not only the axes'
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return fig
 
 
 def write_run_plots(out: Path) -> list[Path]:
@@ -111,7 +119,7 @@ def write_run_plots(out: Path) -> list[Path]:
     split = "test" if deltas.get("test") else "val"
     if deltas.get(split):
         whose = "the fusion weights" if results.get("delta_note") else "QOAF's"
-        title = f"{whose} δ per question type ({split}, selected epoch {results['best_epoch'] + 1})"
+        title = f"{whose} δ per question type ({split}, selected epoch {results['best_epoch']})"
         written.append(delta_bars(deltas[split], out / "delta.png", title, results.get("delta_note")))
     return written
 

@@ -213,7 +213,7 @@ def main() -> None:
         rows[f"{variant} (test)"] = results["tables"]["test"]
         notes.append(
             f"{variant}: batch {cfg.optim.batch_size}, seed {cfg.optim.seed}, alpha {cfg.loss.alpha}, "
-            f"best epoch {results['best_epoch'] + 1}/{args.epochs} (on val), {minutes:.1f} min"
+            f"best epoch {results['best_epoch']}/{args.epochs} (on val), {minutes:.1f} min"
         )
     print(f"{args.videos} generated videos, {5 * args.videos} questions (60/20/20 % train/val/test), {work}")
     print("\n".join(notes))

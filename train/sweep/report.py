@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from avaf.shared.avqa.question_types import OVERALL, table_columns
-from avaf.shared.files import write_text
+from avaf.shared.files import json_text, write_text
 from avaf.train import plots
 
 from .grids import TRIAL_FILE, Grid, Trial
@@ -124,16 +124,6 @@ def grid_markdown(name: str, g: dict, seeds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json_safe(x):
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def write_report(out: Path, grids: list[Grid], trials: list[Trial], seeds: int) -> int:
     """table.md, results.json and the plots in `out`; returns how many trials failed."""
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +131,7 @@ def write_report(out: Path, grids: list[Grid], trials: list[Trial], seeds: int) 
     failed = sum(r["status"] == "failed" for g in summary.values() for p in g["points"] for r in p["trials"])
     ran = sum(t.status in ("new", "resume") for t in trials)
     doc = {"seeds": seeds, "trials": len(trials), "ran_now": ran, "failed": failed, "grids": summary}
-    write_text(out / "results.json", json.dumps(_json_safe(doc), indent=2) + "\n")
+    write_text(out / "results.json", json_text(doc, indent=2) + "\n")
     text = "\n".join(grid_markdown(name, g, seeds) for name, g in summary.items())
     write_text(out / "table.md", f"# avaf-sweep: {len(trials)} trials, {failed} failed\n\n{text}")
     write_plots(out, summary)

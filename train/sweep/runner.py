@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avaf.shared.cli import one_line
-from avaf.shared.files import write_text
+from avaf.shared.files import json_text, write_text
 from avaf.shared.ray_session import init_ray
 from avaf.train.config import TrainConfig
 from avaf.train.loop import train
@@ -59,7 +59,7 @@ def run_trial(spec: dict) -> dict:
         "test_all": accuracy,
     }
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / TRIAL_FILE, json.dumps(record, indent=2) + "\n")
+    write_text(out / TRIAL_FILE, json_text(record, indent=2) + "\n")
     return record
 
 
