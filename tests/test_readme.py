@@ -16,6 +16,7 @@ from conftest import fake_question, fake_video, write_store
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 DOCS = sorted((ROOT / "docs").glob("*.md"))
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 
 
 def blocks(text: str, lang: str) -> list[str]:
@@ -34,8 +35,45 @@ def test_ci_runs_exactly_the_readme_set_up_and_test_commands():
     assert ci.index("ruff check .") < ci.index("ruff format --check .") < ci.index(setup[1])
 
 
+def _help(script: str) -> str:
+    """`script --help` in-process, as an 80-column terminal shows it."""
+    from importlib import import_module
+
+    from click.testing import CliRunner
+
+    module, name = SCRIPTS[script].split(":")
+    res = CliRunner().invoke(getattr(import_module(module), name), ["--help"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_the_commands_the_readme_says_take_config_are_exactly_those_that_do():
+    (sentence,) = [s for s in re.split(r"(?<=\.)\s", " ".join(README.split())) if "`--config FILE`" in s]
+    named = set(re.findall(r"`(avaf-[a-z-]+)`", sentence))
+    takes = {script for script in SCRIPTS if re.search(r"^\s+--config\b", _help(script), flags=re.M)}
+    assert named == takes == {"avaf-extract", "avaf-train", "avaf-sweep"}, (named, takes)
+    assert "Every command explains itself with `--help`" in sentence  # and every one does: _help checks it
+
+
+def test_the_readme_says_how_to_install_the_cpu_build_of_torch():
+    text = " ".join(README.split())
+    cpu = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+    assert f"`{cpu}`" in text and "First" in text.split(cpu)[0][-12:]
+    assert text.index("python -m pip install -e '.[test]'") < text.index(
+        cpu
+    )  # after the set-up block it extends
+
+
+def test_no_help_text_or_doc_cites_design_md():
+    """DESIGN.md is not shipped with avaf: what users read cites docs/ instead."""
+    for path in [ROOT / "README.md", *DOCS]:
+        assert "DESIGN.md" not in path.read_text() and "§5b" not in path.read_text(), path.name
+    for script in SCRIPTS:
+        assert "DESIGN.md" not in _help(script) and "§" not in _help(script), script
+
+
 def test_every_command_the_docs_name_is_installed():
-    scripts = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
+    scripts = set(SCRIPTS)
     for path in [ROOT / "README.md", *DOCS]:
         named = set(re.findall(r"\b(avaf-[a-z-]+[a-z])\b", path.read_text())) - {
             "avaf-features",

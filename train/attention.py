@@ -3,7 +3,7 @@
     x = LN(x + drop(MultiHead(x, ctx, ctx)));  x = LN(x + drop(FFN(x)))      (`CrossAttentionBlock`)
 
 4 heads, FFN 2048 with ReLU, dropout 0.1 on each residual branch; padded context positions are masked out
-as keys. AVCM (eq. 4-5, avcm.py), QOAF (eq. 10-11, qoaf.py) and the authors' model (DESIGN.md §5b) use it;
+as keys. AVCM (eq. 4-5, avcm.py), QOAF (eq. 10-11, qoaf.py) and the authors' model (authors_model.py) use it;
 the authors' also drop the attention weights and the FFN's hidden state (`attn_dropout`, `ffn_dropout`).
 
 Cost. `CrossAttention` is torch's MultiheadAttention computed in the cheapest association order: with few

@@ -1,13 +1,14 @@
-"""The objective of the authors' variant (DESIGN.md §5b): CE + 0.2 * spatial + 100 * temporal.
+"""The objective of the authors' variant (docs/training.md, "Variants"): CE + 0.2 * spatial + 100 * temporal.
 
-Their public code replaces the paper's TACL (eq. 1-3) with an FNAC-style temporal loss over all (B*T)^2
-second pairs of the batch (`fnac_loss`) and computes SACL its own way (`authors_spatial_loss`); both are
-written here from §5b's description, each function's docstring giving its formula and our readings where
-§5b is silent. `AuthorsOutput` is what `AuthorsNet` returns, one slot per term; `compute_authors_losses`
-combines the terms by name. The weights and the spatial threshold and temperature come from `LossConfig`
-(the variant's recipe sets alpha = 100, authors_model.py); FNAC's temperature 0.03 and foreground threshold
-0.6 are §5b's constants below. FNAC's (B*T)^2 * 49 similarity tensor (2.9 GB at batch 64, T = 60) is never
-built whole: `max_pair_logits` computes it in blocks of rows and keeps one byte per pair for backward.
+Their public code replaces the paper's TACL (eq. 1-3) with an FNAC-style temporal loss over all (B*T)^2 second
+pairs of the batch (`fnac_loss`) and computes SACL its own way (`authors_spatial_loss`); both are written here
+from a description of their code, each function's docstring giving its formula and our readings where that
+description is silent. `AuthorsOutput` is what `AuthorsNet` returns, one slot per term;
+`compute_authors_losses` combines the terms by name. The weights and the spatial threshold and temperature
+come from `LossConfig` (the variant's recipe sets alpha = 100, authors_model.py); FNAC's temperature 0.03 and
+foreground threshold 0.6 are their code's constants below. FNAC's (B*T)^2 * 49 similarity tensor (2.9 GB at
+batch 64, T = 60) is never built whole: `max_pair_logits` computes it in blocks of rows and keeps one byte per
+pair for backward.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def _l1(x: Tensor, y: Tensor) -> Tensor:
 def fnac_loss(
     audio: Tensor, patches: Tensor, mask: Tensor, tau: float = TAU, block_bytes: int = BLOCK_BYTES
 ) -> Tensor:
-    """The authors' temporal loss (§5b): audio (B, T, D), patches (B, T, N, D), mask (B, T) seconds.
+    """The authors' temporal loss: audio (B, T, D), patches (B, T, N, D), mask (B, T) seconds.
 
     Their public code's temporal loss. With a = the audio (B*T, D) and p = the patches (B*T, N, D) (N = 49
     = 7x7 positions h, w), both L2-normalised over the *time* axis (an axis slip in their code, kept for
@@ -161,10 +162,11 @@ def fnac_loss(
         L = l1(sm(A), sm(logits)) + l1(sm(A), sm(F)) + l1(sm(I), sm(logits)),  sm = softmax over m,
         l1 = mean absolute difference over the (B*T)^2 entries.
 
-    Our readings where §5b is silent: "+1e-5" goes in the denominator of the min-max normalisation; the
-    foreground mask is a selection (no gradient through the threshold); padded seconds (zeros, so they do
-    not change the time-axis norms) are left out of the (B*T)^2 pairs; with every second present this is
-    §5b exactly. It takes the audio after the time attention and the projected patches (authors_model.py).
+    Our readings where the description is silent: "+1e-5" goes in the denominator of the min-max
+    normalisation; the foreground mask is a selection (no gradient through the threshold); padded seconds
+    (zeros, so they do not change the time-axis norms) are left out of the (B*T)^2 pairs; with every second
+    present this is their formula exactly. It takes the audio after the time attention and the projected
+    patches (authors_model.py).
     """
     full = bool(mask.all())
     a = normalise_over_time(audio, mask)  # (B, T, D)
@@ -229,11 +231,11 @@ def authors_spatial_loss(
         neg[b, t]   = mean over the other samples b' != b and patches n of cos(p[b', t, n], x[b, t])
         term        = max(1e-3, mean_b (1/T) sum_t -log(first / (second + neg)))
 
-    Unlike the paper's eq. 8 (sacl.py) the denominator carries the other samples' patches of the same
-    second, as plain cosines, and the threshold is inclusive (>=). Our readings where §5b is silent: padded
-    seconds are left out (the 1/T becomes 1 / the sample's valid seconds, and a padded second of another
-    sample is no negative); a batch of one sample has no negatives (neg = 0, where a mean over nothing would
-    be NaN). With every second present and B > 1 this is §5b exactly.
+    Unlike the paper's eq. 8 (sacl.py) the denominator carries the other samples' patches of the same second,
+    as plain cosines, and the threshold is inclusive (>=). Our readings where the description is silent:
+    padded seconds are left out (the 1/T becomes 1 / the sample's valid seconds, and a padded second of
+    another sample is no negative); a batch of one sample has no negatives (neg = 0, where a mean over nothing
+    would be NaN). With every second present and B > 1 this is their formula exactly.
     """
     question = sentence[:, None, :].expand(-1, patches.shape[1], -1)  # (B, T, D)
     return spatial_terms(torch.stack((question, audio), dim=2), patches, mask, phi, tau).sum()

@@ -1,4 +1,5 @@
-"""The authors' variant of AVAF-Net (`--variant authors`): their public model as DESIGN.md §5b describes it.
+"""The authors' variant of AVAF-Net (`--variant authors`): their public model as docs/training.md ("Variants")
+describes it.
 
 Written by us from that description (their repository has no license; none of its code is here): the
 published numbers come from it.
@@ -14,7 +15,7 @@ published numbers come from it.
 Blocks shared with the paper variant: `time_attention.AudioTimeAttention` and four
 `attention.CrossAttentionBlock`s (no key bias: softmax cancels one; tests/test_authors.py checks it), built
 with their dropout sites (attention weights, FFN hidden state, both residual branches) and their init
-(`their_init`). Our readings where §5b is silent: docs/training.md, "Variants". The class owns its recipe
+(`their_init`). Our readings where that description is silent: the same section. The class owns its recipe
 and its objective.
 """
 
@@ -66,7 +67,7 @@ def their_init(layer: AudioTimeAttention | CrossAttentionBlock) -> None:
 
 
 class AuthorsNet(nn.Module):
-    """The authors' model (§5b); build it with `build_model` and `ModelConfig(variant="authors")`."""
+    """The authors' model (docs/training.md, "Variants"): `build_model(ModelConfig(variant="authors"))`."""
 
     #: their recipe, a layer between the defaults and the user's file and flags (config.load_config): batch
     #: 64, seed 42, temporal weight 100, fp32 (no autocast on GPU); the rest (Adam 1e-4, x0.1 every 8 epochs,
@@ -126,7 +127,7 @@ class AuthorsNet(nn.Module):
 
     @staticmethod
     def layout(batch: Batch) -> Batch:
-        """The store's layout turned into theirs (§5b): the sentence is the start token's output (stored row
+        """The store's layout turned into theirs: the sentence is the start token's output (stored row
         0, the same for every question), the words are text positions 1, 2, ... (rows 1..), and the mask
         keeps positions 1..n, n = the question's word count (`batch.template_words`).
 

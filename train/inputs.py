@@ -1,8 +1,8 @@
 """The model interface: the `Batch` every model takes, the `ModelOutput` every model returns, and the checks.
 
-A `Batch` is the feature store's layout, padded (DESIGN.md §2): visual tokens with CLS first, audio, the
+A `Batch` is the feature store's layout, padded (docs/schema.md): visual tokens with CLS first, audio, the
 stored words (start token, BPE tokens, end token) with their mask, the sentence feature, and the question
-text's word count, from which a variant derives its own word layout (the authors' model, DESIGN.md §5b).
+text's word count, from which a variant derives its own word layout (the authors' model, authors_model.py).
 Each model turns it into its inputs with `prepare_inputs`, which checks the shapes, drops CLS, upcasts and
 zeroes the padding. A model returns a `ModelOutput` subclass: the answer logits, the modality weights δ,
 and one slot per loss term for the inputs of that term (its variant's objective reads them).

@@ -1,4 +1,4 @@
-"""The settings a model and its objective are built from: `ModelConfig` and `LossConfig` (DESIGN.md §5).
+"""The settings a model and its objective are built from: `ModelConfig` and `LossConfig` (docs/training.md).
 
 Part of `avaf-train`'s one typed config (`config.TrainConfig` nests them; STYLE.md "One typed config per
 stage"). They live below the models, apart from config.py, because config.py looks a variant's recipe up
@@ -19,8 +19,8 @@ class ModelConfig:
 
     variant: str = option(
         "paper",
-        "paper: AVAF-Net as published; authors: the authors' public code (DESIGN.md §5b) with its recipe "
-        "(batch 64, seed 42, temporal weight 100, fp32). Saved in the checkpoint.",
+        "paper: AVAF-Net as published; authors: the authors' public code with its recipe (batch 64, seed 42, "
+        "temporal weight 100, fp32; docs/training.md, Variants). Saved in the checkpoint.",
     )
     dim: int = option(512, "Feature width D (512 for CLIP ViT-B/32), also the model width.")
     audio_dim: int = 128  # audio feature width A; avaf-train takes it from the store (VGGish: 128)
