@@ -27,16 +27,14 @@ DEFAULT_OUT = "sweeps"
 
 @click.command("avaf-sweep", cls=Command, context_settings=CONTEXT)
 @common_options(base=logging.INFO)
-@config_file_option(
-    "avaf-train YAML/TOML config for every trial; flags override it, grid points override both."
-)
+@config_file_option("avaf-train config for every trial; flags override it, grid points both.")
 @config_options(SweepConfig)
 @config_options(TrainConfig)
 def main(config_file, **flags) -> None:
-    """Train every point of every --grid (x --seeds) as its own avaf-train run folder under --out
-    (default: sweeps/), on Ray Tune, then write table.md, results.json and PNG plots there. Running it
-    again trains only what is not finished (killed trials resume from their last checkpoint). Exit status
-    1 if any trial failed (its error is in the table); 2 for bad input."""
+    """Train every point of every --grid (x --seeds) as an avaf-train run under --out, on Ray Tune, and
+    write table.md, results.json and plots there. Every avaf-train flag works here too and sets every trial
+    (avaf-train --help lists them). Run it again to finish what is unfinished. Exit status 1 if a trial
+    failed, 2 for bad input. Grids, files, clusters: docs/sweeps.md."""
     from .grids import resolve_grid
 
     s = from_flags(SweepConfig, flags)
@@ -61,7 +59,16 @@ def main(config_file, **flags) -> None:
         click.get_current_context().exit(1)
 
 
-for _param in main.params:  # --out is avaf-train's option, with the sweep's meaning and default
-    if _param.name == "out":
-        _param.help = "The sweep's folder: one run folder per trial, table.md, results.json and the PNGs."
+#: avaf-train's flags the help lists; the others work the same but are listed by avaf-train --help only, so
+#: that this help fits on a screen (docs/sweeps.md explains the rest)
+SHOWN = {"feats", "out", "epochs"}
+TRAIN_FLAGS = {p.name for p in click.command()(config_options(TrainConfig)(lambda **_: None)).params}
+
+for _param in main.params:
+    if _param.name == "out":  # avaf-train's option, with the sweep's meaning and default
+        _param.help = "The sweep's folder: a run folder per trial, table.md, results.json, PNGs."
         _param.default = DEFAULT_OUT
+    elif _param.name == "feats":
+        _param.help = "Feature file from avaf-extract (or data.feats in --config)."
+    elif _param.name in TRAIN_FLAGS - SHOWN:
+        _param.hidden = True

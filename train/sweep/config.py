@@ -13,12 +13,11 @@ class SweepConfig:
 
     grid: tuple[str, ...] = option(
         (),
-        "A built-in grid (ablations, phi, beta, alpha, variants, subsets) or a YAML/TOML grid file; repeatable, "
-        "each grid its own table.",
+        "ablations, phi, beta, alpha, variants, subsets, or a grid file; repeatable.",
         required=True,
     )
-    seeds: int = option(1, "Run every grid point with seeds --seed, --seed + 1, ... (mean ± std over them).")
-    address: str = option("", "Ray cluster to run on (or RAY_ADDRESS); none: a local Ray instance.")
-    cpus_per_trial: float = option(1.0, "CPUs (and torch threads) each trial takes.")
-    gpus_per_trial: float = option(-1.0, "GPUs each trial takes; -1: one where the cluster has GPUs, else 0.")
-    max_concurrent: int = option(0, "Trials at once at most (0: as many as the resources hold).")
+    seeds: int = option(1, "Seeds per point: --seed, --seed + 1, ... (mean ± std).")
+    address: str = option("", "Ray cluster (or RAY_ADDRESS); none: a local Ray.")
+    cpus_per_trial: float = option(1.0, "CPUs (and torch threads) per trial.")
+    gpus_per_trial: float = option(-1.0, "GPUs per trial; -1: one where there are GPUs.")
+    max_concurrent: int = option(0, "Trials at once at most (0: all that fit).")
