@@ -21,6 +21,7 @@ from avaf.shared.cli import (
     config_file_option,
     config_options,
     from_flags,
+    old_spelling,
     show_progress,
 )
 
@@ -111,12 +112,14 @@ def fetch_weights(folder: str | None, show: bool, features: str, **flags) -> Non
     "already holds them is refused unless --overwrite.",
 )
 @click.option(
-    "--videos",
+    "--num-videos",
+    "videos",
     type=int,
     default=48,
     show_default=True,
-    help="Generated videos (70% train, 10% val, 20% test).",
+    help="How many videos to generate (70% train, 10% val, 20% test).",
 )
+@old_spelling("--videos", "--num-videos", "videos", type=int)
 @click.option("--seconds", type=int, default=8, show_default=True, help="Length of each generated video.")
 @click.option("--epochs", type=int, default=5, show_default=True, help="Training epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated set.")

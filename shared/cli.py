@@ -188,6 +188,28 @@ def config_file_option(help: str = "YAML/TOML config file; flags override it.") 
     return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help=help)
 
 
+def old_spelling(old: str, new: str, dest: str, *, required: bool = False, **kwargs: Any) -> Callable:
+    """Keep a renamed flag's old spelling working: a hidden option `old` whose value, when given, reaches the
+    command as `dest` (the new flag's name) with a note on stderr that it is now `new`. `required`: `new` is
+    required unless `old` was given (declare `new` itself not required). `kwargs` go to click.option."""
+    hidden = f"_{dest}_as_{old.lstrip('-').replace('-', '_')}"
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **values):
+            value = values.pop(hidden)
+            if value is not None:
+                click.echo(f"{click.get_current_context().command_path}: {old} is now {new}", err=True)
+                values[dest] = value
+            elif required and values[dest] is None:
+                raise click.UsageError(f"Missing option '{new}'.")
+            return fn(*args, **values)
+
+        return click.option(old, hidden, hidden=True, **kwargs)(wrapper)
+
+    return decorate
+
+
 def given(cls: type, flags: dict) -> dict:
     """The flags the user gave on the command line (or in the environment), keyed by their dotted config
     path ("optim.lr"); flags left at their default are dropped, so they never override a --config file."""

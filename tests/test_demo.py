@@ -24,7 +24,18 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     tiny = out / "tiny.yaml"
     tiny.write_text("model:\n  ffn_dim: 64\noptim:\n  lr: 0.001\n  lr_step_epochs: 100\n")
-    args = ["--out", str(out), "--videos", "40", "--seconds", "4", "--epochs", "20", "--weights", "random"]
+    args = [
+        "--out",
+        str(out),
+        "--num-videos",
+        "40",
+        "--seconds",
+        "4",
+        "--epochs",
+        "20",
+        "--weights",
+        "random",
+    ]
     res = CliRunner().invoke(
         demo_main, [*args, "--clip-model", TINY_CLIP, "--in-process", "--train-config", str(tiny)]
     )

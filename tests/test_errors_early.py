@@ -33,7 +33,7 @@ def _more_inputs(d: Path) -> list[tuple[str, str, list[str]]]:
             "model.variant must be one of",
             ["--feats", str(d / "questions.json"), "--variant", "x"],
         ),
-        ("avaf-demo", "videos must be at least 1", ["--out", str(d / "demo"), "--videos", "0"]),
+        ("avaf-demo", "videos must be at least 1", ["--out", str(d / "demo"), "--num-videos", "0"]),
     ]
 
 

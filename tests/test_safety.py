@@ -153,7 +153,8 @@ def test_export_into_an_earlier_export_is_refused_unless_overwrite(small_store, 
 
 def test_synth_and_demo_refuse_a_folder_that_holds_their_outputs(tmp_path):
     out = tmp_path / "synth"
-    args = ["--out", str(out), "--videos", "1", "--duration", "3", "--size", "48x48", "--workers", "1", "-q"]
+    args = ["--out", str(out), "--num-videos", "1", "--duration", "3", "--size", "48x48"]
+    args += ["--workers", "1", "-q"]
     assert CliRunner().invoke(synth_main, args).exit_code == 0
     (out / "videos" / "00000099.mp4").write_bytes(b"a video of another set")
     before = snapshot(out)
@@ -211,7 +212,7 @@ def _cases(bad: Path, feats: Path, run: Path):
         (extract_main, ["--annotations", str(missing), *out], missing, "does not exist"),
         (extract_main, ["--annotations", str(bad / "avqa-test.json"), *out], bad / "avqa-test.json", "JSON"),
         (extract_main, ["--videos", str(bad), "--out", str(folder)], folder, "is a directory"),
-        (synth_main, ["--out", str(file), "--videos", "1"], file, "is a file"),
+        (synth_main, ["--out", str(file), "--num-videos", "1"], file, "is a file"),
         (demo_main, ["--out", str(file)], file, "is a file"),
         (demo_main, ["--train-config", str(missing)], missing, "does not exist"),
         (fetch_main, [str(file)], file, "is a file"),
@@ -358,7 +359,7 @@ def test_read_only_places_are_one_line(feats, tiny, npy, tmp_path):
             ("avaf-train", ["--feats", str(feats), "--out", str(locked / "run"), *tiny]),
             ("avaf-export", ["--feats", str(feats), "--out", str(locked / "npy")]),
             ("avaf-import", ["--npy", str(npy), "--out", str(locked / "feats.h5"), "--overwrite"]),
-            ("avaf-synth", ["--out", str(locked / "s"), "--videos", "1", "--size", "48x48"]),
+            ("avaf-synth", ["--out", str(locked / "s"), "--num-videos", "1", "--size", "48x48"]),
         ]
         for target, args in cases:
             res = command(target, args, readonly=True)

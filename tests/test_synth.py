@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from avaf.extract.cli import demo as demo_main
 from avaf.extract.synth.cli import main
 from avaf.extract.synth.generate import SynthSpec, generate, split_sizes, video_scene
 from avaf.extract.synth.questions import questions_for
@@ -468,7 +469,7 @@ def test_annotation_files_load_with_the_real_keys_and_requested_splits(synth_set
 
 def test_same_seed_same_bytes_and_the_command_equals_the_library(synth_set, tmp_path):
     out, _ = synth_set
-    args = f"--out {tmp_path} --videos 5 --seed 0 --seconds 4 6 --size 160x120 --workers 2".split()
+    args = f"--out {tmp_path} --num-videos 5 --seed 0 --seconds 4 6 --size 160x120 --workers 2".split()
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "5 videos" in result.output
@@ -502,5 +503,22 @@ def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="fractions"):
         split_sizes(10, (0.5, 0.5, 0.5))
     assert split_sizes(200) == {"train": 140, "val": 20, "test": 40}
-    result = CliRunner().invoke(main, ["--out", str(tmp_path), "--videos", "1", "--size", "big"])
+    result = CliRunner().invoke(main, ["--out", str(tmp_path), "--num-videos", "1", "--size", "big"])
     assert result.exit_code != 0 and "WIDTHxHEIGHT" in result.output
+
+
+@pytest.mark.parametrize("command", [main, demo_main])
+def test_the_count_of_videos_is_num_videos_and_the_old_spelling_still_works(command, tmp_path):
+    """--videos names a folder in avaf-extract; where it was a count it is now --num-videos. The old spelling
+    still sets the count (with a note), and the help shows only the new one."""
+    help_text = CliRunner().invoke(command, ["--help"], terminal_width=200).output
+    assert "--num-videos" in help_text and "--videos" not in help_text.replace("--num-videos", "")
+    for flag in ("--num-videos", "--videos"):  # 0: refused by the count's own check, before any work
+        res = CliRunner().invoke(command, ["--out", str(tmp_path / "x"), flag, "0"])
+        assert res.exit_code == 2, res.output
+        note = [f"{command.name}: --videos is now --num-videos"] if flag == "--videos" else []
+        assert res.stderr.splitlines() == [*note, f"{command.name}: videos must be at least 1, got 0"]
+    if command is main:  # avaf-synth has no default count: one of the two spellings is required
+        res = CliRunner().invoke(command, ["--out", str(tmp_path / "x")])
+        assert res.exit_code == 2 and res.stderr == "avaf-synth: Missing option '--num-videos'.\n"
+    assert not (tmp_path / "x").exists()

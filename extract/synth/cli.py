@@ -1,6 +1,6 @@
 """avaf-synth: write a synthetic music-scene AVQA set with known answers (see `avaf.extract.synth.generate`).
 
-avaf-synth --out synth --videos 200 --seed 0 --seconds 5 15 --size 224x224
+avaf-synth --out synth --num-videos 200 --seed 0 --seconds 5 15 --size 224x224
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from avaf.extract.synth.generate import DEFAULT_SPLITS, SynthSpec, generate
-from avaf.shared.cli import CONTEXT, Command, common_options, show_progress
+from avaf.shared.cli import CONTEXT, Command, common_options, old_spelling, show_progress
 
 
 def _size(value: str) -> tuple[int, int]:
@@ -29,7 +29,8 @@ def _size(value: str) -> tuple[int, int]:
     type=click.Path(file_okay=False),
     help="Output folder (created). One that already holds a set is refused unless --overwrite.",
 )
-@click.option("--videos", type=int, required=True, help="Number of videos.")
+@click.option("--num-videos", "videos", type=int, help="How many videos to generate (required).")
+@old_spelling("--videos", "--num-videos", "videos", required=True, type=int)
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Same seed, same videos and annotation bytes."
 )

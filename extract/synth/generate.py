@@ -8,7 +8,7 @@ questions count as MUSIC-AVQA-Real), `annotations/avqa-{train,val,test}.json` in
 truth. Video i is drawn from `numpy.random.default_rng([seed, i])` alone: the same seed gives the same
 scenes, questions, annotation bytes and mp4 bytes, however many worker processes render the videos.
 
-    avaf-synth --out synth --videos 200 --seed 0            # 200 ten-second videos
+    avaf-synth --out synth --num-videos 200 --seed 0            # 200 ten-second videos
 """
 
 from __future__ import annotations
