@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from avaf.shared.errors import StoreError
+from avaf.shared.store.checksum import array_digest
 from avaf.shared.store.journal import HEADER, MAGIC, JournaledFile, journal_path, recover
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
@@ -33,7 +34,7 @@ def sha(path: Path) -> str:
 
 
 def same_store(a: Path, b: Path) -> None:
-    """Every video, question and run record of `a` equals `b`'s (row order may differ in /runs)."""
+    """Every video, question and run record of `a` equals `b`'s, in the same order: one array digest."""
     with FeatureStore(a) as x, FeatureStore(b) as y:
         assert x.video_ids == y.video_ids
         for vid in x.video_ids:
@@ -50,6 +51,7 @@ def same_store(a: Path, b: Path) -> None:
         key = lambda r: sorted(zip(r["video_id"], r["status"], r["error"]))  # noqa: E731
         assert key(rx) == key(ry)
         assert x.random_weights == y.random_weights
+    assert array_digest(a) == array_digest(b)
 
 
 def rebuilt(out: Path, tmp: Path) -> Path:
@@ -67,13 +69,13 @@ def test_new_shards_are_appended_in_place_and_equal_a_rebuild(tmp_path):
     write_shard(
         folder,
         [fake_video(rng, f"v{i}", 2 + i % 3) for i in range(6)],
-        [("bad", "/v/bad.mp4", "no video stream")],
+        [("v6", "/v/v6.mp4", "no video stream")],
     )
     write_shard(folder, questions=[fake_question(rng, i, f"v{i}", "train") for i in range(6)])
     build_store(complete_shards(folder), out)
     inode, size = out.stat().st_ino, out.stat().st_size
-    # a resumed run: two new videos, the failed one now decoded, new questions
-    write_shard(folder, [fake_video(rng, "v6", 4), fake_video(rng, "bad", 3)], random=["clip"])
+    # a resumed run: a new video, the failed one now decoded (ids after the stored ones), new questions
+    write_shard(folder, [fake_video(rng, "v7", 4), fake_video(rng, "v6", 3)], random=["clip"])
     write_shard(folder, questions=[fake_question(rng, 10 + i, "v6", "val") for i in range(3)])
     counts = build_store(complete_shards(folder), out)
     assert out.stat().st_ino == inode  # appended in place, not rebuilt
@@ -81,13 +83,28 @@ def test_new_shards_are_appended_in_place_and_equal_a_rebuild(tmp_path):
     assert not journal_path(out).exists()
     with FeatureStore(out) as fs:
         assert fs.failed() == [] and fs.random_weights == ["clip"]
-        assert fs.video_ids[-2:] == ["v6", "bad"]
+        assert fs.video_ids[-2:] == ["v6", "v7"]
     same_store(out, rebuilt(out, tmp_path))
     assert out.stat().st_size > size
     # nothing new: the store is left as it is
     before = sha(out)
     build_store(complete_shards(folder), out)
     assert sha(out) == before
+
+
+def test_a_new_video_that_sorts_before_the_stored_ones_rebuilds_the_store_in_id_order(tmp_path):
+    rng = np.random.default_rng(2)
+    out = tmp_path / "feats.h5"
+    folder = shard_dir(out)
+    write_shard(folder, [fake_video(rng, "b", 2), fake_video(rng, "d", 3)])
+    build_store(complete_shards(folder), out)
+    inode = out.stat().st_ino
+    write_shard(folder, [fake_video(rng, "c", 2), fake_video(rng, "a", 4)])  # a resumed run's arrival order
+    build_store(complete_shards(folder), out)
+    assert out.stat().st_ino != inode  # rebuilt: an append would leave a and c after d
+    with FeatureStore(out) as fs:
+        assert fs.video_ids == ["a", "b", "c", "d"] and fs.runs()["video_id"].tolist() == ["a", "b", "c", "d"]
+    same_store(out, rebuilt(out, tmp_path))
 
 
 def test_replaced_features_rebuild_the_store(tmp_path):

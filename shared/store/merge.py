@@ -49,10 +49,13 @@ def build_store(shards: list[Path], out: str | os.PathLike) -> dict[str, int]:
 
     Later shards win: a video's features come from its latest successful shard, its run record from
     its latest attempt (a success is never hidden by an older failure), a question from its latest shard.
-    Shards whose feature signature differs from the first one's are refused, naming both files.
+    Shards whose feature signature differs from the first one's are refused, naming both files. The rows
+    follow a rule that no schedule changes: videos and run records by video id, questions in shard order
+    (a run writes its questions into one shard, in annotation order). So the same videos and config give
+    the same arrays in process, on local Ray and on a cluster, and a resumed run the arrays of a fresh one.
 
-    When `out` was built from a prefix of `shards` and the shards after it only add (new videos, new
-    questions, videos that had failed), they are appended to `out` in place, through a rollback journal
+    When `out` was built from a prefix of `shards` and the shards after it only add (new videos whose ids
+    sort after the stored ones, new questions, videos that had failed), they are appended to `out` in place, through a rollback journal
     (journal.py): the cost is that of the new shards, and a killed append leaves the previous store.
     Otherwise the store is rebuilt under a temporary name and renamed over `out`. A store that cannot fit
     (full disk, file-size limit) is refused before writing, the previous one kept. Returns counts of what
@@ -167,6 +170,8 @@ def _append_plan(store: _Grown, new: list[Path], handles: list[h5py.File]) -> _A
     added_questions = {int(qids[s][i]) for s, i in plan["rows"]["questions"]}
     if added_videos & store.videos or added_questions & store.questions:
         return None  # features replaced, not added
+    if added_videos and min(added_videos) < max(store.videos, default=""):
+        return None  # the store keeps its videos in id order: a rebuild puts the new ones in their place
     runs = [read_table(h, schema.RUNS) for h in handles]
     appended, replaced = [], {}
     for s, i in plan["rows"]["runs"]:
@@ -175,6 +180,8 @@ def _append_plan(store: _Grown, new: list[Path], handles: list[h5py.File]) -> _A
             appended.append((s, i))
         elif status == schema.STATUS_OK or vid not in store.videos:  # a success is never hidden by a failure
             replaced[store.run_row[vid]] = {c.name: runs[s][c.name][i] for c in schema.RUNS.columns}
+    if appended and runs[appended[0][0]]["video_id"][appended[0][1]] < max(store.run_row, default=""):
+        return None  # likewise the run records (appended[0]: the smallest id, in id order)
     plan["rows"]["runs"] = appended
     weights = set(store.random_weights) | set(json.loads(plan["attrs"]["random_weights"]))
     plan["attrs"]["random_weights"] = json.dumps(sorted(weights))
@@ -235,10 +242,10 @@ def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
     random_weights = sorted({w for h in handles for w in json.loads(h.attrs["random_weights"])})
     last = handles[-1].attrs
     attrs = root_attrs(KIND_STORE, json.loads(last["config"]), random_weights, json.loads(last["signature"]))
-    rows = {
-        "videos": sorted(latest_video.values()),
-        "questions": sorted(latest_question.values()),
-        "runs": sorted(run_rows.values()),
+    rows = {  # a rule no schedule changes: videos and runs by video id, questions in the shards' order
+        "videos": [latest_video[v] for v in sorted(latest_video)],
+        "questions": sorted(latest_question.values()),  # one run's in one shard, in annotation order
+        "runs": [run_rows[v] for v in sorted(run_rows)],
     }
     counts = {k: len(v) for k, v in rows.items()}
     counts["failed"] = sum(status == schema.STATUS_FAILED for status in run_status.values())
@@ -262,14 +269,26 @@ def _arrays_of(held: dict) -> str:
     return ", ".join(f"{s}/{n}" for s, arrays in held.items() for n in arrays) or "none"
 
 
-def _runs_of(rows: list[tuple[int, int]], shard: int) -> np.ndarray:
-    return np.array([i for s, i in rows if s == shard], dtype=np.int64)
+def _gather(handles: list[h5py.File], rows: list[tuple[int, int]], read) -> np.ndarray:
+    """Rows (shard, row) of a column, in that order; `read(handle)` gives one shard's whole column. Holds the
+    result and one shard's column at a time. The store's feature sets are the last shard's (_merge_plan), so
+    an empty column takes its width from there too."""
+    out = None
+    for s in sorted({s for s, _ in rows}):
+        column = read(handles[s])
+        dest = np.array([k for k, (t, _) in enumerate(rows) if t == s], dtype=np.int64)
+        src = np.array([i for t, i in rows if t == s], dtype=np.int64)
+        if out is None:
+            out = np.empty((len(rows), *column.shape[1:]), dtype=column.dtype)
+        out[dest] = column[src]
+    return read(handles[-1])[:0] if out is None else out  # no rows: the shape the last shard records
 
 
 def _copy_table(
     f: h5py.File, table: Table, handles: list[h5py.File], plan: dict, start: dict[str, int] | None = None
 ) -> None:
-    """Copy the selected rows of one table from every shard, shard by shard, in bounded pieces.
+    """Copy the planned rows of one table from the shards, in the plan's order, the ragged children in
+    bounded pieces.
 
     start: None writes new datasets; else the row counts of the store's tables, after which the rows are
     appended (offsets into the ragged children shifted accordingly)."""
@@ -277,16 +296,14 @@ def _copy_table(
         return  # copied with its parent
     rows = plan["rows"][table.group]
     children = [(g, r) for g, r in schema.RAGGED.items() if r[0].group == table.group]
-    selected = [_runs_of(rows, s) for s in range(len(handles))]
     for column in table.columns:
         if any(column.name in (off, length) for _, (_, off, length) in children):
             continue
-        parts = [read_column(h, table, column)[sel] for h, sel in zip(handles, selected) if len(sel)]
-        merged = np.concatenate(parts) if parts else read_column(handles[0], table, column)[:0]
+        merged = _gather(handles, rows, lambda h, c=column: read_column(h, table, c))
         _put(f, table, column, merged, None if start is None else start[table.group])
     for child_group, (_, off_name, len_name) in children:
         child = next(t for t in plan["tables"] if t.group == child_group)
-        _copy_ragged(f, child, table, off_name, len_name, handles, selected, start)
+        _copy_ragged(f, child, table, off_name, len_name, handles, rows, start)
 
 
 def _put(f: h5py.File, table: Table, column: schema.Column, data: np.ndarray, at: int | None) -> None:
@@ -310,14 +327,11 @@ def _dropped_if_fixed(f: h5py.File, path: str) -> bool:
     return True
 
 
-def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, selected, start) -> None:
-    """Copy the child rows (seconds, words) of the selected parent rows and write fresh offsets."""
-    spans = []  # (shard, start, length) per selected parent row, in store order
-    for s, (h, sel) in enumerate(zip(handles, selected)):
-        if len(sel):
-            starts = h[parent.path(off_name)][...][sel]
-            lengths = h[parent.path(len_name)][...][sel]
-            spans += [(s, int(a), int(n)) for a, n in zip(starts, lengths)]
+def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, rows, start) -> None:
+    """Copy the child rows (seconds, words) of the parent rows `rows` and write fresh offsets."""
+    starts = _gather(handles, rows, lambda h: h[parent.path(off_name)][...])
+    counts = _gather(handles, rows, lambda h: h[parent.path(len_name)][...])
+    spans = [(s, int(a), int(n)) for (s, _), a, n in zip(rows, starts, counts, strict=True)]  # store order
     lengths = np.array([n for _, _, n in spans], dtype=np.int32)
     first = 0 if start is None else start[child.group]
     offsets = first + (
@@ -330,10 +344,10 @@ def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, se
     _put(f, parent, parent.column(len_name), lengths, at)
     total = int(lengths.sum())
     for column in child.columns:
-        src0 = handles[0][child.path(column.name)]
+        last = handles[-1][child.path(column.name)]  # no rows anywhere: the width the last shard records
         tail = next(
             (h[child.path(column.name)].shape[1:] for h in handles if h[child.path(column.name)].shape[0]),
-            src0.shape[1:],
+            last.shape[1:],
         )
         per_row = max(1, int(np.prod(tail, dtype=np.int64)) * np.dtype(column.dtype).itemsize)
         if start is None or _dropped_if_fixed(f, child.path(column.name)):
