@@ -91,6 +91,7 @@ def run_extract(
     todo.check_sets(index, packs, str(out))
     if todo.remove_outgrown(folder, todo.outgrown(index, packs)):  # left by a run killed while adding a pack
         index = todo.index_shards(folder)
+    todo.check_settings(index, to_dict(cfg), folder)  # a changed --batch-size: one line, before any work
     jobs, skipped = todo.plan_videos(_media(cfg) if cfg.input.videos else [], packs, index)
     pending = todo.plan_questions(questions, packs, index, prompts is not None)
     summary = ExtractSummary(out=str(out), skipped=skipped, packs=packs)
@@ -100,8 +101,8 @@ def run_extract(
         if echo is not None:
             echo(f"mode: {summary.mode}")
         engine = make_engine(cfg, _prompt_info(prompts))
-        if any(j.kept for j in (*jobs, *pending)):  # the stored sets and this run's must belong together
-            todo.check_kept([*jobs, *pending], index, engine.facts()["signature"])
+        if index.signature:  # the stored shards and this run's must belong together, before any decode
+            todo.check_signature(index, engine.facts()["signature"], folder)
         meta = _shard_meta(cfg, engine)
         if jobs:
             shards = _Shards(folder, meta, cfg.runtime.shard_videos, {j.video_id: j for j in jobs})

@@ -11,6 +11,7 @@ rebuilt from shards that all hold the same sets. A pack in the store but not ask
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from avaf.extract.packs import signature_of_set
 from avaf.shared.avqa.annotations import Question
 from avaf.shared.store import schema
+from avaf.shared.store.merge import signature_difference
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.schema import AVAF
 from avaf.shared.store.writer import QuestionFeatures, VideoFeatures, complete_shards
@@ -56,6 +58,7 @@ class ShardIndex:
 
     sets: dict[Path, frozenset[str]] = field(default_factory=dict)
     signature: dict[Path, dict] = field(default_factory=dict)
+    config: dict[Path, dict] = field(default_factory=dict)  # the config of the run that wrote each shard
     video: dict[str, Path] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)  # ok video -> its stored source path
     question: dict[int, tuple[Path, dict]] = field(default_factory=dict)
@@ -66,7 +69,7 @@ def index_shards(folder: Path) -> ShardIndex:
     index = ShardIndex()
     for p in complete_shards(folder):
         with FeatureStore(p) as s:
-            index.sets[p], index.signature[p] = frozenset(s.sets), s.signature
+            index.sets[p], index.signature[p], index.config[p] = frozenset(s.sets), s.signature, s.config
             q = s.questions()
             qids = [int(i) for i in q["question_id"]]
             index.records[p] = (set(s.video_ids), set(qids))
@@ -141,17 +144,44 @@ def plan_questions(
     return jobs
 
 
-def check_kept(jobs: list, index: ShardIndex, signature: dict) -> None:
-    """ValueError (one line) when a kept shard's sets were made with other settings than this run's: its
-    arrays and the new ones would not belong together."""
-    for shard in sorted({Path(j.kept) for j in jobs if j.kept}):
+# Settings that set the bits of the features (each pass's shape), read from the config of the run that wrote a
+# shard: a changed one is caught before any encoder loads. (flag, config section, field) The rest (weights,
+# models, the precision `auto` resolves to) is in the encoders' signature: check_signature.
+BIT_SETTINGS = (
+    ("--batch-size", "runtime", "batch_size"),
+    ("--tspm-clip-batch-size", "tspm", "clip_batch_size"),
+    ("--tome-batch-size", "tspm", "tome_batch_size"),
+)
+
+
+def check_settings(index: ShardIndex, config: dict, folder: Path) -> None:
+    """ValueError (one line) when this run sets a bit-setting value other than the one the stored shards
+    were made with: naming the setting, both values and the two ways out. Before any work or encoder."""
+    for flag, section, name in BIT_SETTINGS:
+        ours = config.get(section, {}).get(name)
+        for shard, theirs in index.config.items():
+            stored = theirs.get(section, {}).get(name, ours)  # older shards without the field: not known
+            if stored != ours and (section != "tspm" or "tspm" in index.sets[shard]):
+                raise ValueError(
+                    f"{folder}: its shards were made with {flag} {stored}, this run asks for {ours}, and the "
+                    f"features would not be the same bits: pass {flag} {stored} to continue them, or choose "
+                    "a new --out"
+                )
+
+
+def check_signature(index: ShardIndex, signature: dict, folder: Path) -> None:
+    """ValueError (one line) when a stored shard's sets were made with other encoders or settings than this
+    run's (weights, models, a precision that `auto` resolved otherwise): before any video is decoded."""
+    signature = json.loads(json.dumps(signature))  # as stored: lists, not tuples
+    for shard in sorted(index.signature):
         for s in sorted(index.sets[shard]):
             ours, theirs = signature_of_set(signature, s), signature_of_set(index.signature[shard], s)
             if ours != theirs:
-                diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+                diff = signature_difference(theirs, ours)
                 raise ValueError(
-                    f"{shard}: its {s} set was extracted with other settings than this run's ({', '.join(diff)} "
-                    "differ); adding a pack keeps the stored sets, so pass the settings they were made with"
+                    f"{shard}: its {s} set was made with other encoders or settings than this run's ({diff}; "
+                    f"stored vs now): pass the settings it was made with to continue {folder}, or choose a "
+                    "new --out"
                 )
 
 

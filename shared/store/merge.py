@@ -222,8 +222,8 @@ def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
             diff = signature_difference(json.loads(h.attrs["signature"]), json.loads(signature))
             raise StoreError(
                 f"{p}: extracted with different encoders or settings than {paths[0]} ({diff}); refusing to "
-                "mix them in one store, where a video's features would depend on the node that encoded it. "
-                "Extract with the same settings everywhere (e.g. --precision fp16 on every node)"
+                "mix them in one store, where a video's features would depend on the run or node that "
+                "encoded it. Extract with the same settings everywhere, or move one of them out of the folder"
             )
     latest_video: dict[str, tuple[int, int]] = {}
     latest_question: dict[int, tuple[int, int]] = {}
