@@ -16,8 +16,9 @@ encoded: the frames never leave the GPU.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from typing import ClassVar, Protocol
 
 from avaf.extract import questions as question_stage
@@ -54,6 +55,11 @@ class Engine(Protocol):
     def question_batches(self, specs: list[dict]) -> Iterator[tuple[int, list]]:
         """(b, per question {set: {array: value}}) of specs[b] for every batch b, in any order
         (`questions.batches`, `questions.write`)."""
+        ...
+
+    def watch_head(self, lost: Callable[[float], None]) -> AbstractContextManager:
+        """While in the context, `lost(seconds)` is called if the cluster's head stops answering
+        (`ray_session.HeadWatch`); nothing to watch in process."""
         ...
 
 
@@ -162,3 +168,6 @@ class InProcessEngine:
 
     def question_batches(self, specs: list[dict]) -> Iterator[tuple[int, list]]:
         return ((b, question_stage.encode_batch(self.encoders, spec)) for b, spec in enumerate(specs))
+
+    def watch_head(self, lost: Callable[[float], None]) -> AbstractContextManager:
+        return nullcontext()

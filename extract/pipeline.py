@@ -34,7 +34,7 @@ from avaf.extract.ray_engine import RayEngine
 from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.config import to_dict
 from avaf.shared.files import TMP_MARK
-from avaf.shared.ray_session import ray_address
+from avaf.shared.ray_session import end_with_line, ray_address
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.sets import TSPM
@@ -101,19 +101,19 @@ def run_extract(
         if echo is not None:
             echo(f"mode: {summary.mode}")
         engine = make_engine(cfg, _prompt_info(prompts))
-        if index.signature:  # the stored shards and this run's must belong together, before any decode
-            todo.check_signature(index, engine.facts()["signature"], folder)
-        meta = _shard_meta(cfg, engine)
-        if jobs:
-            shards = _Shards(folder, meta, cfg.runtime.shard_videos, {j.video_id: j for j in jobs})
-            _write_shards(
-                engine.rows(jobs, to_dict(cfg.decode) | {"views": engine.views}), shards, summary, progress
-            )
-        if pending:
-            _write_questions(
-                engine, pending, folder, meta, cfg.runtime.batch_size, prompts, summary, progress
-            )
-        summary.random_weights = engine.facts()["random_weights"]
+        with engine.watch_head(functools.partial(_head_lost, cfg, folder, summary)):
+            if index.signature:  # the stored shards and this run's must belong together, before any decode
+                todo.check_signature(index, engine.facts()["signature"], folder)
+            meta = _shard_meta(cfg, engine)
+            if jobs:
+                shards = _Shards(folder, meta, cfg.runtime.shard_videos, {j.video_id: j for j in jobs})
+                decode = to_dict(cfg.decode) | {"views": engine.views}
+                _write_shards(engine.rows(jobs, decode), shards, summary, progress)
+            if pending:
+                _write_questions(
+                    engine, pending, folder, meta, cfg.runtime.batch_size, prompts, summary, progress
+                )
+            summary.random_weights = engine.facts()["random_weights"]
     left = todo.outgrown(todo.index_shards(folder), packs)
     if left and todo.remove_outgrown(folder, left) != left:
         summary.unmerged = (
@@ -226,6 +226,19 @@ def _write_questions(
     except JobLost as e:  # the videos' shards stand; the questions are encoded by the next run
         summary.questions_lost = f"lost: {e}"
     summary.question_seconds = time.perf_counter() - begin
+
+
+def _head_lost(cfg: ExtractConfig, folder: Path, summary: ExtractSummary, seconds: float) -> None:
+    """The cluster's head stopped answering (`HeadWatch`): one line, and the command ends now (exit 1). The
+    complete shards stay; the shard in flight is lost, as when a job is killed. Ray cannot go on without
+    its head, so the same command against a new head resumes from the shards (docs/reliability.md)."""
+    where = ray_address(cfg.runtime.address) or "the local Ray instance"
+    end_with_line(
+        f"avaf-extract: lost the Ray cluster's head ({where}): no answer for {seconds:.0f} s. Kept: "
+        f"{len(complete_shards(folder))} complete shards in {folder} ({summary.written} videos written by "
+        f"this run; {cfg.out} not rebuilt). Start a new head and run the same command to resume from them",
+        1,
+    )
 
 
 def _merge(folder: Path, out: Path, summary: ExtractSummary) -> None:

@@ -15,7 +15,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from avaf.extract.engine import (
 )
 from avaf.extract.packs import encoder_views, pack_views, parse_features, with_random_weights
 from avaf.extract.todo import VideoJob
-from avaf.shared.ray_session import init_ray, quiet_console, ray_address, ray_verbose
+from avaf.shared.ray_session import HeadWatch, init_ray, quiet_console, ray_address, ray_verbose
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ class RayEngine:
 
     def question_batches(self, specs: list[dict]) -> Iterator[tuple[int, list]]:
         return _encode_text_on_ray(self.cfg, specs, self.facts()["signature"], self.prompt_table)
+
+    def watch_head(self, lost: Callable[[float], None]) -> HeadWatch:
+        return HeadWatch(lost)
 
 
 def _probe(cfg: ExtractConfig, prompt_table: dict | None) -> dict:

@@ -24,8 +24,11 @@ import logging
 import os
 import re
 import select
+import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 
 import click
 
@@ -63,6 +66,7 @@ def init_ray(address: str | None, verbose: bool | None = None) -> bool:
     ctx = click.get_current_context(silent=True)
     if not loud and ctx is not None and os.name == "posix":  # a command: its stderr, while it runs
         ctx.call_on_close(CoreLogFilter().close)
+
     quiet = {"log_to_driver": loud, "logging_level": logging.INFO if loud else QUIET}
     address = ray_address(address)
     if address:
@@ -70,6 +74,69 @@ def init_ray(address: str | None, verbose: bool | None = None) -> bool:
     else:
         ray.init(address="local", include_dashboard=False, **quiet)
     return True
+
+
+HEAD_GRACE_S = 10.0  # seconds without an answer from the head before a run counts it lost
+
+
+class HeadWatch:
+    """Whether the head of this process's Ray session still answers: a thread opens a TCP connection to
+    its GCS every `period` seconds, and after `grace` seconds without one calls `lost(seconds)` once.
+
+    Ray cannot replace a head without external GCS storage: its workers and this driver wait for it, the
+    driver up to a minute before Ray's core aborts it with a fatal log. The watch lets the command end
+    sooner, with one line of its own (docs/reliability.md, "Clusters")."""
+
+    def __init__(
+        self,
+        lost: Callable[[float], None],
+        grace: float = HEAD_GRACE_S,
+        period: float = 1.0,
+        address: str | None = None,
+    ):
+        if address is None:  # the GCS of this process's Ray session
+            import ray
+
+            address = ray.get_runtime_context().gcs_address
+        host, port = address.rsplit(":", 1)
+        self._where, self._lost, self._grace, self._period = (host, int(port)), lost, grace, period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="avaf-head-watch", daemon=True)
+        self._thread.start()
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(self._where, timeout=self._period):
+                return True
+        except OSError:
+            return False
+
+    def _watch(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self._period):
+            if self._answers():
+                last = time.monotonic()
+            elif time.monotonic() - last >= self._grace:
+                self._lost(time.monotonic() - last)
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __enter__(self) -> HeadWatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def end_with_line(line: str, code: int) -> None:
+    """Print `line` on the console's stderr and end this process now, from any thread, without waiting for
+    Ray (whose calls may never return once its head is gone): what is on disk stays as it is."""
+    real = _FILTER.real if _FILTER is not None else 2
+    sys.stdout.flush()
+    os.write(real, ("\n" + line + "\n").encode())  # a progress bar may have left its line open
+    os._exit(code)
 
 
 def quiet_console(logger: str) -> None:
@@ -80,13 +147,19 @@ def quiet_console(logger: str) -> None:
             handler.setLevel(QUIET)
 
 
+_FILTER: CoreLogFilter | None = None  # the filter on this process's stderr, while a command runs
+
+
 class CoreLogFilter:
     """This process's stderr (fd 2) through a pipe: lines of Ray's C++ core are dropped (they are in its log
     file, python-core-driver-*.log), every other byte goes on to the real stderr as written."""
 
     def __init__(self):
+        global _FILTER
         sys.stderr.flush()
         self._real = os.dup(2)
+        self.real = self._real
+        _FILTER = self
         read, self._write = os.pipe()
         os.dup2(self._write, 2)
         self._thread = threading.Thread(target=self._pump, args=(read,), name="avaf-stderr", daemon=True)
@@ -94,6 +167,8 @@ class CoreLogFilter:
 
     def close(self) -> None:
         """The real stderr back on fd 2, and everything written before it forwarded."""
+        global _FILTER
+        _FILTER = None
         sys.stderr.flush()
         os.dup2(self._real, 2)
         os.close(self._write)

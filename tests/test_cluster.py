@@ -26,6 +26,7 @@ from test_extract import TINY_FLAGS, tiny_cfg
 
 from avaf.extract.config import ExtractConfig
 from avaf.extract.pipeline import run_extract
+from avaf.shared.ray_session import HEAD_GRACE_S
 from avaf.shared.store import schema
 from avaf.shared.store.checksum import array_digest
 from avaf.shared.store.reader import FeatureStore
@@ -267,6 +268,43 @@ def test_a_driver_killed_mid_run_resumes_from_its_shards_on_the_same_cluster(
     done = len(complete_shards(shard_dir(out)))
     assert done < N
     again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"written {N - done}, skipped as done {done}, failed 0" in again.stdout
+    assert shard_videos(out) == [f"clip{i}" for i in range(N)]
+    assert_same_store(reference, out)
+
+
+@pytest.mark.slow
+def test_the_head_lost_ends_the_run_with_one_line_and_a_new_head_resumes_it(clips, reference, tmp_path):
+    """Ray cannot replace a head without external GCS storage: the command ends within HEAD_GRACE_S plus a
+    second or two after the head's processes are killed, with one line saying so and what was kept; the same
+    command against a new head resumes from the complete shards and ends with the uninterrupted run's bytes."""
+    out = tmp_path / "feats.h5"
+    command = [sys.executable, "-c", RUN, *FLAGS, "--videos", str(clips), "--out", str(out), "--address"]
+    with local_cluster(DECODE, GPU, system_config=FAST_HEALTH_CHECKS) as (c, _):
+        address = c.address
+        victim = subprocess.Popen(
+            [*command, address], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        while len(complete_shards(shard_dir(out))) < 2:
+            assert victim.poll() is None, "the run ended before the head could be killed"
+            time.sleep(0.02)
+        c.remove_node(c.head_node, allow_graceful=False)  # SIGKILL: the GCS, the head's raylet, its workers
+        killed = time.monotonic()
+        stdout, stderr = victim.communicate(timeout=120)
+        ended = time.monotonic() - killed
+    lines = [x for x in (stdout + stderr).splitlines() if x.startswith("avaf-extract:")]
+    print(f"head killed; the command ended {ended:.1f} s later: {lines}")
+    assert victim.returncode == 1 and len(lines) == 1, stdout + stderr
+    done = len(complete_shards(shard_dir(out)))
+    assert lines[0].startswith(f"avaf-extract: lost the Ray cluster's head ({address}): no answer for ")
+    assert (
+        f"Kept: {done} complete shards in {shard_dir(out)}" in lines[0] and "run the same command" in lines[0]
+    )
+    assert ended < HEAD_GRACE_S + 30  # bounded: the watch, not Ray's minute-long wait (a loose bound)
+    assert 2 <= done < N and not out.exists()
+    with local_cluster(DECODE, GPU, system_config=FAST_HEALTH_CHECKS) as (c, _):
+        again = subprocess.run([*command, c.address], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"written {N - done}, skipped as done {done}, failed 0" in again.stdout
     assert shard_videos(out) == [f"clip{i}" for i in range(N)]
