@@ -150,14 +150,24 @@ def loss_config() -> LossConfig:
     return LossConfig(sacl_phi=1 / N - 0.002)
 
 
-def train(cfg, data: dict, epochs: int, lr: float, decay_at: int = 0, batch_size: int = 32, seed: int = 0):
-    """Adam as avaf-train runs it (lr x0.1 at epoch `decay_at` when > 0), shuffled epochs; eval mode after."""
+def train(
+    cfg,
+    data: dict,
+    epochs: int,
+    lr: float,
+    decay_at: int = 0,
+    batch_size: int = 32,
+    seed: int = 0,
+    warmup: int = 0,
+):
+    """Adam as avaf-train runs it (lr x0.1 at epoch `decay_at` when > 0, linear warm-up over the first
+    `warmup` steps when > 0), shuffled epochs; eval mode after."""
     torch.manual_seed(seed)
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=decay_at or epochs + 1, gamma=0.1)
     g = torch.Generator().manual_seed(seed)
-    n = len(data["answers"])
+    n, step = len(data["answers"]), 0
     for _ in range(epochs):
         model.train()
         order = torch.randperm(n, generator=g)
@@ -166,7 +176,14 @@ def train(cfg, data: dict, epochs: int, lr: float, decay_at: int = 0, batch_size
             losses = model.losses(model(batch(data, index)), data["answers"][index], loss_config())
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
+            if step < warmup:
+                for group in opt.param_groups:
+                    group["lr"] = sched.get_last_lr()[0] * (step + 1) / warmup
+            elif step == warmup > 0:
+                for group in opt.param_groups:
+                    group["lr"] = sched.get_last_lr()[0]
             opt.step()
+            step += 1
         sched.step()
     return model.eval()
 

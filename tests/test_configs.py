@@ -49,6 +49,7 @@ def test_paper_config_is_the_papers_recipe():
     )
     o = cfg.optim
     assert (o.lr, o.lr_step_epochs, o.lr_gamma, o.batch_size, o.epochs, o.seed) == (1e-4, 8, 0.1, 32, 30, 0)
+    assert o.warmup_steps == 150  # the paper variant's aligned start needs it at lr 5e-4 (docs/training.md)
     assert (cfg.loss.beta, cfg.loss.sacl_phi, cfg.loss.sacl_tau) == (0.2, 0.019, 0.4)
     assert cfg.loss.alpha == LossConfig().alpha  # left to the default on purpose (docs/training.md)
     assert (cfg.run.out_dir, cfg.run.amp) == ("runs/paper", True)
@@ -68,7 +69,8 @@ def test_authors_config_matches_the_authors_variant_recipe():
         "model": {"variant": "authors"},
         "run": {"out_dir": "runs/authors"},
     }
-    assert AuthorsNet.recipe["optim"] == {"batch_size": 64, "seed": 42}
+    assert AuthorsNet.recipe["optim"] == {"batch_size": 64, "seed": 42, "warmup_steps": 0}
+    assert cfg.optim.warmup_steps == 0  # their code has no warm-up
 
 
 @pytest.mark.parametrize("name", sorted(TESTED))

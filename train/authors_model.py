@@ -70,10 +70,10 @@ class AuthorsNet(nn.Module):
     """The authors' model (docs/training.md, "Variants"): `build_model(ModelConfig(variant="authors"))`."""
 
     #: their recipe, a layer between the defaults and the user's file and flags (config.load_config): batch
-    #: 64, seed 42, temporal weight 100, fp32 (no autocast on GPU); the rest (Adam 1e-4, x0.1 every 8 epochs,
+    #: 64, seed 42, no warm-up, temporal weight 100, fp32 (no autocast on GPU); the rest (Adam 1e-4, x0.1 every 8 epochs,
     #: 30 epochs, spatial weight 0.2, phi 0.019, tau 0.4) equals the paper's defaults
     recipe: ClassVar[dict[str, dict[str, Any]]] = {
-        "optim": {"batch_size": 64, "seed": 42},
+        "optim": {"batch_size": 64, "seed": 42, "warmup_steps": 0},
         "loss": {"alpha": 100.0},
         "run": {"amp": False},
     }

@@ -141,7 +141,8 @@ def _has(fs: FeatureStore, split: str) -> bool:
 
 def train_epoch(model, opt, data: SplitData, run: Run, epoch: int, max_steps: int = 0) -> dict:
     """One pass over the training split (at most `max_steps` optimizer steps when > 0); returns the mean of
-    every loss term, the speed and the steps taken."""
+    every loss term, the speed and the steps taken. Within the run's first `warmup_steps` steps the lr rises
+    linearly to the epoch's (`_warmed_up`); the epoch's lr is back in place when it returns."""
     from tqdm import tqdm
 
     cfg, amp, device = run.cfg, run.amp, data.device
@@ -156,6 +157,7 @@ def train_epoch(model, opt, data: SplitData, run: Run, epoch: int, max_steps: in
         total=len(data), desc=f"epoch {epoch + 1}", unit="sample", disable=not run.progress, leave=False
     )
     seen = steps = 0
+    first, epoch_lr = epoch * -(-len(data) // bs), [g["lr"] for g in opt.param_groups]  # the run's step
     for features, rows in data.parts(gen, cfg.optim.seed + epoch):  # one part in memory; blocks when streamed
         for a in range(0, len(rows), bs):
             if max_steps and steps >= max_steps:
@@ -165,6 +167,7 @@ def train_epoch(model, opt, data: SplitData, run: Run, epoch: int, max_steps: in
                 losses = model.losses(model(batch), answers, cfg.loss)
             opt.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()
+            _warmed_up(opt, epoch_lr, first + steps, cfg.optim.warmup_steps)
             scaler.step(opt)
             scaler.update()
             for k, v in losses.items():
@@ -174,9 +177,19 @@ def train_epoch(model, opt, data: SplitData, run: Run, epoch: int, max_steps: in
         if max_steps and steps >= max_steps:
             break
     bar.close()
+    _warmed_up(opt, epoch_lr, 0, 0)  # the epoch's lr, for the scheduler and the log
     seconds = time.perf_counter() - start
     stats = {f"loss_{k}": float(v) / max(seen, 1) for k, v in sums.items()}
     return stats | {"epoch_s": round(seconds, 3), "samples_per_s": round(seen / seconds, 2), "steps": steps}
+
+
+def _warmed_up(opt, epoch_lr: list[float], step: int, warmup: int) -> None:
+    """The lr of optimizer step `step` (0-based, over the run): the epoch's lr times (step + 1) / warmup
+    while step < warmup, else the epoch's. The paper variant's aligned start needs it at lr 5e-4
+    (docs/training.md, "Order and place at full width")."""
+    factor = (step + 1) / warmup if step < warmup else 1.0
+    for group, lr in zip(opt.param_groups, epoch_lr, strict=True):
+        group["lr"] = lr * factor
 
 
 @dataclass

@@ -3,12 +3,12 @@
 Trains AVAF-Net (D = 512, FFN 2048, 4 heads) on generated 10-second scenes (tests/order_scenes.py) under two
 initialisations, avaf's ("aligned": identity patch projection, cross-attention keys starting as their
 queries, time positions of std 1) and PyTorch's defaults (positions of std 0.02), at lr 5e-4 and at the
-recipe's 1e-4 (x0.1 after 8 epochs), and prints per question kind: accuracy as played, how often the
+recipe's 1e-4 (x0.1 after 8 epochs), with avaf-train's linear warm-up (150 steps; --warmup), and prints per question kind: accuracy as played, how often the
 answer on the video played backwards is still the forward one (order-blind models keep it), and the
 majority answer. docs/training.md, "Order and place at full width", has the table.
 
-    python tests/benchmarks/bench_order.py                   # ~25 min per row on 2 cores
-    python tests/benchmarks/bench_order.py --init aligned --schedule 5e-4 --videos 300
+    python tests/benchmarks/bench_order.py                   # ~20 min per row, one thread each
+    python tests/benchmarks/bench_order.py --init aligned --schedule 5e-4 --seed 1 --warmup 0
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from order_scenes import KINDS, N_ANSWERS, T, generate, table, train  # noqa: E402
 
-from avaf.train.config import ModelConfig  # noqa: E402
+from avaf.train.config import ModelConfig, OptimConfig  # noqa: E402
 from avaf.train.model import AVAFNet  # noqa: E402
 from avaf.train.variants import MODELS  # noqa: E402
 
@@ -42,12 +42,14 @@ class DefaultInit(AVAFNet):
             self.time.positions.normal_(0.0, 0.02)
 
 
-def run(init: str, schedule: str, videos: int, seed: int) -> dict:
+def run(init: str, schedule: str, videos: int, seed: int, warmup: int = 0) -> dict:
     lr, epochs, decay = SCHEDULES[schedule]
     MODELS["paper"] = AVAFNet if init == "aligned" else DefaultInit
     cfg = ModelConfig(n_answers=N_ANSWERS, max_seconds=T)
     start = time.perf_counter()
-    model = train(cfg, generate(videos, seed=0), epochs=epochs, lr=lr, decay_at=decay, seed=seed)
+    model = train(
+        cfg, generate(videos, seed=0), epochs=epochs, lr=lr, decay_at=decay, seed=seed, warmup=warmup
+    )
     result = table(model, generate(150, seed=1))
     return {"seconds": time.perf_counter() - start, "table": result}
 
@@ -61,6 +63,12 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=600, help="training videos (4 questions each)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=OptimConfig().warmup_steps,
+        help="linear lr warm-up steps (avaf-train's)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -69,7 +77,7 @@ def main() -> None:
     print("cells: accuracy as played / answer kept when played backwards (majority answer in the header)")
     for init in args.init.split(","):
         for schedule in args.schedule.split(","):
-            r = run(init, schedule, args.videos, args.seed)
+            r = run(init, schedule, args.videos, args.seed, args.warmup)
             cells = "  ".join(
                 f"{k} {v['played']:.2f}/{v['backwards_kept']:.2f} (maj {v['majority']:.2f})"
                 for k, v in r["table"].items()
