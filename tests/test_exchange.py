@@ -136,9 +136,16 @@ def test_export_warns_when_tokens_are_not_the_repositories_shape(tmp_path, caplo
     ).shape == (2, 5, 8)
 
 
-def test_export_refuses_questions_longer_than_the_context(source, tmp_path):
+def test_export_refuses_questions_longer_than_the_context_before_writing(source, tmp_path):
+    out = tmp_path / "npy"
     with pytest.raises(ExchangeError, match="more than --context-length 2"):
-        export_npy(source, tmp_path / "npy", ExportOptions(context_length=2))
+        export_npy(source, out, ExportOptions(context_length=2))
+    assert not out.exists()  # refused before the folder is made: the corrected command needs no --overwrite
+    export_npy(source, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ExchangeError, match="more than --context-length 2"):
+        export_npy(source, out, ExportOptions(context_length=2, overwrite=True))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the earlier export stays
 
 
 # ------------------------------------------------------------------------------------- foreign folders

@@ -120,6 +120,8 @@ def export_npy(
     out = Path(out)
     with FeatureStore(feats) as fs:  # the input first: a bad store leaves no folder behind
         fs.require([(schema.AVAF, name) for name in schema.AVAF_COLUMNS], "avaf-export (the avaf set)")
+        if o.layout == "repos":  # before the folder: a refused export deletes nothing, --overwrite or not
+            _check_context(fs.questions(), o.context_length)
         check_fresh_output(out, "an export", (*EXPORT_DIRS, MANIFEST), o.overwrite, "choose a new --out")
         for name in EXPORT_DIRS:
             (out / name).mkdir(exist_ok=True)
@@ -167,6 +169,14 @@ def _export_video(fs: FeatureStore, vid: str, out: Path, dtype: str) -> dict:
     return {k: v[k].tolist() if isinstance(v[k], (np.ndarray, np.generic)) else v[k] for k in VIDEO_META}
 
 
+def _check_context(q: dict[str, np.ndarray], context: int) -> None:
+    """ExchangeError naming the first question with more word rows than clip_word's `context` rows."""
+    longer = np.flatnonzero(q["word_length"] > context)
+    if len(longer):
+        qid, n = int(q["question_id"][longer[0]]), int(q["word_length"][longer[0]])
+        raise ExchangeError(f"question {qid} has {n} word rows, more than --context-length {context}")
+
+
 def _export_questions(fs: FeatureStore, out: Path, options: ExportOptions) -> list[dict]:
     dtype, layout, context = options.dtype, options.layout, options.context_length
     q = fs.questions()
@@ -177,11 +187,7 @@ def _export_questions(fs: FeatureStore, out: Path, options: ExportOptions) -> li
         for i, row in enumerate(range(a, a + len(offset))):
             qid, n = int(q["question_id"][row]), int(q["word_length"][row])
             w, s = words[offset[i] : offset[i] + n].astype(dtype), q["sentence"][row].astype(dtype)
-            if layout == "repos":
-                if n > context:
-                    raise ExchangeError(
-                        f"question {qid} has {n} word rows, more than --context-length {context}"
-                    )
+            if layout == "repos":  # n <= context: _check_context
                 w = np.concatenate([w, np.zeros((context - n, w.shape[1]), dtype)])[None]  # (1, C, D)
                 s = s[None]  # (1, D)
             _save(out / WORDS / f"{qid}.npy", w)
