@@ -22,13 +22,35 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def check_extract(cfg: ExtractConfig) -> None:
-    """Raise on what can be checked without torch or Ray: the annotation files (their names and rows), the
-    --clip-model name and, for a run on this machine (no cluster address), the weight paths."""
+    """Raise on what can be checked without torch or Ray: the --videos folder (it holds media files), the
+    annotation files (their names and rows), the --clip-model name and, for a run on this machine (no
+    cluster address), the weight paths."""
+    if cfg.input.videos:
+        check_videos(cfg.input.videos, questions_too=bool(cfg.input.annotations))
     if cfg.input.annotations:
         load_questions(cfg.input.annotations, cfg.input.split)
     check_clip_model(cfg.clip.model)
     if not ray_address(cfg.runtime.address):  # on a cluster the weights are the nodes' files, not ours
         check_weight_paths(cfg.runtime.weights_dir, cfg.clip.pretrained, cfg.vggish.weights)
+
+
+def check_videos(folder: str, questions_too: bool = False) -> None:
+    """--videos is a folder holding at least one video or audio file (by extension, as the pipeline lists
+    them; two files of one video id are refused here too): an empty one is an error, not a run of 0 videos."""
+    from avaf.extract.decode.backends import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, scan_media  # PyAV, no torch
+
+    if not Path(folder).is_dir():
+        raise AvafError(f"--videos {folder}: no such folder")
+    media, others = scan_media(folder)
+    if media:
+        return
+    n = len(others)
+    held = f"it holds {n} other file{'s' * (n > 1)}, e.g. {others[0].name}" if n else "it holds no files"
+    instead = "; for the questions alone leave --videos out" if questions_too else ""
+    raise AvafError(
+        f"--videos {folder}: no video files under {folder} ({held}); looked for the extensions "
+        f"{' '.join(sorted(VIDEO_EXTENSIONS | AUDIO_EXTENSIONS))}{instead}"
+    )
 
 
 def open_clip_models() -> list[str]:

@@ -9,7 +9,8 @@ TMP_MARK, by which readers of a folder of shards skip the leftovers of killed wr
 
 A write that fails for want of room or permission (a full disk, the file-size limit, a read-only place) is
 an `OutputError` naming the target and the cause, whichever library did the writing; HDF5 writers check the
-room first (`check_room`). `check_fresh_output` keeps a command from writing over earlier results unasked.
+room first (`check_room`). `check_fresh_output` keeps a command from writing over earlier results unasked;
+`removing_new_empty_folders` keeps a failed one from leaving empty folders behind.
 """
 
 from __future__ import annotations
@@ -263,6 +264,26 @@ def check_fresh_output(
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def removing_new_empty_folders(*folders: str | os.PathLike) -> Iterator[None]:
+    """Within the block `folders` (and their missing parents) may be created; should it raise, those of them
+    that did not exist on entry and are still empty are removed, deepest first, so a failed run leaves no
+    empty output folders behind. A folder that existed before, or that holds anything, always stays."""
+    new: set[Path] = set()
+    for folder in folders:
+        path = Path(folder).absolute()
+        while not path.exists() and path != path.parent:
+            new.add(path)
+            path = path.parent
+    try:
+        yield
+    except BaseException:
+        for path in sorted(new, key=lambda p: len(p.parts), reverse=True):
+            with suppress(OSError):  # not there, or not empty: it stays
+                path.rmdir()
+        raise
 
 
 def _is_owned(p: Path, owned: set[str]) -> bool:

@@ -11,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from benchmarks.bench_errors import ANNOTATIONS, make_inputs
 
 HEAVY = ("torch", "ray", "open_clip", "timm")  # what took a bad input ~5-20 s to report before
-N_CASES = 10
+N_CASES = 14
 
 
 def _more_inputs(d: Path) -> list[tuple[str, str, list[str]]]:
@@ -34,6 +35,43 @@ def _more_inputs(d: Path) -> list[tuple[str, str, list[str]]]:
             ["--feats", str(d / "questions.json"), "--variant", "x"],
         ),
         ("avaf-demo", "videos must be at least 1", ["--out", str(d / "demo"), "--num-videos", "0"]),
+        *_empty_inputs(d),
+    ]
+
+
+def _empty_inputs(d: Path) -> list[tuple[str, str, list[str]]]:
+    """A --videos folder without a video (was: exit 0, "written 0" and no feats.h5), and a store of
+    questions without videos (was: avaf-train said to set --dim, or model.audio_dim)."""
+    from conftest import fake_question, write_store
+
+    (d / "empty" / "sub").mkdir(parents=True, exist_ok=True)
+    (d / "empty" / "notes.txt").write_text("no video here")
+    rng = np.random.default_rng(0)
+    questions = [fake_question(rng, i, f"{i:08d}", split) for i, split in enumerate(("train", "val", "test"))]
+    feats = d / "questions-only" / "feats.h5"
+    if not feats.exists():
+        feats.parent.mkdir()
+        write_store(feats, (), questions)
+    empty = ["--videos", str(d / "empty"), "--out", str(d / "new" / "feats.h5")]
+    exts = "looked for the extensions .3g2 .3gp .aac"
+    return [
+        (
+            "avaf-extract",
+            f"--videos {d / 'empty'}: no video files under {d / 'empty'} (it holds 1 other",
+            empty,
+        ),
+        ("avaf-extract", exts, empty),
+        (
+            "avaf-extract",
+            ".wma .wmv; for the questions alone leave --videos out",
+            [*empty, "--annotations", str(d / "avqa-test.json")],
+        ),
+        (
+            "avaf-train",
+            f"{feats}: holds no videos, so avaf-train has no features to read; extract some into it first: "
+            f"avaf-extract --videos DIR --out {feats}",
+            ["--feats", str(feats), "--out", str(d / "run")],
+        ),
     ]
 
 

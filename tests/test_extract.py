@@ -385,3 +385,17 @@ def test_questions_keep_the_annotation_order_whatever_order_the_batches_arrive_i
         assert [s.question_words(10 + i).shape[0] for i in range(7)] == list(range(1, 8))
     with pytest.raises(RuntimeError, match=r"batches \[2\] arrived without"):
         question_stage.write(todo, sizes, iter([batches[0], batches[2]]), tmp_path / "b", meta, False)
+
+
+def test_annotations_alone_still_encode_the_questions(tmp_path):
+    """Without --videos a run encodes the questions alone (a store to add videos to later); only an empty
+    --videos folder is refused (test_errors_early)."""
+    rows = json.loads((DATA / "music-avqa" / "json_update" / "avqa-val.json").read_text())[:3]
+    (tmp_path / "avqa-test.json").write_text(json.dumps(rows))
+    out = tmp_path / "new" / "feats.h5"
+    args = ["--annotations", str(tmp_path / "avqa-test.json"), "--out", str(out), "--in-process", *TINY_FLAGS]
+    res = CliRunner().invoke(extract_main, args)
+    assert res.exit_code == 0, res.output
+    assert f"{out}: written 0, skipped as done 0, failed 0, questions 3 (" in res.output
+    with FeatureStore(out) as fs:
+        assert fs.video_ids == [] and len(fs.questions()["question_id"]) == 3

@@ -73,7 +73,7 @@ def main(config_file, resume, overwrite, **flags) -> None:
 @click.option("--memory-budget", default="auto", show_default=True, help=BUDGET_HELP)
 def eval_main(feats, checkpoint, split, subset, device, as_json, memory_budget) -> None:
     """Evaluate a checkpoint on one split of FEATS and print the paper's table row."""
-    check_feats(feats)  # before torch loads
+    check_feats(feats, "avaf-eval")  # before torch loads
     # the model, its variant and its T come from the checkpoint
     from .checkpoint import load_model
     from .evaluate import evaluate, results_markdown
@@ -92,9 +92,10 @@ def eval_main(feats, checkpoint, split, subset, device, as_json, memory_budget) 
         click.echo(results_markdown({f"{split} ({subset})": ev}))
 
 
-def check_feats(path: str) -> None:
-    """`path` is a feature store this avaf reads (its format and schema version), checked with h5py alone:
-    a wrong --feats is one line before torch loads."""
-    from avaf.shared.store.h5 import open_h5
+def check_feats(path: str, who: str = "avaf-train") -> None:
+    """`path` is a feature store this avaf reads (its format and schema version) and holds videos, checked
+    with h5py alone: a wrong --feats is one line before torch loads."""
+    from avaf.shared.store.reader import FeatureStore
 
-    open_h5(path).close()
+    with FeatureStore(path) as fs:
+        fs.require_videos(who)

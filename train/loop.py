@@ -27,7 +27,13 @@ from typing import Any
 import torch
 
 from avaf.shared.avqa.answers import ANSWERS
-from avaf.shared.files import append_text, check_fresh_output, json_text, write_text
+from avaf.shared.files import (
+    append_text,
+    check_fresh_output,
+    json_text,
+    removing_new_empty_folders,
+    write_text,
+)
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.schema import SECONDS, WORDS
 
@@ -119,6 +125,7 @@ def fit_to_store(cfg: TrainConfig) -> TrainConfig:
     """`cfg` with model.audio_dim the width of the store's audio array (VGGish: 128): the store, not a
     flag, says which audio encoder made it. A store without the arrays avaf-train reads: one line."""
     with FeatureStore(cfg.data.feats) as fs:
+        fs.require_videos("training")  # an empty video table's widths would blame the model config
         width = int(fs.shape(SECONDS, columns(fs)["audio"])[-1])
     return cfg if width == cfg.model.audio_dim else replace(cfg, model=replace(cfg.model, audio_dim=width))
 
@@ -241,7 +248,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
     """Train on `train`, select on `val`, report `test` at the selected checkpoint; returns the results.
 
     A run folder that already holds a run is refused unless `resume` (continue it) or `overwrite`
-    (delete its files first: `RUN_FILES`; nothing else in the folder is touched)."""
+    (delete its files first: `RUN_FILES`; nothing else in the folder is touched). A run that fails before
+    writing anything leaves no empty folder behind (one that was there before stays)."""
+    with removing_new_empty_folders(cfg.run.out_dir):
+        return _train(cfg, resume, progress, overwrite)
+
+
+def _train(cfg: TrainConfig, resume: bool, progress: bool, overwrite: bool) -> dict:
     out = Path(cfg.run.out_dir)
     _check_run_folder(out, resume, overwrite)
     writer = summary_writer() if cfg.run.log == "tensorboard" else None  # missing: an error before any work

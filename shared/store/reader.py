@@ -108,6 +108,15 @@ class FeatureStore:
                 f"{', which this store lacks' if who else ''}; its feature sets: {held}"
             )
 
+    def require_videos(self, who: str) -> None:
+        """A one-line StoreError when the store holds no video (questions alone, or nothing): `who` would
+        find no features to read, and no setting of its own could change that."""
+        if not self.video_ids:
+            raise StoreError(
+                f"{self.path}: holds no videos, so {who} has no features to read; extract some into it "
+                f"first: avaf-extract --videos DIR --out {self.path}"
+            )
+
     def shape(self, table: Table, column: str) -> tuple[int, ...]:
         return tuple(self.dataset(table, column).shape)
 

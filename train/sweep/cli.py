@@ -46,7 +46,7 @@ def main(config_file, **flags) -> None:
         read_file(config_file).get("data", {}).get("feats") if config_file else ""
     )
     if feats:
-        check_feats(feats)
+        check_feats(feats, "avaf-sweep")
     from .runner import run_sweep
 
     summary = run_sweep(grids, out, config_file, over, s)
