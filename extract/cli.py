@@ -90,7 +90,8 @@ def main(config_file, **flags) -> None:
 @config_options(ClipConfig)
 def fetch_weights(folder: str | None, show: bool, features: str, **flags) -> None:
     """Download the default weights of the --features packs' encoders once into FOLDER (needs network).
-    Copy FOLDER to offline cluster nodes and run avaf-extract with --weights-dir FOLDER."""
+    Copy FOLDER to offline cluster nodes and run avaf-extract with --weights-dir FOLDER. A file that cannot
+    be downloaded is one line saying why and where to put it by hand; exit status 2."""
     from avaf.extract.packs import fetch_pack_weights, weights_files
 
     cfg = ExtractConfig(clip=from_flags(ClipConfig, flags))
@@ -100,8 +101,13 @@ def fetch_weights(folder: str | None, show: bool, features: str, **flags) -> Non
         return
     if folder is None:
         raise click.UsageError("give FOLDER (or --list)")
-    for name, path in fetch_pack_weights(folder, cfg, parse_features(features)).items():
+    done, failed = fetch_pack_weights(folder, cfg, parse_features(features))
+    for name, path in done.items():
         click.echo(f"{name}: {path}")
+    for name, why in failed.items():
+        click.echo(f"avaf-fetch-weights: {name}: {why}", err=True)
+    if failed:
+        sys.exit(2)
     click.echo(f"now: avaf-extract ... --weights-dir {folder}")
 
 

@@ -155,23 +155,27 @@ def weights_files(cfg: ExtractConfig) -> list[tuple[str, str, str]]:
     return [(p, e, files[e]) for p in PACKS for e in PACKS[p].encoders]
 
 
-def fetch_pack_weights(folder: str, cfg: ExtractConfig, packs: tuple[str, ...]) -> dict[str, str]:
+def fetch_pack_weights(
+    folder: str, cfg: ExtractConfig, packs: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, str]]:
     """Download the default weights of the packs' encoders into `folder` (needs network; files already
-    there are kept): {encoder: path}, under the names `weights_files` lists."""
-    from avaf.extract.encoders.tome_encoder import fetch_weights
-    from avaf.extract.encoders.weights import fetch_default_weights
+    there are kept), under the names `weights_files` lists: ({encoder: path} of the files in place,
+    {encoder: why it is not, and how to place it by hand}). An unreachable host fails at once
+    (`weights.fetch`)."""
+    from avaf.extract.encoders import tome_encoder
+    from avaf.extract.encoders.weights import clip_weights_file, fetch, vggish_weights_file
 
-    encoders, out = encoders_of(packs), {}
-    if "clip" in encoders:  # with VGGish
-        out |= {
-            k: str(v) for k, v in fetch_default_weights(folder, cfg.clip.model, cfg.clip.pretrained).items()
-        }
+    encoders, files = encoders_of(packs), {}
+    if "clip" in encoders:
+        files["clip"] = clip_weights_file(folder, cfg.clip.model, cfg.clip.pretrained)
+    if "vggish" in encoders:
+        files["vggish"] = vggish_weights_file(folder)
     if "tspm_clip" in encoders:
-        got = fetch_default_weights(folder, cfg.tspm.clip_model, cfg.tspm.clip_weights)
-        out |= {"vggish": str(got["vggish"]), "tspm_clip": str(got["clip"])}
+        files["tspm_clip"] = clip_weights_file(folder, cfg.tspm.clip_model, cfg.tspm.clip_weights)
     if "tome" in encoders:
-        out["tome"] = str(fetch_weights(folder, cfg.tspm.tome_weights))
-    return out
+        files["tome"] = tome_encoder.weights_file(folder, cfg.tspm.tome_weights)
+    done, failed = fetch(files)
+    return {k: str(v) for k, v in done.items()}, failed
 
 
 def signature_of_set(signature: dict, set_name: str) -> dict:

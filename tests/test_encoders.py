@@ -335,6 +335,7 @@ def test_fetched_folder_loads_openai_vit_b32_with_quick_gelu(tmp_path, monkeypat
     vgg_sd = build_vggish().state_dict()
     monkeypatch.setattr(weights, "download_clip_state_dict", lambda model, tag, qg: clip_sd)
     monkeypatch.setattr(weights, "download_vggish", lambda dst: torch.save(vgg_sd, dst))
+    monkeypatch.setattr(weights, "connection_problem", lambda url, timeout_s=3.0: None)  # the hosts answer
     paths = fetch_default_weights(tmp_path)
     assert paths["clip"].name == "open_clip-ViT-B-32-openai.safetensors"
     assert paths["vggish"].name == "vggish-10086976.pth"

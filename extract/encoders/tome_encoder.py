@@ -35,11 +35,13 @@ from avaf.extract.decode.views import View, resize_view
 from avaf.extract.encoders.batching import pad_batch
 from avaf.extract.encoders.tome import token_schedule, tome_forward
 from avaf.extract.encoders.weights import (
+    WeightsFile,
     WeightsFileError,
     WeightsUnavailable,
     check_precision,
+    fetch,
     hub_offline_unless_reachable,
-    no_network_error,
+    hub_url,
     precision_autocast,
     skip_init,
     state_dict_sha256,
@@ -159,20 +161,33 @@ def load_tome(
 def fetch_weights(folder: str | os.PathLike, tag: str = "default", model_name: str = MODEL_NAME) -> Path:
     """Download timm's `tag` of the model (needs network) and save its state dict as safetensors under the
     name `load_tome(weights_dir=folder)` reads; a file already there is kept."""
+    done, failed = fetch({"tome": weights_file(folder, tag, model_name)})
+    if failed:
+        raise WeightsUnavailable(failed["tome"])
+    return done["tome"]
+
+
+def weights_file(
+    folder: str | os.PathLike, tag: str = "default", model_name: str = MODEL_NAME
+) -> WeightsFile:
+    """timm's `tag` of the model in `folder` (`tome_weights_filename`); its hub file, model.safetensors,
+    holds the same state dict (the classifier head too, which the loader drops)."""
     from safetensors.torch import save_file
 
     tag = default_tag(model_name) if tag == "default" else tag
-    path = Path(folder) / tome_weights_filename(model_name, tag)
-    if not path.is_file():
-        try:
-            with hub_offline_unless_reachable():
-                model = timm.create_model(f"{model_name}.{tag}", pretrained=True, num_classes=0)
-        except Exception as e:  # hub / OS errors offline
-            raise no_network_error(f"timm {model_name}.{tag}", [], e) from e
+    hub = timm.models.get_pretrained_cfg(f"{model_name}.{tag}")
+    url = hub_url(hub.hf_hub_id, "model.safetensors") if hub and hub.hf_hub_id else (hub.url if hub else "")
+
+    def download(path: Path) -> None:
+        with hub_offline_unless_reachable():
+            model = timm.create_model(f"{model_name}.{tag}", pretrained=True, num_classes=0)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    return path
+
+    return WeightsFile(
+        f"timm {model_name}.{tag}", url, Path(folder) / tome_weights_filename(model_name, tag), download
+    )
 
 
 def find_weights(

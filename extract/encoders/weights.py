@@ -22,8 +22,10 @@ import json
 import logging
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 
@@ -76,15 +78,36 @@ def precision_autocast(device: torch.device, precision: str) -> contextlib.Abstr
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def connection_problem(url: str, timeout_s: float = 3.0) -> str | None:
+    """Why no connection to the host of `url` (or to the HTTPS proxy that would carry it) opens, as the OS
+    says it ("[Errno -2] Name or service not known"); None when one opens. One short attempt, no retries:
+    an offline machine fails at once instead of through a download library's back-off."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(url).hostname or url, 443
+    proxy = urllib.request.getproxies().get("https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = parts.hostname or host, parts.port or 80
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+        return None
+    except OSError as e:
+        return str(e) or type(e).__name__
+
+
 def network_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
     """One quick connection attempt, so an offline machine fails at once instead of through a hub's retries."""
-    import socket
+    return connection_problem(host, timeout_s) is None
 
-    try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
-        return True
-    except OSError:
-        return False
+
+def hub_url(repo: str, filename: str) -> str:
+    """The address of a file of a Hugging Face hub repository (HF_ENDPOINT, where set, names the hub)."""
+    from huggingface_hub.constants import ENDPOINT
+
+    return f"{ENDPOINT.rstrip('/')}/{repo.strip('/')}/resolve/main/{filename}"
 
 
 @contextlib.contextmanager
@@ -206,29 +229,64 @@ def download_clip_state_dict(model_name: str, pretrained: str, quick_gelu: bool)
     return model.state_dict()
 
 
-def fetch_default_weights(
-    folder: str | os.PathLike, clip_model: str = "ViT-B-32", clip_pretrained: str = "openai"
-) -> dict[str, Path]:
-    """Download the default CLIP and VGGish weights into `folder` (needs network); skip files already there.
+@dataclass(frozen=True)
+class WeightsFile:
+    """One file of a weights folder: what it holds, the address a person would download it from, where the
+    loaders read it, and how avaf downloads it there (the file and its weights.json entry)."""
 
-    Returns {"clip": path, "vggish": path}. The loaders accept the folder as `weights_dir`.
-    """
+    what: str  # "open_clip ViT-B-32 'openai'"
+    url: str
+    path: Path
+    download: Callable[[Path], None]
+
+
+def fetch(files: Mapping[str, WeightsFile]) -> tuple[dict[str, Path], dict[str, str]]:
+    """Download every file not yet in place: ({name: path} of those in place, {name: why not, and how to
+    place it by hand}). Each host is tried once, with one short connection, before any download: a host
+    that cannot be reached fails its files at once, and no download library retries for a minute."""
+    done: dict[str, Path] = {}
+    failed: dict[str, str] = {}
+    problems: dict[str, str | None] = {}
+    for name, f in files.items():
+        if f.path.is_file():
+            done[name] = f.path
+            continue
+        host = urlsplit(f.url).hostname or f.url
+        if host not in problems:
+            problems[host] = connection_problem(f.url)
+        problem = f"{host} cannot be reached ({problems[host]})" if problems[host] else None
+        if problem is None:
+            try:
+                f.download(f.path)
+                done[name] = f.path
+                continue
+            except Exception as e:  # any failure of the download is said on this file's line
+                problem = f"the download failed ({type(e).__name__}: {' '.join(str(e).split())})"
+        failed[name] = (
+            f"{f.what}: not downloaded: {problem}. By hand: download {f.url} where it can be reached and save "
+            f"it as {f.path}; avaf-extract --weights-dir {f.path.parent} then reads it"
+        )
+    return done, failed
+
+
+def clip_weights_file(folder: str | os.PathLike, clip_model: str, clip_pretrained: str) -> WeightsFile:
+    """The open_clip tag's checkpoint in `folder` (`clip_weights_filename`); its hub file is the same state
+    dict (open_clip loads either)."""
     import open_clip
 
-    folder = Path(folder)
     tag_cfg = open_clip.get_pretrained_cfg(clip_model, clip_pretrained)
     if not tag_cfg:
         raise ValueError(f"{clip_pretrained!r} is not an open_clip pretrained tag of {clip_model!r}")
     quick_gelu = bool(tag_cfg.get("quick_gelu", False)) or clip_model.endswith("-quickgelu")
-    clip_path = folder / clip_weights_filename(clip_model, clip_pretrained)
-    if not clip_path.is_file():
-        try:
-            sd = download_clip_state_dict(clip_model, clip_pretrained, quick_gelu)
-        except Exception as e:  # any download failure becomes the one offline message
-            raise no_network_error(f"open_clip {clip_model} {clip_pretrained!r}", [], e) from e
+    hub = tag_cfg.get("hf_hub", "")
+    repo, name = hub.rstrip("/").rsplit("/", 1) if not hub.endswith("/") else (hub, "")
+    url = hub_url(repo, name or "open_clip_model.safetensors") if hub else tag_cfg.get("url", "")
+
+    def download(path: Path) -> None:
+        sd = download_clip_state_dict(clip_model, clip_pretrained, quick_gelu)
         from safetensors.torch import save_file
 
-        _atomic_save(lambda p: save_file({k: v.contiguous() for k, v in sd.items()}, str(p)), clip_path)
+        _atomic_save(lambda p: save_file({k: v.contiguous() for k, v in sd.items()}, str(p)), path)
         entry = {
             "kind": "open_clip",
             "model_name": clip_model,
@@ -238,15 +296,38 @@ def fetch_default_weights(
             "std": list(tag_cfg.get("std", open_clip.OPENAI_DATASET_STD)),
             "sha256": state_dict_sha256(sd),
         }
-        _write_manifest_entry(folder, clip_path.name, entry)
-        log.info("saved %s", clip_path)
-    vggish_path = folder / VGGISH_FILENAME
-    if not vggish_path.is_file():
-        try:
-            download_vggish(vggish_path)
-        except Exception as e:  # likewise
-            raise no_network_error("VGGish weights", [], e) from e
-        entry = {"kind": "vggish", "source": VGGISH_URL, "file_sha256": file_sha256(vggish_path)}
-        _write_manifest_entry(folder, VGGISH_FILENAME, entry)
-        log.info("saved %s", vggish_path)
-    return {"clip": clip_path, "vggish": vggish_path}
+        _write_manifest_entry(path.parent, path.name, entry)
+        log.info("saved %s", path)
+
+    what = f"open_clip {clip_model} {clip_pretrained!r}"
+    return WeightsFile(what, url, Path(folder) / clip_weights_filename(clip_model, clip_pretrained), download)
+
+
+def vggish_weights_file(folder: str | os.PathLike) -> WeightsFile:
+    """torchvggish's released VGGish state dict in `folder`, byte for byte."""
+
+    def download(path: Path) -> None:
+        download_vggish(path)
+        entry = {"kind": "vggish", "source": VGGISH_URL, "file_sha256": file_sha256(path)}
+        _write_manifest_entry(path.parent, VGGISH_FILENAME, entry)
+        log.info("saved %s", path)
+
+    return WeightsFile("VGGish weights", VGGISH_URL, Path(folder) / VGGISH_FILENAME, download)
+
+
+def fetch_default_weights(
+    folder: str | os.PathLike, clip_model: str = "ViT-B-32", clip_pretrained: str = "openai"
+) -> dict[str, Path]:
+    """Download the default CLIP and VGGish weights into `folder` (needs network); skip files already there.
+
+    Returns {"clip": path, "vggish": path}. The loaders accept the folder as `weights_dir`. A file that
+    cannot be downloaded is a WeightsUnavailable naming each such file and how to place it by hand.
+    """
+    files = {
+        "clip": clip_weights_file(folder, clip_model, clip_pretrained),
+        "vggish": vggish_weights_file(folder),
+    }
+    done, failed = fetch(files)
+    if failed:
+        raise WeightsUnavailable("; ".join(failed.values()))
+    return done
