@@ -117,8 +117,9 @@ def fetch_weights(folder: str | None, show: bool, features: str, **flags) -> Non
     "--out",
     default="avaf-demo",
     show_default=True,
-    help="Folder for the generated set, features and run (synth/, feats.h5, feats.h5.shards/, run/). One that "
-    "already holds them is refused unless --overwrite.",
+    help="Folder for the generated set, features and run (demo.json, synth/, feats.h5, feats.h5.shards/, run/). "
+    "The same command on it continues a stopped demo; one holding a demo of other flags (or files of no demo) "
+    "is refused unless --overwrite.",
 )
 @click.option(
     "--num-videos",
@@ -160,13 +161,13 @@ def fetch_weights(folder: str | None, show: bool, features: str, **flags) -> Non
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Delete the demo's earlier synth/, feats.h5, feats.h5.shards/ and run/ in --out first (nothing else "
-    "there), so the new demo starts clean.",
+    help="Delete the demo's earlier demo.json, synth/, feats.h5, feats.h5.shards/ and run/ in --out first "
+    "(nothing else there), so the new demo starts clean instead of continuing.",
 )
 def demo(out: str, train_config: str | None, overwrite: bool, **options) -> None:
     """The whole pipeline in a few minutes on this machine: generate a music-scene set with known answers,
     extract features on a local Ray instance (--in-process: without Ray), train AVAF-Net, print the
-    per-type table."""
+    per-type table. Stopped (Ctrl-C), the same command continues where it stopped."""
     from avaf.extract.synth.generate import SynthSpec
 
     check_clip_model(options["clip_model"])
@@ -174,4 +175,8 @@ def demo(out: str, train_config: str | None, overwrite: bool, **options) -> None
     from avaf.extract.demo import DemoOptions, run_demo
 
     extra = ("--config", train_config) if train_config else ()
-    run_demo(out, DemoOptions(train_args=extra, **options), echo=click.echo, overwrite=overwrite)
+    try:
+        run_demo(out, DemoOptions(train_args=extra, **options), echo=click.echo, overwrite=overwrite)
+    except KeyboardInterrupt:
+        click.echo("avaf-demo: stopped; the same command continues it", err=True)
+        sys.exit(130)  # as a shell reports a command stopped by Ctrl-C

@@ -167,7 +167,9 @@ def test_synth_and_demo_refuse_a_folder_that_holds_their_outputs(tmp_path):
     (demo / "run").mkdir(parents=True)
     (demo / "run" / "metrics.jsonl").write_text("{}\n")
     res = CliRunner().invoke(demo_main, ["--out", str(demo), "--weights", "random"])
-    assert res.exit_code == 2 and "already holds a demo (run/)" in one_line(res.stderr)
+    assert res.exit_code == 2 and "already holds files a demo writes, but no demo.json (run/)" in one_line(
+        res.stderr
+    )
     assert sorted(p.name for p in demo.iterdir()) == ["run"]  # refused before generating anything
 
 
