@@ -130,7 +130,8 @@ def run_demo(
     with FeatureStore(feats) as fs:
         width = fs.shape(SECONDS, "visual_tokens")[-1]  # 512 for ViT-B/32; the model's width follows it
     args = ["--feats", str(feats), "--out", str(run), "--epochs", str(o.epochs), "--seconds", str(o.seconds)]
-    args += ["--dim", str(width), *o.train_args]
+    # a run of ~100 steps at the recipe's lr 1e-4, which needs no warm-up (docs/training.md): 150 would take it
+    args += ["--dim", str(width), "--warmup-steps", "0", *o.train_args]
     args += (
         ["--resume"] if (run / "config.json").is_file() else []
     )  # a stopped run goes on from its last epoch
