@@ -12,7 +12,7 @@ import pytest
 import torch
 from order_scenes import N_ANSWERS, T, generate, table, train
 
-from avaf.train.config import ModelConfig, OptimConfig
+from avaf.train.config import ModelConfig
 from avaf.train.model import build_model
 
 FULL = ModelConfig(n_answers=N_ANSWERS, max_seconds=T)
@@ -32,11 +32,12 @@ def test_the_paper_variant_starts_aligned_and_the_authors_as_their_code() -> Non
 
 @pytest.mark.slow
 def test_order_and_place_are_learned_at_full_width() -> None:
-    """500 videos, 6 epochs at lr 5e-4 (batch 32) after avaf-train's warm-up: 'first' right as played and
-    switched when played backwards; 'where' far above the majority answer."""
+    """500 videos, 6 epochs at lr 5e-4 (batch 32): 'first' right as played and switched when played
+    backwards; 'where' far above the majority answer. Two kinds only, without warm-up: its 190 steps are too
+    few for avaf-train's 150-step warm-up ('where' stayed at its majority answer with it: 0.41 vs 0.39),
+    which bench_order measures on four kinds (docs/training.md)."""
     torch.set_num_threads(2)
-    data = generate(500, seed=0, kinds=("first", "where"))
-    model = train(FULL, data, epochs=6, lr=5e-4, warmup=OptimConfig().warmup_steps)
+    model = train(FULL, generate(500, seed=0, kinds=("first", "where")), epochs=6, lr=5e-4)
     result = table(model, generate(100, seed=1, kinds=("first", "where")))
     first, where = result["first"], result["where"]
     assert first["played"] >= 0.8 and first["backwards_kept"] <= 0.2, result
