@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from avaf.extract.config import ExtractConfig
 from avaf.shared.config import read_file, resolve
 from avaf.train.authors_model import AuthorsNet
-from avaf.train.config import LossConfig, load_config
+from avaf.train.config import LossConfig, load_config, warmup
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 TESTED = {"extract-gpu.yaml", "train-paper.yaml", "train-authors.yaml"}
@@ -49,7 +50,8 @@ def test_paper_config_is_the_papers_recipe():
     )
     o = cfg.optim
     assert (o.lr, o.lr_step_epochs, o.lr_gamma, o.batch_size, o.epochs, o.seed) == (1e-4, 8, 0.1, 32, 30, 0)
-    assert o.warmup_steps == 150  # the paper variant's aligned start needs it at lr 5e-4 (docs/training.md)
+    assert o.warmup_steps == -1 and warmup(o) == 30  # 150 steps per 5e-4 of lr (docs/training.md)
+    assert warmup(replace(o, lr=5e-4)) == 150 and warmup(replace(o, lr=5e-4, warmup_steps=0)) == 0
     assert (cfg.loss.beta, cfg.loss.sacl_phi, cfg.loss.sacl_tau) == (0.2, 0.019, 0.4)
     assert cfg.loss.alpha == LossConfig().alpha  # left to the default on purpose (docs/training.md)
     assert (cfg.run.out_dir, cfg.run.amp) == ("runs/paper", True)

@@ -30,7 +30,7 @@ from avaf.train.variants import MODELS
 
 from conftest import known_answer_store
 
-# tiny runs of a few hundred steps: no warm-up (the default's 150 steps would take most of them)
+# tiny runs of a few hundred steps at lr 1e-3: no warm-up (the default's 300 steps would take most of them)
 TINY = {"model.dim": 32, "model.ffn_dim": 64, "optim.lr": 1e-3, "optim.lr_step_epochs": 100, "run.threads": 2}
 TINY |= {"optim.warmup_steps": 0}
 TINY_FLAGS = ["--dim", "32", "--lr", "1e-3", "--lr-step", "100", "--threads", "2", "--warmup-steps", "0"]
@@ -82,8 +82,8 @@ def test_learns_audio_and_visual_questions_well_above_majority(feats, tmp_path):
 
 
 def test_the_lr_rises_over_the_warmup_steps_and_the_decay_steps_from_the_epochs_lr(feats, tmp_path):
-    """Linear warm-up over the run's first steps (the default's 150 protects the paper variant's aligned
-    start at lr 5e-4, docs/training.md), across an epoch boundary, then StepLR's decay from the epoch's lr,
+    """Linear warm-up over the run's first steps (the default, 150 per 5e-4 of lr, protects the paper
+    variant's aligned start at lr 5e-4, docs/training.md), across an epoch boundary, then StepLR's decay from the epoch's lr,
     not from a ramped one. 360 questions at batch 32: 12 steps an epoch."""
     lrs: list[float] = []
     hook = register_optimizer_step_pre_hook(lambda opt, args, kwargs: lrs.append(opt.param_groups[0]["lr"]))

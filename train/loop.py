@@ -38,7 +38,7 @@ from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.schema import SECONDS, WORDS
 
 from . import checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, warmup
 from .data import Shape, SplitData, columns, gather
 from .evaluate import Evaluation, evaluate, results_markdown
 from .model import build_model
@@ -174,7 +174,7 @@ def train_epoch(model, opt, data: SplitData, run: Run, epoch: int, max_steps: in
                 losses = model.losses(model(batch), answers, cfg.loss)
             opt.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()
-            _warmed_up(opt, epoch_lr, first + steps, cfg.optim.warmup_steps)
+            _warmed_up(opt, epoch_lr, first + steps, warmup(cfg.optim))
             scaler.step(opt)
             scaler.update()
             for k, v in losses.items():

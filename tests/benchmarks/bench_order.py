@@ -3,7 +3,7 @@
 Trains AVAF-Net (D = 512, FFN 2048, 4 heads) on generated 10-second scenes (tests/order_scenes.py) under two
 initialisations, avaf's ("aligned": identity patch projection, cross-attention keys starting as their
 queries, time positions of std 1) and PyTorch's defaults (positions of std 0.02), at lr 5e-4 and at the
-recipe's 1e-4 (x0.1 after 8 epochs), with avaf-train's linear warm-up (150 steps; --warmup), and prints per question kind: accuracy as played, how often the
+recipe's 1e-4 (x0.1 after 8 epochs), with avaf-train's linear warm-up (150 steps per 5e-4 of lr; --warmup), and prints per question kind: accuracy as played, how often the
 answer on the video played backwards is still the forward one (order-blind models keep it), and the
 majority answer. docs/training.md, "Order and place at full width", has the table.
 
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from order_scenes import KINDS, N_ANSWERS, T, generate, table, train  # noqa: E402
 
 from avaf.train.config import ModelConfig, OptimConfig  # noqa: E402
+from avaf.train.config import warmup as avaf_warmup  # noqa: E402
 from avaf.train.model import AVAFNet  # noqa: E402
 from avaf.train.variants import MODELS  # noqa: E402
 
@@ -47,8 +48,9 @@ def run(init: str, schedule: str, videos: int, seed: int, warmup: int = 0) -> di
     MODELS["paper"] = AVAFNet if init == "aligned" else DefaultInit
     cfg = ModelConfig(n_answers=N_ANSWERS, max_seconds=T)
     start = time.perf_counter()
+    steps = warmup if warmup >= 0 else avaf_warmup(OptimConfig(lr=lr))  # -1: avaf-train's for this lr
     model = train(
-        cfg, generate(videos, seed=0), epochs=epochs, lr=lr, decay_at=decay, seed=seed, warmup=warmup
+        cfg, generate(videos, seed=0), epochs=epochs, lr=lr, decay_at=decay, seed=seed, warmup=steps
     )
     result = table(model, generate(150, seed=1))
     return {"seconds": time.perf_counter() - start, "table": result}
@@ -67,7 +69,7 @@ def main() -> None:
         "--warmup",
         type=int,
         default=OptimConfig().warmup_steps,
-        help="linear lr warm-up steps (avaf-train's)",
+        help="linear lr warm-up steps (-1: avaf-train's for the lr: 150 at 5e-4, 30 at 1e-4)",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
