@@ -162,7 +162,7 @@ def fetch_pack_weights(
     there are kept), under the names `weights_files` lists: ({encoder: path} of the files in place,
     {encoder: why it is not, and how to place it by hand}). An unreachable host fails at once
     (`weights.fetch`)."""
-    from avaf.extract.encoders import tome_encoder
+    from avaf.extract.encoders.tome_encoder import weights_file as tome_weights_file
     from avaf.extract.encoders.weights import clip_weights_file, fetch, vggish_weights_file
 
     encoders, files = encoders_of(packs), {}
@@ -173,7 +173,7 @@ def fetch_pack_weights(
     if "tspm_clip" in encoders:
         files["tspm_clip"] = clip_weights_file(folder, cfg.tspm.clip_model, cfg.tspm.clip_weights)
     if "tome" in encoders:
-        files["tome"] = tome_encoder.weights_file(folder, cfg.tspm.tome_weights)
+        files["tome"] = tome_weights_file(folder, cfg.tspm.tome_weights)
     done, failed = fetch(files)
     return {k: str(v) for k, v in done.items()}, failed
 

@@ -70,13 +70,13 @@ def test_the_question_index_is_built_once_and_sliced(store):
         index = QuestionIndex.build(fs, "train")
         q = fs.questions(split="train")
         assert len(index) == 7 and 999 not in index.questions["question_id"]  # its video is not in the store
-        assert index.video_ids == ["00000001", "00000002", "va000003", "00000004"]  # file order, each once
+        assert index.video_ids == ["00000001", "00000002", "00000004", "va000003"]  # file (id) order, once
         assert [index.video_ids[v] for v in index.video] == list(index.questions["video_id"])
         assert [index.video_ids[v] for v in index.audio_video] == list(index.questions["audio_video_id"])
-        assert index.seconds_length.tolist() == [2, 3, 4, 5]
+        assert index.seconds_length.tolist() == [2, 3, 5, 4]
         assert index.seconds_offset.tolist() == fs.videos["offset"][fs.rows(index.video_ids)].tolist()
         assert (
-            index.packed_offset().tolist() == fs.load_videos(index.video_ids).offset.tolist() == [0, 2, 5, 9]
+            index.packed_offset().tolist() == fs.load_videos(index.video_ids).offset.tolist() == [0, 2, 5, 10]
         )
         some = np.array(
             [3, 1]

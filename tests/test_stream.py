@@ -25,6 +25,7 @@ from avaf.train.stream import parse_bytes, resolve_budget, streamed_split, visua
 from conftest import known_answer_store
 
 TINY = {"model.dim": 32, "model.ffn_dim": 64, "optim.lr": 1e-3, "optim.lr_step_epochs": 100, "run.threads": 2}
+TINY |= {"optim.warmup_steps": 0}  # a few hundred steps: no warm-up
 VIDEO_BYTES = 4 * 5 * 32 * 2  # known_answer_store: at most 4 seconds of 5 tokens of width 32, float16
 
 

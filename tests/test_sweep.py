@@ -30,9 +30,10 @@ TINY = {
     "optim.lr": 1e-3,
     "optim.lr_step_epochs": 100,
     "optim.epochs": 2,
+    "optim.warmup_steps": 0,  # a few dozen steps: no warm-up
 }
 EXAMPLES = Path(__file__).parent.parent / "configs" / "sweeps"
-FLAGS = ["--dim", "32", "--lr", "1e-3", "--lr-step", "100", "--epochs", "2", "-q"]
+FLAGS = ["--dim", "32", "--lr", "1e-3", "--lr-step", "100", "--epochs", "2", "--warmup-steps", "0", "-q"]
 
 
 @pytest.fixture(scope="module")

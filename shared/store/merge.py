@@ -223,7 +223,7 @@ def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
             raise StoreError(
                 f"{p}: extracted with different encoders or settings than {paths[0]} ({diff}); refusing to "
                 "mix them in one store, where a video's features would depend on the run or node that "
-                "encoded it. Extract with the same settings everywhere, or move one of them out of the folder"
+                f"encoded it. {_same_settings_hint(diff)}"
             )
     latest_video: dict[str, tuple[int, int]] = {}
     latest_question: dict[int, tuple[int, int]] = {}
@@ -251,6 +251,14 @@ def _merge_plan(paths: list[Path], handles: list[h5py.File]) -> dict:
     counts["failed"] = sum(status == schema.STATUS_FAILED for status in run_status.values())
     sets = file_sets(handles[-1])
     return {"attrs": attrs, "rows": rows, "counts": counts, "sets": sets, "tables": schema.layout(sets)}
+
+
+def _same_settings_hint(diff: str) -> str:
+    """What to do about shards that differ in `diff`: a cluster's GPU and CPU nodes resolve --precision auto
+    to fp16 and fp32, so that one is named when it is the difference."""
+    if "precision" in diff:
+        return "Pass the same --precision on every node (auto gives fp16 on a GPU, fp32 on a CPU)"
+    return "Extract with the same settings everywhere, or move the shards made otherwise out of the folder"
 
 
 def _check_structure(paths: list[Path], handles: list[h5py.File]) -> None:
