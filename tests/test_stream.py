@@ -136,7 +136,20 @@ def test_avaf_train_streams_under_a_small_budget_and_still_learns(feats, tmp_pat
         assert need == int(fs.videos["length"].sum()) * 5 * 32 * 2 == 336_960  # 1,053 s of 5 x 32 fp16 tokens
     (tmp_path / "tiny.yaml").write_text("model:\n  ffn_dim: 64\n")
     args = ["--feats", str(feats), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "tiny.yaml")]
-    args += ["--dim", "32", "--lr", "1e-3", "--lr-step", "100", "--threads", "2", "--epochs", "12"]
+    args += [
+        "--dim",
+        "32",
+        "--lr",
+        "1e-3",
+        "--lr-step",
+        "100",
+        "--threads",
+        "2",
+        "--epochs",
+        "12",
+        "--warmup-steps",
+        "0",
+    ]
     r = CliRunner().invoke(train_main, [*args, "--memory-budget", "100K"])
     assert r.exit_code == 0, r.output
     assert "streaming them from the file in blocks" in caplog.text
