@@ -167,8 +167,8 @@ def find_weights(cfg: ExtractConfig) -> None:
 def encode_videos(
     enc: Encoders, items: list[tuple[str, str, DecodedVideo]], packs: tuple[str, ...] | None = None
 ) -> list[VideoFeatures]:
-    """Encode several decoded videos together for `packs` (default: all of `enc`'s): every encoder they
-    need runs once over all the videos' frames (or seconds of audio), in shared fixed-shape passes."""
+    """Encode several decoded videos for `packs` (default: all of `enc`'s): each frame encoder over each
+    video's frames in fixed-shape passes of their own (`_each_video`), VGGish over all their seconds."""
     packs = packs or enc.packs
     out = {}
     for name in pack_table.encoders_of(packs):
@@ -200,32 +200,33 @@ def _features(vid: str, path: str, d: DecodedVideo, packs, out: dict, i: int) ->
     )
 
 
-def _frames(items, view: View, device) -> tuple:
-    """The videos' frames of `view` in one array (sum T, S, S, 3), one tensor on `device` when a GPU decoder
-    left them there; and how many each video has (0 for an audio-only file)."""
-    parts = [d.views[view] if d.views else d.frames for _, _, d in items]
-    seen = [len(p) if d.has_video else 0 for p, (_, _, d) in zip(parts, items, strict=True)]
-    if all(isinstance(p, np.ndarray) for p in parts):
-        return np.concatenate(parts), seen
-    import torch
+def _each_video(items, view: View, device, encode) -> list:
+    """`encode` on each video's frames of `view`, one video at a time: its passes start at row 0 and are
+    padded by the encoder itself, as when it is encoded alone (on an AVX2-only CPU a frame's bits moved with
+    its place in a pass and with what else filled it). An audio-only file has no frames: `encode` gives it
+    none. A GPU decoder's frames stay tensors on `device`."""
+    out = []
+    for _, _, d in items:
+        frames = d.views[view] if d.views else d.frames
+        if not isinstance(frames, np.ndarray):
+            import torch
 
-    return torch.cat([torch.as_tensor(p).to(device) for p in parts]), seen
+            frames = torch.as_tensor(frames).to(device)
+        out.append(encode(frames))
+    return out
 
 
-def _per_video(x, seen: list[int], items) -> list[np.ndarray]:
-    """Split rows per video into float16 arrays; zeros for an audio-only file (T seconds, no frames)."""
-    lengths = [d.num_seconds for _, _, d in items]
-    parts = [p.numpy().astype(np.float16) for p in x.split(seen)]
-    return [
-        p if len(p) == t else np.zeros((t, *p.shape[1:]), np.float16)
-        for p, t in zip(parts, lengths, strict=True)
-    ]
+def _f16(x, d: DecodedVideo) -> np.ndarray:
+    """One video's rows as float16; T rows of zeros for an audio-only file (no frames, so no rows)."""
+    x = x.numpy().astype(np.float16)
+    return (
+        x if len(x) == d.num_seconds or d.has_video else np.zeros((d.num_seconds, *x.shape[1:]), np.float16)
+    )
 
 
 def _run_clip(clip, view: View, items) -> list[tuple[np.ndarray, np.ndarray]]:
-    frames, seen = _frames(items, view, clip.device)
-    tokens, pooled = clip.encode_images(frames)  # (sum T, N, D), (sum T, D)
-    return list(zip(_per_video(tokens, seen, items), _per_video(pooled, seen, items), strict=True))
+    done = _each_video(items, view, clip.device, clip.encode_images)  # (T, N, D), (T, D) each
+    return [(_f16(t, d), _f16(p, d)) for (t, p), (_, _, d) in zip(done, items, strict=True)]
 
 
 def _run_vggish(vggish, _view, items) -> list[np.ndarray]:
@@ -239,14 +240,16 @@ def _run_vggish(vggish, _view, items) -> list[np.ndarray]:
 
 
 def _run_tspm_clip(clip, view: View, items) -> list[np.ndarray]:
-    frames, seen = _frames(items, view, clip.device)
-    frames = frames if isinstance(frames, np.ndarray) else frames.cpu().numpy()
-    return _per_video(clip.encode_pooled(frames), seen, items)  # (sum T, D): frames already view-sized
+    def pooled(frames):  # frames already view-sized
+        return clip.encode_pooled(frames if isinstance(frames, np.ndarray) else frames.cpu().numpy())
+
+    done = _each_video(items, view, clip.device, pooled)  # (T, D) each
+    return [_f16(r, d) for r, (_, _, d) in zip(done, items, strict=True)]
 
 
 def _run_tome(tome, view: View, items) -> list[np.ndarray]:
-    frames, seen = _frames(items, view, tome.device)
-    return _per_video(tome.encode_crops(frames), seen, items)  # (sum T, K, D)
+    done = _each_video(items, view, tome.device, tome.encode_crops)  # (T, K, D) each
+    return [_f16(r, d) for r, (_, _, d) in zip(done, items, strict=True)]
 
 
 _RUN = {"clip": _run_clip, "vggish": _run_vggish, "tspm_clip": _run_tspm_clip, "tome": _run_tome}
