@@ -24,6 +24,7 @@ from avaf.shared.store import schema
 from avaf.shared.store.merge import signature_difference
 from avaf.shared.store.reader import FeatureStore
 from avaf.shared.store.schema import AVAF
+from avaf.shared.store.sets import TSPM
 from avaf.shared.store.writer import QuestionFeatures, VideoFeatures, complete_shards
 
 log = logging.getLogger(__name__)
@@ -145,23 +146,24 @@ def plan_questions(
 
 
 # Settings that set the bits of the features (each pass's shape), read from the config of the run that wrote a
-# shard: a changed one is caught before any encoder loads. (flag, config section, field) The rest (weights,
-# models, the precision `auto` resolves to) is in the encoders' signature: check_signature.
+# shard: a changed one is caught before any encoder loads. (flag, config section, field, the feature set it
+# concerns: None for every shard) The rest (weights, models, the precision `auto` resolves to) is in the
+# encoders' signature: check_signature.
 BIT_SETTINGS = (
-    ("--batch-size", "runtime", "batch_size"),
-    ("--tspm-clip-batch-size", "tspm", "clip_batch_size"),
-    ("--tome-batch-size", "tspm", "tome_batch_size"),
+    ("--batch-size", "runtime", "batch_size", None),
+    ("--tspm-clip-batch-size", "tspm", "clip_batch_size", TSPM),
+    ("--tome-batch-size", "tspm", "tome_batch_size", TSPM),
 )
 
 
 def check_settings(index: ShardIndex, config: dict, folder: Path) -> None:
     """ValueError (one line) when this run sets a bit-setting value other than the one the stored shards
     were made with: naming the setting, both values and the two ways out. Before any work or encoder."""
-    for flag, section, name in BIT_SETTINGS:
+    for flag, section, name, feature_set in BIT_SETTINGS:
         ours = config.get(section, {}).get(name)
         for shard, theirs in index.config.items():
             stored = theirs.get(section, {}).get(name, ours)  # older shards without the field: not known
-            if stored != ours and (section != "tspm" or "tspm" in index.sets[shard]):
+            if stored != ours and (feature_set is None or feature_set in index.sets[shard]):
                 raise ValueError(
                     f"{folder}: its shards were made with {flag} {stored}, this run asks for {ours}, and the "
                     f"features would not be the same bits: pass {flag} {stored} to continue them, or choose "

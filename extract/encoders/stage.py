@@ -219,9 +219,7 @@ def _each_video(items, view: View, device, encode) -> list:
 def _f16(x, d: DecodedVideo) -> np.ndarray:
     """One video's rows as float16; T rows of zeros for an audio-only file (no frames, so no rows)."""
     x = x.numpy().astype(np.float16)
-    return (
-        x if len(x) == d.num_seconds or d.has_video else np.zeros((d.num_seconds, *x.shape[1:]), np.float16)
-    )
+    return x if len(x) == d.num_seconds else np.zeros((d.num_seconds, *x.shape[1:]), np.float16)
 
 
 def _run_clip(clip, view: View, items) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -55,8 +55,8 @@ def build_store(shards: list[Path], out: str | os.PathLike) -> dict[str, int]:
     the same arrays in process, on local Ray and on a cluster, and a resumed run the arrays of a fresh one.
 
     When `out` was built from a prefix of `shards` and the shards after it only add (new videos whose ids
-    sort after the stored ones, new questions, videos that had failed), they are appended to `out` in place, through a rollback journal
-    (journal.py): the cost is that of the new shards, and a killed append leaves the previous store.
+    sort after the stored ones, new questions, videos that had failed), they are appended to `out` in place,
+    through a rollback journal (journal.py): the cost is that of the new shards, and a killed append leaves the previous store.
     Otherwise the store is rebuilt under a temporary name and renamed over `out`. A store that cannot fit
     (full disk, file-size limit) is refused before writing, the previous one kept. Returns counts of what
     the store holds.
@@ -277,17 +277,26 @@ def _arrays_of(held: dict) -> str:
     return ", ".join(f"{s}/{n}" for s, arrays in held.items() for n in arrays) or "none"
 
 
-def _gather(handles: list[h5py.File], rows: list[tuple[int, int]], read) -> np.ndarray:
-    """Rows (shard, row) of a column, in that order; `read(handle)` gives one shard's whole column. Holds the
-    result and one shard's column at a time. The store's feature sets are the last shard's (_merge_plan), so
-    an empty column takes its width from there too."""
+def _by_shard(rows: list[tuple[int, int]]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Rows (shard, row) in store order, per shard: (shard, their places in the store order, their rows in
+    the shard). Worked out once per table, for all of its columns."""
+    pairs = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+    order = []
+    for s in np.unique(pairs[:, 0]):
+        dest = np.flatnonzero(pairs[:, 0] == s)
+        order.append((int(s), dest, pairs[dest, 1]))
+    return order
+
+
+def _gather(handles: list[h5py.File], order, n: int, read) -> np.ndarray:
+    """The `n` rows that `order` (`_by_shard`) places, of a column; `read(handle)` gives one shard's whole
+    column. Holds the result and one shard's column at a time. The store's feature sets are the last
+    shard's (_merge_plan), so an empty column takes its width from there too."""
     out = None
-    for s in sorted({s for s, _ in rows}):
+    for s, dest, src in order:
         column = read(handles[s])
-        dest = np.array([k for k, (t, _) in enumerate(rows) if t == s], dtype=np.int64)
-        src = np.array([i for t, i in rows if t == s], dtype=np.int64)
         if out is None:
-            out = np.empty((len(rows), *column.shape[1:]), dtype=column.dtype)
+            out = np.empty((n, *column.shape[1:]), dtype=column.dtype)
         out[dest] = column[src]
     return read(handles[-1])[:0] if out is None else out  # no rows: the shape the last shard records
 
@@ -304,14 +313,15 @@ def _copy_table(
         return  # copied with its parent
     rows = plan["rows"][table.group]
     children = [(g, r) for g, r in schema.RAGGED.items() if r[0].group == table.group]
+    order = _by_shard(rows)
     for column in table.columns:
         if any(column.name in (off, length) for _, (_, off, length) in children):
             continue
-        merged = _gather(handles, rows, lambda h, c=column: read_column(h, table, c))
+        merged = _gather(handles, order, len(rows), lambda h, c=column: read_column(h, table, c))
         _put(f, table, column, merged, None if start is None else start[table.group])
     for child_group, (_, off_name, len_name) in children:
         child = next(t for t in plan["tables"] if t.group == child_group)
-        _copy_ragged(f, child, table, off_name, len_name, handles, rows, start)
+        _copy_ragged(f, child, table, off_name, len_name, handles, (rows, order), start)
 
 
 def _put(f: h5py.File, table: Table, column: schema.Column, data: np.ndarray, at: int | None) -> None:
@@ -335,10 +345,12 @@ def _dropped_if_fixed(f: h5py.File, path: str) -> bool:
     return True
 
 
-def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, rows, start) -> None:
-    """Copy the child rows (seconds, words) of the parent rows `rows` and write fresh offsets."""
-    starts = _gather(handles, rows, lambda h: h[parent.path(off_name)][...])
-    counts = _gather(handles, rows, lambda h: h[parent.path(len_name)][...])
+def _copy_ragged(f, child: Table, parent: Table, off_name, len_name, handles, planned, start) -> None:
+    """Copy the child rows (seconds, words) of the parent rows planned (rows, their `_by_shard` order) and
+    write fresh offsets."""
+    rows, order = planned
+    starts = _gather(handles, order, len(rows), lambda h: h[parent.path(off_name)][...])
+    counts = _gather(handles, order, len(rows), lambda h: h[parent.path(len_name)][...])
     spans = [(s, int(a), int(n)) for (s, _), a, n in zip(rows, starts, counts, strict=True)]  # store order
     lengths = np.array([n for _, _, n in spans], dtype=np.int32)
     first = 0 if start is None else start[child.group]
