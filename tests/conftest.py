@@ -17,6 +17,19 @@ TONES = [440.0, 620.0, 880.0, 1250.0, 1700.0]  # Hz, second t of the generated c
 AMP = 0.5
 
 
+def write_audio_only(path, seconds: int = 2) -> None:
+    """Silent 16 kHz mono AAC and no video stream, behind whatever extension `path` has."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000, layout="mono")
+        for start in range(0, 16000 * seconds, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
 def write_clip(path, seconds, fps=25, tones=TONES, audio_seconds=None, acodec="aac", fmt=None, size=(96, 64)):
     """A clip: frame i has R, G = its index i, B = its second; audio second t is TONES[t] on both channels."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from avaf.extract.decode.backends import (
 from avaf.extract.decode.sampling import NearestFramePicker, clip_resize, nearest_indices, whole_seconds
 from avaf.extract.decode.worker import IsolatedDecoder, decode_isolated
 
-from conftest import AMP, TONES, write_clip
+from conftest import AMP, TONES, write_audio_only, write_clip
 
 VIDEOS = Path(__file__).parent / "data" / "videos"
 SR = 16_000
@@ -272,13 +272,7 @@ def bad_files(tmp_path_factory, clips) -> dict[str, tuple[Path, str]]:
     (root / "notes.mp4").write_text("this is not a video\n" * 50)
     nasa = (VIDEOS / "nasa_13013.mp4").read_bytes()
     (root / "half.mp4").write_bytes(nasa[: len(nasa) // 2])
-    with av.open(str(root / "sound.mp4"), "w") as out:  # audio only, behind a video extension
-        stream = out.add_stream("aac", rate=16000, layout="mono")
-        for start in range(0, 32000, 1024):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
-            frame.sample_rate, frame.pts = 16000, start
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+    write_audio_only(root / "sound.mp4")  # audio only, behind a video extension
     return {
         "zero-byte": (root / "empty.mp4", "zero-byte file"),
         "text": (root / "notes.mp4", "not a readable media file"),

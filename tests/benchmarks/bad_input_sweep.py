@@ -47,7 +47,15 @@ sys.path.insert(0, str(TESTS))  # conftest's builders and the tests' own tables 
 
 import numpy as np  # noqa: E402
 
-from conftest import DATA, fake_question, fake_video, known_answer_store, write_clip, write_store  # noqa: E402
+from conftest import (  # noqa: E402
+    DATA,
+    fake_question,
+    fake_video,
+    known_answer_store,
+    write_audio_only,
+    write_clip,
+    write_store,
+)
 
 STAGES = {
     "cli": "command line: flags, paths, config files",
@@ -218,16 +226,7 @@ def faststart(d: Path, name: str) -> str:
 
 def audio_only(d: Path, name: str) -> str:
     """Two seconds of AAC and no video stream, behind a video extension (test_decode)."""
-    import av
-
-    (d / name).parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(d / name), "w") as out:
-        stream = out.add_stream("aac", rate=16000, layout="mono")
-        for start in range(0, 32000, 1024):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
-            frame.sample_rate, frame.pts = 16000, start
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+    write_audio_only(d / name)
     return name
 
 
