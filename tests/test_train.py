@@ -62,7 +62,9 @@ def test_learns_audio_and_visual_questions_well_above_majority(feats, tmp_path):
         answers = fs.questions(split="test")["answer"]
     majority = 100 * max(np.mean(answers == a) for a in set(answers))
     assert majority < 35  # four balanced answers
+    began = time.perf_counter()
     results = train(tiny_cfg(feats, tmp_path / "run", **{"optim.epochs": 12}), progress=False)
+    elapsed = time.perf_counter() - began
     audio, visual = per_type_accuracy(results)
     # observed: 100 / 98.3; both kinds need their own modality, chosen by the question
     assert audio > majority + 40 and visual > majority + 40, results["tables"]["test"]
@@ -73,6 +75,10 @@ def test_learns_audio_and_visual_questions_well_above_majority(feats, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == list(range(12))
     assert {"loss_ce", "loss_temporal", "loss_spatial", "loss_total", "samples_per_s", "lr"} <= set(lines[0])
+    for x in lines:  # an epoch's wall time holds its steps, its evaluation and its checkpoints
+        assert x["epoch_s"] + x["eval_s"] + x["checkpoint_s"] <= x["wall_s"] + 0.002  # each rounded to 1 ms
+        assert x["eval_s"] > 0 and x["checkpoint_s"] > 0
+    assert sum(x["wall_s"] for x in lines) < elapsed  # the lines add up to the run, loading and report aside
     assert lines[-1]["loss_ce"] < lines[0]["loss_ce"] / 4
     md = (tmp_path / "run" / "results.md").read_text()
     assert "| Audio Count |" in md and md.count("\n") == 4  # header, rule, val, test: no δ note
@@ -144,7 +150,8 @@ def test_the_optimizer_steps_at_the_decayed_rate_after_a_decay_step(tmp_path):
     lines = {
         n: [json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in runs
     }
-    assert lines["decayed"][0] == {**lines["one"][0], "epoch_s": ANY, "samples_per_s": ANY}  # epoch 1 alike
+    timing = dict.fromkeys(("epoch_s", "samples_per_s", "eval_s", "checkpoint_s", "wall_s"), ANY)
+    assert lines["decayed"][0] == {**lines["one"][0], **timing}  # epoch 1 alike
     assert [x["lr"] for x in lines["decayed"]] == pytest.approx([1e-3, 1e-4])
     assert [x["lr"] for x in lines["flat"]] == pytest.approx([1e-3, 1e-3])
 
@@ -289,7 +296,7 @@ RUN = "import sys; from avaf.train.cli import main; sys.exit(main())"
 
 
 def _metrics(path):
-    drop = ("epoch_s", "samples_per_s")
+    drop = ("epoch_s", "samples_per_s", "eval_s", "checkpoint_s", "wall_s")
     return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in path.read_text().splitlines()]
 
 
@@ -321,3 +328,24 @@ def test_resume_after_a_real_kill_reproduces_the_uninterrupted_run(feats, tmp_pa
     assert json.loads((run / "results.json").read_text()) == json.loads(
         (tmp_path / "whole" / "results.json").read_text()
     )
+
+
+@pytest.mark.slow
+def test_compiled_run_trains_as_the_eager_one_and_its_checkpoint_evaluates_without_compiling(feats, tmp_path):
+    """--compile: the same maths (losses within float rounding of the eager run's), and a checkpoint whose
+    keys are the model's own, so avaf-eval reads it without compiling. CPU inductor: ~4 min to compile."""
+    runs = {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        over = {"optim.epochs": 2, "run.compile": compiled}
+        runs[name] = train(tiny_cfg(feats, tmp_path / name, **over), progress=False)
+    lines = {
+        n: [json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in runs
+    }
+    for eager, compiled in zip(lines["eager"], lines["compiled"], strict=True):
+        assert compiled["loss_total"] == pytest.approx(eager["loss_total"], rel=2e-3)
+    assert lines["eager"][-1]["loss_total"] < lines["eager"][0]["loss_total"]
+    out = CliRunner().invoke(
+        eval_main, ["--feats", str(feats), "--checkpoint", str(tmp_path / "compiled" / "best"), "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    assert strict_json(out.output)["table"]["All"] == pytest.approx(runs["compiled"]["tables"]["test"]["All"])

@@ -99,6 +99,11 @@ class RunConfig:
     device: str = option("auto", "auto (GPU if present), cpu, cuda, cuda:1, ...")
     amp: bool = option(True, "bf16/fp16 autocast on GPU (ignored on CPU; the authors' recipe: off).")
     threads: int = option(0, "Torch CPU threads (0: all cores).")
+    compile: bool = option(
+        False,
+        "torch.compile the model's forward and backward (fewer, fused kernels on a GPU; each new batch shape "
+        "compiles first, about a minute in all). The same maths, not the same bits.",
+    )
     log: str = option(
         "none",
         "tensorboard: also write the per-epoch scalars to <out>/tensorboard/ (needs the tensorboard or "

@@ -43,18 +43,19 @@ def predict(
     """Predicted answer per question (Q,), and δ (Q, 2) or None."""
     model.eval()
     device = data.device
-    preds = torch.zeros(len(data), dtype=torch.int64)
+    preds = torch.zeros(len(data), dtype=torch.int64, device=data.answer.device)
     deltas = None
     for features, rows in data.parts():  # in memory the split itself; streamed, its blocks in file order
+        rows = rows.to(preds.device)  # where the split lives: nothing below waits for the GPU
         for a in range(0, len(rows), batch_size):
             batch, _ = gather(data, features, rows[a : a + batch_size], shape)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out = model(batch)
-            preds[rows[a : a + batch_size]] = out.logits.argmax(dim=-1).cpu()
+            preds[rows[a : a + batch_size]] = out.logits.argmax(dim=-1).to(preds.device)
             if out.delta is not None:
-                deltas = torch.zeros(len(data), 2) if deltas is None else deltas
-                deltas[rows[a : a + batch_size]] = out.delta.float().cpu()
-    return preds, deltas
+                deltas = torch.zeros(len(data), 2, device=preds.device) if deltas is None else deltas
+                deltas[rows[a : a + batch_size]] = out.delta.float().to(preds.device)
+    return preds.cpu(), None if deltas is None else deltas.cpu()
 
 
 def evaluate(

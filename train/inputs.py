@@ -84,7 +84,9 @@ def prepare_inputs(
         )
     patches = batch.visual[:, :, 1:] if cfg.visual_cls else batch.visual  # (B, T, N, D)
     patches, audio, words = (x.to(dtype, copy=True) for x in (patches, batch.audio, words))
-    if not bool(batch.seconds_mask.all()):  # MUSIC-AVQA (T = 60 everywhere) has no padded second to zero
+    # MUSIC-AVQA (T = 60 everywhere) has no padded second to zero: a CPU skips the pass; a GPU zeroes
+    # anyway, since asking would wait for every step queued before it
+    if patches.device.type != "cpu" or not bool(batch.seconds_mask.all()):
         patches.masked_fill_(~batch.seconds_mask[:, :, None, None], 0.0)
         audio.masked_fill_(~batch.seconds_mask[:, :, None], 0.0)
     words.masked_fill_(~words_mask[:, :, None], 0.0)

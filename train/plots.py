@@ -218,13 +218,15 @@ def summary_writer() -> type:
 
 def log_epoch(writer, record: Mapping) -> None:
     """One metrics.jsonl record as TensorBoard scalars at step epoch + 1: loss/<term>, train/lr,
-    train/samples_per_s, train/epoch_s, val/<group>."""
+    train/samples_per_s, train/epoch_s, time/eval_s, time/checkpoint_s, time/wall_s, val/<group>."""
     step = record["epoch"] + 1
     for key, value in record.items():
         if key.startswith("loss_"):
             writer.add_scalar(f"loss/{key[5:]}", value, step)
         elif key in ("lr", "samples_per_s", "epoch_s"):
             writer.add_scalar(f"train/{key}", value, step)
+        elif key in ("eval_s", "checkpoint_s", "wall_s"):
+            writer.add_scalar(f"time/{key}", value, step)
     for group, value in record["val"].items():
         if group in GROUPS and not math.isnan(value):
             writer.add_scalar(f"val/{group}", value, step)
