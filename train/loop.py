@@ -8,9 +8,10 @@ checkpoint. Features are loaded once into memory on the training device (or stre
 batches are gathered there by index; mixed precision on GPU.
 
 Run folder: config.json (resolved config), metrics.jsonl (one line per epoch: every loss term by name,
-accuracies, samples/s, lr), best/ and last/ checkpoints, results.json and results.md (the paper's table
-at the best checkpoint; results.json counts the selected epoch from 1, as the console does, and writes a
-type without questions as null), predictions.jsonl (per question: prediction, correctness, δ), curves.png
+accuracies, samples/s, lr, and where the epoch's wall time went: steps, evaluation, checkpoints), best/ and
+last/ checkpoints, results.json and results.md (the paper's table at the best checkpoint; results.json
+counts the selected epoch from 1, as the console does, writes a type without questions as null, and gives
+the invocation's seconds: loading the features, the epochs, the report), predictions.jsonl (per question: prediction, correctness, δ), curves.png
 and delta.png (train/plots.py), and with --log tensorboard the same scalars in tensorboard/. A folder that
 already holds any of these is refused unless the run is resumed (--resume) or replaced (--overwrite).
 """
@@ -256,6 +257,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, overwri
 
 
 def _train(cfg: TrainConfig, resume: bool, progress: bool, overwrite: bool) -> dict:
+    began = time.perf_counter()
     out = Path(cfg.run.out_dir)
     _check_run_folder(out, resume, overwrite)
     writer = summary_writer() if cfg.run.log == "tensorboard" else None  # missing: an error before any work
@@ -278,10 +280,13 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, overwrite: bool) -> d
     standing = _start(cfg, out, resume, model, opt, sched)
     board = writer(str(out / "tensorboard")) if writer else None
     run = Run(cfg, out, shape, amp_dtype(device, cfg.run.amp), progress, board)
+    ready = time.perf_counter()
     _epochs(run, model, opt, sched, splits, standing)
     if board:
         board.close()
-    results = final_report(run, model, splits, standing.best_epoch)
+    trained = time.perf_counter()
+    seconds = {"load": round(ready - began, 3), "epochs": round(trained - ready, 3)}
+    results = final_report(run, model, splits, standing.best_epoch, seconds)
     write_run_plots(out)  # curves.png, delta.png
     return results
 
@@ -344,8 +349,12 @@ def _fresh_run_folder(out: Path, overwrite: bool) -> None:
     check_fresh_output(out, "a run", RUN_FILES, overwrite, "continue it with --resume or choose a new --out")
 
 
-def final_report(run: Run, model, splits: dict[str, SplitData], best_epoch: int) -> dict:
-    """Evaluate the val-selected checkpoint on val and test; write results.json / .md / predictions."""
+def final_report(
+    run: Run, model, splits: dict[str, SplitData], best_epoch: int, seconds: dict[str, float] | None = None
+) -> dict:
+    """Evaluate the val-selected checkpoint on val and test; write results.json / .md / predictions.
+    `seconds`: where this invocation's time went so far (load, epochs); the report's own time is added."""
+    began = time.perf_counter()
     checkpoint.load_weights(model, run.out / checkpoint.BEST)
     evals = {s: run.evaluate(model, splits[s]) for s in ("val", "test") if s in splits}
     results = {
@@ -359,6 +368,8 @@ def final_report(run: Run, model, splits: dict[str, SplitData], best_epoch: int)
     note = next((e.delta_note for e in evals.values() if e.delta_note), None)
     if note:  # the model's δ cannot depend on the question: say so beside the numbers
         results["delta_note"] = note
+    if seconds is not None:  # this invocation's wall time: loading the features, the epochs, the report
+        results["seconds"] = seconds | {"report": round(time.perf_counter() - began, 3)}
     write_text(run.out / "results.json", json_text(results, indent=2) + "\n")
     write_text(run.out / "results.md", results_markdown(evals))
     write_predictions(run.out / "predictions.jsonl", evals)
