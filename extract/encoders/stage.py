@@ -23,7 +23,7 @@ from avaf.extract.decode.views import View
 from avaf.extract.encoders import clip_encoder, tome_encoder, tspm_pack, vggish_encoder
 from avaf.extract.encoders.clip_encoder import load_clip
 from avaf.extract.encoders.tome_encoder import load_tome
-from avaf.extract.encoders.vggish_encoder import load_vggish
+from avaf.extract.encoders.vggish_encoder import EMBEDDING_DIM, load_vggish
 from avaf.extract.packs import clip_model_name
 from avaf.shared.store import schema
 from avaf.shared.store.schema import AVAF, FPS, SAMPLE_RATE, Sets
@@ -228,12 +228,17 @@ def _run_clip(clip, view: View, items) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _run_vggish(vggish, _view, items) -> list[np.ndarray]:
-    audio = vggish.encode_batch([d.audio for _, _, d in items], [d.num_seconds for _, _, d in items])
-    out = []
-    for (_, _, d), au in zip(items, audio, strict=True):
-        au = au.numpy().astype(np.float16)
-        au[~d.audio_valid] = 0  # seconds without real audio stay zero, flagged by audio_valid
-        out.append(au)
+    """(T, 128) float16 per video. Only the seconds with audio go through VGGish (none for a video without
+    an audio track): the others are stored as zeros, flagged by audio_valid, so encoding them was waste. A
+    second's example depends on its own samples and passes have one shape (batching.py), so the encoded rows
+    have the same bits as when every second was encoded (tests/test_stage.py)."""
+    valid = [np.asarray(d.audio_valid, bool) for _, _, d in items]
+    with_audio = [i for i, v in enumerate(valid) if v.any()]
+    audio = [items[i][2].audio[valid[i]] for i in with_audio]  # (T', 16000) each
+    encoded = vggish.encode_batch(audio, [len(a) for a in audio]) if audio else []
+    out = [np.zeros((d.num_seconds, EMBEDDING_DIM), np.float16) for _, _, d in items]
+    for i, au in zip(with_audio, encoded, strict=True):
+        out[i][valid[i]] = au.numpy().astype(np.float16)
     return out
 
 
