@@ -18,6 +18,7 @@ tokens. Videos go to train / val / test in the proportions of their questions. T
     python tests/benchmarks/bench_scale.py --dir /data/bench                 # full size (~58 GB of disk)
     python tests/benchmarks/bench_scale.py --dir /tmp/b --scale 0.01 --steps 2   # a quick look
     python tests/benchmarks/bench_scale.py --dir /tmp/b --scale 0.41 --cap 6G    # a file twice the cap
+    python tests/benchmarks/bench_scale.py --dir /tmp/b --scale 0.5 --store-only  # the store alone (bench_gpu.sh)
 
 The cap needs root and cgroup v1 (/sys/fs/cgroup/memory); without it the streamed row runs uncapped and
 says so. The page cache is warmed from outside the cgroup first ("when the page cache holds the file").
@@ -291,6 +292,8 @@ def main() -> None:
     ap.add_argument("--in-memory", action=argparse.BooleanOptionalAction, default=None,
                     help="also train in memory (default: when the file fits in half of this machine's RAM)")  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the store and shards afterwards")
+    ap.add_argument("--store-only", action="store_true",
+                    help="write DIR/feats.h5, delete its shards and stop (for bench_gpu.sh)")  # fmt: skip
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--budget", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -302,6 +305,11 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     print(f"bench_scale: scale {args.scale}, {os.cpu_count()} CPUs, dir {folder}")
     w = write_store(folder, args.scale)
+    if args.store_only:
+        shutil.rmtree(Path(w["feats"] + ".shards"), ignore_errors=True)
+        print(f"  store: {w['videos']} videos, questions {w['questions']}, {w['store_bytes'] / 1e9:.2f} GB")
+        print(f"  write shards {w['write_s']:.1f} s, merge {w['merge_s']:.1f} s: {w['feats']}")
+        return
     report_store(w)
     subprocess.run(["cat", w["feats"]], stdout=subprocess.DEVNULL, check=True)  # page cache, charged here
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
