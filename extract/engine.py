@@ -97,7 +97,7 @@ def decode_rows_here(rows: list[dict], cfg_decode: dict) -> list[dict]:
 def encode_rows(encoders: Encoders, rows: list[dict]) -> list[dict]:
     """Encode decoded videos together, those of the same packs in one group; rows that failed to decode pass
     their error on. Each row's "timing": its decode's seconds and its share (by seconds of video) of each
-    encoder's time on its group.
+    encoder's time on its group; `cpu_` keys: CPU-seconds, of its decode's phases and of the encoders.
 
     If a shared group fails (e.g. out of memory), each video is retried alone so one bad video is
     recorded with its error and the others still get features.
@@ -125,10 +125,20 @@ def encode_rows(encoders: Encoders, rows: list[dict]) -> list[dict]:
             "path": r["path"],
             "features": feats.get(r["video_id"]),
             "error": r["error"] or errors.get(r["video_id"], ""),
-            "timing": {"decode": float(r.get("decode_s", 0.0))} | timing.get(r["video_id"], {}),
+            "timing": {
+                "decode": float(r.get("decode_s", 0.0)),
+                **_decode_cpu(r),
+                **timing.get(r["video_id"], {}),
+            },
         }
         for r in rows
     ]
+
+
+def _decode_cpu(row: dict) -> dict[str, float]:
+    """The CPU-seconds of a row's decode by phase (`DecodedVideo.cpu`), as `cpu_` + phase."""
+    decoded = row["decoded"]
+    return {f"cpu_{k}": float(v) for k, v in decoded.cpu.items()} if isinstance(decoded, DecodedVideo) else {}
 
 
 def _shares(group: list[dict], before: dict, after: dict) -> dict[str, dict[str, float]]:

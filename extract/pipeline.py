@@ -65,6 +65,9 @@ class ExtractSummary:
     packs: tuple[str, ...] = ()
     prompts_missing: int = 0  # questions whose template the --qa-prompts table lacks (no prompt value)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: decode and each encoder, all videos
+    # CPU-seconds by phase, all videos: decode (the decoding child; rgb and resize, part of it), receive
+    # (taking its frames from the child), each encoder, write (the shards); merge (feats.h5, once a run)
+    cpu: dict[str, float] = field(default_factory=dict)
     unmerged: str = ""  # why feats.h5 was not rebuilt (shards still lacking a pack)
 
     @property
@@ -120,7 +123,9 @@ def run_extract(
             f"{len(left)} shards still lack {','.join(packs)}: the same command adds it to the rest"
         )
     else:
+        cpu = time.process_time()
         _merge(folder, out, summary)
+        summary.cpu["merge"] = time.process_time() - cpu
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -262,7 +267,8 @@ def _remove_stale_tmp(folder: Path) -> None:
 class _Shards:
     """Rows -> shards of `per_shard` videos, each committed atomically; `close` commits the one in flight.
     `meta` (what every shard records, `_shard_meta`) is first asked for at the first row. A video that keeps
-    stored sets (`jobs`, todo.VideoJob.kept) gets them copied in."""
+    stored sets (`jobs`, todo.VideoJob.kept) gets them copied in. Each row's `cpu_` timings go to the
+    summary's `cpu`, the others to its `timings`."""
 
     def __init__(
         self, folder: Path, meta: Callable[[], dict], per_shard: int, jobs: dict[str, todo.VideoJob]
@@ -271,8 +277,20 @@ class _Shards:
         self.writer: ShardWriter | None = None
         self.kept = todo.Kept()
         self.n = 0
+        self.write_cpu = 0.0  # CPU-seconds of this process in the writer (a video's rows, the shards)
 
     def add(self, row: dict, summary: ExtractSummary) -> None:
+        cpu = time.process_time()
+        self._add(row, summary)
+        self.write_cpu += time.process_time() - cpu
+        for k, v in (row.get("timing") or {}).items():  # from Ray: a struct, None where a row had no key
+            into, k = (summary.cpu, k[4:]) if k.startswith("cpu_") else (summary.timings, k)
+            into[k] = into.get(k, 0.0) + (v or 0.0)
+        self.n += 1
+        if self.n % self.per_shard == 0:
+            self.close()
+
+    def _add(self, row: dict, summary: ExtractSummary) -> None:
         if self.writer is None:
             m = self.meta()
             path = new_shard_path(self.folder)
@@ -292,17 +310,14 @@ class _Shards:
                 summary.extended += 1
             else:
                 summary.written += 1
-        for k, v in (row.get("timing") or {}).items():  # from Ray: a struct, None where a row had no key
-            summary.timings[k] = summary.timings.get(k, 0.0) + (v or 0.0)
-        self.n += 1
-        if self.n % self.per_shard == 0:
-            self.close()
 
     def close(self) -> None:
+        cpu = time.process_time()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
         self.kept.close()
+        self.write_cpu += time.process_time() - cpu
 
 
 def _write_shards(rows: Iterator[dict], shards: _Shards, summary: ExtractSummary, progress: bool) -> None:
@@ -334,4 +349,5 @@ def _write_shards(rows: Iterator[dict], shards: _Shards, summary: ExtractSummary
         if vid not in seen:
             shards.add({"video_id": vid, "path": job.path, "features": None, "error": lost}, summary)
     shards.close()
+    summary.cpu["write"] = shards.write_cpu
     bar.close()

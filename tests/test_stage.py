@@ -1,5 +1,6 @@
 """The extraction stage's encoders (extract/encoders/stage.py): VGGish only where there is audio, the same bytes
-as encoding every second."""
+as encoding every second, and the CPU-seconds of each phase that `run_extract` reports (docs/benchmarks.md,
+"CPU-seconds per video, by phase")."""
 
 from __future__ import annotations
 
@@ -75,3 +76,12 @@ def test_vggish_encodes_only_the_seconds_with_audio_and_stores_the_same_bytes(cl
             assert v["audio"].dtype == np.float16 and v["audio"].shape == (len(valid), 128)
             assert v["audio"].tobytes() == reference[name].tobytes()  # bit for bit, zeros included
             assert (np.abs(v["audio"]).sum(axis=1) > 0).astype(int).tolist() == valid
+
+
+def test_the_cpu_seconds_of_every_phase_are_reported(extracted):
+    summary, _, _ = extracted
+    cpu = summary.cpu
+    assert {"decode", "rgb", "resize", "receive", "clip", "vggish", "write", "merge"} <= set(cpu)
+    assert all(v >= 0 for v in cpu.values())
+    assert cpu["decode"] > 0 and cpu["decode"] >= cpu["rgb"] + cpu["resize"]  # both happen in the decode
+    assert set(summary.timings) == {"decode", "clip", "vggish"}  # wall seconds, as before

@@ -17,6 +17,7 @@ import functools
 import io
 import logging
 import math
+import time
 from pathlib import Path
 
 import av
@@ -276,8 +277,8 @@ def decode_pyav(
         _set_threads(video, 1 if cuda else threads)  # NVDEC decodes; the CPU only parses
         scan = scan_packets(path, video.index, origin) if _plans(container, plan) else None
         actions = _packet_plan(scan, max_seconds)
-        turn, views = Upright(path, cuda), as_views(image_size)
-        picker = NearestFramePicker(max_seconds, _converter(turn, cuda, views), views)
+        turn, views, cpu = Upright(path, cuda), as_views(image_size), {"rgb": 0.0, "resize": 0.0}
+        picker = NearestFramePicker(max_seconds, _converter(turn, cuda, views, cpu), views)
         collector = AudioCollector(audio, origin) if audio is not None else None
         frames_end, errors = _decode_pass(container, video, picker, collector, actions, path, origin)
         _check_decoded(path, cuda, frames_end, errors)
@@ -295,7 +296,7 @@ def decode_pyav(
     name = "pyav-cuda" if cuda else "pyav"
     return DecodedVideo(
         per_view[0], wave, valid, times, duration, audio is not None, name, streams,
-        views=dict(zip(views, per_view)),
+        views=dict(zip(views, per_view)), cpu=cpu,
     )  # fmt: skip
 
 
@@ -312,12 +313,23 @@ def _packet_plan(scan: PacketScan | None, max_seconds: int | None) -> np.ndarray
     return plan_packets(scan, sample_times(count))
 
 
-def _converter(turn: Upright, cuda: bool, views: Views):
+def _converter(turn: Upright, cuda: bool, views: Views, cpu: dict[str, float]):
     """A chosen frame -> one (S, S, 3) uint8 per view, upright, each view made from the frame (on the GPU for
-    NVDEC's frames)."""
+    NVDEC's frames). Adds this thread's CPU-seconds to ``cpu["rgb"]`` (to RGB, upright) and ``cpu["resize"]``
+    (the views): a few microseconds a frame."""
     if cuda:
         return lambda frame: _cuda_views(turn(frame)[None], views)
-    return lambda frame: make_views(turn(frame), views)
+
+    def convert(frame) -> tuple:
+        start = time.thread_time()
+        rgb = turn(frame)
+        middle = time.thread_time()
+        out = make_views(rgb, views)
+        cpu["rgb"] += middle - start
+        cpu["resize"] += time.thread_time() - middle
+        return out
+
+    return convert
 
 
 def _cuda_views(frames, views: Views) -> tuple:

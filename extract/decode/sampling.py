@@ -72,6 +72,9 @@ class DecodedVideo:
         applied to the frames).
     views: every view asked for (`views.View` -> (T, S, S, 3) uint8), each made from the decoded frame;
         ``frames`` is the first one's.
+    cpu: CPU-seconds spent making it, by phase (``decode``: the decoding process, all its threads; ``rgb``,
+        ``resize``: the PyAV backend's frame conversion and views, part of it; ``receive``: the caller taking
+        it from the isolated child). Measured, never stored.
     """
 
     frames: np.ndarray
@@ -84,6 +87,7 @@ class DecodedVideo:
     streams: dict = field(default_factory=dict)
     has_video: bool = True
     views: dict = field(default_factory=dict)
+    cpu: dict = field(default_factory=dict)
 
     @property
     def num_seconds(self) -> int:

@@ -46,10 +46,12 @@ def _serve(conn, initializer: Callable | None, initargs: tuple) -> None:
         path, backend, order, image_size, threads = job
         report = lambda name: conn.send(("attempt", name))  # the parent then knows what was running
         try:
+            start = time.process_time()  # this process, FFmpeg's threads included
             result = backends.decode_video(path, backend, image_size, threads, order, report)
             if not isinstance(result.frames, np.ndarray):  # torchcodec-cuda: a CUDA tensor cannot cross
                 result.views = {v: a.cpu().numpy() for v, a in result.views.items()}
                 result.frames = next(iter(result.views.values()))
+            result.cpu["decode"] = time.process_time() - start
             conn.send(("ok", result))
         except DecodeError as err:
             conn.send(("error", err))
@@ -181,6 +183,7 @@ class IsolatedDecoder:
                 if left <= 0 or not self._conn.poll(left):
                     self._kill()
                     raise _ChildLost(f"timed out after {timeout_s:g} s", running)
+                start = time.thread_time()  # reading and unpickling: the transfer's cost on this side
                 kind, value = self._conn.recv()
             except (EOFError, OSError):
                 raise _ChildLost(f"decoder crashed ({describe_exit(self._reap())})", running) from None
@@ -193,6 +196,7 @@ class IsolatedDecoder:
                 self._reap()
             if kind == "error":
                 raise value
+            value.cpu["receive"] = time.thread_time() - start
             return value
 
     def decode(

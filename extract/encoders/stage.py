@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Encoders:
     """The loaded encoders of `packs` (by ENCODERS key), their views of the frame, and the seconds each has
-    spent encoding in this process (`timings`, with `frames` and `seconds` counted)."""
+    spent encoding in this process (`timings`: wall seconds by encoder name, CPU-seconds of this process by
+    `cpu_` + name, and `videos` counted)."""
 
     packs: tuple[str, ...]
     models: dict[str, object]
@@ -172,9 +173,10 @@ def encode_videos(
     packs = packs or enc.packs
     out = {}
     for name in pack_table.encoders_of(packs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()  # CPU: this process's threads (torch's)
         out[name] = _RUN[name](enc.models[name], enc.views.get(name), items)
         enc.timings[name] = enc.timings.get(name, 0.0) + time.perf_counter() - start
+        enc.timings[f"cpu_{name}"] = enc.timings.get(f"cpu_{name}", 0.0) + time.process_time() - cpu
     enc.timings["videos"] = enc.timings.get("videos", 0) + len(items)
     return [_features(vid, path, d, packs, out, i) for i, (vid, path, d) in enumerate(items)]
 

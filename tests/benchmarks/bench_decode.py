@@ -230,6 +230,86 @@ def timed(methods: dict[str, tuple], videos: list[Path], repeat: int) -> dict[st
     return {k: v / n for k, v in cpu.items()}
 
 
+def _ue(bits: str, at: int) -> tuple[int, int]:
+    """An unsigned Exp-Golomb value at bit `at` of `bits` (a string of 0/1): (value, next bit)."""
+    zeros = bits.index("1", at) - at
+    end = at + 2 * zeros + 1
+    return int(bits[at + zeros : end], 2) - 1, end
+
+
+def h264_frame_kind(packet: bytes, length_size: int = 4) -> str:
+    """The kind of one H.264 packet: I, P, B-ref or B (a B-frame nothing refers to) of one H.264 packet in MP4's length-prefixed
+    form, from its first slice's NAL header (nal_ref_idc) and slice header (slice_type); "" without one."""
+    at = 0
+    while at + length_size < len(packet):
+        size = int.from_bytes(packet[at : at + length_size], "big")
+        nal = packet[at + length_size : at + length_size + size]
+        at += length_size + size
+        if not nal or nal[0] & 0x1F not in (1, 5):  # only coded slices (non-IDR, IDR)
+            continue
+        head = nal[1:16].replace(b"\x00\x00\x03", b"\x00\x00")  # emulation prevention bytes
+        bits = "".join(f"{b:08b}" for b in head)
+        _, at_type = _ue(bits, 0)  # first_mb_in_slice
+        kind = "PBI"[_ue(bits, at_type)[0] % 5] if _ue(bits, at_type)[0] % 5 < 3 else "I"  # SP as P, SI as I
+        return f"{kind}-ref" if kind == "B" and nal[0] >> 5 else kind
+    return ""
+
+
+def decode_floor(path: Path) -> dict:
+    """The least decoding that reaches the frames avaf takes (the frame nearest each t + 0.5 s) in one H.264
+    clip: the packets avaf's plan sends (plan.py: every reference frame from a taken frame's keyframe up to
+    it, and the taken frames), decoded on one thread with nothing else: no RGB, no resize, no audio.
+
+    Returns the frames by kind ("I", "P", "B-ref", "B") in the clip and among those decoded, the frames taken
+    ("taken"), the frames the decoder gave back ("decoded") and the CPU-seconds of that decode ("cpu_s"); and
+    what else avaf's decode does, apart: the packet scan that plans it ("scan_s", plan.py) and decoding and
+    resampling the audio ("audio_s", pyav_backend.read_audio)."""
+    from avaf.extract.decode.plan import NONREF, SEND, PacketFeeder, plan_packets, scan_packets
+    from avaf.extract.decode.probe import choose_streams, declared_end, open_container, stream_origin
+    from avaf.extract.decode.pyav_backend import read_audio
+    from avaf.extract.decode.sampling import check_seconds, sample_times
+
+    with open_container(path) as container:
+        video, audio = choose_streams(container, path)
+        origin = stream_origin(video, audio)
+        seconds = check_seconds(path, declared_end(container, video, origin))
+        start = time.process_time()
+        scan = scan_packets(path, video.index, origin)
+        scan_s = time.process_time() - start
+        actions = plan_packets(scan, sample_times(seconds))
+        length_size = (video.codec_context.extradata[4] & 3) + 1  # avcC's lengthSizeMinusOne
+        kinds = [h264_frame_kind(bytes(p), length_size) for p in container.demux(video) if p.size]
+    clip = {k: kinds.count(k) for k in ("I", "P", "B-ref", "B")}
+    sent = [k for k, a in zip(kinds, actions, strict=True) if a == SEND or (a == NONREF and k != "B")]
+    with open_container(path) as container:
+        video = container.streams.video[0]
+        video.thread_type = "NONE"
+        feeder, decoded, start = PacketFeeder(video.codec_context, actions), 0, time.process_time()
+        for packet in container.demux(video):
+            if feeder.wants(packet):
+                decoded += len(packet.decode())
+            if feeder.finished:
+                decoded += len(video.codec_context.decode(None))
+                break
+        cpu = time.process_time() - start
+    with open_container(path) as container:
+        video, audio = choose_streams(container, path)
+        start = time.process_time()
+        if audio is not None:
+            read_audio(container, audio, origin, seconds, path)
+        audio_s = time.process_time() - start
+    floor = {k: sent.count(k) for k in ("I", "P", "B-ref", "B")}
+    return {
+        "clip": clip,
+        "floor": floor,
+        "taken": int((actions == SEND).sum()),
+        "decoded": decoded,
+        "cpu_s": cpu,
+        "scan_s": scan_s,
+        "audio_s": audio_s,
+    }
+
+
 RAY = "avaf-extract on Ray (1 thread per decode task)"
 ALONE = "one video alone (FFmpeg threads)"
 

@@ -12,7 +12,11 @@ textured panning scenes with noise and cuts, 25/30 fps), then, in one run, on th
 4. naive, as the AVQA repositories do it: the ffmpeg CLI writes 1-fps JPEGs (``-vf fps=1``) and a 16 kHz
    mono WAV to disk; each JPEG is loaded with PIL, put through open_clip's preprocess transform and
    encoded alone (batch 1) by the same CLIP; the WAV goes through torchvggish's
-   ``vggish_input.wavfile_to_examples`` and the same VGGish.
+   ``vggish_input.wavfile_to_examples`` and the same VGGish;
+5. phases (stage_phases.py): the in-process stage's CPU-seconds per video split by phase (decode in the
+   child, of which RGB and the views; send and receive of its result; CLIP; VGGish; write), beside avaf's
+   decode alone, the decode floor and the naive route's decode (ffmpeg -> 1-fps JPEG + WAV) on the same clips.
+   With ``--clip-model tests/data/ViT-avaf-tiny.json`` the encoders are not what it measures.
 
 Full-size encoders (open_clip ViT-B-32, VGGish) with random weights: the released ones' FLOPs, no
 download. Also the encoders alone (CLIP frames/s at the pipeline's batch and at batch 1, VGGish
@@ -26,6 +30,8 @@ wheel (``pip download imageio-ffmpeg -d /tmp/x``, unzip it, pass its ``binaries/
 
     python tests/benchmarks/bench_extract.py --ffmpeg /tmp/x/imageio_ffmpeg/binaries/ffmpeg-linux-*
     python tests/benchmarks/bench_extract.py --videos 8 --skip naive --skip ray --workdir /tmp/clips
+    python tests/benchmarks/bench_extract.py --videos 3 --size 1280x720 --clip-model tests/data/ViT-avaf-tiny.json \
+        --skip decode --skip inprocess --skip ray --skip naive --skip encoders --skip sizing  # phases alone
 
 ``--videos-per-call`` defaults to 1, not the pipeline's 4: 4 clips at 4 per call leave Ray nothing to
 overlap; on a long run batch k's encoding overlaps batch k+1's decoding, as 1 per call does on 4 clips.
@@ -63,7 +69,7 @@ from bench_decode import find_ffmpeg, machine, make_video
 from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, RuntimeConfig, VGGishConfig
 
 SECONDS, WIDTH, HEIGHT = 60, 640, 360  # MUSIC-AVQA's clips, the size every figure is given for: never shrink
-SKIPPABLE = ("decode", "inprocess", "ray", "naive", "encoders", "gpu", "sizing")
+SKIPPABLE = ("decode", "inprocess", "ray", "naive", "phases", "encoders", "gpu", "sizing")
 # Dense fp16/bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, for the sizing
 # model's estimates; the GPU this script runs on is measured instead.
 GPU_CLASSES = {
@@ -93,7 +99,16 @@ class Row:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--videos", type=int, default=4, help="clips to generate (60 s, 640x360 each)")
+    p.add_argument("--videos", type=int, default=4, help="clips to generate (60 s, --size each)")
+    p.add_argument(
+        "--size", default=f"{WIDTH}x{HEIGHT}", help="WIDTHxHEIGHT of the clips (keyframe every 250)"
+    )
+    p.add_argument(
+        "--clip-model",
+        default="ViT-B-32",
+        help="the stage's CLIP: an open_clip name or a config file (tiny: "
+        "tests/data/ViT-avaf-tiny.json, so the split shows the rest of the stage)",
+    )
     p.add_argument("--skip", action="append", default=[], choices=SKIPPABLE, help="repeatable")
     p.add_argument("--ffmpeg", help="ffmpeg binary for the naive baseline")
     p.add_argument("--workdir", type=Path, help="keep (and reuse) the clips here; default: a temp folder")
@@ -177,17 +192,17 @@ def _make_one(job: tuple[Path, int, int, int, int]) -> None:
     make_video(path, SECONDS, width, height, fps=fps, seed=seed)
 
 
-def make_clips(work: Path, n: int) -> list[Path]:
+def make_clips(work: Path, n: int, width: int = WIDTH, height: int = HEIGHT) -> list[Path]:
     """n clips in work/clips (a folder holding nothing else, since the stage scans it), reused if there."""
     folder = work / "clips"
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    paths = [folder / f"clip{i}_{WIDTH}x{HEIGHT}_{SECONDS}s.mp4" for i in range(n)]
-    make_all([(p, WIDTH, HEIGHT, (25, 30)[i % 2], i) for i, p in enumerate(paths)])
+    paths = [folder / f"clip{i}_{width}x{height}_{SECONDS}s.mp4" for i in range(n)]
+    make_all([(p, width, height, (25, 30)[i % 2], i) for i, p in enumerate(paths)])
     for extra in set(folder.iterdir()) - set(paths):
         raise SystemExit(f"{extra}: {folder} must hold only the generated clips")
     mbps = np.mean([p.stat().st_size * 8 / SECONDS / 1e6 for p in paths])
-    print(f"{n} clips, {SECONDS} s {WIDTH}x{HEIGHT} H.264 + AAC, {mbps:.2f} Mbit/s on average, ", end="")
+    print(f"{n} clips, {SECONDS} s {width}x{height} H.264 + AAC, {mbps:.2f} Mbit/s on average, ", end="")
     print(f"ready in {time.perf_counter() - t0:.0f} s, in {folder}")
     return paths
 
@@ -205,11 +220,12 @@ def bench_decode_alone(videos: list[Path], passes: int) -> Row:
 
 
 def stage_config(clips: Path, out: Path, in_process: bool, args: argparse.Namespace) -> ExtractConfig:
-    """Full-size ViT-B-32 + VGGish with random weights, otherwise the pipeline's defaults."""
+    """--clip-model (full-size ViT-B-32 by default) + VGGish with random weights, otherwise the pipeline's
+    defaults."""
     return ExtractConfig(
         out=str(out),
         input=InputConfig(videos=str(clips)),
-        clip=ClipConfig(model="ViT-B-32", pretrained="random"),
+        clip=ClipConfig(model=args.clip_model, pretrained="random"),
         vggish=VGGishConfig(weights="random"),
         runtime=RuntimeConfig(
             in_process=in_process, videos_per_call=args.videos_per_call, batch_size=args.batch_size
@@ -548,19 +564,31 @@ def run_modes(args: argparse.Namespace, work: Path, videos: list[Path], ffmpeg: 
     return rows
 
 
+def run_phases(args: argparse.Namespace, work: Path, videos: list[Path], ffmpeg: str | None) -> list[str]:
+    """The in-process stage's CPU-seconds per video by phase, beside its decode alone, the decode floor and the
+    naive route's decode, on the same clips (stage_phases.py)."""
+    from stage_phases import report
+
+    cfg = stage_config(videos[0].parent, work / "unused.h5", True, args)
+    return report(cfg, videos, ffmpeg, work, _cpu_s, Clock)
+
+
 def main() -> None:
     args = parse_args()
     ffmpeg, origin = find_ffmpeg(args.ffmpeg)
     print_machine(ffmpeg, origin)
-    print(f"stage: ViT-B-32 + VGGish, random weights, batch {args.batch_size}, ", end="")
+    print(f"stage: {args.clip_model} + VGGish, random weights, batch {args.batch_size}, ", end="")
     print(f"{args.videos_per_call} video(s) per encoder call")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="avaf-bench-extract-"))
-    videos = make_clips(work, args.videos)
+    width, height = (int(x) for x in args.size.split("x"))
+    videos = make_clips(work, args.videos, width, height)
     rows = run_modes(args, work, videos, ffmpeg)
     print_rows(rows)
     print(
         f"avaf-extract without --in-process or --address, {len(videos)} videos: {default_mode(len(videos))}"
     )
+    if "phases" not in args.skip:
+        print("\n".join(run_phases(args, work, videos, ffmpeg)))
     devices, notes = encoder_devices(args.device, args.skip)
     for device in devices:
         print("\n".join(["", *bench_encoders(device, args.batch_size)]))

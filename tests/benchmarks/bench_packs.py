@@ -78,7 +78,8 @@ def run(features: str, videos: Path, out: Path, questions: list, batch: int) -> 
     for r in rows:
         assert r["features"] is not None, r["error"]
         for k, v in r["timing"].items():
-            stages[k] = stages.get(k, 0.0) + v
+            if not k.startswith("cpu_"):  # wall seconds only (`cpu_` keys: CPU-seconds, stage_phases.py)
+                stages[k] = stages.get(k, 0.0) + v
     facts = engine.facts()
     meta = {"config": to_dict(cfg), **{k: facts[k] for k in ("signature", "random_weights", "feature_sets")}}
     folder = out.parent / "shards"
