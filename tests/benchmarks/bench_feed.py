@@ -11,12 +11,14 @@ the disk, is what is measured). Then, on the same clips:
 2. `avaf-extract --no-in-process` (local Ray: decode tasks on the cores, one encoder actor on the GPU)
    with random weights, as a user runs it: the command's wall time, and its steady rate read off the
    shards' times (from the first shard written to the last: Ray's start-up and the merge left out);
-3. with `--nvdec`, the same command with `--decoder pyav-cuda` (the encoder actor decodes on NVDEC).
+3. with `--decoders auto,pyav-cuda`, the same command with each decoder (pyav-cuda: the encoder actor
+   decodes on NVDEC).
 
 It prints one table last: videos/s of each row and the stage's steady rate over the cores' decode rate.
 
     python tests/benchmarks/bench_feed.py                                    # 360p and 720p, 60 s clips
-    python tests/benchmarks/bench_feed.py --features avaf,tspm --nvdec       # on a GPU node
+    python tests/benchmarks/bench_feed.py --sizes 640x360 --decoders pyav-cuda   # NVDEC, on a GPU node
+    python tests/benchmarks/bench_feed.py --sizes 640x360 --features tspm       # the tspm pack
     python tests/benchmarks/bench_feed.py --sizes 640x360 --seconds 10 --unique 2 --videos 8 \\
         --clip-model tests/data/ViT-avaf-tiny.json                           # a rehearsal on a small CPU
 """
@@ -100,14 +102,14 @@ def cores_decode_rate(folder: Path, settings: dict, cores: int) -> tuple[float, 
     return len(videos) / wall, len(videos)
 
 
-def stage(folder: Path, out: Path, args: argparse.Namespace, decoder: str | None) -> dict:
+def stage(folder: Path, out: Path, args: argparse.Namespace, decoder: str) -> dict:
     """`avaf-extract` on local Ray as a user runs it: wall time, and the steady rate from the shards."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = ["avaf-extract", "--videos", str(folder), "--out", str(out / "feats.h5"), "--no-in-process", "-q"]
     cmd += ["--features", args.features, "--clip-model", args.clip_model, "--random-weights"]
     cmd += ["--shard-videos", str(args.shard_videos)]
     cmd += ["--batch-size", str(args.batch_size), "--videos-per-call", str(args.videos_per_call)]
-    cmd += ["--decoder", decoder] if decoder else []
+    cmd += ["--decoder", decoder]
     print("$", " ".join(cmd), flush=True)
     start = time.time()
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -145,14 +147,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--videos-per-call", type=int, default=8)
     p.add_argument("--shard-videos", type=int, default=16)
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="decode processes of the baseline")
-    p.add_argument("--nvdec", action="store_true", help="also the stage with --decoder pyav-cuda")
+    p.add_argument("--decoders", default="auto", help="comma list: the stage's --decoder, each in a run")
     p.add_argument("--workdir", type=Path, default=Path("bench-out/feed"))
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    videos = args.videos or 24 * args.cores
+    videos = args.videos or 8 * args.cores
     settings = decode_settings(args)
     rows = []
     for size in args.sizes.split(","):
@@ -161,9 +163,9 @@ def main() -> None:
         rate, n = cores_decode_rate(folder, settings, args.cores)
         print(f"  decode alone on {args.cores} cores: {rate:.2f} videos/s ({n} videos)", flush=True)
         rows.append((size, f"decode alone, {args.cores} processes", n / rate, rate, None, rate))
-        for decoder in [None, "pyav-cuda"] if args.nvdec else [None]:
+        for decoder in args.decoders.split(","):
             s = stage(folder, args.workdir / "out", args, decoder)
-            name = f"avaf-extract on local Ray{', pyav-cuda' if decoder else ''}, {args.features}"
+            name = f"avaf-extract on local Ray, --decoder {decoder}, {args.features}"
             print(f"  {name}: {s}", flush=True)
             rows.append((size, name, s["wall"], s["rate"], s["steady"], rate))
     print(

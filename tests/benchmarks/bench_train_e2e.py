@@ -156,6 +156,7 @@ def report(args, device_name: str, ceiling: tuple[float, str], shape, flops, ste
             }
         )
     steady = rows[1:] or rows  # the first epoch holds the warm-up (and compiling, with --compile)
+    which = "the first left out" if len(rows) > 1 else "the first, warm-up included"
     mean_wall = sum(r["wall_s"] for r in steady) / len(steady)
     projected = seconds["load"] + EPOCHS * mean_wall + seconds["report"]
     print(f"\ndevice          {device_name}; torch {torch.__version__}")
@@ -184,7 +185,7 @@ def report(args, device_name: str, ceiling: tuple[float, str], shape, flops, ste
             f"{r['eval_s']:.1f} | {r['checkpoint_s']:.2f} | {r['wall_s']:.1f} | {r['wall_over_steps']:.2f} |"
         )
     print(
-        f"\n30 epochs, projected from the {len(steady)} measured epoch(s) after the first: {projected / 60:.1f} min "
+        f"\n30 epochs, projected from {len(steady)} measured epoch(s) ({which}): {projected / 60:.1f} min "
         f"(load + 30 x {mean_wall:.1f} s + report; not a measurement of 30 epochs)"
     )
     return {
