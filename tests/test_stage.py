@@ -1,15 +1,20 @@
 """The extraction stage's encoders (extract/encoders/stage.py): VGGish only where there is audio, the same bytes
-as encoding every second, and the CPU-seconds of each phase that `run_extract` reports (docs/benchmarks.md,
-"CPU-seconds per video, by phase")."""
+as encoding every second; the frame encoders normalise in place, the same bits as before; and the CPU-seconds
+of each phase that `run_extract` reports (docs/benchmarks.md, "CPU-seconds per video, by phase")."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_extract import tiny_cfg
+import torch
+from test_extract import TINY_CLIP, tiny_cfg
 
 from avaf.extract.decode.backends import decode_video
+from avaf.extract.encoders.clip_encoder import load_clip
+from avaf.extract.encoders.tome_encoder import preprocess as tome_preprocess
+from avaf.extract.encoders.tome_encoder import resize_crop
 from avaf.extract.encoders.vggish_encoder import VGGishEncoder, load_vggish
+from avaf.extract.packs import clip_model_name
 from avaf.extract.pipeline import run_extract
 from avaf.shared.store.reader import FeatureStore
 
@@ -85,3 +90,29 @@ def test_the_cpu_seconds_of_every_phase_are_reported(extracted):
     assert all(v >= 0 for v in cpu.values())
     assert cpu["decode"] > 0 and cpu["decode"] >= cpu["rgb"] + cpu["resize"]  # both happen in the decode
     assert set(summary.timings) == {"decode", "clip", "vggish"}  # wall seconds, as before
+
+
+def test_frame_encoders_normalise_in_place_with_the_same_bits():
+    """CLIP's and ToMe's (x / 255 - mean) / std now run in place on the float copy: the same operations in the
+    same order, so the same bits as the expression that made two more float copies per pass."""
+    rng = np.random.default_rng(0)
+    clip = load_clip(clip_model_name(TINY_CLIP), "random", batch_size=4)
+    s = clip.image_size
+    frames = rng.integers(0, 256, (6, s, s, 3), dtype=np.uint8)  # two passes of 4, the second padded
+    tokens, _ = clip.encode_images(frames)
+    pixels = torch.from_numpy(np.concatenate([frames, np.zeros((2, s, s, 3), np.uint8)]))
+    pixels = (pixels.permute(0, 3, 1, 2).float().div(255) - clip._mean) / clip._std  # as before, two passes
+    with torch.inference_mode():
+        before = torch.cat([clip._encode_pixels(p) for p in pixels.split(4)])[:6]
+        pooled = torch.cat([clip.model.visual(p) for p in pixels.split(4)])[:6]
+    assert tokens.shape == (6, clip.num_tokens, clip.width) and torch.equal(tokens, before)
+    assert torch.equal(clip.encode_pooled(frames), pooled)
+
+    big = rng.integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
+    crops = torch.from_numpy(np.stack([resize_crop(f, 32, 36) for f in big])).permute(0, 3, 1, 2).float()
+    mean, std = (
+        torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1),
+        torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1),
+    )
+    after = tome_preprocess(big, 32, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 36)
+    assert after.shape == (3, 3, 32, 32) and torch.equal(after, (crops.div(255) - mean) / std)

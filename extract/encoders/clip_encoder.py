@@ -317,7 +317,8 @@ class ClipEncoder:
             n = len(chunk)
             chunk = pad_batch(chunk, step)  # (step, S, S, 3): every pass has the same shape (module doc)
             x = chunk.to(self.device).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, S, S)
-            tokens.append(self._encode_pixels((x - self._mean) / self._std)[:n].float().cpu())
+            x = x.sub_(self._mean).div_(self._std)  # in place: the same bits, no two more float copies
+            tokens.append(self._encode_pixels(x)[:n].float().cpu())
         tokens = torch.cat(tokens)  # (B, 1 + P, D)
         return tokens, tokens[:, 0].clone()  # token 0 is the pooled embedding: one computation, same bits
 
@@ -358,7 +359,7 @@ class ClipEncoder:
             n = len(chunk)
             pixels = pad_batch(chunk, step).to(self.device).permute(0, 3, 1, 2).float().div_(255)
             with self._autocast():
-                out = self.model.visual((pixels - self._mean) / self._std)  # (step, D)
+                out = self.model.visual(pixels.sub_(self._mean).div_(self._std))  # (step, D)
             pooled.append(out[:n].float().cpu())
         return torch.cat(pooled) if pooled else torch.zeros(0, self.width)
 
