@@ -16,7 +16,8 @@ textured panning scenes with noise and cuts, 25/30 fps), then, in one run, on th
 5. phases (stage_phases.py): the in-process stage's CPU-seconds per video split by phase (decode in the
    child, of which RGB and the views; send and receive of its result; CLIP; VGGish; write), beside avaf's
    decode alone, the decode floor and the naive route's decode (ffmpeg -> 1-fps JPEG + WAV) on the same clips.
-   With ``--clip-model tests/data/ViT-avaf-tiny.json`` the encoders are not what it measures.
+   With ``--clip-model tests/benchmarks/ViT-tiny-224.json`` (one layer of width 32 on ViT-B/32's 224-px input:
+   the same views and frames as the default) the encoders are not what it measures.
 
 Full-size encoders (open_clip ViT-B-32, VGGish) with random weights: the released ones' FLOPs, no
 download. Also the encoders alone (CLIP frames/s at the pipeline's batch and at batch 1, VGGish
@@ -30,7 +31,7 @@ wheel (``pip download imageio-ffmpeg -d /tmp/x``, unzip it, pass its ``binaries/
 
     python tests/benchmarks/bench_extract.py --ffmpeg /tmp/x/imageio_ffmpeg/binaries/ffmpeg-linux-*
     python tests/benchmarks/bench_extract.py --videos 8 --skip naive --skip ray --workdir /tmp/clips
-    python tests/benchmarks/bench_extract.py --videos 3 --size 1280x720 --clip-model tests/data/ViT-avaf-tiny.json \
+    python tests/benchmarks/bench_extract.py --videos 3 --size 1280x720 --clip-model tests/benchmarks/ViT-tiny-224.json \
         --skip decode --skip inprocess --skip ray --skip naive --skip encoders --skip sizing  # phases alone
 
 ``--videos-per-call`` defaults to 1, not the pipeline's 4: 4 clips at 4 per call leave Ray nothing to
@@ -107,7 +108,7 @@ def parse_args() -> argparse.Namespace:
         "--clip-model",
         default="ViT-B-32",
         help="the stage's CLIP: an open_clip name or a config file (tiny: "
-        "tests/data/ViT-avaf-tiny.json, so the split shows the rest of the stage)",
+        "tests/benchmarks/ViT-tiny-224.json, so the split shows the rest of the stage)",
     )
     p.add_argument("--skip", action="append", default=[], choices=SKIPPABLE, help="repeatable")
     p.add_argument("--ffmpeg", help="ffmpeg binary for the naive baseline")
