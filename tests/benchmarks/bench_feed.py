@@ -121,7 +121,9 @@ def stage(folder: Path, out: Path, args: argparse.Namespace, decoder: str) -> di
     times = [p.stat().st_mtime for p in shards]
     videos = len(list(folder.iterdir()))
     steady = None
-    if len(times) >= 3:  # from the first shard to the last: the videos of every shard but the first
+    # from the first shard to the last: the videos of every shard but the first; not with too few shards or
+    # when they came together (a call of --videos-per-call videos fills several shards at once)
+    if len(times) >= 3 and times[-1] - times[0] > 1.0:
         steady = (videos - args.shard_videos) / (times[-1] - times[0])
     return {
         "wall": wall,

@@ -6,7 +6,8 @@
 #   PARTS=train bash tests/benchmarks/bench_gpu.sh       # there, first call (~5 min on an H200-class node)
 #   PARTS=extract bash tests/benchmarks/bench_gpu.sh     # there, second call (~6 min); PARTS="train extract": both
 #   SETUP=0 DEVICE=cpu SCALE=0.001 EPOCHS=1 STEPS=1 BIG_BATCH=8 SLOW=4 \
-#     FEED="--seconds 10 --unique 2 --videos 8 --shard-videos 2 --clip-model tests/data/ViT-avaf-tiny.json" \
+#     FEED="--seconds 10 --unique 2 --videos 12 --shard-videos 2 --videos-per-call 2 \
+#     --clip-model tests/data/ViT-avaf-tiny.json" \
 #     TSPM=0 bash tests/benchmarks/bench_gpu.sh          # the rehearsal on a CPU (installed avaf, no carry)
 #
 # The parts, each under its own time limit so that one that hangs costs only its own figures:
@@ -92,8 +93,12 @@ fi
         [[ -f $OUT/$name.log ]] || continue
         echo
         echo "## $name"
-        grep -h -E '^(\||device |ceiling |store |counted |steps alone |avaf-train |30 epochs|machine:|  store|  write|=== .*exit)' \
-            "$OUT/$name.log"
+        # the reports' own lines: bench_train_e2e's from "device" to its projection, bench_feed's and
+        # bench_nvdec's tables, the store's size, each part's exit (not avaf-train's results tables)
+        awk '/^== bench_train_e2e/ {on = 1} on || /^(machine:|pyav-cuda|\||  store|  write|=== .*exit)/ {print}
+             /^30 epochs, projected/ {on = 0}' "$OUT/$name.log" |
+            grep -v -E '^\| (Method|val|test) \||^\|---\|---:\|---:\|---:\|---:\|---:\|---:\|---:\|---:\|---:'
+
     done
 } >"$OUT/summary.md"
 cat "$OUT/summary.md"

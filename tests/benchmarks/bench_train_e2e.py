@@ -159,7 +159,8 @@ def report(args, device_name: str, ceiling: tuple[float, str], shape, flops, ste
     which = "the first left out" if len(rows) > 1 else "the first, warm-up included"
     mean_wall = sum(r["wall_s"] for r in steady) / len(steady)
     projected = seconds["load"] + EPOCHS * mean_wall + seconds["report"]
-    print(f"\ndevice          {device_name}; torch {torch.__version__}")
+    print(f"\n== bench_train_e2e, batch {args.batch}{', --compile' if args.compile else ''} ==")
+    print(f"device          {device_name}; torch {torch.__version__}")
     print(f"ceiling         {peak / 1e12:.3g} TFLOP/s ({how} matrix product, measured in this run)")
     print(
         f"store           {args.feats}: questions {shape['questions']}, T {shape['seconds']}, "
