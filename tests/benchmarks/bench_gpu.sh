@@ -8,13 +8,14 @@
 #   SETUP=0 DEVICE=cpu SCALE=0.001 EPOCHS=1 STEPS=1 BIG_BATCH=8 SLOW=4 \
 #     FEED="--seconds 10 --unique 2 --videos 12 --shard-videos 2 --videos-per-call 2 \
 #     --clip-model tests/data/ViT-avaf-tiny.json" \
-#     TSPM=0 bash tests/benchmarks/bench_gpu.sh          # the rehearsal on a CPU (installed avaf, no carry)
+#     TSPM=0 COMPILE=0 bash tests/benchmarks/bench_gpu.sh  # the rehearsal on a CPU (installed avaf, no carry)
 #
 # The parts, each under its own time limit so that one that hangs costs only its own figures:
 #   machine: GPU, driver, cores, torch, PyAV, Ray (machine.log)
-#   train: a store of MUSIC-AVQA's shape at SCALE (bench_scale.py --store-only), then avaf-train end to end
-#     at batch 32 (the recipe) and at BIG_BATCH, each beside the steps alone, the measured matrix-product
-#     ceiling and the FLOPs counted per question (bench_train_e2e.py; train.log, train-B.json)
+#   train: a store of MUSIC-AVQA's shape at SCALE (bench_scale.py --store-only), a profile of a step at
+#     BIG_BATCH (bench_train_step.py --profile), then avaf-train end to end at batch 32 (the recipe), at
+#     BIG_BATCH and at BIG_BATCH with --compile, each beside the steps alone, the measured matrix-product
+#     ceiling and the FLOPs counted per question (bench_train_e2e.py; train.log, train-*.json)
 #   extract: avaf-extract on local Ray against the cores' decode rate at 360p and 720p, then with NVDEC at
 #     360p (bench_feed.py), NVDEC decodes k at a time on threads against k processes (bench_nvdec.py; all in
 #     feed.log), and the tspm pack at 360p (tspm.log)
@@ -30,6 +31,7 @@ STEPS=${STEPS:-20}
 BIG_BATCH=${BIG_BATCH:-128}
 FEED=${FEED:-}
 TSPM=${TSPM:-1}
+COMPILE=${COMPILE:-1}
 SETUP=${SETUP:-1}
 PARTS=${PARTS:-train extract}
 SLOW=${SLOW:-1} # each part's time limit is multiplied by this (a CPU rehearsal: 4)
@@ -62,11 +64,18 @@ part() { # part NAME SECONDS COMMAND...: run it under its limit, its output into
 
 if [[ " $PARTS " == *" train "* ]]; then
     part train 150 python3 tests/benchmarks/bench_scale.py --dir "$WORK/store" --scale "$SCALE" --store-only
+    part train 60 python3 tests/benchmarks/bench_train_step.py --device "$DEVICE" --batch "$BIG_BATCH" \
+        --steps "$STEPS" --profile 25 # where a step's time goes
     for batch in 32 "$BIG_BATCH"; do
         part train 150 python3 tests/benchmarks/bench_train_e2e.py --feats "$WORK/store/feats.h5" \
             --epochs "$EPOCHS" --device "$DEVICE" --batch "$batch" --step-samples "$STEPS" \
             --out "$WORK/run-$batch" --json "$OUT/train-$batch.json"
     done
+    if [[ $COMPILE == 1 ]]; then # last: compiling may take its whole limit
+        part train 200 python3 tests/benchmarks/bench_train_e2e.py --feats "$WORK/store/feats.h5" \
+            --epochs "$EPOCHS" --device "$DEVICE" --batch "$BIG_BATCH" --step-samples "$STEPS" --compile \
+            --out "$WORK/run-compiled" --json "$OUT/train-compiled.json"
+    fi
     rm -rf "$WORK/store" # its disk, for the clips
 fi
 
@@ -95,8 +104,8 @@ fi
         echo "## $name"
         # the reports' own lines: bench_train_e2e's from "device" to its projection, bench_feed's and
         # bench_nvdec's tables, the store's size, each part's exit (not avaf-train's results tables)
-        awk '/^== bench_train_e2e/ {on = 1} on || /^(machine:|pyav-cuda|\||  store|  write|=== .*exit)/ {print}
-             /^30 epochs, projected/ {on = 0}' "$OUT/$name.log" |
+        awk '/^== bench_train_e2e|^profile / {on = 1} on || /^(machine:|pyav-cuda|\||  store|  write|=== .*exit)/ {print}
+             /^30 epochs, projected|^Self (CPU|CUDA) time total/ {on = 0}' "$OUT/$name.log" |
             grep -v -E '^\| (Method|val|test) \||^\|---\|---:\|---:\|---:\|---:\|---:\|---:\|---:\|---:\|---:'
 
     done

@@ -16,6 +16,7 @@ date and machine, never as a ratio: measure both side by side for one.
                                                 # checkout (git worktree add /tmp/before REV), interleaved
     python tests/benchmarks/bench_train_step.py --device cuda        # GPU with bf16 autocast
     python tests/benchmarks/bench_train_step.py --order standard     # attention without the folding
+    python tests/benchmarks/bench_train_step.py --device cuda --batch 128 --profile 25   # where a step's time goes
 
 Figures, with the machine's load: docs/training.md ("Variants") and tests/benchmarks/README.md. The
 machine is shared: read the "contention" line before trusting a figure.
@@ -109,6 +110,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads on CPU")
     p.add_argument("--order", default="auto", choices=["auto", "standard", "fold_keys", "fold_queries"])
     p.add_argument("--no-flops", action="store_true", help="skip counting the FLOPs per sample")
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then profile 2 steps: the N ops that take the most time",
+    )
     p.add_argument("--suite", action="store_true", help="paper b8/b32, authors b8/b64, a fresh process each")
     p.add_argument("--native-isa", action="store_true", help="--suite without the AVX2-only settings")
     p.add_argument(
@@ -141,6 +149,21 @@ def time_steps(model: torch.nn.Module, loss: LossConfig, inputs: Batch, answers:
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
     return times, cpu_times
+
+
+def profile(model: torch.nn.Module, loss: LossConfig, inputs: Batch, answers: torch.Tensor, top: int) -> None:
+    """Where a step's time goes: torch.profiler over 2 steps (after the timed ones), the `top` ops by their
+    own time on the device (the GPU's kernels; the CPU's ops on a CPU)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    cuda = answers.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profiler(activities=activities) as prof:
+        time_steps(model, loss, inputs, answers, 1)  # its warm-up step and one more
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(f"profile       2 steps, the {top} ops with the most own {'GPU' if cuda else 'CPU'} time:")
+    print(prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60))
 
 
 def report(args: argparse.Namespace, device: torch.device, times: list, cpu_times: list, gflops, load: float):
@@ -195,6 +218,8 @@ def main() -> None:
     print(f"cpu isa       {torch.backends.cpu.get_cpu_capability()}")
     print(f"code          {Path(inspect.getfile(build_model)).parent}")
     report(args, device, times, cpu_times, gflops, load)
+    if args.profile:
+        profile(model, loss, inputs, answers, args.profile)
 
 
 def shadow(tree: str) -> str:
