@@ -11,7 +11,7 @@
 #     TSPM=0 COMPILE=0 bash tests/benchmarks/bench_gpu.sh  # the rehearsal on a CPU (installed avaf, no carry)
 #
 # The parts, each under its own time limit so that one that hangs costs only its own figures:
-#   machine: GPU, driver, cores, torch, PyAV, Ray (machine.log)
+#   machine: GPU, driver, cores, torch, PyAV, Ray, and the tests marked gpu (machine.log)
 #   train: a store of MUSIC-AVQA's shape at SCALE (bench_scale.py --store-only), a profile of a step at
 #     BIG_BATCH (bench_train_step.py --profile), then avaf-train end to end at batch 32 (the recipe), at
 #     BIG_BATCH and at BIG_BATCH with --compile, each beside the steps alone, the measured matrix-product
@@ -61,6 +61,10 @@ part() { # part NAME SECONDS COMMAND...: run it under its limit, its output into
     python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")'
     python3 -c 'import av, ray; print("PyAV", av.__version__, "FFmpeg", av.library_versions["libavcodec"], "ray", ray.__version__)'
 } 2>&1 | tee -a "$OUT/machine.log"
+if [[ $DEVICE == cuda* ]]; then # the GPU's own tests: no training step waits for the queue, NVDEC's frames
+    part machine 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_train_gpu.py \
+        tests/test_decode_gpu.py tests/test_decode_fast.py
+fi
 
 if [[ " $PARTS " == *" train "* ]]; then
     part train 150 python3 tests/benchmarks/bench_scale.py --dir "$WORK/store" --scale "$SCALE" --store-only
@@ -97,7 +101,7 @@ fi
 {
     echo "# bench_gpu.sh, $(date -u +%F), $(($(date +%s) - began)) s"
     echo
-    grep -h -v '^=== ' "$OUT/machine.log" | tail -n 6
+    grep -h -E '^(NVIDIA|name|cores|torch|PyAV|[0-9]+ (passed|failed)|FAILED|=+ .*(passed|failed))' "$OUT/machine.log"
     for name in train feed tspm; do
         [[ -f $OUT/$name.log ]] || continue
         echo
