@@ -314,21 +314,21 @@ def _epochs(run: Run, model, opt, sched, splits: dict[str, SplitData], standing:
         sched.step()
         evaluated = time.perf_counter()
         val = run.evaluate(model, splits["val"])
-        checkpointed = time.perf_counter()
-        if val.accuracy > standing.best_acc:
-            standing.best_acc, standing.best_epoch = val.accuracy, epoch
-            checkpoint.save(out / checkpoint.BEST, model, cfg, epoch, {"val_accuracy": val.accuracy})
         now = time.perf_counter()
-        times = {  # the lines add up to the run: each one's wall time runs from the line before
-            "eval_s": round(checkpointed - evaluated, 3),
-            "checkpoint_s": round(saving + now - checkpointed, 3),
+        times = {  # the lines add up to the run: each one's wall time runs from the line before, and its
+            # checkpoints are those written in that time (the epoch before's, which follow its line)
+            "eval_s": round(now - evaluated, 3),
+            "checkpoint_s": round(saving, 3),
             "wall_s": round(now - mark, 3),
         }
         record = {"epoch": epoch, "lr": lr, **stats, **times, "val_accuracy": val.accuracy, "val": val.table}
-        append_text(out / "metrics.jsonl", json_text(record) + "\n")  # before `last`: a resume keeps it
+        append_text(out / "metrics.jsonl", json_text(record) + "\n")  # before any checkpoint: resume keeps it
         mark = time.perf_counter()
         if run.board:
             log_epoch(run.board, record)
+        if val.accuracy > standing.best_acc:
+            standing.best_acc, standing.best_epoch = val.accuracy, epoch
+            checkpoint.save(out / checkpoint.BEST, model, cfg, epoch, {"val_accuracy": val.accuracy})
         state = {
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
