@@ -50,13 +50,13 @@ def main(config_file, **flags) -> None:
     if not cfg.input.videos and not cfg.input.annotations:
         raise click.UsageError("give --videos and/or --annotations")
     parse_features(cfg.features)  # an unknown pack: one line naming it and the known packs, exit 2
-    check_extract(cfg)  # a wrong file or name is one line now, not after torch and Ray have loaded
+    inputs = check_extract(cfg)  # a wrong file or name is one line now, not after torch and Ray have loaded
     from avaf.extract.pipeline import run_extract
     from avaf.shared.files import removing_new_empty_folders
     from avaf.shared.store.writer import shard_dir
 
     with removing_new_empty_folders(shard_dir(cfg.out)):  # a failed run leaves no empty new/dir/ behind
-        s = run_extract(cfg, progress=show_progress(), echo=click.echo)
+        s = run_extract(cfg, progress=show_progress(), echo=click.echo, inputs=inputs)
     if s.random_weights:
         click.echo(
             f"!!! RANDOM WEIGHTS ({', '.join(s.random_weights)}): features for tests only, recorded in {s.out} !!!"

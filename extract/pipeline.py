@@ -30,14 +30,13 @@ from avaf.extract.config import ExtractConfig, RuntimeConfig
 from avaf.extract.decode.backends import check_backend, find_media, video_id
 from avaf.extract.engine import Engine, InProcessEngine, JobLost
 from avaf.extract.packs import parse_features
+from avaf.extract.preflight import Inputs, read_inputs
 from avaf.extract.ray_engine import RayEngine
-from avaf.shared.avqa.annotations import load_questions
 from avaf.shared.config import to_dict
 from avaf.shared.files import TMP_MARK
 from avaf.shared.ray_session import end_with_line, ray_address
 from avaf.shared.store.merge import build_store
 from avaf.shared.store.reader import FeatureStore
-from avaf.shared.store.sets import TSPM
 from avaf.shared.store.writer import ShardWriter, complete_shards, new_shard_path, shard_dir
 
 log = logging.getLogger(__name__)
@@ -76,27 +75,32 @@ class ExtractSummary:
 
 
 def run_extract(
-    cfg: ExtractConfig, progress: bool = True, echo: Callable[[str], None] | None = None
+    cfg: ExtractConfig,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    inputs: Inputs | None = None,
 ) -> ExtractSummary:
     """Extract every video and question not yet done for every pack of `cfg.features`, then rebuild
-    `cfg.out`; `echo` is told the mode chosen (`choose_mode`) before the work starts."""
+    `cfg.out`; `echo` is told the mode chosen (`choose_mode`) before the work starts. `inputs`: the questions
+    and prompt table the preflight read (`check_extract`); read here when not given."""
     start = time.perf_counter()
     packs = parse_features(cfg.features)  # an unknown pack: one line, before any work
-    prompts = _prompt_table(cfg, packs)  # likewise a malformed table
+    if inputs is None:
+        inputs = read_inputs(cfg)  # likewise a malformed table or annotation file
+    prompts = inputs.prompts
     if cfg.input.videos:
         check_backend(cfg.decode.backend)  # e.g. --decoder decord without decord: one line, before any work
     out = Path(cfg.out)
     folder = shard_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(folder)
-    questions = load_questions(cfg.input.annotations, cfg.input.split)  # bad files fail before hours of work
     index = todo.index_shards(folder)
     todo.check_sets(index, packs, str(out))
     if todo.remove_outgrown(folder, todo.outgrown(index, packs)):  # left by a run killed while adding a pack
         index = todo.index_shards(folder)
     todo.check_settings(index, to_dict(cfg), folder)  # a changed --batch-size: one line, before any work
     jobs, skipped = todo.plan_videos(_media(cfg) if cfg.input.videos else [], packs, index)
-    pending = todo.plan_questions(questions, packs, index, prompts is not None)
+    pending = todo.plan_questions(inputs.questions, packs, index, prompts is not None)
     summary = ExtractSummary(out=str(out), skipped=skipped, packs=packs)
     if jobs or pending:
         make_engine, summary.mode = choose_mode(cfg.runtime, len(jobs))
@@ -136,20 +140,6 @@ def _media(cfg: ExtractConfig) -> list[tuple[str, str]]:
     if cfg.input.limit is not None:
         media = media[: cfg.input.limit]
     return [(video_id(p), str(p)) for p in media]
-
-
-def _prompt_table(cfg: ExtractConfig, packs: tuple[str, ...]):
-    """The --qa-prompts table, read and checked before any work (None without one)."""
-    if cfg.input.qa_prompts is None:
-        return None
-    if TSPM not in packs:
-        raise ValueError(
-            f"--qa-prompts {cfg.input.qa_prompts}: QA prompts belong to the tspm pack, which --features "
-            f"{','.join(packs)} leaves out"
-        )
-    from avaf.extract.prompts import load_prompt_table
-
-    return load_prompt_table(cfg.input.qa_prompts)
 
 
 def _prompt_info(prompts) -> dict | None:

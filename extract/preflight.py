@@ -1,37 +1,66 @@
 """What `avaf-extract` checks before it imports torch, open_clip or Ray: the inputs a user types wrong.
 
-A wrong annotation file, --clip-model name or weights path is one line naming the flag or the file, in a
-fraction of a second, instead of after the seconds that loading torch and starting Ray take
+A wrong annotation file, --qa-prompts table, --clip-model name or weights path is one line naming the flag
+or the file, in a fraction of a second, instead of after the seconds that loading torch and starting Ray take
 (tests/benchmarks/bench_errors.py). Nothing here imports a model library: open_clip's model names are read
 from its packaged config files. The encoders check again, fully, when they load; these checks only move the
-common mistakes to the front.
+common mistakes to the front. The files read here (the questions, the prompt table) are handed on to
+`run_extract` as `Inputs`, so a run reads each once.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 from avaf.extract.config import ExtractConfig
-from avaf.shared.avqa.annotations import load_questions
+from avaf.extract.packs import parse_features
+from avaf.extract.prompts import PromptTable, load_prompt_table
+from avaf.shared.avqa.annotations import Question, load_questions
 from avaf.shared.errors import AvafError
 from avaf.shared.ray_session import ray_address
+from avaf.shared.store.sets import TSPM
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
-def check_extract(cfg: ExtractConfig) -> None:
+@dataclass(frozen=True)
+class Inputs:
+    """The input files as read and checked: the --annotations questions and the --qa-prompts table (None
+    without one). `run_extract` takes them from the preflight instead of reading the files again."""
+
+    questions: list[Question]
+    prompts: PromptTable | None = None
+
+
+def check_extract(cfg: ExtractConfig) -> Inputs:
     """Raise on what can be checked without torch or Ray: the --videos folder (it holds media files), the
-    annotation files (their names and rows), the --clip-model name and, for a run on this machine (no
-    cluster address), the weight paths."""
+    --qa-prompts table and the annotation files (`read_inputs`), the --clip-model name and, for a run on this
+    machine (no cluster address), the weight paths. Returns what it read, for `run_extract`."""
     if cfg.input.videos:
         check_videos(cfg.input.videos, questions_too=bool(cfg.input.annotations))
-    if cfg.input.annotations:
-        load_questions(cfg.input.annotations, cfg.input.split)
+    inputs = read_inputs(cfg)
     check_clip_model(cfg.clip.model)
     if not ray_address(cfg.runtime.address):  # on a cluster the weights are the nodes' files, not ours
         check_weight_paths(cfg.runtime.weights_dir, cfg.clip.pretrained, cfg.vggish.weights)
+    return inputs
+
+
+def read_inputs(cfg: ExtractConfig) -> Inputs:
+    """The --qa-prompts table (only with the tspm pack) and the questions of every --annotations file, each
+    file read once and checked: a malformed one is an error whose one line names the file and the problem."""
+    prompts = None
+    if cfg.input.qa_prompts is not None:
+        packs = parse_features(cfg.features)
+        if TSPM not in packs:
+            raise ValueError(
+                f"--qa-prompts {cfg.input.qa_prompts}: QA prompts belong to the tspm pack, which --features "
+                f"{','.join(packs)} leaves out"
+            )
+        prompts = load_prompt_table(cfg.input.qa_prompts)
+    return Inputs(load_questions(cfg.input.annotations, cfg.input.split), prompts)
 
 
 def check_videos(folder: str, questions_too: bool = False) -> None:

@@ -16,7 +16,7 @@ import pytest
 from benchmarks.bench_errors import ANNOTATIONS, make_inputs
 
 HEAVY = ("torch", "ray", "open_clip", "timm")  # what took a bad input ~5-20 s to report before
-N_CASES = 14
+N_CASES = 16
 
 
 def _more_inputs(d: Path) -> list[tuple[str, str, list[str]]]:
@@ -36,6 +36,29 @@ def _more_inputs(d: Path) -> list[tuple[str, str, list[str]]]:
         ),
         ("avaf-demo", "videos must be at least 1", ["--out", str(d / "demo"), "--num-videos", "0"]),
         *_empty_inputs(d),
+        *_prompt_tables(d),
+    ]
+
+
+def _prompt_tables(d: Path) -> list[tuple[str, str, list[str]]]:
+    """A --qa-prompts table without TSPM's template column (was: reported after torch had loaded, ~5 s),
+    and a table given without the tspm pack."""
+    (d / "prompts.csv").write_text("No.,Template,Sentence\n1,Where is the <Object>?,The <Object> is there.\n")
+    (d / "avqa-val.json").write_text(json.dumps(json.loads(ANNOTATIONS.read_text())[:2]))
+    args = ["--annotations", str(d / "avqa-val.json"), "--out", str(d / "feats.h5")]
+    return [
+        (
+            "avaf-extract",
+            f"{d / 'prompts.csv'}: row 1: no column 'Question Template' or 'Declarative Sentence Text "
+            "Prompt' (the header has ['No.', 'Template', 'Sentence'])",
+            [*args, "--features", "avaf,tspm", "--qa-prompts", str(d / "prompts.csv")],
+        ),
+        (
+            "avaf-extract",
+            f"--qa-prompts {d / 'prompts.csv'}: QA prompts belong to the tspm pack, which --features avaf "
+            "leaves out",
+            [*args, "--qa-prompts", str(d / "prompts.csv")],
+        ),
     ]
 
 

@@ -399,3 +399,58 @@ def test_annotations_alone_still_encode_the_questions(tmp_path):
     assert f"{out}: written 0, skipped as done 0, failed 0, questions 3 (" in res.output
     with FeatureStore(out) as fs:
         assert fs.video_ids == [] and len(fs.questions()["question_id"]) == 3
+
+
+def test_each_input_file_is_read_once_per_run(tmp_path, monkeypatch):
+    """The preflight reads the annotation file and the --qa-prompts table and hands them on: one read of
+    each per run (was: the annotation file twice, in the preflight and again in the question stage)."""
+    import pathlib
+
+    write_clip(tmp_path / "videos" / "tones.mp4", seconds=2)
+    rows = json.loads((DATA / "music-avqa" / "json_update" / "avqa-val.json").read_text())[:3]
+    ann = tmp_path / "avqa-test.json"
+    ann.write_text(json.dumps(rows))
+    table = tmp_path / "prompts.csv"
+    head = "No.,Modalities,Type,Question Template,Declarative Sentence Text Prompt\n"
+    table.write_text(head + f"1,Audio,Counting,{rows[0]['question_content']},A sentence.\n")
+    (tmp_path / "tspm.yaml").write_text(
+        "tspm:\n  clip_model: " + str(DATA / "ViT-L-14-336-avaf-tiny.json") + "\n"
+        "  tome_model_kwargs: {embed_dim: 32, num_heads: 2, mlp_ratio: 1.0}\n"
+    )
+    reads: list[str] = []
+    for method in ("read_text", "read_bytes"):
+        original = getattr(pathlib.Path, method)
+
+        def counted(self, *args, _original=original, **kwargs):
+            reads.append(str(self))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, method, counted)
+    out = tmp_path / "feats.h5"
+    args = [
+        "--videos",
+        str(tmp_path / "videos"),
+        "--annotations",
+        str(ann),
+        "--out",
+        str(out),
+        "--in-process",
+    ]
+    res = CliRunner().invoke(extract_main, [*args, *TINY_FLAGS])
+    assert res.exit_code == 0, res.output
+    assert f"{out}: written 1, skipped as done 0, failed 0, questions 3 (" in res.output
+    assert reads.count(str(ann)) == 1, reads
+    reads.clear()
+    tspm = ["--features", "avaf,tspm", "--qa-prompts", str(table), "--config", str(tmp_path / "tspm.yaml")]
+    tspm += [
+        "--random-weights",
+        "--out",
+        str(tmp_path / "tspm.h5"),
+        "--annotations",
+        str(ann),
+        "--in-process",
+    ]
+    res = CliRunner().invoke(extract_main, [*tspm, "--clip-model", TINY_CLIP])
+    assert res.exit_code == 0, res.output
+    assert f"{tmp_path / 'tspm.h5'}: written 0, skipped as done 0, failed 0, questions 3 (" in res.output
+    assert (reads.count(str(ann)), reads.count(str(table))) == (1, 1), reads
