@@ -20,6 +20,7 @@ from avaf.shared.cli import (
     common_options,
     config_file_option,
     config_options,
+    end_progress_bars,
     from_flags,
     old_spelling,
     show_progress,
@@ -178,5 +179,6 @@ def demo(out: str, train_config: str | None, overwrite: bool, **options) -> None
     try:
         run_demo(out, DemoOptions(train_args=extra, **options), echo=click.echo, overwrite=overwrite)
     except KeyboardInterrupt:
+        end_progress_bars()  # the line below starts a line of its own
         click.echo("avaf-demo: stopped; the same command continues it", err=True)
         sys.exit(130)  # as a shell reports a command stopped by Ctrl-C

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -55,8 +56,19 @@ def one_line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
+def end_progress_bars() -> None:
+    """Close every progress bar still open, so that the line printed next starts a line of its own: a bar
+    an error left open (the encoders failing as the Ray job starts) keeps the cursor at its end, and is
+    drawn once more when it is collected. tqdm is not imported for it: an early error has drawn no bar."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        for bar in list(tqdm.tqdm._instances):  # every open, enabled bar (tqdm.auto's and others share it)
+            bar.close()  # leave=True: drawn one last time, then a newline; leave=False: its line cleared
+
+
 class OneLineError(click.ClickException):
-    """What `Command` raises instead: click prints it as "COMMAND: message" and exits 2."""
+    """What `Command` raises instead: click prints it as "COMMAND: message" on a line of its own (after the
+    progress bars it ends) and exits 2."""
 
     exit_code = 2
 
@@ -65,6 +77,7 @@ class OneLineError(click.ClickException):
         self.command = command
 
     def show(self, file=None) -> None:
+        end_progress_bars()
         click.echo(f"{self.command}: {self.message}", err=True, file=file)
 
 

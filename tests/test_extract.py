@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -454,3 +455,30 @@ def test_each_input_file_is_read_once_per_run(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert f"{tmp_path / 'tspm.h5'}: written 0, skipped as done 0, failed 0, questions 3 (" in res.output
     assert (reads.count(str(ann)), reads.count(str(table))) == (1, 1), reads
+
+
+def test_an_error_that_ends_the_run_starts_a_line_after_the_progress_bar(tmp_path, monkeypatch):
+    """Without -q the videos' bar is on stderr. An error that ends the run while it is drawn (here the disk
+    fills as the first shard is written) was printed on the bar's line, and the bar drawn again after it:
+    '  0%|          | 0/2 [00:00<?, ?video/s]avaf-extract: ...: No space left on device'."""
+    import errno
+    import os
+
+    from avaf.shared.store.writer import ShardWriter
+
+    for name in ("a", "b"):
+        write_clip(tmp_path / "videos" / f"{name}.mp4", seconds=2)
+
+    def disk_full(self, features):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+
+    monkeypatch.setattr(ShardWriter, "add_video", disk_full)
+    args = ["--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "f.h5"), "--in-process"]
+    res = CliRunner().invoke(extract_main, [*args, *TINY_FLAGS])
+    assert res.exit_code == 2, res.output
+    *_, bar, line, end = res.stderr.split("\n")
+    assert re.search(r"\r\s*0%\|.*\| 0/2 \[", bar), bar  # the bar was shown, and ended with its line
+    assert re.fullmatch(
+        rf"avaf-extract: {re.escape(str(shard_dir(tmp_path / 'f.h5')))}/\S+: No space left on device", line
+    ), line
+    assert end == ""  # nothing after the error line: the bar is not drawn again
