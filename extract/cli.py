@@ -177,7 +177,8 @@ def demo(out: str, train_config: str | None, overwrite: bool, **options) -> None
 
     extra = ("--config", train_config) if train_config else ()
     try:
-        run_demo(out, DemoOptions(train_args=extra, **options), echo=click.echo, overwrite=overwrite)
+        chosen = DemoOptions(train_args=extra, **options)
+        run_demo(out, chosen, echo=click.echo, overwrite=overwrite, progress=show_progress())
     except KeyboardInterrupt:
         end_progress_bars()  # the line below starts a line of its own
         click.echo("avaf-demo: stopped; the same command continues it", err=True)

@@ -96,12 +96,14 @@ def run_demo(
     options: DemoOptions = DemoOptions(),
     echo: Callable[[str], None] = print,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> dict:
     """Generate, extract, train, continuing the demo of the same spec that `out` may hold (stopped or
-    finished); returns the paths of what was written and the results table."""
+    finished); returns the paths of what was written and the results table. `progress`: the three steps'
+    progress bars (avaf-demo -q: none, and avaf-train runs with -q)."""
     o = options
     out, record = open_demo(out, o.spec(), overwrite)
-    synth = _generated_set(out / "synth", SynthSpec(o.videos, o.seed, (o.seconds, o.seconds)), echo)
+    synth = _generated_set(out / "synth", SynthSpec(o.videos, o.seed, (o.seconds, o.seconds)), echo, progress)
     echo(f"      questions per split: {synth['questions_per_split']}")
     if "encoders" in record:  # a demo continues with the encoders it started with, whatever is there now
         clip_pretrained, vggish_weights = record["encoders"]
@@ -123,7 +125,7 @@ def run_demo(
         f"[2/3] avaf-extract: CLIP {o.clip_model} ({clip_pretrained}) + VGGish ({vggish_weights}) -> {feats}"
     )
     echo(f"      by hand, the same (it continues a stopped one): {command}")
-    summary: ExtractSummary = run_extract(cfg, echo=lambda line: echo(f"      {line}"))
+    summary: ExtractSummary = run_extract(cfg, progress, echo=lambda line: echo(f"      {line}"))
     echo(f"      written {summary.written}, skipped {summary.skipped}, failed {len(summary.failed)}, "
          f"questions {summary.questions} ({summary.seconds:.0f} s)")  # fmt: skip
     run = out / "run"
@@ -131,7 +133,7 @@ def run_demo(
         width = fs.shape(SECONDS, "visual_tokens")[-1]  # 512 for ViT-B/32; the model's width follows it
     args = ["--feats", str(feats), "--out", str(run), "--epochs", str(o.epochs), "--seconds", str(o.seconds)]
     # a run of ~100 steps at the recipe's lr 1e-4, which needs no warm-up (docs/training.md): 150 would take it
-    args += ["--dim", str(width), "--warmup-steps", "0", *o.train_args]
+    args += ["--dim", str(width), "--warmup-steps", "0", *o.train_args, *([] if progress else ["-q"])]
     args += (
         ["--resume"] if (run / "config.json").is_file() else []
     )  # a stopped run goes on from its last epoch
@@ -185,7 +187,7 @@ def _write_record(out: Path, record: dict) -> None:
     write_text(out / RECORD, json.dumps(record, indent=2) + "\n")
 
 
-def _generated_set(folder: Path, spec: SynthSpec, echo: Callable[[str], None]) -> dict:
+def _generated_set(folder: Path, spec: SynthSpec, echo: Callable[[str], None], progress: bool = True) -> dict:
     """The set `spec` describes in `folder`: the one there if it is complete and is that set, else
     generated (a partial one, left by a stopped demo, is replaced)."""
     found = _complete_set(folder, spec)
@@ -193,7 +195,7 @@ def _generated_set(folder: Path, spec: SynthSpec, echo: Callable[[str], None]) -
         echo(f"[1/3] {spec.videos} generated scenes of {spec.seconds[0]} s in {folder}: complete, reused")
         return found
     echo(f"[1/3] generating {spec.videos} scenes of {spec.seconds[0]} s with known answers -> {folder}")
-    return generate(folder, spec, progress=True, overwrite=True)
+    return generate(folder, spec, progress=progress, overwrite=True)
 
 
 def _complete_set(folder: Path, spec: SynthSpec) -> dict | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shlex
 import shutil
 import signal
@@ -245,3 +246,20 @@ def test_the_offline_warning_says_the_whole_reason(monkeypatch):
     assert told == " ".join(whole.split()) and told.endswith(
         "This machine appears to have no network access."
     )
+
+
+def test_q_hides_every_progress_bar(tmp_path):
+    """avaf-demo -q as a user runs it (avaf-train in its own process included): no progress bar on stdout or
+    stderr, and avaf-train is run with -q. Before: -q still drew the generation's, the videos', the questions'
+    and avaf-train's epoch bars (4 bars, '100%|██████████| 10/10 ...') and avaf-train's progress lines."""
+    (tmp_path / "tiny.yaml").write_text("model:\n  ffn_dim: 64\n")
+    args = ["--out", str(tmp_path / "demo"), *SMALL, "--num-videos", "10", "--in-process"]
+    args += ["--train-config", str(tmp_path / "tiny.yaml"), "-q"]
+    res = subprocess.run([shutil.which("avaf-demo"), *args], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    bars = [line for line in re.split(r"[\r\n]+", res.stdout + res.stderr) if re.search(r"\d+%\|", line)]
+    assert bars == [] and "\r" not in res.stderr, bars
+    (train,) = [line for line in res.stdout.splitlines() if line.startswith("[3/3] avaf-train ")]
+    assert train.endswith(" -q"), train
+    assert "features in memory" not in res.stderr and "epoch 1:" not in res.stderr  # hidden by its -q
+    assert res.stdout.splitlines()[-1].startswith("outputs: videos and annotations ")
