@@ -88,9 +88,10 @@ if [[ " $PARTS " == *" extract "* ]]; then
     part feed 240 python3 tests/benchmarks/bench_feed.py --workdir "$WORK/feed" --sizes 640x360,1280x720 $FEED
     if [[ $DEVICE == cuda* ]]; then
         # shellcheck disable=SC2086
-        part feed 150 python3 tests/benchmarks/bench_feed.py --workdir "$WORK/feed" --sizes 640x360 \
+        part feed 120 python3 tests/benchmarks/bench_feed.py --workdir "$WORK/feed" --sizes 640x360 \
             --decoders pyav-cuda $FEED
-        part feed 90 python3 tests/benchmarks/bench_nvdec.py --clips "$WORK/feed/640x360/clips" --k 1,4,16
+        part feed 120 python3 tests/benchmarks/bench_nvdec.py --clips "$WORK/feed/640x360/clips" --k 1,8 \
+            --per-worker 3
     fi
     if [[ $TSPM == 1 ]]; then
         part tspm 120 python3 tests/benchmarks/bench_feed.py --workdir "$WORK/feed" --sizes 640x360 \

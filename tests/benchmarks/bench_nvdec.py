@@ -5,7 +5,9 @@ A script, not a test: it prints figures and asserts nothing about time. On one H
 gave 1.72 / 1.80 / 1.57 videos/s at 360p (docs/benchmarks.md). If k processes scale where k threads do not,
 the limit is in the process: the interpreter lock held by the Python side of each decode (the packet scan,
 the audio, the per-frame picking) or the device-wide synchronisation before torch reads a frame; if
-neither scales, it is the driver or the hardware (an H100 or H200 has 7 NVDEC engines).
+neither scales, it is the driver or the hardware (an H100 or H200 has 7 NVDEC engines). Each is run with and
+without the device-wide wait before torch reads a frame (`torch.cuda.synchronize()` in
+`pyav_backend.frame_to_cuda_rgb`), and the frames of one clip are compared both ways first.
 
     python tests/benchmarks/bench_nvdec.py --clips bench-out/feed/640x360/clips --k 1,4,16
 """
@@ -26,13 +28,47 @@ def _decode(path: Path) -> str:
     return decode_video(path, "pyav-cuda").decoder
 
 
+def _waits(device_wide: bool) -> None:
+    """Whether each NVDEC frame waits for the whole device before torch reads it (avaf's code: yes). The
+    variant without the wait swaps torch.cuda.synchronize, which that code calls, for nothing, in this
+    process only (a worker's initializer): an experiment, not a setting of avaf."""
+    import torch
+
+    if not hasattr(torch.cuda, "_bench_nvdec_synchronize"):
+        torch.cuda._bench_nvdec_synchronize = torch.cuda.synchronize
+    torch.cuda.synchronize = torch.cuda._bench_nvdec_synchronize if device_wide else (lambda *a, **k: None)
+
+
+def same_frames(path: Path) -> bool:
+    """Whether the frames decoded without the device-wide wait equal those decoded with it."""
+    import torch
+
+    from avaf.extract.decode.backends import decode_video
+
+    _waits(True)
+    waited = decode_video(path, "pyav-cuda").frames.clone()
+    _waits(False)
+    unwaited = decode_video(path, "pyav-cuda").frames
+    torch.cuda._bench_nvdec_synchronize()
+    _waits(True)
+    return bool(torch.equal(waited, unwaited))
+
+
 def _cpu_s() -> float:
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 
 
-def run(k: int, jobs: list[Path], pool_kind) -> tuple[float, float, set]:
-    ctx = {"mp_context": multiprocessing.get_context("spawn")} if pool_kind is ProcessPoolExecutor else {}
+def run(k: int, jobs: list[Path], pool_kind, device_wide: bool) -> tuple[float, float, set]:
+    if pool_kind is ProcessPoolExecutor:
+        ctx = {
+            "mp_context": multiprocessing.get_context("spawn"),
+            "initializer": _waits,
+            "initargs": (device_wide,),
+        }
+    else:
+        ctx = {}
+        _waits(device_wide)
     with pool_kind(k, **ctx) as pool:
         list(pool.map(_decode, jobs[:k]))  # every worker warm: its context, PyAV, the first NVDEC session
         start, cpu = time.perf_counter(), _cpu_s()
@@ -56,14 +92,21 @@ def main() -> None:
         print(f"pyav-cuda (NVDEC): not measured ({problem})")
         return
     clips = sorted(args.clips.glob("*.mp4"))
-    print("| decodes at a time | on | videos/s | CPU-s/video | served by |")
-    print("|---:|---|---:|---:|---|")
+    print(f"frames without the device-wide wait equal those with it: {same_frames(clips[0])}", flush=True)
+    print("| decodes at a time | on | each frame waits for the device | videos/s | CPU-s/video | served by |")
+    print("|---:|---|---|---:|---:|---|")
     for k in (int(x) for x in args.k.split(",")):
         jobs = [clips[i % len(clips)] for i in range(k * args.per_worker)]
         for name, pool_kind in (("threads", ThreadPoolExecutor), ("processes", ProcessPoolExecutor)):
-            rate, cpu, served = run(k, jobs, pool_kind)
-            cpu_text = f"{cpu:.2f}" if pool_kind is ThreadPoolExecutor else "–"
-            print(f"| {k} | {name} | {rate:.2f} | {cpu_text} | {', '.join(sorted(served))} |", flush=True)
+            for device_wide in (True, False):
+                rate, cpu, served = run(k, jobs, pool_kind, device_wide)
+                cpu_text = f"{cpu:.2f}" if pool_kind is ThreadPoolExecutor else "–"
+                wait = "yes (avaf)" if device_wide else "no"
+                print(
+                    f"| {k} | {name} | {wait} | {rate:.2f} | {cpu_text} | {', '.join(sorted(served))} |",
+                    flush=True,
+                )
+    _waits(True)
 
 
 if __name__ == "__main__":
