@@ -23,9 +23,14 @@ from pathlib import Path
 
 
 def _decode(path: Path) -> str:
+    """One video, its GPU work finished (one wait per video, both variants alike)."""
+    import torch
+
     from avaf.extract.decode.backends import decode_video
 
-    return decode_video(path, "pyav-cuda").decoder
+    decoder = decode_video(path, "pyav-cuda").decoder
+    getattr(torch.cuda, "_bench_nvdec_synchronize", torch.cuda.synchronize)()
+    return decoder
 
 
 def _waits(device_wide: bool) -> None:
@@ -36,7 +41,13 @@ def _waits(device_wide: bool) -> None:
 
     if not hasattr(torch.cuda, "_bench_nvdec_synchronize"):
         torch.cuda._bench_nvdec_synchronize = torch.cuda.synchronize
-    torch.cuda.synchronize = torch.cuda._bench_nvdec_synchronize if device_wide else (lambda *a, **k: None)
+    original = torch.cuda._bench_nvdec_synchronize
+
+    def per_frame_wait_skipped(device=None):
+        if device is not None:  # pyav_backend._nvdec's, which makes the context current on its thread: kept
+            original(device)
+
+    torch.cuda.synchronize = original if device_wide else per_frame_wait_skipped
 
 
 def same_frames(path: Path) -> bool:
