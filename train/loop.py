@@ -11,9 +11,10 @@ Run folder: config.json (resolved config), metrics.jsonl (one line per epoch: ev
 accuracies, samples/s, lr, and where the epoch's wall time went: steps, evaluation, checkpoints), best/ and
 last/ checkpoints, results.json and results.md (the paper's table at the best checkpoint; results.json
 counts the selected epoch from 1, as the console does, writes a type without questions as null, and gives
-the invocation's seconds: loading the features, the epochs, the report), predictions.jsonl (per question: prediction, correctness, δ), curves.png
-and delta.png (train/plots.py), and with --log tensorboard the same scalars in tensorboard/. A folder that
-already holds any of these is refused unless the run is resumed (--resume) or replaced (--overwrite).
+the invocation's seconds: loading the features, the epochs, the report), predictions.jsonl (per question:
+prediction, correctness, δ), curves.png and delta.png (train/plots.py), and with --log tensorboard the
+same scalars in tensorboard/. A folder that already holds any of these is refused unless the run is resumed
+(--resume) or replaced (--overwrite).
 """
 
 from __future__ import annotations
