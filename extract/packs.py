@@ -123,6 +123,13 @@ def tome_view(model_kwargs: dict) -> View:
     return View(size, int(RESIZE_RATIO * size))
 
 
+def config_views(cfg: ExtractConfig) -> dict[str, list[list[int]]]:
+    """The views of every pack of `cfg.features`, from the config alone (`pack_views` of `encoder_views`):
+    what decode tasks make while the encoders load elsewhere (the Ray engine's decode config)."""
+    packs = parse_features(cfg.features)
+    return pack_views(encoder_views(with_random_weights(cfg), packs), packs)
+
+
 def pack_views(encoder_view: dict[str, View], packs: tuple[str, ...]) -> dict[str, list[list[int]]]:
     """{pack: [[size, resize], ...]}: the views each pack's encoders take, as the decode config carries them
     (decode.worker.frame_views)."""

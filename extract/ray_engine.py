@@ -31,7 +31,7 @@ from avaf.extract.engine import (
     encoder_facts,
     job_rows,
 )
-from avaf.extract.packs import encoder_views, pack_views, parse_features, with_random_weights
+from avaf.extract.packs import config_views
 from avaf.extract.todo import VideoJob
 from avaf.shared.ray_session import HeadWatch, init_ray, quiet_console, ray_address, ray_verbose
 
@@ -55,9 +55,7 @@ class RayEngine:
             find_weights(cfg)
         self.prompt_table = prompt_table
         self._facts = _start_probe(cfg, prompt_table)
-        # from the models' configs: decode tasks start while the probe loads
-        packs = parse_features(cfg.features)
-        self.views = pack_views(encoder_views(with_random_weights(cfg), packs), packs)
+        self.views = config_views(cfg)  # from the models' configs: decode tasks start while the probe loads
 
     def facts(self) -> dict:
         return self._facts()  # the probe's, waited for once (cached)

@@ -92,16 +92,25 @@ def test_new_shards_are_appended_in_place_and_equal_a_rebuild(tmp_path):
     assert sha(out) == before
 
 
-def test_a_new_video_that_sorts_before_the_stored_ones_rebuilds_the_store_in_id_order(tmp_path):
-    rng = np.random.default_rng(2)
+def _rebuilt_after(tmp_path, first: list, then: list):
+    """A store built from a shard of `first`, then built again after a shard of `then`: the second build
+    must replace the file (a rebuild under a temporary name, renamed over), not append to it in place."""
     out = tmp_path / "feats.h5"
     folder = shard_dir(out)
-    write_shard(folder, [fake_video(rng, "b", 2), fake_video(rng, "d", 3)])
+    write_shard(folder, first)
     build_store(complete_shards(folder), out)
     inode = out.stat().st_ino
-    write_shard(folder, [fake_video(rng, "c", 2), fake_video(rng, "a", 4)])  # a resumed run's arrival order
+    write_shard(folder, then)
     build_store(complete_shards(folder), out)
-    assert out.stat().st_ino != inode  # rebuilt: an append would leave a and c after d
+    assert out.stat().st_ino != inode
+    return out
+
+
+def test_a_new_video_that_sorts_before_the_stored_ones_rebuilds_the_store_in_id_order(tmp_path):
+    rng = np.random.default_rng(2)
+    first = [fake_video(rng, "b", 2), fake_video(rng, "d", 3)]
+    then = [fake_video(rng, "c", 2), fake_video(rng, "a", 4)]  # a resumed run's arrival order
+    out = _rebuilt_after(tmp_path, first, then)  # rebuilt: an append would leave a and c after d
     with FeatureStore(out) as fs:
         assert fs.video_ids == ["a", "b", "c", "d"] and fs.runs()["video_id"].tolist() == ["a", "b", "c", "d"]
     same_store(out, rebuilt(out, tmp_path))
@@ -109,14 +118,8 @@ def test_a_new_video_that_sorts_before_the_stored_ones_rebuilds_the_store_in_id_
 
 def test_replaced_features_rebuild_the_store(tmp_path):
     rng = np.random.default_rng(1)
-    out = tmp_path / "feats.h5"
-    folder = shard_dir(out)
-    write_shard(folder, [fake_video(rng, "a", 2), fake_video(rng, "b", 3)])
-    build_store(complete_shards(folder), out)
-    inode = out.stat().st_ino
-    write_shard(folder, [fake_video(rng, "a", 5)])  # video a extracted again: its features change
-    build_store(complete_shards(folder), out)
-    assert out.stat().st_ino != inode  # rebuilt under a temporary name, renamed over
+    first = [fake_video(rng, "a", 2), fake_video(rng, "b", 3)]
+    out = _rebuilt_after(tmp_path, first, [fake_video(rng, "a", 5)])  # a extracted again: its features change
     with FeatureStore(out) as fs:
         assert fs.video("a")["length"] == 5
     same_store(out, rebuilt(out, tmp_path))

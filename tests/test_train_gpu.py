@@ -12,8 +12,8 @@ import warnings
 
 import pytest
 import torch
+from test_train import tiny_cfg
 
-from avaf.train.config import load_config
 from avaf.train.evaluate import predict
 from avaf.train.loop import Run, amp_dtype, load_data, train_epoch
 from avaf.train.model import build_model
@@ -25,14 +25,12 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-TINY = {"model.dim": 32, "model.ffn_dim": 64, "optim.lr": 1e-3, "optim.warmup_steps": 0, "run.device": "cuda"}
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gpu")
     feats = known_answer_store(folder / "feats.h5", n_videos=200)
-    cfg = load_config(None, {**TINY, "data.feats": str(feats), "run.out_dir": str(folder / "run")})
+    cfg = tiny_cfg(feats, folder / "run", **{"run.device": "cuda"})  # test_train's tiny model
     device = torch.device("cuda")
     splits, shape = load_data(cfg, device)
     torch.manual_seed(0)

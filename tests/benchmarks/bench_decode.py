@@ -98,6 +98,21 @@ def make_video(
         out.mux(audio.encode())
 
 
+def make_videos(jobs: list[tuple[Path, int, int, int, int, int]]) -> None:
+    """`make_video` for each (path, seconds, width, height, fps, seed) whose file is not there yet, one
+    process per core (bench_extract.py and bench_feed.py generate their clips with it)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    todo = [j for j in jobs if not j[0].exists()]
+    with ProcessPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+        list(pool.map(_make_one, todo))
+
+
+def _make_one(job: tuple[Path, int, int, int, int, int]) -> None:
+    path, seconds, width, height, fps, seed = job
+    make_video(path, seconds, width, height, fps=fps, seed=seed)
+
+
 def find_ffmpeg(explicit: str | None) -> tuple[str | None, str]:
     if explicit:
         return explicit, "--ffmpeg"

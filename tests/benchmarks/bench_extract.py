@@ -65,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_decode import find_ffmpeg, machine, make_video
+from bench_decode import find_ffmpeg, machine, make_videos
 
 from avaf.extract.config import ClipConfig, ExtractConfig, InputConfig, RuntimeConfig, VGGishConfig
 
@@ -179,27 +179,13 @@ class Clock:
         return Row(name, videos, wall, cpu, others, (self.load, _load()), notes)
 
 
-def make_all(jobs: list[tuple[Path, int, int, int, int]]) -> None:
-    """Generate the clips (path, width, height, fps, seed) not there yet, one process per core."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    todo = [j for j in jobs if not j[0].exists()]
-    with ProcessPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
-        list(pool.map(_make_one, todo))
-
-
-def _make_one(job: tuple[Path, int, int, int, int]) -> None:
-    path, width, height, fps, seed = job
-    make_video(path, SECONDS, width, height, fps=fps, seed=seed)
-
-
 def make_clips(work: Path, n: int, width: int = WIDTH, height: int = HEIGHT) -> list[Path]:
     """n clips in work/clips (a folder holding nothing else, since the stage scans it), reused if there."""
     folder = work / "clips"
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     paths = [folder / f"clip{i}_{width}x{height}_{SECONDS}s.mp4" for i in range(n)]
-    make_all([(p, width, height, (25, 30)[i % 2], i) for i, p in enumerate(paths)])
+    make_videos([(p, SECONDS, width, height, (25, 30)[i % 2], i) for i, p in enumerate(paths)])
     for extra in set(folder.iterdir()) - set(paths):
         raise SystemExit(f"{extra}: {folder} must hold only the generated clips")
     mbps = np.mean([p.stat().st_size * 8 / SECONDS / 1e6 for p in paths])
@@ -458,7 +444,13 @@ def decode_costs(work: Path, sizes: list[tuple[int, int]]) -> dict[str, float]:
     costs = {}
     (work / "sizing").mkdir(parents=True, exist_ok=True)
     clips_of = {(w, h): [work / "sizing" / f"clip{i}_{w}x{h}.mp4" for i in range(2)] for w, h in sizes}
-    make_all([(p, w, h, (25, 30)[i], 100 + i) for (w, h), ps in clips_of.items() for i, p in enumerate(ps)])
+    make_videos(
+        [
+            (p, SECONDS, w, h, (25, 30)[i], 100 + i)
+            for (w, h), ps in clips_of.items()
+            for i, p in enumerate(ps)
+        ]
+    )
     for width, height in sizes:
         clips = clips_of[(width, height)]
         decode_pyav(clips[0], threads=1)  # warm-up

@@ -37,7 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_decode import make_video  # noqa: E402
+from bench_decode import make_videos  # noqa: E402
 
 
 def make_clips(work: Path, width: int, height: int, seconds: int, unique: int, videos: int) -> Path:
@@ -45,10 +45,8 @@ def make_clips(work: Path, width: int, height: int, seconds: int, unique: int, v
     made, folder = work / f"{width}x{height}" / "clips", work / f"{width}x{height}" / "videos"
     made.mkdir(parents=True, exist_ok=True)
     paths = [made / f"clip{i}_{seconds}s.mp4" for i in range(unique)]
-    todo = [(p, seconds, width, height, (25, 30)[i % 2], i) for i, p in enumerate(paths) if not p.exists()]
     start = time.perf_counter()
-    with ProcessPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
-        list(pool.map(_make, todo))
+    make_videos([(p, seconds, width, height, (25, 30)[i % 2], i) for i, p in enumerate(paths)])
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for i in range(videos):
@@ -61,16 +59,11 @@ def make_clips(work: Path, width: int, height: int, seconds: int, unique: int, v
     return folder
 
 
-def _make(job: tuple) -> None:
-    path, seconds, width, height, fps, seed = job
-    make_video(path, seconds, width, height, fps=fps, seed=seed)
-
-
 def decode_settings(args: argparse.Namespace) -> dict:
     """The decode settings a Ray decode task gets for these packs (pipeline.py: the decode config and the
     views of each pack)."""
     from avaf.extract.config import ClipConfig, ExtractConfig, RuntimeConfig
-    from avaf.extract.packs import encoder_views, pack_views, parse_features, with_random_weights
+    from avaf.extract.packs import config_views
     from avaf.shared.config import to_dict
 
     cfg = ExtractConfig(
@@ -78,8 +71,7 @@ def decode_settings(args: argparse.Namespace) -> dict:
         clip=ClipConfig(model=args.clip_model),
         runtime=RuntimeConfig(random_weights=True),
     )
-    packs = parse_features(cfg.features)
-    return to_dict(cfg.decode) | {"views": pack_views(encoder_views(with_random_weights(cfg), packs), packs)}
+    return to_dict(cfg.decode) | {"views": config_views(cfg)}
 
 
 def _decode(job: tuple) -> str:

@@ -60,6 +60,7 @@ def store_shape(feats: str) -> dict:
     from avaf.shared.store.index import QuestionIndex
     from avaf.shared.store.reader import FeatureStore
     from avaf.shared.store.schema import SECONDS
+    from avaf.train.config import ModelConfig
     from avaf.train.data import columns
 
     with FeatureStore(feats) as fs:
@@ -67,7 +68,7 @@ def store_shape(feats: str) -> dict:
         index = {s: QuestionIndex.build(fs, s) for s in ("train", "val", "test")}
     present = [i for i in index.values() if len(i)]
     return {
-        "seconds": min(60, max(int(i.seconds_length.max()) for i in present)),
+        "seconds": min(ModelConfig().max_seconds, max(int(i.seconds_length.max()) for i in present)),
         "words": max(int(i.word_length.max()) for i in present),
         "patches": int(tokens) - 1,  # CLS first
         "questions": {s: len(i) for s, i in index.items()},
@@ -85,7 +86,7 @@ def counted_flops(variant: str, shape: dict) -> dict:
     from avaf.train.model import build_model
     from avaf.train.variants import model_class
 
-    cfg = ModelConfig(variant=variant, max_seconds=60)
+    cfg = ModelConfig(variant=variant)
     loss = LossConfig(**model_class(variant).recipe.get("loss", {}))
     model = build_model(cfg)
     dims = (shape["seconds"], shape["patches"], shape["words"])
