@@ -200,6 +200,9 @@ def test_torchcodec_problem_names_the_fix(monkeypatch):
         assert "\n" not in TORCHCODEC
 
 
+# torchcodec is an optional extra (avaf[torchcodec]: torch >= 2.11 and the system's FFmpeg), not installed by
+# '.[test]', so this skips here and in CI; where it is missing, test_torchcodec_missing_falls_back_to_pyav_saying_why
+# asserts the fallback instead, and this runs wherever the extra is installed.
 @pytest.mark.skipif(TORCHCODEC is not None, reason=f"torchcodec: {TORCHCODEC}")
 def test_torchcodec_cpu_takes_the_same_frames(clips):
     for name in ("h264 gop 250", "h264 vfr"):
